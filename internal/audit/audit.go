@@ -1,0 +1,187 @@
+// Package audit records the admin audit log: every change and every login,
+// with actor, time, client address, action, target and outcome. Changes write
+// their event in the same transaction as the change itself (Record takes the
+// transaction), so a change is never stored without its event nor an event
+// without its change. service.go serves GET /api/v1/audit-logs.
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/store"
+)
+
+// Outcomes.
+const (
+	Success = "success"
+	Failure = "failure"
+)
+
+// Event is one audit log entry.
+type Event struct {
+	ID         string         `json:"id"`
+	OrgID      string         `json:"-"`
+	At         time.Time      `json:"at"`
+	ActorKind  string         `json:"actorKind" doc:"user, machine, system or anonymous"`
+	ActorID    string         `json:"actorId"`
+	ActorName  string         `json:"actorName"`
+	ClientAddr string         `json:"clientAddr"`
+	Action     string         `json:"action" doc:"what happened, e.g. project.create or auth.login"`
+	Outcome    string         `json:"outcome" enum:"success,failure"`
+	TargetKind string         `json:"targetKind"`
+	TargetID   string         `json:"targetId"`
+	ProjectID  string         `json:"projectId,omitempty"`
+	Details    map[string]any `json:"details,omitempty"`
+}
+
+// By fills the actor and client address of ev from the request context.
+func By(ctx context.Context, ev Event) Event {
+	if p := api.PrincipalFrom(ctx); p != nil {
+		ev.ActorKind, ev.ActorID, ev.ActorName = p.Kind, p.ID, p.Name
+		if ev.OrgID == "" {
+			ev.OrgID = p.OrgID
+		}
+	} else if ev.ActorKind == "" {
+		ev.ActorKind = "anonymous"
+	}
+	if ev.ClientAddr == "" {
+		ev.ClientAddr = api.ClientAddr(ctx)
+	}
+	if ev.Outcome == "" {
+		ev.Outcome = Success
+	}
+	return ev
+}
+
+// Record writes ev with q, normally the transaction of the change it describes.
+func Record(ctx context.Context, q store.Querier, ev Event) error {
+	const op = "audit.Record"
+	if ev.OrgID == "" || ev.Action == "" {
+		return errs.E(op, errs.Internal, "audit event without organization or action")
+	}
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	details := "{}"
+	if len(ev.Details) > 0 {
+		b, err := json.Marshal(ev.Details)
+		if err != nil {
+			return errs.Wrap(op, errs.Internal, "encoding audit details failed", err)
+		}
+		details = string(b)
+	}
+	_, err := q.ExecContext(ctx, `INSERT INTO audit_logs
+		(id, org_id, at, actor_kind, actor_id, actor_name, client_addr, action, outcome, target_kind, target_id, project_id, details)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		uuid.Must(uuid.NewV7()).String(), ev.OrgID, store.Micros(ev.At), ev.ActorKind, ev.ActorID, ev.ActorName,
+		ev.ClientAddr, ev.Action, ev.Outcome, ev.TargetKind, ev.TargetID, ev.ProjectID, details)
+	if err != nil {
+		return errs.Wrap(op, errs.Unavailable, "writing the audit log failed", err)
+	}
+	return nil
+}
+
+// Filter selects audit events. Empty fields do not filter.
+type Filter struct {
+	OrgID     string
+	Actor     string // actor id or name
+	Action    string // exact, or a prefix ending in "." (e.g. "auth.")
+	ProjectID string
+	From, To  time.Time
+	Before    string // cursor: return events older than this id
+	Limit     int
+}
+
+// Repository reads the audit log.
+type Repository struct{ db *store.DB }
+
+// NewRepository returns a Repository.
+func NewRepository(db *store.DB) *Repository { return &Repository{db: db} }
+
+// List returns matching events, newest first.
+func (r *Repository) List(ctx context.Context, f Filter) ([]Event, error) {
+	const op = "audit.(*Repository).List"
+	if f.OrgID == "" {
+		return nil, errs.E(op, errs.Internal, "no organization")
+	}
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 100
+	}
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	add("org_id = ?", f.OrgID)
+	if f.Actor != "" {
+		args = append(args, f.Actor)
+		n := "$" + strconv.Itoa(len(args))
+		where = append(where, "(actor_id = "+n+" OR actor_name = "+n+")")
+	}
+	if f.Action != "" {
+		if strings.HasSuffix(f.Action, ".") {
+			add("action LIKE ? ESCAPE '\\'", escapeLike(f.Action)+"%")
+		} else {
+			add("action = ?", f.Action)
+		}
+	}
+	if f.ProjectID != "" {
+		add("project_id = ?", f.ProjectID)
+	}
+	if !f.From.IsZero() {
+		add("at >= ?", store.Micros(f.From))
+	}
+	if !f.To.IsZero() {
+		add("at < ?", store.Micros(f.To))
+	}
+	if f.Before != "" {
+		add("id < ?", f.Before)
+	}
+	args = append(args, f.Limit)
+	q := `SELECT id, at, actor_kind, actor_id, actor_name, client_addr, action, outcome, target_kind, target_id, project_id, details
+		FROM audit_logs WHERE ` + strings.Join(where, " AND ") + ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
+	rows, err := r.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "reading the audit log failed", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var ev Event
+		var at int64
+		var details string
+		if err := rows.Scan(&ev.ID, &at, &ev.ActorKind, &ev.ActorID, &ev.ActorName, &ev.ClientAddr, &ev.Action,
+			&ev.Outcome, &ev.TargetKind, &ev.TargetID, &ev.ProjectID, &details); err != nil {
+			return nil, errs.Wrap(op, errs.Unavailable, "reading the audit log failed", err)
+		}
+		ev.At = store.Time(at)
+		if details != "{}" {
+			_ = json.Unmarshal([]byte(details), &ev.Details)
+		}
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "reading the audit log failed", err)
+	}
+	return out, nil
+}
+
+// RecordNow writes ev in its own transaction; for events with no change
+// attached (a failed login).
+func RecordNow(ctx context.Context, db *store.DB, ev Event) error {
+	return db.InTx(ctx, func(tx *sql.Tx) error { return Record(ctx, tx, ev) })
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}

@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type project struct {
+	ID                 string    `json:"id"`
+	Name               string    `json:"name"`
+	Description        string    `json:"description"`
+	MaxSessionDuration string    `json:"maxSessionDuration"`
+	Role               string    `json:"role"`
+	CreatedAt          time.Time `json:"createdAt"`
+	UpdatedAt          time.Time `json:"updatedAt"`
+}
+
+type member struct {
+	Kind      string    `json:"kind"`
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+func newProjectsCommand(o *options) *cobra.Command {
+	cmd := &cobra.Command{Use: "projects", Short: "Manage projects", Aliases: []string{"project"}}
+	var desc, maxSession string
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a project and print its id", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var p project
+			body := map[string]string{"name": args[0]}
+			if desc != "" {
+				body["description"] = desc
+			}
+			if maxSession != "" {
+				body["maxSessionDuration"] = maxSession
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/projects", nil, body, &p); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return o.printJSON(p)
+			}
+			_, err = o.stdout.Write([]byte(p.ID + "\n"))
+			return err
+		},
+	}
+	create.Flags().StringVar(&desc, "description", "", "what the project is for")
+	create.Flags().StringVar(&maxSession, "max-session-duration", "", "longest access session, e.g. 8h (default 8h)")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List your projects", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var ps []project
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects", nil, nil, &ps); err != nil {
+				return err
+			}
+			rows := make([][]string, 0, len(ps))
+			for _, p := range ps {
+				rows = append(rows, []string{p.ID, p.Name, p.Role, p.MaxSessionDuration, fmtTime(p.CreatedAt)})
+			}
+			return o.printTable(ps, []string{"ID", "NAME", "ROLE", "MAX SESSION", "CREATED"}, rows)
+		},
+	}
+	get := &cobra.Command{
+		Use: "get ID", Short: "Show a project", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var p project
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(args[0]), nil, nil, &p); err != nil {
+				return err
+			}
+			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
+				{"Your role", p.Role}, {"Max session", p.MaxSessionDuration}, {"Created", fmtTime(p.CreatedAt)}})
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete ID", Short: "Delete a project and everything in it", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+				return err
+			}
+			_, err = o.stdout.Write([]byte("Deleted project " + args[0] + ".\n"))
+			return err
+		},
+	}
+	cmd.AddCommand(create, list, get, del, newMembersCommand(o))
+	return cmd
+}
+
+func newMembersCommand(o *options) *cobra.Command {
+	cmd := &cobra.Command{Use: "members", Short: "Manage a project's members"}
+	var projectID, email, machineID, role string
+	list := &cobra.Command{
+		Use: "list", Short: "List a project's members", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var ms []member
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(projectID)+"/members", nil, nil, &ms); err != nil {
+				return err
+			}
+			rows := make([][]string, 0, len(ms))
+			for _, m := range ms {
+				rows = append(rows, []string{m.Kind, m.ID, m.Name, m.Role})
+			}
+			return o.printTable(ms, []string{"KIND", "ID", "NAME", "ROLE"}, rows)
+		},
+	}
+	set := &cobra.Command{
+		Use: "set", Short: "Add a member or change a member's role", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var m member
+			body := map[string]string{"role": role}
+			if email != "" {
+				body["email"] = email
+			}
+			if machineID != "" {
+				body["machineIdentityId"] = machineID
+			}
+			if err := c.do(cmd.Context(), http.MethodPut, "/api/v1/projects/"+url.PathEscape(projectID)+"/members", nil, body, &m); err != nil {
+				return err
+			}
+			return o.printObject(m, [][2]string{{"Member", m.Name}, {"Kind", m.Kind}, {"Role", m.Role}})
+		},
+	}
+	for _, c := range []*cobra.Command{list, set} {
+		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
+		_ = c.MarkFlagRequired("project-id")
+	}
+	set.Flags().StringVar(&email, "email", "", "the user's email")
+	set.Flags().StringVar(&machineID, "machine-identity-id", "", "the machine identity's id")
+	set.Flags().StringVar(&role, "role", "member", "admin, member or viewer")
+	cmd.AddCommand(list, set)
+	return cmd
+}

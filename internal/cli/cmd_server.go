@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlockpam/airlock/internal/keyring"
+	"github.com/airlockpam/airlock/internal/server"
+)
+
+func generateRootKey() string { return keyring.GenerateRootKey() }
+
+type serverFlags struct {
+	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile string
+	trustProxyHeaders                                          bool
+}
+
+func newServerCommand(o *options) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Airlock control plane (API, web UI, relay)",
+		Long: `Run the Airlock control plane.
+
+The store is an embedded SQLite file in --data-dir unless --database-url names a
+PostgreSQL database. The root key that encrypts secrets at rest comes from
+AIRLOCK_ROOT_KEY (base64 of 32 bytes) or --root-key-file. When the store has no
+user yet, AIRLOCK_BOOTSTRAP_EMAIL and AIRLOCK_BOOTSTRAP_PASSWORD create the first
+organization admin; afterwards they are ignored.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			root, err := keyring.LoadRootKey(os.Getenv(keyring.EnvRootKey), f.rootKeyFile)
+			if err != nil {
+				return err
+			}
+			if f.databaseURL == "" {
+				f.databaseURL = os.Getenv("AIRLOCK_DATABASE_URL")
+			}
+			cfg := server.Config{
+				Listen: f.listen, DataDir: f.dataDir, DatabaseURL: f.databaseURL, TLSCert: f.tlsCert, TLSKey: f.tlsKey,
+				RootKey: root, TrustProxyHeaders: f.trustProxyHeaders,
+				BootstrapEmail: os.Getenv("AIRLOCK_BOOTSTRAP_EMAIL"), BootstrapPassword: os.Getenv("AIRLOCK_BOOTSTRAP_PASSWORD"),
+			}
+			return runServer(cmd.Context(), o, cfg, nil)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8720", "address to serve the API and web UI on")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the embedded store (required without --database-url)")
+	fl.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL store, postgres://user:pass@host/db (or AIRLOCK_DATABASE_URL)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fl.StringVar(&f.rootKeyFile, "root-key-file", "", "file holding the base64 root key (instead of AIRLOCK_ROOT_KEY)")
+	fl.BoolVar(&f.trustProxyHeaders, "trust-proxy-headers", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+	return cmd
+}
+
+// runServer starts the server and blocks until ctx ends. ready, if not nil,
+// is called once the server listens.
+func runServer(ctx context.Context, o *options, cfg server.Config, ready func(s *server.Server, url string)) error {
+	s, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ln, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("%s://%s", s.Scheme(), ln.Addr())
+	slog.Info("airlock server listening", "url", url, "store", string(s.DB.Dialect), "rootKeyId", s.Keyring.RootKeyID())
+	if ready != nil {
+		ready(s, url)
+	}
+	return s.Serve(ctx, ln)
+}
+
+func newDevCommand(o *options) *cobra.Command {
+	var dataDir, listen string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run Airlock for development: server, embedded store and an admin, no setup",
+		Long: `Run a complete Airlock on this machine with no setup.
+
+The data directory (default: your state directory, ~/.local/state/airlock/dev)
+holds the embedded store and a generated root key (mode 0600). At the first
+start an admin is created and its email and password are printed once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" {
+				d, err := stateDir()
+				if err != nil {
+					return err
+				}
+				dataDir = filepath.Join(d, "airlock", "dev")
+			}
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return fmt.Errorf("creating the data directory: %w", err)
+			}
+			root, _, err := keyring.LoadOrCreateRootKeyFile(filepath.Join(dataDir, "root.key"))
+			if err != nil {
+				return err
+			}
+			password := randomPassword(20)
+			cfg := server.Config{Listen: listen, DataDir: dataDir, RootKey: root,
+				BootstrapEmail: devAdminEmail, BootstrapPassword: password}
+			return runServer(cmd.Context(), o, cfg, func(s *server.Server, url string) {
+				fmt.Fprintf(o.stdout, "\nAirlock is running in development mode.\n\n")
+				fmt.Fprintf(o.stdout, "  URL:       %s\n", url)
+				fmt.Fprintf(o.stdout, "  Data:      %s\n", dataDir)
+				if s.Bootstrapped {
+					fmt.Fprintf(o.stdout, "  Admin:     %s\n", devAdminEmail)
+					fmt.Fprintf(o.stdout, "  Password:  %s\n", password)
+					fmt.Fprintf(o.stdout, "             (shown only now; the store keeps only a hash of it)\n")
+				} else {
+					fmt.Fprintf(o.stdout, "  Admin:     %s (its password was printed at the first start;\n", devAdminEmail)
+					fmt.Fprintf(o.stdout, "             to start over, stop this and delete %s)\n", dataDir)
+				}
+				fmt.Fprintf(o.stdout, "\nNext:  airlock login --domain %s --email %s\n\n", url, devAdminEmail)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default ~/.local/state/airlock/dev)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8720", "address to serve on")
+	return cmd
+}
+
+const devAdminEmail = "admin@airlock.local"
+
+func stateDir() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return d, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("cannot find your home directory; pass --data-dir: %w", err)
+	}
+	return filepath.Join(home, ".local", "state"), nil
+}
+
+func randomPassword(n int) string {
+	const alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, n)
+	for i := range b {
+		v, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		if err != nil {
+			panic(err)
+		}
+		b[i] = alphabet[v.Int64()]
+	}
+	return string(b)
+}

@@ -1,0 +1,282 @@
+// Package project holds projects, their members and roles, and the check
+// every project-scoped endpoint runs first (Authorize).
+//
+// Roles rank viewer < member < admin. A viewer reads, a member also uses
+// (accesses accounts, reads secret values), an admin also changes settings
+// and members. Organization admins act as admins of every project. A caller
+// who is not a member gets "not found" for a project, exactly as if it did not
+// exist, so non-members learn nothing about it.
+package project
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/google/uuid"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/audit"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/keyring"
+	"github.com/airlockpam/airlock/internal/store"
+)
+
+// Role is a member's role in a project.
+type Role string
+
+const (
+	RoleViewer Role = "viewer"
+	RoleMember Role = "member"
+	RoleAdmin  Role = "admin"
+)
+
+func (r Role) rank() int {
+	switch r {
+	case RoleViewer:
+		return 1
+	case RoleMember:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { return r.rank() > 0 }
+
+// DefaultMaxSession is the longest access session a project allows unless
+// its admins change it.
+const DefaultMaxSession = 8 * time.Hour
+
+// Project is a group of resources, accounts and secrets with its own members.
+type Project struct {
+	ID                 string    `json:"id"`
+	Name               string    `json:"name"`
+	Description        string    `json:"description"`
+	MaxSessionDuration string    `json:"maxSessionDuration" doc:"longest access session, as a Go duration such as 8h" example:"8h0m0s"`
+	Role               Role      `json:"role" doc:"the caller's role in the project"`
+	CreatedAt          time.Time `json:"createdAt"`
+	UpdatedAt          time.Time `json:"updatedAt"`
+	// MaxSession is MaxSessionDuration as a duration.
+	MaxSession time.Duration `json:"-"`
+}
+
+// Service manages projects.
+type Service struct {
+	db      *store.DB
+	keyring *keyring.Keyring
+	now     func() time.Time
+}
+
+// New returns a Service. now may be nil (time.Now).
+func New(db *store.DB, kr *keyring.Keyring, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{db: db, keyring: kr, now: now}
+}
+
+// Authorize returns the project and the caller's role when the caller holds
+// at least need. A non-member gets NotFound; a member with too low a role
+// gets Forbidden.
+func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*Project, error) {
+	const op = "project.(*Service).Authorize"
+	p, err := api.MustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	notFound := errs.Ef(op, errs.NotFound, "project %q not found, or you are not a member of it", projectID)
+	if _, err := uuid.Parse(projectID); err != nil {
+		return nil, notFound
+	}
+	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.created_at, p.updated_at, COALESCE(m.role, '')
+		FROM projects p
+		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
+		WHERE p.id = $3 AND p.org_id = $4`, p.Kind, p.ID, projectID, p.OrgID)
+	proj, err := scanProject(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "reading the project failed", err)
+	}
+	if p.OrgAdmin {
+		proj.Role = RoleAdmin
+	}
+	if proj.Role == "" {
+		return nil, notFound
+	}
+	if proj.Role.rank() < need.rank() {
+		return nil, errs.Ef(op, errs.Forbidden, "this needs the %s role in project %q; you are %s", need, proj.Name, proj.Role)
+	}
+	return proj, nil
+}
+
+func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
+	var p Project
+	var maxSecs, created, updated int64
+	var role string
+	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &created, &updated, &role); err != nil {
+		return nil, err
+	}
+	p.MaxSession = time.Duration(maxSecs) * time.Second
+	p.MaxSessionDuration = p.MaxSession.String()
+	p.CreatedAt, p.UpdatedAt, p.Role = store.Time(created), store.Time(updated), Role(role)
+	return &p, nil
+}
+
+func checkName(op, name string) error {
+	if strings.TrimSpace(name) != name || name == "" || len(name) > 64 {
+		return errs.InvalidField(op, "body.name", "the project name must be 1-64 characters without leading or trailing spaces")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return errs.InvalidField(op, "body.name", "the project name must not contain control characters")
+		}
+	}
+	return nil
+}
+
+func parseMaxSession(op, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Minute || d > 30*24*time.Hour {
+		return 0, errs.InvalidField(op, "body.maxSessionDuration",
+			fmt.Sprintf("%q is not a valid maximum session duration: use a duration between 1m and 720h, such as 8h or 30m", v))
+	}
+	return d.Round(time.Second), nil
+}
+
+// Create makes a project with the caller as its admin.
+func (s *Service) Create(ctx context.Context, name, description, maxSession string) (*Project, error) {
+	const op = "project.(*Service).Create"
+	p, err := api.MustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName(op, name); err != nil {
+		return nil, err
+	}
+	max := DefaultMaxSession
+	if maxSession != "" {
+		if max, err = parseMaxSession(op, maxSession); err != nil {
+			return nil, err
+		}
+	}
+	now := s.now()
+	proj := &Project{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Description: description, MaxSession: max,
+		MaxSessionDuration: max.String(), Role: RoleAdmin, CreatedAt: store.Time(store.Micros(now)), UpdatedAt: store.Time(store.Micros(now))}
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO projects (id, org_id, name, description, max_session_seconds, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $6)`, proj.ID, p.OrgID, name, description, int64(max/time.Second), store.Micros(now)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO project_members (project_id, subject_kind, subject_id, role, created_at)
+			VALUES ($1, $2, $3, $4, $5)`, proj.ID, p.Kind, p.ID, RoleAdmin, store.Micros(now)); err != nil {
+			return err
+		}
+		if err := s.keyring.CreateProjectKey(ctx, tx, proj.ID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.create", TargetKind: "project", TargetID: proj.ID,
+			ProjectID: proj.ID, Details: map[string]any{"name": name}}))
+	})
+	if store.IsUniqueViolation(err) {
+		return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Msg: fmt.Sprintf("a project named %q already exists", name)}
+	}
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "creating the project failed", err)
+	}
+	return proj, nil
+}
+
+// List returns the projects the caller belongs to (all, for org admins).
+func (s *Service) List(ctx context.Context) ([]Project, error) {
+	const op = "project.(*Service).List"
+	p, err := api.MustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.created_at, p.updated_at, COALESCE(m.role, '')
+		FROM projects p
+		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
+		WHERE p.org_id = $3 AND (m.role IS NOT NULL OR $4)
+		ORDER BY p.name`, p.Kind, p.ID, p.OrgID, p.OrgAdmin)
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "listing projects failed", err)
+	}
+	defer rows.Close()
+	out := []Project{}
+	for rows.Next() {
+		proj, err := scanProject(rows)
+		if err != nil {
+			return nil, errs.Wrap(op, errs.Unavailable, "listing projects failed", err)
+		}
+		if p.OrgAdmin {
+			proj.Role = RoleAdmin
+		}
+		out = append(out, *proj)
+	}
+	return out, rows.Err()
+}
+
+// Update changes a project's description and maximum session duration.
+// nil leaves a field as it is.
+func (s *Service) Update(ctx context.Context, projectID string, description, maxSession *string) (*Project, error) {
+	const op = "project.(*Service).Update"
+	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	changes := map[string]any{}
+	if description != nil {
+		proj.Description = *description
+		changes["description"] = *description
+	}
+	if maxSession != nil {
+		if proj.MaxSession, err = parseMaxSession(op, *maxSession); err != nil {
+			return nil, err
+		}
+		proj.MaxSessionDuration = proj.MaxSession.String()
+		changes["maxSessionDuration"] = proj.MaxSessionDuration
+	}
+	now := s.now()
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, updated_at = $3 WHERE id = $4`,
+			proj.Description, int64(proj.MaxSession/time.Second), store.Micros(now), proj.ID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.update", TargetKind: "project", TargetID: proj.ID,
+			ProjectID: proj.ID, Details: changes}))
+	})
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "updating the project failed", err)
+	}
+	proj.UpdatedAt = store.Time(store.Micros(now))
+	return proj, nil
+}
+
+// Delete removes a project and everything in it.
+func (s *Service) Delete(ctx context.Context, projectID string) error {
+	const op = "project.(*Service).Delete"
+	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
+	if err != nil {
+		return err
+	}
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM projects WHERE id = $1`, proj.ID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.delete", TargetKind: "project", TargetID: proj.ID,
+			ProjectID: proj.ID, Details: map[string]any{"name": proj.Name}}))
+	})
+	if err != nil {
+		return errs.Wrap(op, errs.Unavailable, "deleting the project failed", err)
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+// Package server is the Airlock control plane: it opens the store, checks the
+// root key, creates the first admin, and serves the API (huma, with its
+// generated OpenAPI 3.1 document at /api/openapi.json), /healthz and /readyz.
+// Domain packages own their operations; this package only wires them.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/audit"
+	"github.com/airlockpam/airlock/internal/auth"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/keyring"
+	"github.com/airlockpam/airlock/internal/project"
+	"github.com/airlockpam/airlock/internal/secrets"
+	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/version"
+)
+
+// Config configures a server.
+type Config struct {
+	// Listen is the address to serve on, e.g. 127.0.0.1:8720.
+	Listen string
+	// DataDir holds the SQLite store (when DatabaseURL is empty).
+	DataDir string
+	// DatabaseURL selects a PostgreSQL store.
+	DatabaseURL string
+	// TLSCert and TLSKey, both set, make the server speak HTTPS.
+	TLSCert, TLSKey string
+	// RootKey wraps the data keys; required.
+	RootKey *keyring.RootKey
+	// BootstrapEmail and BootstrapPassword create the first admin when the
+	// store has no user; ignored afterwards.
+	BootstrapEmail, BootstrapPassword string
+	// TrustProxyHeaders takes the client address from X-Forwarded-For; set
+	// it only behind a proxy that overwrites that header.
+	TrustProxyHeaders bool
+	// Auth tunes the identity service (clock, token lifetimes, lockout).
+	Auth auth.Config
+}
+
+// CheckAndSetDefaults validates cfg.
+func (c *Config) CheckAndSetDefaults() error {
+	const op = "server.Config"
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8720"
+	}
+	if c.RootKey == nil {
+		return errs.E(op, errs.Invalid, "no root key: "+keyring.HowToMakeKey)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errs.E(op, errs.Invalid, "give both --tls-cert and --tls-key, or neither")
+	}
+	if c.DatabaseURL == "" && c.DataDir == "" {
+		return errs.E(op, errs.Invalid, "give --data-dir (embedded store) or --database-url (PostgreSQL)")
+	}
+	return nil
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg      Config
+	DB       *store.DB
+	Keyring  *keyring.Keyring
+	Auth     *auth.Service
+	Projects *project.Service
+	Secrets  *secrets.Service
+	API      huma.API
+	handler  http.Handler
+	// Bootstrapped is true when this start created the first admin.
+	Bootstrapped bool
+}
+
+// New opens the store and builds the server. Close releases it.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	db, err := store.Open(ctx, store.Config{DataDir: cfg.DataDir, DatabaseURL: cfg.DatabaseURL})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, DB: db}
+	if err := s.init(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) init(ctx context.Context) error {
+	var err error
+	if s.Keyring, err = keyring.New(ctx, s.DB, s.cfg.RootKey); err != nil {
+		return err
+	}
+	authCfg := s.cfg.Auth
+	authCfg.DB = s.DB
+	if s.Auth, err = auth.New(authCfg); err != nil {
+		return err
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		return err
+	}
+	s.Projects = project.New(s.DB, s.Keyring, authCfg.Now)
+	s.Secrets = secrets.New(s.DB, s.Keyring, s.Projects)
+
+	mux := http.NewServeMux()
+	cfg := huma.DefaultConfig("Airlock API", version.Version)
+	cfg.Info.Description = "Privileged access management for PostgreSQL and MongoDB. " +
+		"Authenticate with POST /api/v1/auth/login and send the access token as `Authorization: Bearer <token>`."
+	cfg.OpenAPIPath = "/api/openapi"
+	cfg.DocsPath = "/api/docs"
+	cfg.SchemasPath = "/api/schemas"
+	cfg.CreateHooks = nil // no $schema links in response bodies
+	cfg.RejectUnknownQueryParameters = true
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		api.BearerAuth: {Type: "http", Scheme: "bearer", Description: "an access token from /api/v1/auth/login"},
+	}
+	a := humago.New(mux, cfg)
+	a.UseMiddleware(s.authenticate(a))
+	s.API = a
+	s.Auth.Register(a)
+	s.Projects.Register(a)
+	s.Secrets.Register(a)
+	audit.Register(a, audit.NewRepository(s.DB), func(ctx context.Context, projectID string) error {
+		_, err := s.Projects.Authorize(ctx, projectID, project.RoleAdmin)
+		return err
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain")
+		if err := s.DB.Ping(ctx); err != nil {
+			slog.Warn("readiness check failed", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "store unreachable")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	s.handler = s.withClientAddr(mux)
+	return nil
+}
+
+func (s *Server) bootstrap(ctx context.Context) error {
+	has, err := s.Auth.HasUsers(ctx)
+	if err != nil {
+		return errs.Wrap("server.bootstrap", errs.Unavailable, "reading users failed", err)
+	}
+	switch {
+	case has && s.cfg.BootstrapEmail != "":
+		slog.Info("users already exist; the bootstrap admin settings (AIRLOCK_BOOTSTRAP_EMAIL, AIRLOCK_BOOTSTRAP_PASSWORD) are ignored")
+	case !has && s.cfg.BootstrapEmail == "":
+		slog.Warn("the store has no user yet: set AIRLOCK_BOOTSTRAP_EMAIL and AIRLOCK_BOOTSTRAP_PASSWORD to create the first admin")
+	case !has:
+		created, err := s.Auth.Bootstrap(ctx, s.cfg.BootstrapEmail, s.cfg.BootstrapPassword)
+		if err != nil {
+			return err
+		}
+		s.Bootstrapped = created
+		if created {
+			slog.Info("created the first organization admin", "email", strings.ToLower(s.cfg.BootstrapEmail))
+		}
+	}
+	return nil
+}
+
+// authenticate resolves the bearer token of every API request and refuses
+// secured operations without a valid one.
+func (s *Server) authenticate(a huma.API) func(huma.Context, func(huma.Context)) {
+	return func(ctx huma.Context, next func(huma.Context)) {
+		secured := len(ctx.Operation().Security) > 0
+		h := ctx.Header("Authorization")
+		if h == "" {
+			if secured {
+				_ = huma.WriteErr(a, ctx, http.StatusUnauthorized, "this endpoint needs a token: run `airlock login` or send Authorization: Bearer <token>")
+				return
+			}
+			next(ctx)
+			return
+		}
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			_ = huma.WriteErr(a, ctx, http.StatusUnauthorized, "the Authorization header must be `Bearer <token>`")
+			return
+		}
+		p, err := s.Auth.Authenticate(ctx.Context(), strings.TrimSpace(token))
+		if err != nil {
+			var e *errs.Error
+			status, msg := http.StatusInternalServerError, "internal error"
+			if errors.As(err, &e) && e.Code != errs.Internal {
+				status, msg = api.Status(e.Code), e.Msg
+			}
+			if status >= 500 {
+				errs.Log(ctx.Context(), err)
+			}
+			_ = huma.WriteErr(a, ctx, status, msg)
+			return
+		}
+		next(huma.WithContext(ctx, api.WithPrincipal(ctx.Context(), p)))
+	}
+}
+
+// withClientAddr records the client address in the request context.
+func (s *Server) withClientAddr(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			addr = host
+		}
+		if s.cfg.TrustProxyHeaders {
+			if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+				addr = strings.TrimSpace(strings.Split(xff, ",")[0])
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(api.WithClientAddr(r.Context(), addr)))
+	})
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves on ln until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return errs.Wrap("server.Serve", errs.Invalid, "loading the TLS certificate and key failed", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return hs.Shutdown(sctx)
+}
+
+// Listen opens the configured address.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, errs.Wrap("server.Listen", errs.Unavailable, fmt.Sprintf("cannot listen on %s (is another process using it? pick another with --listen)", s.cfg.Listen), err)
+	}
+	return ln, nil
+}
+
+// Scheme is "https" when the server terminates TLS, else "http".
+func (s *Server) Scheme() string {
+	if s.cfg.TLSCert != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// Close releases the store.
+func (s *Server) Close() error { return s.DB.Close() }
