@@ -93,7 +93,7 @@ func Err(ctx context.Context, err error) error {
 		slog.ErrorContext(ctx, "request failed", "err", err)
 		return huma.Error500InternalServerError("internal error; the server log has the details")
 	}
-	if e.Code == errs.Unavailable {
+	if e.Code == errs.Unavailable || e.Code == errs.DataLoss {
 		slog.WarnContext(ctx, "dependency unavailable", "err", err)
 	}
 	var details []error
@@ -102,19 +102,10 @@ func Err(ctx context.Context, err error) error {
 	}
 	se = huma.NewError(Status(e.Code), e.Msg, details...)
 	if e.RetryAfter > 0 {
-		return &retryAfter{StatusError: se, secs: int(math.Ceil(e.RetryAfter.Seconds()))}
+		secs := strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds())))
+		return huma.ErrorWithHeaders(se, http.Header{"Retry-After": {secs}})
 	}
 	return se
-}
-
-// retryAfter adds a Retry-After header to a problem response.
-type retryAfter struct {
-	huma.StatusError
-	secs int
-}
-
-func (e *retryAfter) GetHeaders() http.Header {
-	return http.Header{"Retry-After": []string{strconv.Itoa(e.secs)}}
 }
 
 // Status maps an error code to an HTTP status.

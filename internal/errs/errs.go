@@ -34,6 +34,9 @@ const (
 	RateLimited
 	// Unavailable means a dependency (the store, a gateway) cannot be reached.
 	Unavailable
+	// DataLoss means stored data failed an integrity check (a ciphertext
+	// moved between rows, a wrong key). Its message is shown to callers.
+	DataLoss
 )
 
 func (c Code) String() string {
@@ -54,6 +57,8 @@ func (c Code) String() string {
 		return "rate limited"
 	case Unavailable:
 		return "unavailable"
+	case DataLoss:
+		return "data loss"
 	default:
 		return "internal"
 	}

@@ -118,7 +118,8 @@ func (k *Keyring) Open(ctx context.Context, projectID, aad string, ciphertext []
 	}
 	pt, err := open(a, ciphertext, rowAAD(projectID, aad))
 	if err != nil {
-		return nil, errs.Wrap(op, errs.Internal, "a stored secret failed its integrity check (was it copied from another row?)", err)
+		return nil, &errs.Error{Op: op, Code: errs.DataLoss, Err: err,
+			Msg: "a stored secret failed its integrity check: it was altered or copied from another row; restore it from a backup or write it again"}
 	}
 	return pt, nil
 }

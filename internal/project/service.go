@@ -12,7 +12,8 @@ import (
 
 func normalize(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
 
-type projectIDInput struct {
+// ProjectPath is the path parameter of project-scoped operations.
+type ProjectPath struct {
 	ProjectID string `path:"projectId" maxLength:"64"`
 }
 
@@ -43,7 +44,7 @@ func (s *Service) Register(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "get-project", Method: http.MethodGet, Path: "/api/v1/projects/{projectId}", Tags: tags,
 		Summary: "Get a project", Security: api.Secured, Errors: []int{404},
-	}, func(ctx context.Context, in *projectIDInput) (*struct{ Body *Project }, error) {
+	}, func(ctx context.Context, in *ProjectPath) (*struct{ Body *Project }, error) {
 		p, err := s.Authorize(ctx, in.ProjectID, RoleViewer)
 		return &struct{ Body *Project }{p}, api.Err(ctx, err)
 	})
@@ -51,7 +52,7 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "update-project", Method: http.MethodPatch, Path: "/api/v1/projects/{projectId}", Tags: tags,
 		Summary: "Change a project's settings (project admins)", Security: api.Secured, Errors: []int{403, 404, 422},
 	}, func(ctx context.Context, in *struct {
-		projectIDInput
+		ProjectPath
 		Body struct {
 			Description        *string `json:"description,omitempty" maxLength:"1000"`
 			MaxSessionDuration *string `json:"maxSessionDuration,omitempty" maxLength:"20"`
@@ -64,13 +65,13 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "delete-project", Method: http.MethodDelete, Path: "/api/v1/projects/{projectId}", Tags: tags,
 		Summary: "Delete a project and everything in it (project admins)", Security: api.Secured,
 		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404},
-	}, func(ctx context.Context, in *projectIDInput) (*struct{}, error) {
+	}, func(ctx context.Context, in *ProjectPath) (*struct{}, error) {
 		return nil, api.Err(ctx, s.Delete(ctx, in.ProjectID))
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "list-project-members", Method: http.MethodGet, Path: "/api/v1/projects/{projectId}/members", Tags: tags,
 		Summary: "List a project's members", Security: api.Secured, Errors: []int{404},
-	}, func(ctx context.Context, in *projectIDInput) (*struct{ Body []Member }, error) {
+	}, func(ctx context.Context, in *ProjectPath) (*struct{ Body []Member }, error) {
 		ms, err := s.Members(ctx, in.ProjectID)
 		return &struct{ Body []Member }{ms}, api.Err(ctx, err)
 	})
@@ -78,7 +79,7 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "set-project-member", Method: http.MethodPut, Path: "/api/v1/projects/{projectId}/members", Tags: tags,
 		Summary: "Add a member or change a member's role (project admins)", Security: api.Secured, Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *struct {
-		projectIDInput
+		ProjectPath
 		Body struct {
 			Email             string `json:"email,omitempty" maxLength:"254" doc:"a user's email"`
 			MachineIdentityID string `json:"machineIdentityId,omitempty" maxLength:"64"`
@@ -93,7 +94,7 @@ func (s *Service) Register(a huma.API) {
 		Tags: tags, Summary: "Remove a member (project admins)", Security: api.Secured,
 		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404, 409},
 	}, func(ctx context.Context, in *struct {
-		projectIDInput
+		ProjectPath
 		Kind      string `path:"kind" enum:"user,machine"`
 		SubjectID string `path:"subjectId" maxLength:"64"`
 	}) (*struct{}, error) {

@@ -190,7 +190,8 @@ func (s *Service) Delete(ctx context.Context, projectID, env, name string) error
 	return nil
 }
 
-type secretInput struct {
+// SecretPath selects one secret.
+type SecretPath struct {
 	ProjectID   string `path:"projectId" maxLength:"64"`
 	Name        string `path:"name" maxLength:"128"`
 	Environment string `query:"environment" default:"default" maxLength:"32"`
@@ -204,7 +205,7 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "set-secret", Method: http.MethodPut, Path: base + "/{name}", Tags: tags,
 		Summary: "Write a new version of a secret (project members)", Security: api.Secured, Errors: []int{403, 404, 422},
 	}, func(ctx context.Context, in *struct {
-		secretInput
+		SecretPath
 		Body struct {
 			Value string `json:"value" maxLength:"65536"`
 		}
@@ -215,7 +216,7 @@ func (s *Service) Register(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "get-secret", Method: http.MethodGet, Path: base + "/{name}", Tags: tags,
 		Summary: "Read a secret's newest value (project members)", Security: api.Secured, Errors: []int{403, 404},
-	}, func(ctx context.Context, in *secretInput) (*struct{ Body *Secret }, error) {
+	}, func(ctx context.Context, in *SecretPath) (*struct{ Body *Secret }, error) {
 		sec, err := s.Get(ctx, in.ProjectID, in.Environment, in.Name)
 		return &struct{ Body *Secret }{sec}, api.Err(ctx, err)
 	})
@@ -232,7 +233,7 @@ func (s *Service) Register(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "delete-secret", Method: http.MethodDelete, Path: base + "/{name}", Tags: tags,
 		Summary: "Delete a secret (project members)", Security: api.Secured, DefaultStatus: http.StatusNoContent, Errors: []int{403, 404},
-	}, func(ctx context.Context, in *secretInput) (*struct{}, error) {
+	}, func(ctx context.Context, in *SecretPath) (*struct{}, error) {
 		return nil, api.Err(ctx, s.Delete(ctx, in.ProjectID, in.Environment, in.Name))
 	})
 }
