@@ -3,16 +3,22 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/airlockpam/airlock/internal/gateway"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/server"
+	"github.com/airlockpam/airlock/internal/version"
 )
 
 func generateRootKey() string { return keyring.GenerateRootKey() }
@@ -111,10 +117,13 @@ start an admin is created and its email and password are printed once.`,
 			password := randomPassword(20)
 			cfg := server.Config{Listen: listen, DataDir: dataDir, RootKey: root,
 				BootstrapEmail: devAdminEmail, BootstrapPassword: password}
-			return runServer(cmd.Context(), o, cfg, func(s *server.Server, url string) {
+			ctx := cmd.Context()
+			return runServer(ctx, o, cfg, func(s *server.Server, url string) {
+				go runBuiltinGateway(ctx, s, url, filepath.Join(dataDir, "gateway"))
 				fmt.Fprintf(o.stdout, "\nAirlock is running in development mode.\n\n")
 				fmt.Fprintf(o.stdout, "  URL:       %s\n", url)
 				fmt.Fprintf(o.stdout, "  Data:      %s\n", dataDir)
+				fmt.Fprintf(o.stdout, "  Gateway:   %s (built in; it reaches databases from this machine)\n", builtinGateway)
 				if s.Bootstrapped {
 					fmt.Fprintf(o.stdout, "  Admin:     %s\n", devAdminEmail)
 					fmt.Fprintf(o.stdout, "  Password:  %s\n", password)
@@ -156,4 +165,38 @@ func randomPassword(n int) string {
 		b[i] = alphabet[v.Int64()]
 	}
 	return string(b)
+}
+
+const builtinGateway = "local"
+
+// runBuiltinGateway enrolls (once) and runs the dev server's own gateway.
+func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) {
+	id, err := gateway.LoadIdentity(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		id, err = enrollBuiltinGateway(ctx, s, url, dir)
+	}
+	if err != nil {
+		slog.Error("the built-in gateway cannot start", "err", err)
+		return
+	}
+	id.Domain = url // the listen address may have changed since enrollment
+	a, err := gateway.New(gateway.Config{Identity: id, Version: version.Version})
+	if err == nil {
+		err = a.Run(ctx)
+	}
+	if err != nil {
+		slog.Error("the built-in gateway stopped", "err", err)
+	}
+}
+
+func enrollBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) (*gateway.Identity, error) {
+	orgID, err := s.OrgID(ctx)
+	if err != nil || orgID == "" {
+		return nil, fmt.Errorf("no organization yet: %v", err)
+	}
+	g, err := s.Relay.EnsureGateway(ctx, orgID, builtinGateway)
+	if err != nil {
+		return nil, err
+	}
+	return gateway.Enroll(ctx, url, g.EnrollmentToken, dir, &http.Client{Timeout: 30 * time.Second})
 }

@@ -58,6 +58,12 @@ func NewRootCommand() *cobra.Command {
 		newUsersCommand(o),
 		newMachineIdentitiesCommand(o),
 		newAuditCommand(o),
+		newResourcesCommand(o),
+		newAccountsCommand(o),
+		newGatewaysCommand(o),
+		newGatewayCommand(o),
+		newDBCommand(o),
+		newSessionsCommand(o),
 		newKeygenCommand(o),
 		&cobra.Command{
 			Use: "version", Short: "Print the version", Args: cobra.NoArgs,

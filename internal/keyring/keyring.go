@@ -185,3 +185,19 @@ func open(a cipher.AEAD, sealed, aad []byte) ([]byte, error) {
 	}
 	return a.Open(nil, sealed[1:1+nonceSize], sealed[1+nonceSize:], aad)
 }
+
+// SealSystem encrypts an installation-wide secret (such as the CA's private
+// key) directly with the root key. aad names what it is.
+func (k *Keyring) SealSystem(aad string, plaintext []byte) ([]byte, error) {
+	return seal(k.root.aead, plaintext, []byte("airlock/system|"+aad))
+}
+
+// OpenSystem decrypts what SealSystem returned for the same aad.
+func (k *Keyring) OpenSystem(aad string, sealed []byte) ([]byte, error) {
+	pt, err := open(k.root.aead, sealed, []byte("airlock/system|"+aad))
+	if err != nil {
+		return nil, &errs.Error{Op: "keyring.(*Keyring).OpenSystem", Code: errs.DataLoss, Err: err,
+			Msg: "a stored system secret (" + aad + ") failed its integrity check"}
+	}
+	return pt, nil
+}

@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,8 +24,12 @@ import (
 	"github.com/airlockpam/airlock/internal/auth"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/keyring"
+	"github.com/airlockpam/airlock/internal/pam"
+	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
+	"github.com/airlockpam/airlock/internal/relay"
 	"github.com/airlockpam/airlock/internal/secrets"
+	"github.com/airlockpam/airlock/internal/session"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/version"
 )
@@ -77,6 +82,10 @@ type Server struct {
 	Auth     *auth.Service
 	Projects *project.Service
 	Secrets  *secrets.Service
+	PKI      *pki.Manager
+	Relay    *relay.Service
+	Sessions *session.Service
+	PAM      *pam.Service
 	API      huma.API
 	handler  http.Handler
 	// Bootstrapped is true when this start created the first admin.
@@ -115,6 +124,15 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Projects = project.New(s.DB, s.Keyring, authCfg.Now)
 	s.Secrets = secrets.New(s.DB, s.Keyring, s.Projects)
+	s.PKI = pki.NewManager(s.DB, s.Keyring, authCfg.Now)
+	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now})
+	s.Relay.SetAuthenticator(s.Auth)
+	if s.PAM, err = pam.New(pam.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects,
+		Validator: s.Relay, Gateways: s.Relay, Now: authCfg.Now}); err != nil {
+		return err
+	}
+	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
+	s.Relay.SetSessions(s.Sessions)
 
 	mux := http.NewServeMux()
 	cfg := huma.DefaultConfig("Airlock API", version.Version)
@@ -134,6 +152,9 @@ func (s *Server) init(ctx context.Context) error {
 	s.Auth.Register(a)
 	s.Projects.Register(a)
 	s.Secrets.Register(a)
+	s.Relay.Register(a, mux)
+	s.Sessions.Register(a)
+	s.PAM.Register(a)
 	audit.Register(a, audit.NewRepository(s.DB), func(ctx context.Context, projectID string) error {
 		_, err := s.Projects.Authorize(ctx, projectID, project.RoleAdmin)
 		return err
@@ -253,6 +274,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	go s.Sessions.RunExpiry(ctx, time.Second)
 	select {
 	case err := <-errc:
 		return err
@@ -282,3 +304,14 @@ func (s *Server) Scheme() string {
 
 // Close releases the store.
 func (s *Server) Close() error { return s.DB.Close() }
+
+// OrgID returns the organization this installation serves ("" before the
+// first admin exists).
+func (s *Server) OrgID(ctx context.Context) (string, error) {
+	var id string
+	err := s.DB.QueryRowContext(ctx, `SELECT id FROM organizations ORDER BY created_at, id LIMIT 1`).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}

@@ -1,0 +1,160 @@
+package pam
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/airlockpam/airlock/internal/errs"
+)
+
+// Limits of an account's fields.
+const (
+	// MaxMetadataPairs bounds the metadata of an account.
+	MaxMetadataPairs = 32
+	// MaxMetadataValue bounds a metadata value, in characters.
+	MaxMetadataValue = 256
+	// MaxPasswordBytes bounds a stored password.
+	MaxPasswordBytes = 1024
+	// MaxUsernameBytes bounds a database username.
+	MaxUsernameBytes = 128
+)
+
+var metadataKeyRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,63}$`)
+
+// Account is a database user of a resource whose password Airlock keeps. It
+// never carries the password.
+type Account struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name" doc:"a slug, unique on the resource"`
+	ResourceID   string            `json:"resourceId"`
+	ResourceName string            `json:"resourceName"`
+	Username     string            `json:"username" doc:"the database user"`
+	Description  string            `json:"description"`
+	Metadata     map[string]string `json:"metadata" doc:"labels to filter accounts by"`
+	RequireMFA   bool              `json:"requireMfa" doc:"access needs a second factor"`
+	CreatedAt    time.Time         `json:"createdAt"`
+	UpdatedAt    time.Time         `json:"updatedAt"`
+}
+
+// accountRow is a stored account with its sealed password.
+type accountRow struct {
+	Account
+	projectID      string
+	passwordSealed []byte
+}
+
+// AccountInput creates an account.
+type AccountInput struct {
+	Resource    string            `json:"resource" maxLength:"64" doc:"the resource's name or id"`
+	Name        string            `json:"name" maxLength:"63" doc:"a slug, unique on the resource"`
+	Username    string            `json:"username" maxLength:"128" doc:"the database user"`
+	Password    string            `json:"password" maxLength:"1024" doc:"write-only: checked by logging in through the gateway, then sealed"`
+	Description string            `json:"description,omitempty" maxLength:"1000"`
+	Metadata    map[string]string `json:"metadata,omitempty" doc:"up to 32 labels: keys of 1-63 letters, digits, _ . -; values up to 256 characters"`
+	RequireMFA  bool              `json:"requireMfa,omitempty"`
+}
+
+// AccountUpdate changes an account; nil fields stay as they are. Metadata,
+// when present, replaces the whole map ({} removes every label). A new
+// username or password is checked through the gateway before it is saved.
+type AccountUpdate struct {
+	Username    *string           `json:"username,omitempty" maxLength:"128"`
+	Password    *string           `json:"password,omitempty" maxLength:"1024" doc:"write-only"`
+	Description *string           `json:"description,omitempty" maxLength:"1000"`
+	Metadata    map[string]string `json:"metadata,omitempty" doc:"replaces the whole map; {} removes every label"`
+	RequireMFA  *bool             `json:"requireMfa,omitempty"`
+}
+
+// MetadataFilter selects accounts whose metadata holds Key with Value.
+type MetadataFilter struct {
+	Key, Value string
+}
+
+// AccountFilter selects accounts of a project. Every filter must match.
+type AccountFilter struct {
+	// Resource is a resource name or id; empty for all resources.
+	Resource string
+	Metadata []MetadataFilter
+}
+
+// ParseMetadataFilters parses "key=value" filters, as given in the metadata
+// query parameter.
+func ParseMetadataFilters(op string, raw []string) ([]MetadataFilter, error) {
+	const field = "query.metadata"
+	if len(raw) > MaxMetadataPairs {
+		return nil, errs.InvalidField(op, field, fmt.Sprintf("give at most %d metadata filters", MaxMetadataPairs))
+	}
+	out := make([]MetadataFilter, 0, len(raw))
+	for _, s := range raw {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, errs.InvalidField(op, field, fmt.Sprintf("the metadata filter %q must look like key=value", s))
+		}
+		if !metadataKeyRE.MatchString(k) {
+			return nil, errs.InvalidField(op, field, fmt.Sprintf("the metadata filter %q has an invalid key: use 1-63 letters, digits, _ . or -", s))
+		}
+		if utf8.RuneCountInString(v) > MaxMetadataValue {
+			return nil, errs.InvalidField(op, field, fmt.Sprintf("the value of metadata filter %q is longer than %d characters", k, MaxMetadataValue))
+		}
+		out = append(out, MetadataFilter{Key: k, Value: v})
+	}
+	return out, nil
+}
+
+// checkMetadata validates an account's labels.
+func checkMetadata(op string, m map[string]string) error {
+	const field = "body.metadata"
+	if len(m) > MaxMetadataPairs {
+		return errs.InvalidField(op, field, fmt.Sprintf("an account has at most %d metadata pairs, not %d", MaxMetadataPairs, len(m)))
+	}
+	for _, k := range sortedKeys(m) {
+		if !metadataKeyRE.MatchString(k) {
+			return errs.InvalidField(op, field, fmt.Sprintf("the metadata key %q is invalid: use 1-63 letters, digits, _ . or -", k))
+		}
+		v := m[k]
+		if utf8.RuneCountInString(v) > MaxMetadataValue || !utf8.ValidString(v) || hasControl(v) {
+			return errs.InvalidField(op, field, fmt.Sprintf("the value of metadata key %q must be at most %d characters without control characters", k, MaxMetadataValue))
+		}
+	}
+	return nil
+}
+
+func checkUsername(op, field, username string) error {
+	if username == "" || len(username) > MaxUsernameBytes || hasControl(username) || strings.TrimSpace(username) != username {
+		return errs.InvalidField(op, field,
+			fmt.Sprintf("the username must be 1-%d bytes without control characters or leading or trailing spaces", MaxUsernameBytes))
+	}
+	return nil
+}
+
+// checkPassword never quotes the password.
+func checkPassword(op, field, password string) error {
+	if password == "" || len(password) > MaxPasswordBytes || strings.ContainsRune(password, 0) {
+		return errs.InvalidField(op, field, fmt.Sprintf("the password must be 1-%d bytes without NUL characters", MaxPasswordBytes))
+	}
+	return nil
+}
+
+func checkDescription(op, d string) error {
+	if len(d) > 1000 || !utf8.ValidString(d) {
+		return errs.InvalidField(op, "body.description", "the description must be at most 1000 bytes of text")
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func passwordAAD(accountID string) string { return "account:" + accountID + ":password" }
+
+func rotationAAD(resourceID string) string { return "resource:" + resourceID + ":rotation-password" }

@@ -1,0 +1,25 @@
+// Package pam is privileged access management: the resources (PostgreSQL and
+// MongoDB databases, each reached through a gateway) of a project, the
+// accounts on them whose passwords Airlock keeps, and, later, the access
+// sessions that use them.
+//
+// An account's password and a resource's rotation password are sealed with
+// the project's data key (see keyring), with the row as additional data
+// ("account:<id>:password", "resource:<id>:rotation-password"). They never
+// appear in an API response, an audit event, a log line or an error; the only
+// way out is TargetFor, which hands them to the gateway. Before an account's
+// credentials are saved, a Validator asks the resource's gateway to log in
+// with them, so a wrong password is refused instead of stored.
+//
+// Roles: project viewers read resources and accounts, members also access
+// them (TargetFor), admins create, change and delete them.
+//
+// The files divide the work as follows:
+//   - resource.go, account.go: the domain types and the rules their fields
+//     follow (slugs, ports, TLS, MongoDB connection strings, metadata).
+//   - service.go: Service, its configuration, the Validator and
+//     GatewayResolver it depends on, name-or-id lookups and TargetFor.
+//   - service_resources.go, service_accounts.go: the operations on resources
+//     and accounts, and their HTTP (huma) registrations.
+//   - repository_resources.go, repository_accounts.go: the SQL.
+package pam

@@ -1,0 +1,173 @@
+package pam
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/keyring"
+	"github.com/airlockpam/airlock/internal/project"
+	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/tunnel"
+)
+
+// Validator checks credentials before they are saved: it asks the gateway
+// of a resource to log in to the database with t.
+type Validator interface {
+	// Validate returns nil when the login worked. Otherwise it returns an
+	// *errs.Error whose code is Invalid (wrong password, TLS failure, missing
+	// database) or Unavailable (database unreachable, gateway offline) and
+	// whose message tells the user what to fix; it never holds the password.
+	Validate(ctx context.Context, gatewayID string, t tunnel.Target) error
+}
+
+// GatewayResolver finds a gateway of an organization.
+type GatewayResolver interface {
+	// ResolveGateway returns the id and name of the gateway named nameOrID,
+	// or with that id. An unknown gateway is an *errs.Error with code
+	// NotFound.
+	ResolveGateway(ctx context.Context, orgID, nameOrID string) (id, name string, err error)
+}
+
+// Config configures a Service.
+type Config struct {
+	DB       *store.DB
+	Keyring  *keyring.Keyring
+	Projects *project.Service
+	// Validator checks account credentials through the gateway; required.
+	Validator Validator
+	// Gateways resolves gateway names; required.
+	Gateways GatewayResolver
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// CheckAndSetDefaults validates c and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	const op = "pam.Config"
+	switch {
+	case c.DB == nil:
+		return errs.E(op, errs.Internal, "no store")
+	case c.Keyring == nil:
+		return errs.E(op, errs.Internal, "no keyring")
+	case c.Projects == nil:
+		return errs.E(op, errs.Internal, "no project service")
+	case c.Validator == nil:
+		return errs.E(op, errs.Internal, "no credential validator")
+	case c.Gateways == nil:
+		return errs.E(op, errs.Internal, "no gateway resolver")
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Service manages resources and accounts.
+type Service struct {
+	cfg Config
+	db  *store.DB
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, db: cfg.DB}, nil
+}
+
+// Register adds the resource and account operations to the API.
+func (s *Service) Register(a huma.API) {
+	s.registerResources(a)
+	s.registerAccounts(a)
+}
+
+// now returns the clock's time at the store's precision.
+func (s *Service) now() time.Time { return store.Time(store.Micros(s.cfg.Now())) }
+
+// resolveGateway returns the id and name of a gateway of the caller's
+// organization; an unknown one is an error on field.
+func (s *Service) resolveGateway(ctx context.Context, op, field, nameOrID string) (string, string, error) {
+	if nameOrID == "" {
+		return "", "", errs.InvalidField(op, field, "name the gateway that reaches the database (its name or id); `airlock gateways list` shows them")
+	}
+	p, err := api.MustPrincipal(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	id, name, err := s.cfg.Gateways.ResolveGateway(ctx, p.OrgID, nameOrID)
+	if errs.Is(err, errs.NotFound) {
+		return "", "", errs.InvalidField(op, field, "no gateway named "+quote(nameOrID)+" in the organization; `airlock gateways list` shows them")
+	}
+	if err != nil {
+		return "", "", errs.Wrap(op, errs.Unavailable, "looking up the gateway failed", err)
+	}
+	return id, name, nil
+}
+
+// fillGatewayNames sets GatewayName on resources whose gateway still exists.
+func (s *Service) fillGatewayNames(ctx context.Context, rs ...*Resource) {
+	p := api.PrincipalFrom(ctx)
+	if p == nil {
+		return
+	}
+	names := map[string]string{}
+	for _, r := range rs {
+		name, ok := names[r.GatewayID]
+		if !ok {
+			if _, n, err := s.cfg.Gateways.ResolveGateway(ctx, p.OrgID, r.GatewayID); err == nil {
+				name = n
+			}
+			names[r.GatewayID] = name
+		}
+		r.GatewayName = name
+	}
+}
+
+// validate asks the resource's gateway to log in with t. Its error goes to
+// the caller as it is: it says what is wrong in the user's words.
+func (s *Service) validate(ctx context.Context, op string, r *Resource, t tunnel.Target) error {
+	if err := s.cfg.Validator.Validate(ctx, r.GatewayID, t); err != nil {
+		return errs.Wrap(op, errs.Unavailable, "the gateway could not check the credentials", err)
+	}
+	return nil
+}
+
+// TargetFor returns a resource, one of its accounts (each given by name or
+// id) and the decrypted Target a gateway needs to log in as the account. The
+// caller must be at least a member of the project. The Target holds the
+// password: hand it only to the gateway.
+func (s *Service) TargetFor(ctx context.Context, projectID, resource, account string) (*Resource, *Account, tunnel.Target, error) {
+	const op = "pam.(*Service).TargetFor"
+	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleMember)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
+	r, err := resourceByRef(ctx, s.db, proj.ID, resource)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
+	a, err := accountByRef(ctx, s.db, proj.ID, r.ID, account)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
+	pw, err := s.cfg.Keyring.Open(ctx, proj.ID, passwordAAD(a.ID), a.passwordSealed)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, errs.Wrap(op, errs.Internal, "opening the account's password failed", err)
+	}
+	s.fillGatewayNames(ctx, &r.Resource)
+	return &r.Resource, &a.Account, r.target(a.ID, a.Username, string(pw)), nil
+}
+
+// quote quotes a name from the caller for a message, cut to a sane length.
+func quote(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return strconv.Quote(s)
+}

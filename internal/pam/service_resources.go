@@ -1,0 +1,338 @@
+package pam
+
+import (
+	"context"
+	"database/sql"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/google/uuid"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/audit"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/project"
+)
+
+// CreateResource adds a resource to a project (project admins).
+func (s *Service) CreateResource(ctx context.Context, projectID string, in ResourceInput) (*Resource, error) {
+	const op = "pam.(*Service).CreateResource"
+	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName(op, "body.name", "resource", in.Name); err != nil {
+		return nil, err
+	}
+	r := &resourceRow{Resource: Resource{
+		ID: uuid.Must(uuid.NewV7()).String(), ProjectID: proj.ID, Name: in.Name, Kind: in.Kind,
+		Host: in.Host, Port: in.Port, Database: in.Database, ConnectionString: in.ConnectionString,
+		SSLEnabled: boolOr(in.SSLEnabled, true), SSLRejectUnauthorized: boolOr(in.SSLRejectUnauthorized, true),
+		SSLCAPEM: in.SSLCAPEM,
+	}}
+	if err := r.normalize(op); err != nil {
+		return nil, err
+	}
+	if (in.RotationUsername == "") != (in.RotationPassword == "") {
+		field := "body.rotationPassword"
+		if in.RotationUsername == "" {
+			field = "body.rotationUsername"
+		}
+		return nil, errs.InvalidField(op, field, "give both rotationUsername and rotationPassword, or neither")
+	}
+	if in.RotationUsername != "" {
+		if err := s.setRotation(ctx, op, r, in.RotationUsername, in.RotationPassword); err != nil {
+			return nil, err
+		}
+	}
+	if r.GatewayID, r.GatewayName, err = s.resolveGateway(ctx, op, "body.gateway", in.Gateway); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	r.CreatedAt, r.UpdatedAt = now, now
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := insertResource(ctx, tx, r); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "resource.create", TargetKind: "resource", TargetID: r.ID,
+			ProjectID: proj.ID, Details: resourceDetails(&r.Resource)}))
+	})
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "creating the resource failed", err)
+	}
+	return &r.Resource, nil
+}
+
+// setRotation checks and seals a resource's rotation credentials.
+func (s *Service) setRotation(ctx context.Context, op string, r *resourceRow, username, password string) error {
+	if err := checkUsername(op, "body.rotationUsername", username); err != nil {
+		return err
+	}
+	if err := checkPassword(op, "body.rotationPassword", password); err != nil {
+		return err
+	}
+	sealed, err := s.cfg.Keyring.Seal(ctx, r.ProjectID, rotationAAD(r.ID), []byte(password))
+	if err != nil {
+		return errs.Wrap(op, errs.Internal, "sealing the rotation password failed", err)
+	}
+	r.RotationUsername, r.rotationSealed, r.HasRotationCredentials = username, sealed, true
+	return nil
+}
+
+// ListResources returns a project's resources (project viewers).
+func (s *Service) ListResources(ctx context.Context, projectID string) ([]Resource, error) {
+	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleViewer)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := listResources(ctx, s.db, proj.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Resource, len(rows))
+	ptrs := make([]*Resource, len(rows))
+	for i, r := range rows {
+		out[i] = r.Resource
+		ptrs[i] = &out[i]
+	}
+	s.fillGatewayNames(ctx, ptrs...)
+	return out, nil
+}
+
+// GetResource returns a resource by name or id (project viewers).
+func (s *Service) GetResource(ctx context.Context, projectID, ref string) (*Resource, error) {
+	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleViewer)
+	if err != nil {
+		return nil, err
+	}
+	r, err := resourceByRef(ctx, s.db, proj.ID, ref)
+	if err != nil {
+		return nil, err
+	}
+	s.fillGatewayNames(ctx, &r.Resource)
+	return &r.Resource, nil
+}
+
+// UpdateResource changes a resource's settings (project admins). Accounts
+// are not checked again.
+func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in ResourceUpdate) (*Resource, error) {
+	const op = "pam.(*Service).UpdateResource"
+	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	r, err := resourceByRef(ctx, s.db, proj.ID, ref)
+	if err != nil {
+		return nil, err
+	}
+	var changed []string
+	setStr := func(name string, dst *string, v *string) {
+		if v != nil && *v != *dst {
+			*dst = *v
+			changed = append(changed, name)
+		}
+	}
+	setBool := func(name string, dst *bool, v *bool) {
+		if v != nil && *v != *dst {
+			*dst = *v
+			changed = append(changed, name)
+		}
+	}
+	setStr("host", &r.Host, in.Host)
+	if in.Port != nil {
+		if *in.Port < 1 || *in.Port > 65535 {
+			return nil, errs.InvalidField(op, "body.port", "the port must be between 1 and 65535")
+		}
+		if *in.Port != r.Port {
+			r.Port = *in.Port
+			changed = append(changed, "port")
+		}
+	}
+	setStr("database", &r.Database, in.Database)
+	setStr("connectionString", &r.ConnectionString, in.ConnectionString)
+	setBool("sslEnabled", &r.SSLEnabled, in.SSLEnabled)
+	setBool("sslRejectUnauthorized", &r.SSLRejectUnauthorized, in.SSLRejectUnauthorized)
+	setStr("sslCaPem", &r.SSLCAPEM, in.SSLCAPEM)
+	if err := r.normalize(op); err != nil {
+		return nil, err
+	}
+	if in.Gateway != nil {
+		id, _, err := s.resolveGateway(ctx, op, "body.gateway", *in.Gateway)
+		if err != nil {
+			return nil, err
+		}
+		if id != r.GatewayID {
+			r.GatewayID = id
+			changed = append(changed, "gateway")
+		}
+	}
+	if err := s.updateRotation(ctx, op, r, in.RotationUsername, in.RotationPassword, &changed); err != nil {
+		return nil, err
+	}
+	if len(changed) == 0 {
+		s.fillGatewayNames(ctx, &r.Resource)
+		return &r.Resource, nil
+	}
+	r.UpdatedAt = s.now()
+	details := resourceDetails(&r.Resource)
+	details["changed"] = changed
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := updateResource(ctx, tx, r); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "resource.update", TargetKind: "resource", TargetID: r.ID,
+			ProjectID: proj.ID, Details: details}))
+	})
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "updating the resource failed", err)
+	}
+	s.fillGatewayNames(ctx, &r.Resource)
+	return &r.Resource, nil
+}
+
+// updateRotation applies a change of rotation credentials: an empty
+// username removes them; a new password replaces the stored one.
+func (s *Service) updateRotation(ctx context.Context, op string, r *resourceRow, username, password *string, changed *[]string) error {
+	if username == nil && password == nil {
+		return nil
+	}
+	if username != nil && *username == "" {
+		if password != nil && *password != "" {
+			return errs.InvalidField(op, "body.rotationPassword", "a rotation password needs a rotationUsername")
+		}
+		if r.RotationUsername != "" || r.rotationSealed != nil {
+			r.RotationUsername, r.rotationSealed, r.HasRotationCredentials = "", nil, false
+			*changed = append(*changed, "rotationCredentials")
+		}
+		return nil
+	}
+	user := r.RotationUsername
+	if username != nil {
+		user = *username
+	}
+	if password == nil {
+		if r.rotationSealed == nil {
+			return errs.InvalidField(op, "body.rotationPassword", "give the rotation account's password (rotationPassword) with its username")
+		}
+		if err := checkUsername(op, "body.rotationUsername", user); err != nil {
+			return err
+		}
+		if user != r.RotationUsername {
+			r.RotationUsername = user
+			*changed = append(*changed, "rotationUsername")
+		}
+		return nil
+	}
+	if user == "" {
+		return errs.InvalidField(op, "body.rotationUsername", "a rotation password needs a rotationUsername")
+	}
+	if err := s.setRotation(ctx, op, r, user, *password); err != nil {
+		return err
+	}
+	*changed = append(*changed, "rotationCredentials")
+	return nil
+}
+
+// DeleteResource removes a resource and its accounts (project admins).
+func (s *Service) DeleteResource(ctx context.Context, projectID, ref string) error {
+	const op = "pam.(*Service).DeleteResource"
+	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	r, err := resourceByRef(ctx, s.db, proj.ID, ref)
+	if err != nil {
+		return err
+	}
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		n, err := deleteResource(ctx, tx, proj.ID, r.ID)
+		if err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "resource.delete", TargetKind: "resource", TargetID: r.ID,
+			ProjectID: proj.ID, Details: map[string]any{"name": r.Name, "kind": r.Kind, "accountsDeleted": n}}))
+	})
+	if err != nil {
+		return errs.Wrap(op, errs.Unavailable, "deleting the resource failed", err)
+	}
+	return nil
+}
+
+// resourceDetails describes a resource for the audit log, without secrets.
+func resourceDetails(r *Resource) map[string]any {
+	d := map[string]any{
+		"name": r.Name, "kind": r.Kind, "gatewayId": r.GatewayID, "database": r.Database,
+		"sslEnabled": r.SSLEnabled, "sslRejectUnauthorized": r.SSLRejectUnauthorized, "sslCustomCa": r.SSLCAPEM != "",
+		"hasRotationCredentials": r.HasRotationCredentials,
+	}
+	if r.Kind == KindMongoDB {
+		d["connectionString"] = r.ConnectionString
+	} else {
+		d["host"], d["port"] = r.Host, r.Port
+	}
+	if r.RotationUsername != "" {
+		d["rotationUsername"] = r.RotationUsername
+	}
+	return d
+}
+
+func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// ResourcePath selects one resource of a project.
+type ResourcePath struct {
+	project.ProjectPath
+	Resource string `path:"resource" maxLength:"64" doc:"the resource's name or id"`
+}
+
+func (s *Service) registerResources(a huma.API) {
+	tags := []string{"Resources"}
+	base := "/api/v1/projects/{projectId}/resources"
+	huma.Register(a, huma.Operation{
+		OperationID: "create-resource", Method: http.MethodPost, Path: base, Tags: tags,
+		Summary: "Add a PostgreSQL or MongoDB resource reached through a gateway (project admins)", Security: api.Secured,
+		DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 409, 422},
+	}, func(ctx context.Context, in *struct {
+		project.ProjectPath
+		Body ResourceInput
+	}) (*struct{ Body *Resource }, error) {
+		r, err := s.CreateResource(ctx, in.ProjectID, in.Body)
+		return &struct{ Body *Resource }{r}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "list-resources", Method: http.MethodGet, Path: base, Tags: tags,
+		Summary: "List a project's resources", Security: api.Secured, Errors: []int{404},
+	}, func(ctx context.Context, in *project.ProjectPath) (*struct{ Body []Resource }, error) {
+		rs, err := s.ListResources(ctx, in.ProjectID)
+		return &struct{ Body []Resource }{rs}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "get-resource", Method: http.MethodGet, Path: base + "/{resource}", Tags: tags,
+		Summary: "Get a resource by name or id", Security: api.Secured, Errors: []int{404},
+	}, func(ctx context.Context, in *ResourcePath) (*struct{ Body *Resource }, error) {
+		r, err := s.GetResource(ctx, in.ProjectID, in.Resource)
+		return &struct{ Body *Resource }{r}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "update-resource", Method: http.MethodPatch, Path: base + "/{resource}", Tags: tags,
+		Summary: "Change a resource's connection settings, gateway or rotation credentials (project admins)", Security: api.Secured,
+		Errors: []int{403, 404, 422},
+	}, func(ctx context.Context, in *struct {
+		ResourcePath
+		Body ResourceUpdate
+	}) (*struct{ Body *Resource }, error) {
+		r, err := s.UpdateResource(ctx, in.ProjectID, in.Resource, in.Body)
+		return &struct{ Body *Resource }{r}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "delete-resource", Method: http.MethodDelete, Path: base + "/{resource}", Tags: tags,
+		Summary: "Delete a resource and its accounts (project admins)", Security: api.Secured,
+		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404},
+	}, func(ctx context.Context, in *ResourcePath) (*struct{}, error) {
+		return nil, api.Err(ctx, s.DeleteResource(ctx, in.ProjectID, in.Resource))
+	})
+}

@@ -1,0 +1,268 @@
+package postgres
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/airlockpam/airlock/internal/tunnel"
+)
+
+// DefaultPort is the port used when Config.Port is zero.
+const DefaultPort = 5432
+
+// DefaultConnectTimeout bounds one upstream connection attempt (TCP, TLS and
+// authentication together) when Config.ConnectTimeout is zero.
+const DefaultConnectTimeout = 10 * time.Second
+
+// keepAlive is the TCP keep-alive period of upstream connections, so that a
+// database host that vanishes is noticed on an idle connection.
+const keepAlive = 30 * time.Second
+
+// Config is one account of a PostgreSQL resource: where the database is, whom
+// to log in as, and how to secure the connection. It holds the account's
+// password; String, GoString and LogValue leave it out, so a Config can be
+// printed or logged safely.
+type Config struct {
+	// Host is the database's host name or IP address (not a Unix socket
+	// directory, and a single host).
+	Host string
+	// Port is the database's TCP port; zero means DefaultPort.
+	Port int
+	// Database is the database every connection uses, whatever the client
+	// asks for. Empty means PostgreSQL's default: the user's name.
+	Database string
+	// User is the account's role name.
+	User string
+	// Password is the account's password. It is sent only to the database,
+	// through pgconn's authentication, and never to the client or a log.
+	Password string
+	// TLS says whether TLS to the database is required and how the server's
+	// certificate is checked.
+	TLS tunnel.TLS
+	// ConnectTimeout bounds one connection attempt; zero means
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+}
+
+// ConfigFromTarget returns the Config for a PostgreSQL target sent by the
+// server.
+func ConfigFromTarget(t tunnel.Target) Config {
+	return Config{
+		Host:     t.Host,
+		Port:     t.Port,
+		Database: t.Database,
+		User:     t.Username,
+		Password: t.Password,
+		TLS:      t.TLS,
+	}
+}
+
+// Addr returns host:port, with the default port filled in.
+func (c Config) Addr() string {
+	return net.JoinHostPort(c.Host, strconv.Itoa(c.port()))
+}
+
+// String describes the account without its password, for example
+// "postgres db.internal:5432/app as app_rw (tls verify-full)".
+func (c Config) String() string {
+	return fmt.Sprintf("postgres %s/%s as %s (tls %s)", c.Addr(), c.Database, c.User, c.tlsMode())
+}
+
+// GoString is String, so that %#v does not print the password either.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer: the account without its password.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.Addr()),
+		slog.String("database", c.Database),
+		slog.String("user", c.User),
+		slog.String("tls", c.tlsMode()),
+	)
+}
+
+// tlsMode names the TLS setting as libpq's sslmode would.
+func (c Config) tlsMode() string {
+	switch {
+	case !c.TLS.Enabled:
+		return "disable"
+	case c.TLS.RejectUnauthorized:
+		return "verify-full"
+	default:
+		return "require"
+	}
+}
+
+func (c Config) port() int {
+	if c.Port == 0 {
+		return DefaultPort
+	}
+	return c.Port
+}
+
+func (c Config) connectTimeout() time.Duration {
+	if c.ConnectTimeout <= 0 {
+		return DefaultConnectTimeout
+	}
+	return c.ConnectTimeout
+}
+
+// Check reports what is wrong with the Config, in words an administrator can
+// act on, or nil.
+func (c Config) Check() error {
+	var errs []error
+	switch {
+	case strings.TrimSpace(c.Host) == "":
+		errs = append(errs, errors.New("the host is empty"))
+	case strings.HasPrefix(c.Host, "/") || strings.ContainsAny(c.Host, ",\x00 \t\r\n"):
+		errs = append(errs, fmt.Errorf("the host %q is not a host name or IP address", c.Host))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("the port %d is not between 1 and 65535", c.Port))
+	}
+	if c.User == "" {
+		errs = append(errs, errors.New("the user is empty"))
+	}
+	if strings.ContainsRune(c.User, 0) || strings.ContainsRune(c.Database, 0) || strings.ContainsRune(c.Password, 0) {
+		errs = append(errs, errors.New("the user, database or password contains a NUL byte"))
+	}
+	if c.TLS.Enabled && c.TLS.RejectUnauthorized && strings.TrimSpace(c.TLS.CAPEM) != "" {
+		if !x509.NewCertPool().AppendCertsFromPEM([]byte(c.TLS.CAPEM)) {
+			errs = append(errs, errors.New("the CA certificate is not a PEM-encoded X.509 certificate"))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid PostgreSQL resource: %w", err)
+	}
+	return nil
+}
+
+// PgConnConfig returns the *pgconn.Config for the account.
+//
+// It is built by pgconn.ParseConfig from a connection string without the
+// password, and then every field that matters is set explicitly, so that
+// nothing leaks in from the gateway's environment (PGPASSWORD, PGSSLMODE,
+// PGOPTIONS, PGTARGETSESSIONATTRS...) or home directory (~/.pgpass,
+// ~/.postgresql/root.crt):
+//   - Password is the Config's;
+//   - TLS: none if TLS.Enabled is false; otherwise required, with the chain
+//     and host name verified against CAPEM (or the system roots when CAPEM is
+//     empty) if TLS.RejectUnauthorized, and not verified otherwise;
+//   - Fallbacks are cleared, so pgconn never retries without TLS;
+//   - RuntimeParams start empty; the caller adds the client's;
+//   - ConnectTimeout bounds the whole attempt, and the dialer's too.
+//
+// One environment variable still has an effect: a PGSERVICE naming a service
+// that cannot be read makes the parse fail (with an error that says so).
+func (c Config) PgConnConfig() (*pgconn.Config, error) {
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	tlsConfig, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	timeout := c.connectTimeout()
+	seconds := int64((timeout + time.Second - 1) / time.Second)
+
+	// Besides the connection's own settings, each key names a setting that
+	// pgconn would otherwise take from a PG* environment variable or a file
+	// in the home directory: an explicit value here wins over both.
+	settings := []string{
+		"host=" + quoteDSN(c.Host),
+		"port=" + strconv.Itoa(c.port()),
+		"dbname=" + quoteDSN(c.Database),
+		"user=" + quoteDSN(c.User),
+		"sslmode=disable", // TLS is set below, by hand
+		"sslrootcert=''",
+		"sslcert=''",
+		"sslkey=''",
+		"sslcertmode=disable",
+		"sslnegotiation=postgres",
+		"passfile=''",
+		"connect_timeout=" + strconv.FormatInt(seconds, 10),
+		"target_session_attrs=any",
+		"min_protocol_version=3.0",
+		"max_protocol_version=3.0",
+		"channel_binding=prefer",
+		"require_auth=''",
+	}
+	// Allow exactly these keys, so that no value, however quoted, can add
+	// another one.
+	keys := make([]string, len(settings))
+	for i, s := range settings {
+		keys[i], _, _ = strings.Cut(s, "=")
+	}
+	dsn := strings.Join(settings, " ")
+	pc, err := pgconn.ParseConfigWithOptions(dsn, pgconn.ParseConfigOptions{ConnStringAllowedKeys: keys})
+	if err != nil {
+		// The connection string holds no password, so the error cannot
+		// either.
+		return nil, fmt.Errorf("build the PostgreSQL connection settings: %w", err)
+	}
+
+	pc.Host = c.Host
+	pc.Port = uint16(c.port())
+	pc.Database = c.Database
+	pc.User = c.User
+	pc.Password = c.Password
+	pc.TLSConfig = tlsConfig
+	pc.Fallbacks = nil
+	pc.SSLNegotiation = "postgres"
+	pc.SSLCertMode = "disable" // the gateway has no client certificate to offer
+	pc.ConnectTimeout = timeout
+	pc.DialFunc = (&net.Dialer{Timeout: timeout, KeepAlive: keepAlive}).DialContext
+	pc.RuntimeParams = make(map[string]string)
+	pc.KerberosSrvName = ""
+	pc.KerberosSpn = ""
+	pc.ValidateConnect = nil
+	pc.AfterConnect = nil
+	pc.AfterNetConnect = nil
+	pc.OAuthTokenProvider = nil
+	pc.MinProtocolVersion = "3.0"
+	pc.MaxProtocolVersion = "3.0"
+	pc.ChannelBinding = "prefer"
+	pc.RequireAuth = ""
+	return pc, nil
+}
+
+// tlsConfig returns the TLS settings for the upstream connection, or nil when
+// TLS is off.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	if !c.TLS.Enabled {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if !c.TLS.RejectUnauthorized {
+		// Encrypted but unauthenticated, as the resource asks. Send the
+		// name for SNI all the same (crypto/tls leaves IP addresses out).
+		tc.InsecureSkipVerify = true
+		tc.ServerName = c.Host
+		return tc, nil
+	}
+	// crypto/tls verifies the chain and that the certificate is for
+	// ServerName (a DNS name or an IP address SAN).
+	tc.ServerName = c.Host
+	if strings.TrimSpace(c.TLS.CAPEM) != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(c.TLS.CAPEM)) {
+			return nil, errors.New("invalid PostgreSQL resource: the CA certificate is not a PEM-encoded X.509 certificate")
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// quoteDSN quotes a value for a keyword/value connection string.
+func quoteDSN(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}

@@ -1,0 +1,440 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/airlockpam/airlock/internal/tunnel"
+)
+
+// Defaults of EngineConfig.
+const (
+	// DefaultStartupTimeout bounds the client's opening: from the
+	// connection to its StartupMessage or CancelRequest.
+	DefaultStartupTimeout = 30 * time.Second
+	// DefaultCancelTimeout bounds the forwarding of one CancelRequest.
+	DefaultCancelTimeout = 10 * time.Second
+)
+
+// bufferSize is the size of the relay's pooled buffers.
+const bufferSize = 32 << 10
+
+// writeTimeout bounds writing a greeting or an error to a client that does
+// not read.
+const writeTimeout = 5 * time.Second
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// Logger receives the engine's log lines, which never hold a password
+	// or a cancel key. Default: slog.Default().
+	Logger *slog.Logger
+	// StartupTimeout bounds the client's opening packets, so that a silent
+	// client does not hold a connection. Default: DefaultStartupTimeout.
+	StartupTimeout time.Duration
+	// CancelTimeout bounds the forwarding of a CancelRequest to the
+	// database. Default: DefaultCancelTimeout.
+	CancelTimeout time.Duration
+	// Random is the source of the synthetic cancel keys. Default:
+	// crypto/rand.Reader. It need not be safe for concurrent use.
+	Random io.Reader
+}
+
+// CheckAndSetDefaults validates the configuration and fills in defaults.
+func (c *EngineConfig) CheckAndSetDefaults() error {
+	if c.StartupTimeout < 0 {
+		return fmt.Errorf("postgres: negative startup timeout %s", c.StartupTimeout)
+	}
+	if c.CancelTimeout < 0 {
+		return fmt.Errorf("postgres: negative cancel timeout %s", c.CancelTimeout)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.StartupTimeout == 0 {
+		c.StartupTimeout = DefaultStartupTimeout
+	}
+	if c.CancelTimeout == 0 {
+		c.CancelTimeout = DefaultCancelTimeout
+	}
+	if c.Random == nil {
+		c.Random = rand.Reader
+	}
+	return nil
+}
+
+// Option changes an EngineConfig.
+type Option func(*EngineConfig)
+
+// WithLogger sets EngineConfig.Logger.
+func WithLogger(l *slog.Logger) Option { return func(c *EngineConfig) { c.Logger = l } }
+
+// WithStartupTimeout sets EngineConfig.StartupTimeout.
+func WithStartupTimeout(d time.Duration) Option {
+	return func(c *EngineConfig) { c.StartupTimeout = d }
+}
+
+// WithCancelTimeout sets EngineConfig.CancelTimeout.
+func WithCancelTimeout(d time.Duration) Option {
+	return func(c *EngineConfig) { c.CancelTimeout = d }
+}
+
+// WithRandom sets EngineConfig.Random.
+func WithRandom(r io.Reader) Option { return func(c *EngineConfig) { c.Random = r } }
+
+// Engine serves PostgreSQL client connections with credential injection. One
+// Engine serves any number of connections of any number of sessions at
+// once.
+type Engine struct {
+	cfg  EngineConfig
+	bufs sync.Pool // *[]byte of bufferSize
+
+	randMu sync.Mutex // serializes reads of cfg.Random
+}
+
+// NewEngine returns an Engine configured by opts.
+func NewEngine(opts ...Option) (*Engine, error) {
+	var cfg EngineConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg}
+	e.bufs.New = func() any {
+		b := make([]byte, bufferSize)
+		return &b
+	}
+	return e, nil
+}
+
+// ConnectError is Serve's error when the database could not be reached or
+// refused the login. Code and Message classify it as Validate does; Message
+// never holds the password.
+type ConnectError struct {
+	Code    string // a tunnel.Code* constant
+	Message string
+	Err     error // the cause, from pgconn
+}
+
+func (e *ConnectError) Error() string {
+	return "postgres: cannot connect to the database: " + e.Message
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Serve serves one client connection of sess: it reads the client's opening,
+// logs in to the database described by cfg, and relays bytes until either
+// side closes, ctx ends or sess is closed. It always closes client before it
+// returns.
+//
+// It returns nil when the connection ended normally (the client or the server
+// closed it, or the opening was a CancelRequest), ErrSessionClosed when sess
+// was closed, ctx's error when ctx ended, an error wrapping ErrInvalidStartup
+// when the client broke the protocol in its opening, and a *ConnectError when
+// the database could not be reached or refused the login. In those last two
+// cases the client is sent an ErrorResponse first.
+func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg Config) error {
+	if sess == nil {
+		_ = client.Close()
+		return errors.New("postgres: Serve needs a Session")
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	c := &served{client: client, cancel: cancel}
+	if !sess.add(c) {
+		_ = client.Close()
+		return ErrSessionClosed
+	}
+	defer sess.remove(c)
+	defer c.close()
+	stop := context.AfterFunc(ctx, c.close)
+	defer stop()
+
+	log := e.cfg.Logger.With("session", sess.ID(), "client", remoteAddr(client))
+	err := e.serve(ctx, c, sess, cfg, log)
+	switch {
+	case c.wasTerminated():
+		return ErrSessionClosed
+	case parent.Err() != nil:
+		return parent.Err()
+	}
+	return err
+}
+
+func (e *Engine) serve(ctx context.Context, c *served, sess *Session, cfg Config, log *slog.Logger) error {
+	_ = c.client.SetDeadline(time.Now().Add(e.cfg.StartupTimeout))
+	op, err := readStartup(c.client)
+	if err != nil {
+		return e.rejectStartup(ctx, c.client, log, err)
+	}
+	_ = c.client.SetDeadline(time.Time{})
+	if op.kind == openingCancel {
+		e.forwardCancel(ctx, sess, op, log)
+		return nil
+	}
+	return e.proxy(ctx, c, sess, cfg, op, log)
+}
+
+// rejectStartup answers a broken opening with an ErrorResponse, when the
+// connection is still usable, and returns Serve's error.
+func (e *Engine) rejectStartup(ctx context.Context, client net.Conn, log *slog.Logger, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var se *startupError
+	switch {
+	case errors.As(err, &se):
+	case errors.Is(err, io.EOF):
+		// Connected and closed without a byte: a port check, not a
+		// protocol error.
+		log.Debug("client closed the connection before its startup packet")
+		return nil
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		se = &startupError{reason: "the client closed the connection in the middle of a packet"}
+	case isNetTimeout(err):
+		se = &startupError{reason: fmt.Sprintf("no complete startup packet within %s", e.cfg.StartupTimeout)}
+	default:
+		// The connection itself failed (reset...): nobody to answer.
+		log.Debug("could not read the client's startup packet", "error", err)
+		return fmt.Errorf("postgres: read the client's startup packet: %w", err)
+	}
+	e.refuse(client, sqlStateProtocolViolation, "airlock: "+se.Error())
+	lingerClose(client)
+	log.Warn("rejected the client's opening", "reason", se.reason)
+	return se
+}
+
+// Bounds of lingerClose.
+const (
+	lingerTimeout = time.Second
+	lingerBytes   = 64 << 10
+)
+
+// lingerClose closes a connection whose client may still be sending, so that
+// the ErrorResponse just written reaches it: closing a TCP connection with
+// unread input makes the kernel send a reset, which can destroy the response
+// before the client reads it. It shuts the sending side, discards what the
+// client still sends (at most lingerBytes, for at most lingerTimeout), and
+// closes.
+func lingerClose(c net.Conn) {
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
+}
+
+// forwardCancel sends the cancel a client asked for to the database, if its
+// key is one of the session's; it ignores any other key, as PostgreSQL does.
+func (e *Engine) forwardCancel(ctx context.Context, sess *Session, op *opening, log *slog.Logger) {
+	target, ok := sess.lookup(op.processID, op.secretKey)
+	if !ok {
+		log.Debug("ignored a cancel request with an unknown key")
+		return
+	}
+	if len(target.secretKey) == 0 {
+		// The server sent no BackendKeyData: it cannot be asked to cancel.
+		log.Info("ignored a cancel request: the database gave no cancel key", "upstream", target.address)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.CancelTimeout)
+	defer cancel()
+	if err := target.send(ctx); err != nil {
+		log.Warn("could not forward a cancel request", "upstream", target.address, "error", err)
+		return
+	}
+	log.Info("forwarded a cancel request", "upstream", target.address, "backend_pid", target.processID)
+}
+
+// proxy logs in upstream for the client, greets the client and relays.
+func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config, op *opening, log *slog.Logger) error {
+	log = log.With("upstream", cfg)
+	pc, err := cfg.PgConnConfig()
+	if err != nil {
+		msg := redact(err.Error(), cfg.Password)
+		e.refuse(c.client, sqlStateConnectionFailure, "airlock: cannot connect to the database: "+msg)
+		log.Error("the resource's settings are invalid", "error", msg)
+		return &ConnectError{Code: tunnel.CodeInvalid, Message: msg, Err: err}
+	}
+	pc.RuntimeParams = op.runtimeParams()
+
+	start := time.Now()
+	pg, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f := describeConnectError(cfg, err)
+		e.refuse(c.client, f.sqlState, "airlock: cannot connect to the database: "+f.message)
+		log.Warn("could not connect to the database", "code", f.code, "error", f.message)
+		return &ConnectError{Code: f.code, Message: f.message, Err: err}
+	}
+	hc, err := hijack(ctx, pg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f := describeConnectError(cfg, err)
+		e.refuse(c.client, f.sqlState, "airlock: cannot connect to the database: "+f.message)
+		log.Warn("could not take over the database connection", "error", f.message)
+		return &ConnectError{Code: f.code, Message: f.message, Err: err}
+	}
+	upstream := hc.Conn
+	if !c.setUpstream(upstream) {
+		return ErrSessionClosed // Serve returns the precise reason
+	}
+
+	pid, secret, err := sess.register(e.random, newCancelTarget(hc))
+	if err != nil {
+		if !errors.Is(err, ErrSessionClosed) {
+			e.refuse(c.client, sqlStateInternalError, "airlock: internal error: cannot create a cancel key")
+			log.Error("could not create a cancel key", "error", err)
+		}
+		return fmt.Errorf("postgres: register the cancel key: %w", err)
+	}
+	defer sess.unregister(pid)
+
+	_ = c.client.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.client.Write(greeting(op, hc, pid, secret)); err != nil {
+		return fmt.Errorf("postgres: greet the client: %w", err)
+	}
+	_ = c.client.SetWriteDeadline(time.Time{})
+
+	log.Info("client connected", "backend_pid", hc.PID, "tls", hc.TLSConfig != nil,
+		"application_name", op.params["application_name"], "connect_time", time.Since(start).Round(time.Millisecond))
+	fromClient, toClient := e.relay(c, upstream)
+	log.Info("client disconnected", "bytes_from_client", fromClient, "bytes_to_client", toClient,
+		"duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// hijack takes the raw connection over from pgconn, with nothing left in
+// pgconn's read buffers, and clears the deadlines pgconn may have set.
+func hijack(ctx context.Context, pg *pgconn.PgConn) (*pgconn.HijackedConn, error) {
+	if err := pg.SyncConn(ctx); err != nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+		defer cancel()
+		_ = pg.Close(closeCtx)
+		return nil, err
+	}
+	hc, err := pg.Hijack()
+	if err != nil {
+		_ = pg.Conn().Close()
+		return nil, err
+	}
+	_ = hc.Conn.SetDeadline(time.Time{})
+	return hc, nil
+}
+
+// greeting returns what the client receives in place of the server's
+// authentication exchange: NegotiateProtocolVersion if the client asked for
+// more than protocol 3.0, AuthenticationOk, the server's ParameterStatus
+// values, the synthetic BackendKeyData and ReadyForQuery.
+func greeting(op *opening, hc *pgconn.HijackedConn, pid uint32, secret [secretKeyLen]byte) []byte {
+	buf := make([]byte, 0, 1024)
+	if op.needsNegotiation() {
+		buf, _ = (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: op.protocolOptions()}).Encode(buf)
+	}
+	buf, _ = (&pgproto3.AuthenticationOk{}).Encode(buf)
+	names := make([]string, 0, len(hc.ParameterStatuses))
+	for name := range hc.ParameterStatuses {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		buf, _ = (&pgproto3.ParameterStatus{Name: name, Value: hc.ParameterStatuses[name]}).Encode(buf)
+	}
+	buf, _ = (&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: secret[:]}).Encode(buf)
+	txStatus := hc.TxStatus
+	if txStatus == 0 {
+		txStatus = 'I'
+	}
+	buf, _ = (&pgproto3.ReadyForQuery{TxStatus: txStatus}).Encode(buf)
+	return buf
+}
+
+// relay copies bytes both ways until one direction ends, then closes both
+// connections so that the other ends too. It returns the bytes copied from
+// the client and to the client.
+func (e *Engine) relay(c *served, upstream net.Conn) (fromClient, toClient int64) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		toClient, _ = e.copy(c.client, upstream)
+		c.close()
+	}()
+	fromClient, _ = e.copy(upstream, c.client)
+	c.close()
+	<-done
+	return fromClient, toClient
+}
+
+// copy copies src to dst through a pooled buffer. The wrappers hide
+// ReaderFrom and WriterTo, through which io.CopyBuffer would otherwise
+// allocate a buffer of its own.
+func (e *Engine) copy(dst io.Writer, src io.Reader) (int64, error) {
+	bp := e.bufs.Get().(*[]byte)
+	defer e.bufs.Put(bp)
+	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+}
+
+type readerOnly struct{ io.Reader }
+
+type writerOnly struct{ io.Writer }
+
+// random fills b from cfg.Random.
+func (e *Engine) random(b []byte) error {
+	e.randMu.Lock()
+	defer e.randMu.Unlock()
+	if _, err := io.ReadFull(e.cfg.Random, b); err != nil {
+		return fmt.Errorf("postgres: read random bytes: %w", err)
+	}
+	return nil
+}
+
+// refuse sends the client a FATAL ErrorResponse, best effort: the connection
+// is closed next whatever happens.
+func (e *Engine) refuse(client net.Conn, sqlState, message string) {
+	_ = client.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_ = writeErrorResponse(client, sqlState, message)
+}
+
+// writeErrorResponse writes one FATAL ErrorResponse to w.
+func writeErrorResponse(w io.Writer, sqlState, message string) error {
+	msg := pgproto3.ErrorResponse{
+		Severity:            "FATAL",
+		SeverityUnlocalized: "FATAL",
+		Code:                sqlState,
+		Message:             strings.ReplaceAll(message, "\x00", ""),
+	}
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+func remoteAddr(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}

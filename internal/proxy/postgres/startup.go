@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Limits of the client's opening packets.
+const (
+	// maxStartupPacketLen is the largest opening packet accepted, its 4-byte
+	// length included: PostgreSQL's MAX_STARTUP_PACKET_LENGTH, which
+	// pgproto3's Backend also applies.
+	maxStartupPacketLen = 10000
+	// minStartupPacketLen is the smallest: a length and a request code.
+	minStartupPacketLen = 8
+	// maxEncryptionRequests is how many SSLRequest and GSSENCRequest packets
+	// a client may send before its StartupMessage: one of each.
+	maxEncryptionRequests = 2
+)
+
+// Request codes of the opening packets (the protocol version's place).
+const (
+	sslRequestCode    = 80877103 // 1234.5679
+	gssEncRequestCode = 80877104 // 1234.5680
+	cancelRequestCode = 80877102 // 1234.5678
+)
+
+// ErrInvalidStartup marks a client that broke the protocol in its opening
+// packets: Serve's error wraps it.
+var ErrInvalidStartup = errors.New("invalid startup packet")
+
+// startupError is a protocol violation in the client's opening. Its message
+// is sent to the client (after "airlock: "), so it holds no secret.
+type startupError struct{ reason string }
+
+func (e *startupError) Error() string { return ErrInvalidStartup.Error() + ": " + e.reason }
+func (e *startupError) Unwrap() error { return ErrInvalidStartup }
+
+func invalidStartup(format string, args ...any) error {
+	return &startupError{reason: fmt.Sprintf(format, args...)}
+}
+
+type openingKind int
+
+const (
+	openingStartup openingKind = iota + 1
+	openingCancel
+)
+
+// opening is what a client asked for in its opening packets.
+type opening struct {
+	kind openingKind
+	// encryptionRequests counts the SSLRequest and GSSENCRequest packets
+	// answered with 'N' before this one.
+	encryptionRequests int
+
+	// For a StartupMessage: the protocol's minor version the client asked
+	// for and its parameters, as sent.
+	minorVersion uint16
+	params       map[string]string
+
+	// For a CancelRequest: the key the client holds.
+	processID uint32
+	secretKey []byte
+}
+
+// runtimeParams returns the client's parameters to pass on to the server:
+// all but user and database (the account's are used), replication (a
+// replication connection is not what access was granted for) and the
+// protocol options _pq_.*, which the engine does not support.
+func (o *opening) runtimeParams() map[string]string {
+	out := make(map[string]string, len(o.params))
+	for k, v := range o.params {
+		switch {
+		case k == "user", k == "database", k == "replication", k == "":
+			continue
+		case strings.HasPrefix(k, "_pq_."):
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// protocolOptions returns the _pq_.* options the client asked for, sorted.
+func (o *opening) protocolOptions() []string {
+	var opts []string
+	for k := range o.params {
+		if strings.HasPrefix(k, "_pq_.") {
+			opts = append(opts, k)
+		}
+	}
+	sort.Strings(opts)
+	return opts
+}
+
+// needsNegotiation reports whether the client asked for more than protocol
+// 3.0 offers, and so must be told with NegotiateProtocolVersion what it gets.
+func (o *opening) needsNegotiation() bool {
+	return o.minorVersion > 0 || len(o.protocolOptions()) > 0
+}
+
+// readStartup reads the client's opening packets from rw: it answers each
+// SSLRequest and GSSENCRequest with 'N' (the tunnel is encrypted already) and
+// returns the StartupMessage or CancelRequest that follows.
+//
+// It reads exactly the bytes of those packets, so that whatever the client
+// sends next is left for the relay, and never allocates more than one
+// packet's bounded length. A protocol violation is a *startupError; an error
+// of rw (io.EOF before any byte, io.ErrUnexpectedEOF within a packet, a
+// deadline) is returned as is.
+func readStartup(rw io.ReadWriter) (*opening, error) {
+	var sawSSL, sawGSS bool
+	for n := 0; ; n++ {
+		body, err := readStartupPacket(rw, n == 0)
+		if err != nil {
+			return nil, err
+		}
+		code := binary.BigEndian.Uint32(body)
+		switch code {
+		case sslRequestCode, gssEncRequestCode:
+			name := "SSLRequest"
+			seen := &sawSSL
+			if code == gssEncRequestCode {
+				name, seen = "GSSENCRequest", &sawGSS
+			}
+			if len(body) != 4 {
+				return nil, invalidStartup("%s of %d bytes instead of 8", name, len(body)+4)
+			}
+			if *seen || n >= maxEncryptionRequests {
+				return nil, invalidStartup("%s sent twice", name)
+			}
+			*seen = true
+			if _, err := rw.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		case cancelRequestCode:
+			var msg pgproto3.CancelRequest
+			if err := msg.Decode(body); err != nil {
+				return nil, invalidStartup("CancelRequest: %s", strings.TrimSpace(err.Error()))
+			}
+			return &opening{kind: openingCancel, encryptionRequests: n, processID: msg.ProcessID, secretKey: msg.SecretKey}, nil
+		default:
+			major, minor := uint16(code>>16), uint16(code)
+			if major != 3 {
+				return nil, invalidStartup("unsupported frontend protocol %d.%d: airlock supports protocol 3.0", major, minor)
+			}
+			// pgproto3 decodes versions 3.0 and 3.2 only; any 3.x is
+			// answered like PostgreSQL does, by offering 3.0.
+			patched := make([]byte, len(body))
+			copy(patched, body)
+			binary.BigEndian.PutUint32(patched, pgproto3.ProtocolVersion30)
+			var msg pgproto3.StartupMessage
+			if err := msg.Decode(patched); err != nil {
+				return nil, invalidStartup("StartupMessage: %s", strings.TrimSpace(err.Error()))
+			}
+			return &opening{kind: openingStartup, encryptionRequests: n, minorVersion: minor, params: msg.Parameters}, nil
+		}
+	}
+}
+
+// readStartupPacket reads one length-prefixed opening packet and returns its
+// body (at least the 4-byte code). first says whether it is the client's
+// first packet, whose first byte may show a client that speaks TLS at once.
+func readStartupPacket(r io.Reader, first bool) ([]byte, error) {
+	var header [4]byte
+	if _, err := io.ReadFull(r, header[:]); err != nil {
+		return nil, err
+	}
+	length := int64(int32(binary.BigEndian.Uint32(header[:])))
+	if length < minStartupPacketLen || length > maxStartupPacketLen {
+		if first && header[0] == 0x16 {
+			// A TLS record of type handshake: the client skipped the
+			// SSLRequest (sslnegotiation=direct).
+			return nil, invalidStartup("the client started TLS directly; connect without TLS (sslmode=disable), the tunnel is encrypted already")
+		}
+		return nil, invalidStartup("invalid length %d (must be %d to %d bytes)", length, minStartupPacketLen, maxStartupPacketLen)
+	}
+	body := make([]byte, length-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return body, nil
+}

@@ -1,0 +1,288 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/hashicorp/yamux"
+
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/pki"
+	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/tunnel"
+)
+
+// HeartbeatInterval is how often the server pings each gateway.
+const HeartbeatInterval = 10 * time.Second
+
+// Config configures the relay service.
+type Config struct {
+	DB  *store.DB
+	PKI *pki.Manager
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Sessions authorizes CLI relay connections; set after construction
+	// with SetSessions (the session service depends on the relay).
+	Sessions SessionAuthorizer
+}
+
+// Service is the relay.
+type Service struct {
+	db  *store.DB
+	pki *pki.Manager
+	now func() time.Time
+
+	mu       sync.Mutex
+	gateways map[string]*gatewayConn            // gateway id -> live connection here
+	clients  map[string]map[*yamux.Session]bool // session id -> CLI connections here
+	sessions SessionAuthorizer
+	authn    Authenticator
+}
+
+type gatewayConn struct {
+	id   string
+	mux  *yamux.Session
+	addr string
+}
+
+// New returns a relay service.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{db: cfg.DB, pki: cfg.PKI, now: cfg.Now, sessions: cfg.Sessions,
+		gateways: map[string]*gatewayConn{}, clients: map[string]map[*yamux.Session]bool{}}
+}
+
+// SetSessions wires the session service in.
+func (s *Service) SetSessions(a SessionAuthorizer) { s.sessions = a }
+
+// Register adds the gateway API operations and the two upgrade endpoints.
+func (s *Service) Register(a huma.API, mux *http.ServeMux) {
+	s.registerGatewayAPI(a)
+	mux.HandleFunc("GET /api/v1/relay/gateway", s.serveGateway)
+	mux.HandleFunc("GET /api/v1/relay/sessions/{id}", s.serveClient)
+}
+
+// serveGateway accepts a gateway's connection: an HTTP upgrade, then mutual
+// TLS with certificates of the organization's CA, then yamux.
+func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
+	orgID := r.URL.Query().Get("org")
+	ca, err := s.pki.ForOrg(r.Context(), orgID)
+	if err != nil || orgID == "" {
+		http.Error(w, "unknown organization", http.StatusNotFound)
+		return
+	}
+	relayCert, err := ca.RelayCertificate()
+	if err != nil {
+		http.Error(w, "relay certificate unavailable", http.StatusInternalServerError)
+		return
+	}
+	raw, err := tunnel.Accept(w, r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	tconn := tls.Server(raw, &tls.Config{
+		Certificates: []tls.Certificate{*relayCert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.Pool(),
+		MinVersion:   tls.VersionTLS13,
+	})
+	hctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := tconn.HandshakeContext(hctx); err != nil {
+		slog.Warn("gateway TLS handshake failed", "remote", r.RemoteAddr, "err", err)
+		raw.Close()
+		return
+	}
+	leaf := tconn.ConnectionState().PeerCertificates[0]
+	id, err := s.checkGatewayCert(hctx, orgID, leaf)
+	if err != nil {
+		slog.Warn("gateway refused", "remote", r.RemoteAddr, "err", err)
+		tconn.Close()
+		return
+	}
+	mux, err := yamux.Client(tconn, tunnel.YamuxConfig())
+	if err != nil {
+		tconn.Close()
+		return
+	}
+	gc := &gatewayConn{id: id, mux: mux, addr: clientHost(r)}
+	s.mu.Lock()
+	if old := s.gateways[id]; old != nil {
+		old.mux.Close()
+	}
+	s.gateways[id] = gc
+	s.mu.Unlock()
+	slog.Info("gateway connected", "gateway", id, "remote", gc.addr)
+	s.heartbeat(gc, r.Header.Get("X-Airlock-Version"))
+}
+
+func clientHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
+// checkGatewayCert accepts only the certificate last issued to an existing gateway.
+func (s *Service) checkGatewayCert(ctx context.Context, orgID string, leaf *x509.Certificate) (string, error) {
+	id := pki.IDFromCert(leaf, "gateway")
+	if id == "" {
+		return "", errors.New("not a gateway certificate")
+	}
+	var serial string
+	err := s.db.QueryRowContext(ctx, `SELECT cert_serial FROM gateways WHERE id = $1 AND org_id = $2`, id, orgID).Scan(&serial)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("gateway %s is not registered (deleted?)", id)
+	}
+	if err != nil {
+		return "", err
+	}
+	if serial != leaf.SerialNumber.Text(16) {
+		return "", fmt.Errorf("gateway %s presented a replaced certificate", id)
+	}
+	return id, nil
+}
+
+// heartbeat pings the gateway and records each answer until the connection ends.
+func (s *Service) heartbeat(gc *gatewayConn, version string) {
+	defer func() {
+		s.mu.Lock()
+		last := s.gateways[gc.id] == gc
+		if last {
+			delete(s.gateways, gc.id)
+		}
+		s.mu.Unlock()
+		gc.mux.Close()
+		if last {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := s.db.ExecContext(ctx, `UPDATE gateways SET online = FALSE WHERE id = $1`, gc.id); err != nil {
+				slog.Warn("recording a gateway disconnect failed", "gateway", gc.id, "err", err)
+			}
+		}
+		slog.Info("gateway disconnected", "gateway", gc.id)
+	}()
+	record := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := s.db.ExecContext(ctx, `UPDATE gateways SET last_heartbeat_at = $1, online = TRUE, remote_addr = $2, version = $3 WHERE id = $4`,
+			store.Micros(s.now()), gc.addr, version, gc.id); err != nil {
+			slog.Warn("recording a gateway heartbeat failed", "gateway", gc.id, "err", err)
+		}
+	}
+	record()
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-gc.mux.CloseChan():
+			return
+		case <-t.C:
+			if _, err := gc.mux.Ping(); err != nil {
+				return
+			}
+			record()
+		}
+	}
+}
+
+func (s *Service) disconnect(gatewayID string) {
+	s.mu.Lock()
+	gc := s.gateways[gatewayID]
+	delete(s.gateways, gatewayID)
+	s.mu.Unlock()
+	if gc != nil {
+		gc.mux.Close()
+	}
+}
+
+// Connected reports whether the gateway has a live connection to this server.
+func (s *Service) Connected(gatewayID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gc := s.gateways[gatewayID]
+	return gc != nil && !gc.mux.IsClosed()
+}
+
+func (s *Service) open(gatewayID string, h tunnel.Header) (*yamux.Stream, error) {
+	const op = "relay.(*Service).open"
+	s.mu.Lock()
+	gc := s.gateways[gatewayID]
+	s.mu.Unlock()
+	if gc == nil || gc.mux.IsClosed() {
+		return nil, errs.E(op, errs.Unavailable, "the resource's gateway is offline: start it (`airlock gateway --data-dir ...`) and check `airlock gateways list`")
+	}
+	st, err := gc.mux.OpenStream()
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "the gateway connection failed; try again", err)
+	}
+	st.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := tunnel.WriteFrame(st, h); err != nil {
+		st.Close()
+		return nil, errs.Wrap(op, errs.Unavailable, "the gateway connection failed; try again", err)
+	}
+	st.SetWriteDeadline(time.Time{})
+	return st, nil
+}
+
+// request sends a request stream and reads its result.
+func (s *Service) request(ctx context.Context, gatewayID string, h tunnel.Header) (tunnel.Result, error) {
+	st, err := s.open(gatewayID, h)
+	if err != nil {
+		return tunnel.Result{}, err
+	}
+	defer st.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	st.SetReadDeadline(deadline)
+	var res tunnel.Result
+	if err := tunnel.ReadFrame(st, &res); err != nil {
+		return tunnel.Result{}, errs.Wrap("relay.request", errs.Unavailable, "the gateway did not answer in time; check its log", err)
+	}
+	return res, nil
+}
+
+// Validate asks the gateway to log in with the target's credentials. A
+// refusal is an Invalid error saying why, in the database's words.
+func (s *Service) Validate(ctx context.Context, gatewayID string, t tunnel.Target) error {
+	const op = "relay.(*Service).Validate"
+	res, err := s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeValidate, Target: &t})
+	if err != nil {
+		return err
+	}
+	if res.OK {
+		return nil
+	}
+	code := errs.Invalid
+	if res.Code == tunnel.CodeInternal {
+		code = errs.Unavailable
+	}
+	return errs.E(op, code, "the credentials were not saved: the gateway could not log in to "+t.String()+": "+res.Message)
+}
+
+// OpenData opens a data stream for a session connection on the gateway.
+func (s *Service) OpenData(gatewayID string, h tunnel.Header) (net.Conn, error) {
+	h.Type = tunnel.TypeData
+	return s.open(gatewayID, h)
+}
+
+// TerminateOnGateway tells the gateway to close every connection of a session.
+func (s *Service) TerminateOnGateway(ctx context.Context, gatewayID, sessionID string) error {
+	_, err := s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeTerminate, SessionID: sessionID})
+	return err
+}

@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/tunnel"
+)
+
+// ClientSession is what the relay needs to carry a session's connections.
+type ClientSession struct {
+	ID        string
+	GatewayID string
+	ExpiresAt time.Time
+	Target    tunnel.Target
+}
+
+// SessionAuthorizer is the session service as the relay sees it.
+type SessionAuthorizer interface {
+	// AuthorizeRelay checks that the caller owns the session and that it is
+	// active, and returns it with its target.
+	AuthorizeRelay(ctx context.Context, sessionID string) (*ClientSession, error)
+	// MarkStarted records the session's first connection.
+	MarkStarted(ctx context.Context, sessionID string)
+}
+
+// Authenticator resolves a bearer token.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (*api.Principal, error)
+}
+
+// SetAuthenticator wires the identity service in.
+func (s *Service) SetAuthenticator(a Authenticator) { s.authn = a }
+
+func writeProblem(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"title": http.StatusText(status), "status": status, "detail": msg})
+}
+
+// serveClient carries the connections of one CLI session: each yamux
+// stream the CLI opens is joined to a new data stream to the gateway.
+func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
+	ctx := api.WithClientAddr(r.Context(), clientHost(r))
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		writeProblem(w, http.StatusUnauthorized, "this endpoint needs a token: run `airlock login`")
+		return
+	}
+	p, err := s.authn.Authenticate(ctx, strings.TrimSpace(token))
+	if err != nil {
+		writeProblem(w, api.Status(errs.CodeOf(err)), publicMessage(err))
+		return
+	}
+	ctx = api.WithPrincipal(ctx, p)
+	cs, err := s.sessions.AuthorizeRelay(ctx, r.PathValue("id"))
+	if err != nil {
+		writeProblem(w, api.Status(errs.CodeOf(err)), publicMessage(err))
+		return
+	}
+	if !s.Connected(cs.GatewayID) {
+		writeProblem(w, http.StatusServiceUnavailable, "the resource's gateway is offline: start it and check `airlock gateways list`")
+		return
+	}
+	conn, err := tunnel.Accept(w, r)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	mux, err := yamux.Server(conn, tunnel.YamuxConfig())
+	if err != nil {
+		conn.Close()
+		return
+	}
+	s.addClient(cs.ID, mux)
+	defer s.removeClient(cs.ID, mux)
+	expiry := time.AfterFunc(time.Until(cs.ExpiresAt), func() { mux.Close() })
+	defer expiry.Stop()
+
+	header := tunnel.Header{SessionID: cs.ID, Target: &cs.Target, ExpiresAt: cs.ExpiresAt.Unix()}
+	var started sync.Once
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		go func() {
+			gw, err := s.OpenData(cs.GatewayID, header)
+			if err != nil {
+				slog.Warn("opening a gateway stream failed", "session", cs.ID, "err", err)
+				st.Close()
+				return
+			}
+			started.Do(func() { s.sessions.MarkStarted(context.WithoutCancel(ctx), cs.ID) })
+			tunnel.Splice(st, gw)
+		}()
+	}
+}
+
+func publicMessage(err error) string {
+	var e *errs.Error
+	if errors.As(err, &e) && e.Code != errs.Internal {
+		return e.Msg
+	}
+	return "internal error; the server log has the details"
+}
+
+func (s *Service) addClient(sessionID string, m *yamux.Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clients[sessionID] == nil {
+		s.clients[sessionID] = map[*yamux.Session]bool{}
+	}
+	s.clients[sessionID][m] = true
+}
+
+func (s *Service) removeClient(sessionID string, m *yamux.Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients[sessionID], m)
+	if len(s.clients[sessionID]) == 0 {
+		delete(s.clients, sessionID)
+	}
+	m.Close()
+}
+
+// CloseSession closes a session's CLI connections on this server and tells
+// its gateway to close the database connections.
+func (s *Service) CloseSession(ctx context.Context, sessionID, gatewayID string) {
+	s.mu.Lock()
+	var muxes []*yamux.Session
+	for m := range s.clients[sessionID] {
+		muxes = append(muxes, m)
+	}
+	s.mu.Unlock()
+	for _, m := range muxes {
+		m.Close()
+	}
+	if err := s.TerminateOnGateway(ctx, gatewayID, sessionID); err != nil && !errs.Is(err, errs.Unavailable) {
+		slog.Warn("telling the gateway to close a session failed", "session", sessionID, "err", err)
+	}
+}

@@ -1,0 +1,17 @@
+package server
+
+import (
+	"context"
+
+	"github.com/airlockpam/airlock/internal/session"
+)
+
+// targets resolves a session's resource account through the PAM service.
+func (s *Server) targets(ctx context.Context, projectID, resource, account string) (*session.Target, error) {
+	r, a, t, err := s.PAM.TargetFor(ctx, projectID, resource, account)
+	if err != nil {
+		return nil, err
+	}
+	return &session.Target{ResourceID: r.ID, ResourceName: r.Name, Kind: r.Kind, GatewayID: r.GatewayID,
+		AccountID: a.ID, AccountName: a.Name, Username: a.Username, Database: r.Database, Wire: t}, nil
+}

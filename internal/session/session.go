@@ -1,0 +1,382 @@
+// Package session holds access sessions: a user's time-boxed access to one
+// account. Creating a session signs the CLI's own key for it (the client
+// certificate expires with the session); the relay asks this package whether
+// a session may carry connections; sessions end by the user, by an admin, or
+// at expiry (expiry.go), and every end closes the session's connections.
+package session
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/google/uuid"
+
+	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/audit"
+	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/pki"
+	"github.com/airlockpam/airlock/internal/project"
+	"github.com/airlockpam/airlock/internal/relay"
+	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/tunnel"
+)
+
+// Statuses and end reasons.
+const (
+	StatusActive = "active"
+	StatusEnded  = "ended"
+
+	EndedByUser = "ended_by_user"
+	Expired     = "expired"
+	Terminated  = "terminated"
+	GatewayLost = "gateway_lost"
+	DefaultTTL  = time.Hour
+	minimumTTL  = 10 * time.Second
+	accessCLI   = "cli"
+)
+
+// Session is an access session.
+type Session struct {
+	ID              string     `json:"id"`
+	ProjectID       string     `json:"projectId"`
+	UserKind        string     `json:"userKind" enum:"user,machine"`
+	UserID          string     `json:"userId"`
+	UserName        string     `json:"userName"`
+	ResourceID      string     `json:"resourceId"`
+	ResourceName    string     `json:"resourceName"`
+	ResourceKind    string     `json:"resourceKind"`
+	AccountID       string     `json:"accountId"`
+	AccountName     string     `json:"accountName"`
+	AccountUsername string     `json:"accountUsername"`
+	GatewayID       string     `json:"gatewayId"`
+	AccessMethod    string     `json:"accessMethod" enum:"cli,web"`
+	ClientAddr      string     `json:"clientAddr"`
+	CreatedAt       time.Time  `json:"createdAt"`
+	StartedAt       *time.Time `json:"startedAt,omitempty" doc:"first connection"`
+	ExpiresAt       time.Time  `json:"expiresAt"`
+	EndedAt         *time.Time `json:"endedAt,omitempty"`
+	Duration        string     `json:"duration" doc:"how long the session lasted (so far, while active)"`
+	Status          string     `json:"status" enum:"active,ended"`
+	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,gateway_lost"`
+}
+
+// Target is a resolved resource account.
+type Target struct {
+	ResourceID, ResourceName, Kind, GatewayID  string
+	AccountID, AccountName, Username, Database string
+	Wire                                       tunnel.Target
+}
+
+// TargetResolver finds an account of a resource in a project (by name or
+// id), checking that the caller may use it.
+type TargetResolver func(ctx context.Context, projectID, resource, account string) (*Target, error)
+
+// Service manages sessions.
+type Service struct {
+	db       *store.DB
+	projects *project.Service
+	pki      *pki.Manager
+	relay    *relay.Service
+	targets  TargetResolver
+	now      func() time.Time
+}
+
+// New returns a Service. now may be nil.
+func New(db *store.DB, projects *project.Service, p *pki.Manager, r *relay.Service, targets TargetResolver, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{db: db, projects: projects, pki: p, relay: r, targets: targets, now: now}
+}
+
+const columns = `id, project_id, subject_kind, subject_id, subject_name, resource_id, resource_name, resource_kind,
+	account_id, account_name, account_username, gateway_id, access_method, client_addr, created_at, started_at,
+	expires_at, ended_at, end_reason, status`
+
+func (s *Service) scan(row interface{ Scan(...any) error }) (*Session, error) {
+	var x Session
+	var created, started, expires, ended int64
+	err := row.Scan(&x.ID, &x.ProjectID, &x.UserKind, &x.UserID, &x.UserName, &x.ResourceID, &x.ResourceName, &x.ResourceKind,
+		&x.AccountID, &x.AccountName, &x.AccountUsername, &x.GatewayID, &x.AccessMethod, &x.ClientAddr, &created, &started,
+		&expires, &ended, &x.EndReason, &x.Status)
+	if err != nil {
+		return nil, err
+	}
+	x.CreatedAt, x.ExpiresAt = store.Time(created), store.Time(expires)
+	if started != 0 {
+		t := store.Time(started)
+		x.StartedAt = &t
+	}
+	end := s.now()
+	if ended != 0 {
+		t := store.Time(ended)
+		x.EndedAt, end = &t, t
+	}
+	x.Duration = end.Sub(x.CreatedAt).Round(time.Second).String()
+	return &x, nil
+}
+
+// Created is the answer to a new session.
+type Created struct {
+	Session           *Session `json:"session"`
+	ClientCertificate string   `json:"clientCertificate" doc:"PEM certificate for the CLI's key, valid until the session expires"`
+	CACertificate     string   `json:"caCertificate" doc:"PEM certificate of the organization's CA: it signs the gateway's certificate"`
+	GatewayServerName string   `json:"gatewayServerName" doc:"the name in the gateway's certificate, to verify it"`
+	Username          string   `json:"username"`
+	Database          string   `json:"database"`
+}
+
+// ParseDuration reads a session duration such as 30m, 1h or 2h30m.
+func ParseDuration(op, v string, max time.Duration) (time.Duration, error) {
+	if v == "" {
+		v = DefaultTTL.String()
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, errs.InvalidField(op, "body.duration", fmt.Sprintf("%q is not a duration: use a value such as 30m, 1h or 2h30m", v))
+	}
+	if d < minimumTTL {
+		return 0, errs.InvalidField(op, "body.duration", "a session lasts at least 10s")
+	}
+	if d > max {
+		return 0, errs.InvalidField(op, "body.duration", fmt.Sprintf("%s is longer than this project's maximum session of %s; ask for at most %s (a project admin can change the maximum)", d, max, max))
+	}
+	return d, nil
+}
+
+// Create starts a session for the caller on an account.
+func (s *Service) Create(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*Created, error) {
+	const op = "session.(*Service).Create"
+	proj, err := s.projects.Authorize(ctx, projectID, project.RoleMember)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := ParseDuration(op, duration, proj.MaxSession)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.ParseCSR([]byte(csrPEM))
+	if err != nil {
+		return nil, errs.InvalidField(op, "body.csr", err.Error())
+	}
+	t, err := s.targets(ctx, proj.ID, resource, account)
+	if err != nil {
+		return nil, err
+	}
+	if !s.relay.Connected(t.GatewayID) {
+		return nil, errs.Ef(op, errs.Unavailable, "the gateway of resource %q is offline: start it (`airlock gateway --data-dir ...`) and check `airlock gateways list`", t.ResourceName)
+	}
+	p := api.PrincipalFrom(ctx)
+	ca, err := s.pki.ForOrg(ctx, p.OrgID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	id := uuid.Must(uuid.NewV7()).String()
+	expires := now.Add(ttl)
+	certPEM, serial, err := ca.SignSession(csr, id, expires)
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Internal, "signing the session certificate failed", err)
+	}
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (org_id, `+columns+`) VALUES
+			($18, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, 0, '', $17)`,
+			id, proj.ID, p.Kind, p.ID, p.Name, t.ResourceID, t.ResourceName, t.Kind, t.AccountID, t.AccountName, t.Username,
+			t.GatewayID, accessCLI, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
+			Details: map[string]any{"resource": t.ResourceName, "account": t.AccountName, "expiresAt": expires.UTC().Format(time.RFC3339), "certSerial": serial}}))
+	})
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "creating the session failed", err)
+	}
+	sess, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &Created{Session: sess, ClientCertificate: string(certPEM), CACertificate: string(ca.CertPEM()),
+		GatewayServerName: pki.GatewayServerName(t.GatewayID), Username: t.Username, Database: t.Database}, nil
+}
+
+func (s *Service) get(ctx context.Context, id string) (*Session, error) {
+	x, err := s.scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM sessions WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errs.Ef("session.get", errs.NotFound, "no session %q", id)
+	}
+	if err != nil {
+		return nil, errs.Wrap("session.get", errs.Unavailable, "reading the session failed", err)
+	}
+	return x, nil
+}
+
+// Get returns a session to its owner or to an admin of its project.
+func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
+	p, err := api.MustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, errs.Ef("session.Get", errs.NotFound, "no session %q", id)
+	}
+	x, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if x.UserKind == p.Kind && x.UserID == p.ID {
+		return x, nil
+	}
+	if _, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleAdmin); err != nil {
+		return nil, errs.Ef("session.Get", errs.NotFound, "no session %q", id)
+	}
+	return x, nil
+}
+
+// AuthorizeRelay implements relay.SessionAuthorizer.
+func (s *Service) AuthorizeRelay(ctx context.Context, id string) (*relay.ClientSession, error) {
+	const op = "session.(*Service).AuthorizeRelay"
+	p, err := api.MustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+	}
+	x, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if x.UserKind != p.Kind || x.UserID != p.ID {
+		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+	}
+	if x.Status != StatusActive || !s.now().Before(x.ExpiresAt) {
+		reason := x.EndReason
+		if reason == "" {
+			reason = Expired
+		}
+		return nil, errs.Ef(op, errs.Conflict, "the session has ended (%s); start a new one with `airlock db access`", reason)
+	}
+	t, err := s.targets(ctx, x.ProjectID, x.ResourceID, x.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	return &relay.ClientSession{ID: x.ID, GatewayID: t.GatewayID, ExpiresAt: x.ExpiresAt, Target: t.Wire}, nil
+}
+
+// MarkStarted implements relay.SessionAuthorizer.
+func (s *Service) MarkStarted(ctx context.Context, id string) {
+	_, _ = s.db.ExecContext(ctx, `UPDATE sessions SET started_at = $1 WHERE id = $2 AND started_at = 0`, store.Micros(s.now()), id)
+}
+
+// End ends a session for a reason: the owner ends their own; only a
+// project admin terminates.
+func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) {
+	const op = "session.(*Service).End"
+	x, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	p := api.PrincipalFrom(ctx)
+	action := "session.end"
+	if reason == Terminated {
+		if _, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleAdmin); err != nil {
+			return nil, err
+		}
+		action = "session.terminate"
+	} else if x.UserKind != p.Kind || x.UserID != p.ID {
+		return nil, errs.E(op, errs.Forbidden, "only the session's owner ends it; project admins terminate it")
+	}
+	ended, err := s.finish(ctx, id, reason, audit.By(ctx, audit.Event{Action: action}))
+	if err != nil {
+		return nil, err
+	}
+	if !ended {
+		return nil, errs.Ef(op, errs.Conflict, "the session has already ended (%s)", x.EndReason)
+	}
+	return s.get(ctx, id)
+}
+
+// finish marks an active session ended, audits it, and closes its connections.
+func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Event) (bool, error) {
+	var orgID, projectID, gatewayID string
+	now := s.now()
+	ended := false
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `UPDATE sessions SET status = $1, end_reason = $2, ended_at = $3
+			WHERE id = $4 AND status = $5 RETURNING org_id, project_id, gateway_id`,
+			StatusEnded, reason, store.Micros(now), id, StatusActive).Scan(&orgID, &projectID, &gatewayID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ended = true
+		ev.OrgID, ev.ProjectID, ev.TargetKind, ev.TargetID = orgID, projectID, "session", id
+		if ev.Details == nil {
+			ev.Details = map[string]any{}
+		}
+		ev.Details["reason"] = reason
+		return audit.Record(ctx, tx, ev)
+	})
+	if err != nil {
+		return false, errs.Wrap("session.finish", errs.Unavailable, "ending the session failed", err)
+	}
+	if ended {
+		s.relay.CloseSession(ctx, id, gatewayID)
+	}
+	return ended, nil
+}
+
+// Register adds the session operations.
+func (s *Service) Register(a huma.API) {
+	tags := []string{"Sessions"}
+	huma.Register(a, huma.Operation{
+		OperationID: "create-session", Method: http.MethodPost, Path: "/api/v1/projects/{projectId}/sessions", Tags: tags,
+		Summary: "Start an access session on an account (project members)", Security: api.Secured,
+		DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 422, 503},
+	}, func(ctx context.Context, in *struct {
+		project.ProjectPath
+		Body struct {
+			Resource string `json:"resource" maxLength:"64" doc:"resource name or id"`
+			Account  string `json:"account" maxLength:"64" doc:"account name or id"`
+			Duration string `json:"duration,omitempty" maxLength:"20" doc:"such as 30m, 1h, 2h30m; default 1h"`
+			CSR      string `json:"csr" maxLength:"8192" doc:"PEM certificate request for a key the client made"`
+		}
+	}) (*struct{ Body *Created }, error) {
+		c, err := s.Create(ctx, in.ProjectID, in.Body.Resource, in.Body.Account, in.Body.Duration, in.Body.CSR)
+		return &struct{ Body *Created }{c}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "get-session", Method: http.MethodGet, Path: "/api/v1/sessions/{sessionId}", Tags: tags,
+		Summary: "Get a session (its owner or a project admin)", Security: api.Secured, Errors: []int{404},
+	}, func(ctx context.Context, in *struct {
+		SessionID string `path:"sessionId" maxLength:"64"`
+	}) (*struct{ Body *Session }, error) {
+		x, err := s.Get(ctx, in.SessionID)
+		return &struct{ Body *Session }{x}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "end-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/end", Tags: tags,
+		Summary: "End your session", Security: api.Secured, Errors: []int{403, 404, 409},
+	}, func(ctx context.Context, in *struct {
+		SessionID string `path:"sessionId" maxLength:"64"`
+	}) (*struct{ Body *Session }, error) {
+		x, err := s.End(ctx, in.SessionID, EndedByUser)
+		return &struct{ Body *Session }{x}, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "terminate-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/terminate", Tags: tags,
+		Summary: "Terminate a session and close its connections (project admins)", Security: api.Secured, Errors: []int{403, 404, 409},
+	}, func(ctx context.Context, in *struct {
+		SessionID string `path:"sessionId" maxLength:"64"`
+	}) (*struct{ Body *Session }, error) {
+		x, err := s.End(ctx, in.SessionID, Terminated)
+		return &struct{ Body *Session }{x}, api.Err(ctx, err)
+	})
+}

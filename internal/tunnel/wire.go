@@ -1,0 +1,132 @@
+// Package tunnel defines what travels between the server and a gateway, and
+// between the CLI and the server: the upgrade handshake, the multiplexed
+// session (yamux) and the header that opens every stream.
+//
+// Every stream the server opens to a gateway starts with one Header (a
+// 4-byte big-endian length and that many bytes of JSON). For a data stream the
+// rest of the stream is the CLI's end-to-end mTLS connection, which the server
+// cannot read; for a request (validate, terminate) the gateway answers with one
+// Result frame in the same format.
+package tunnel
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Stream types.
+const (
+	TypeData      = "data"      // a client connection of a session
+	TypeValidate  = "validate"  // try to log in with Target's credentials
+	TypeTerminate = "terminate" // close every connection of SessionID
+	TypeHeartbeat = "heartbeat"
+)
+
+// Resource kinds.
+const (
+	KindPostgres = "postgres"
+	KindMongoDB  = "mongodb"
+)
+
+// MaxFrame bounds a header or result frame.
+const MaxFrame = 1 << 20
+
+// TLS is a resource's upstream TLS setting.
+type TLS struct {
+	// Enabled requires TLS to the database.
+	Enabled bool `json:"enabled"`
+	// RejectUnauthorized verifies the certificate chain and host name.
+	RejectUnauthorized bool `json:"rejectUnauthorized"`
+	// CAPEM, when set, is the only CA trusted for the database; otherwise the
+	// system roots are.
+	CAPEM string `json:"caPem,omitempty"`
+}
+
+// Target is everything a gateway needs to reach one account of a resource.
+// It holds the account's password: it travels only inside the gateway's
+// mutually authenticated connection and is never logged.
+type Target struct {
+	Kind       string `json:"kind"`
+	ResourceID string `json:"resourceId"`
+	AccountID  string `json:"accountId"`
+	Host       string `json:"host,omitempty"`
+	Port       int    `json:"port,omitempty"`
+	Database   string `json:"database,omitempty"`
+	URI        string `json:"uri,omitempty"` // MongoDB connection string, without credentials
+	TLS        TLS    `json:"tls"`
+	Username   string `json:"username"`
+	Password   string `json:"password"`
+}
+
+// String describes the target without its password.
+func (t Target) String() string {
+	if t.Kind == KindMongoDB {
+		return fmt.Sprintf("mongodb %s as %s", t.URI, t.Username)
+	}
+	return fmt.Sprintf("postgres %s:%d/%s as %s", t.Host, t.Port, t.Database, t.Username)
+}
+
+// Header opens a stream from the server to a gateway.
+type Header struct {
+	Type      string  `json:"type"`
+	SessionID string  `json:"sessionId,omitempty"`
+	Target    *Target `json:"target,omitempty"`
+	// ExpiresAt is the session's end, in Unix seconds (data streams).
+	ExpiresAt int64 `json:"expiresAt,omitempty"`
+}
+
+// Result answers a request stream.
+type Result struct {
+	OK bool `json:"ok"`
+	// Code classifies a failure: see the Code* constants.
+	Code string `json:"code,omitempty"`
+	// Message says what went wrong in words a user can act on; it never
+	// holds a password.
+	Message string `json:"message,omitempty"`
+}
+
+// Failure codes of a validation.
+const (
+	CodeAuthFailed  = "auth_failed" // wrong username or password
+	CodeUnreachable = "unreachable" // cannot connect to the host
+	CodeTLS         = "tls"         // TLS required but refused, or verification failed
+	CodeNoDatabase  = "no_database" // the database does not exist
+	CodeInvalid     = "invalid"     // the target itself is malformed
+	CodeInternal    = "internal"
+)
+
+// WriteFrame writes v as one length-prefixed JSON frame.
+func WriteFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxFrame {
+		return errors.New("tunnel: frame too large")
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame into v.
+func ReadFrame(r io.Reader, v any) error {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return err
+	}
+	size := binary.BigEndian.Uint32(n[:])
+	if size > MaxFrame {
+		return fmt.Errorf("tunnel: frame of %d bytes exceeds the limit of %d", size, MaxFrame)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
