@@ -323,6 +323,14 @@ func TestDevPrintsTheAdminOnce(t *testing.T) {
 	u := newUser(t)
 	u.must(password, "login", "--domain", "http://"+addr, "--email", email, "--password-stdin")
 	u.must("", "projects", "create", "dev-project")
+	// The built-in gateway enrolls itself and comes online.
+	gwDeadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(u.must("", "gateways", "list"), "online") {
+		if time.Now().After(gwDeadline) {
+			t.Fatalf("the built-in gateway is not online:\n%s", u.must("", "gateways", "list"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 
 	// A second start keeps the data and does not print a password.
 	cmd.Process.Signal(os.Interrupt)

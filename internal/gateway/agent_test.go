@@ -79,7 +79,7 @@ func newTestAgent(t *testing.T, ca *pki.CA) (*Agent, string) {
 // on the other, and returns the client's handshake error.
 func handshake(t *testing.T, a *Agent, serverName string, trust *pki.CA, cert tls.Certificate, h tunnel.Header) error {
 	t.Helper()
-	srv, cli := net.Pipe()
+	srv, cli := tcpPair(t)
 	done := make(chan error, 1)
 	go func() { done <- a.serveData(context.Background(), srv, h) }()
 	tc := tls.Client(cli, &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: trust.Pool(), ServerName: serverName, MinVersion: tls.VersionTLS13})
@@ -130,3 +130,24 @@ func TestGatewayRefusesWrongClientCertificates(t *testing.T) {
 type nopConn struct{ net.Conn }
 
 func (nopConn) Close() error { return nil }
+
+// tcpPair returns two ends of a loopback TCP connection (buffered, unlike
+// net.Pipe, so a refused handshake does not deadlock on its alert).
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return <-accepted, cli
+}
