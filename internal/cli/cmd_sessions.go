@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -51,6 +54,52 @@ func newSessionsCommand(o *options) *cobra.Command {
 			return o.printSession(s)
 		},
 	}
-	cmd.AddCommand(show, terminate)
+	var projectID, resource, account, user, status, from, to string
+	var limit int
+	list := &cobra.Command{
+		Use: "list", Short: "List a project's sessions, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			for k, v := range map[string]string{"resource": resource, "account": account, "user": user, "status": status} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			for k, v := range map[string]string{"from": from, "to": to} {
+				if v == "" {
+					continue
+				}
+				t, err := parseTimeFlag(v)
+				if err != nil {
+					return fmt.Errorf("--%s: %w", k, err)
+				}
+				q.Set(k, t.UTC().Format(time.RFC3339Nano))
+			}
+			var ss []sessionInfo
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(projectID)+"/sessions", q, nil, &ss); err != nil {
+				return err
+			}
+			rows := make([][]string, 0, len(ss))
+			for _, s := range ss {
+				rows = append(rows, []string{s.ID, s.UserName, s.ResourceName, s.AccountName, s.Status, s.EndReason, fmtTime(s.CreatedAt), s.Duration})
+			}
+			return o.printTable(ss, []string{"ID", "USER", "RESOURCE", "ACCOUNT", "STATUS", "END REASON", "CREATED", "DURATION"}, rows)
+		},
+	}
+	fl := list.Flags()
+	fl.StringVar(&projectID, "project-id", "", "the project's id")
+	_ = list.MarkFlagRequired("project-id")
+	fl.StringVar(&resource, "resource", "", "only sessions on this resource")
+	fl.StringVar(&account, "account", "", "only sessions on this account")
+	fl.StringVar(&user, "user", "", "only sessions of this user (email) or machine identity")
+	fl.StringVar(&status, "status", "", "active or ended")
+	fl.StringVar(&from, "from", "", "created at or after (RFC 3339, or a duration ago such as 24h)")
+	fl.StringVar(&to, "to", "", "created before (RFC 3339, or a duration ago)")
+	fl.IntVar(&limit, "limit", 100, "at most this many sessions (1-1000)")
+	cmd.AddCommand(list, show, terminate)
 	return cmd
 }

@@ -336,6 +336,7 @@ func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Event)
 // Register adds the session operations.
 func (s *Service) Register(a huma.API) {
 	tags := []string{"Sessions"}
+	s.registerList(a)
 	huma.Register(a, huma.Operation{
 		OperationID: "create-session", Method: http.MethodPost, Path: "/api/v1/projects/{projectId}/sessions", Tags: tags,
 		Summary: "Start an access session on an account (project members)", Security: api.Secured,
