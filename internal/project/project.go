@@ -11,8 +11,10 @@ package project
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -63,6 +65,7 @@ type Project struct {
 	Role               Role      `json:"role" doc:"the caller's role in the project"`
 	CreatedAt          time.Time `json:"createdAt"`
 	UpdatedAt          time.Time `json:"updatedAt"`
+	LogMaskPatterns    []string  `json:"logMaskPatterns" doc:"regular expressions (RE2) whose matches are masked in session logs, besides passwords"`
 	// MaxSession is MaxSessionDuration as a duration.
 	MaxSession time.Duration `json:"-"`
 }
@@ -95,7 +98,7 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 	if _, err := uuid.Parse(projectID); err != nil {
 		return nil, notFound
 	}
-	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.created_at, p.updated_at, COALESCE(m.role, '')
+	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.id = $3 AND p.org_id = $4`, p.Kind, p.ID, projectID, p.OrgID)
@@ -121,10 +124,12 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 	var p Project
 	var maxSecs, created, updated int64
-	var role string
-	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &created, &updated, &role); err != nil {
+	var role, masks string
+	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &masks, &created, &updated, &role); err != nil {
 		return nil, err
 	}
+	p.LogMaskPatterns = []string{}
+	_ = json.Unmarshal([]byte(masks), &p.LogMaskPatterns)
 	p.MaxSession = time.Duration(maxSecs) * time.Second
 	p.MaxSessionDuration = p.MaxSession.String()
 	p.CreatedAt, p.UpdatedAt, p.Role = store.Time(created), store.Time(updated), Role(role)
@@ -169,7 +174,7 @@ func (s *Service) Create(ctx context.Context, name, description, maxSession stri
 		}
 	}
 	now := s.now()
-	proj := &Project{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Description: description, MaxSession: max,
+	proj := &Project{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Description: description, MaxSession: max, LogMaskPatterns: []string{},
 		MaxSessionDuration: max.String(), Role: RoleAdmin, CreatedAt: store.Time(store.Micros(now)), UpdatedAt: store.Time(store.Micros(now))}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO projects (id, org_id, name, description, max_session_seconds, created_at, updated_at)
@@ -202,7 +207,7 @@ func (s *Service) List(ctx context.Context) ([]Project, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.created_at, p.updated_at, COALESCE(m.role, '')
+	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.org_id = $3 AND (m.role IS NOT NULL OR $4)
@@ -225,9 +230,25 @@ func (s *Service) List(ctx context.Context) ([]Project, error) {
 	return out, rows.Err()
 }
 
-// Update changes a project's description and maximum session duration.
-// nil leaves a field as it is.
-func (s *Service) Update(ctx context.Context, projectID string, description, maxSession *string) (*Project, error) {
+// CheckMaskPatterns validates session-log mask patterns.
+func CheckMaskPatterns(op string, patterns []string) error {
+	if len(patterns) > 50 {
+		return errs.InvalidField(op, "body.logMaskPatterns", "at most 50 patterns")
+	}
+	for i, p := range patterns {
+		if p == "" || len(p) > 500 {
+			return errs.InvalidField(op, fmt.Sprintf("body.logMaskPatterns[%d]", i), "a pattern must be 1-500 characters")
+		}
+		if _, err := regexp.Compile(p); err != nil {
+			return errs.InvalidField(op, fmt.Sprintf("body.logMaskPatterns[%d]", i), "not a valid regular expression (RE2 syntax): "+err.Error())
+		}
+	}
+	return nil
+}
+
+// Update changes a project's description, maximum session duration and log
+// mask patterns. nil leaves a field as it is.
+func (s *Service) Update(ctx context.Context, projectID string, description, maxSession *string, masks *[]string) (*Project, error) {
 	const op = "project.(*Service).Update"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {
@@ -245,10 +266,18 @@ func (s *Service) Update(ctx context.Context, projectID string, description, max
 		proj.MaxSessionDuration = proj.MaxSession.String()
 		changes["maxSessionDuration"] = proj.MaxSessionDuration
 	}
+	if masks != nil {
+		if err := CheckMaskPatterns(op, *masks); err != nil {
+			return nil, err
+		}
+		proj.LogMaskPatterns = *masks
+		changes["logMaskPatterns"] = *masks
+	}
+	masksJSON, _ := json.Marshal(proj.LogMaskPatterns)
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, updated_at = $3 WHERE id = $4`,
-			proj.Description, int64(proj.MaxSession/time.Second), store.Micros(now), proj.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, log_mask_patterns = $3, updated_at = $4 WHERE id = $5`,
+			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), store.Micros(now), proj.ID); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.update", TargetKind: "project", TargetID: proj.ID,

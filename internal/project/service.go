@@ -54,11 +54,12 @@ func (s *Service) Register(a huma.API) {
 	}, func(ctx context.Context, in *struct {
 		ProjectPath
 		Body struct {
-			Description        *string `json:"description,omitempty" maxLength:"1000"`
-			MaxSessionDuration *string `json:"maxSessionDuration,omitempty" maxLength:"20"`
+			Description        *string   `json:"description,omitempty" maxLength:"1000"`
+			MaxSessionDuration *string   `json:"maxSessionDuration,omitempty" maxLength:"20"`
+			LogMaskPatterns    *[]string `json:"logMaskPatterns,omitempty" doc:"replaces the list; regular expressions masked in session logs"`
 		}
 	}) (*struct{ Body *Project }, error) {
-		p, err := s.Update(ctx, in.ProjectID, in.Body.Description, in.Body.MaxSessionDuration)
+		p, err := s.Update(ctx, in.ProjectID, in.Body.Description, in.Body.MaxSessionDuration, in.Body.LogMaskPatterns)
 		return &struct{ Body *Project }{p}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{

@@ -23,6 +23,8 @@ type ClientSession struct {
 	GatewayID string
 	ExpiresAt time.Time
 	Target    tunnel.Target
+	// MaskPatterns are the project's extra session-log mask patterns.
+	MaskPatterns []string
 }
 
 // SessionAuthorizer is the session service as the relay sees it.
@@ -87,7 +89,7 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 	expiry := time.AfterFunc(time.Until(cs.ExpiresAt), func() { mux.Close() })
 	defer expiry.Stop()
 
-	header := tunnel.Header{SessionID: cs.ID, Target: &cs.Target, ExpiresAt: cs.ExpiresAt.Unix()}
+	header := tunnel.Header{SessionID: cs.ID, Target: &cs.Target, ExpiresAt: cs.ExpiresAt.Unix(), MaskPatterns: cs.MaskPatterns}
 	var started sync.Once
 	for {
 		st, err := mux.AcceptStream()

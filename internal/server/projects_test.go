@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -99,6 +100,15 @@ func TestProjectRoles(t *testing.T) {
 		}
 		if st := owner.call("PATCH", "/api/v1/projects/"+pid, map[string]any{"maxSessionDuration": "2h"}, &p); st != 200 || p["maxSessionDuration"] != "2h0m0s" {
 			t.Errorf("update: %d %v", st, p)
+		}
+		// Session-log mask patterns must be valid regular expressions.
+		if st := owner.call("PATCH", "/api/v1/projects/"+pid, map[string]any{"logMaskPatterns": []string{`card=\d+`, `(`}}, nil); st != 422 ||
+			owner.problem().Errors[0].Location != "body.logMaskPatterns[1]" {
+			t.Errorf("bad pattern: %d %s", st, owner.problem().raw)
+		}
+		if st := owner.call("PATCH", "/api/v1/projects/"+pid, map[string]any{"logMaskPatterns": []string{`card=\d+`}}, &p); st != 200 ||
+			fmt.Sprint(p["logMaskPatterns"]) != `[card=\d+]` {
+			t.Errorf("patterns: %d %v", st, p["logMaskPatterns"])
 		}
 		// The last admin cannot leave.
 		var me map[string]any

@@ -261,11 +261,15 @@ func (s *Service) AuthorizeRelay(ctx context.Context, id string) (*relay.ClientS
 		}
 		return nil, errs.Ef(op, errs.Conflict, "the session has ended (%s); start a new one with `airlock db access`", reason)
 	}
+	proj, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleMember)
+	if err != nil {
+		return nil, err
+	}
 	t, err := s.targets(ctx, x.ProjectID, x.ResourceID, x.AccountID)
 	if err != nil {
 		return nil, err
 	}
-	return &relay.ClientSession{ID: x.ID, GatewayID: t.GatewayID, ExpiresAt: x.ExpiresAt, Target: t.Wire}, nil
+	return &relay.ClientSession{ID: x.ID, GatewayID: t.GatewayID, ExpiresAt: x.ExpiresAt, Target: t.Wire, MaskPatterns: proj.LogMaskPatterns}, nil
 }
 
 // MarkStarted implements relay.SessionAuthorizer.

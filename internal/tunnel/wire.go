@@ -31,8 +31,8 @@ const (
 	KindMongoDB  = "mongodb"
 )
 
-// MaxFrame bounds a header or result frame.
-const MaxFrame = 1 << 20
+// MaxFrame bounds a frame (a header, a result, a batch of session events).
+const MaxFrame = 16 << 20
 
 // TLS is a resource's upstream TLS setting.
 type TLS struct {
@@ -76,6 +76,8 @@ type Header struct {
 	Target    *Target `json:"target,omitempty"`
 	// ExpiresAt is the session's end, in Unix seconds (data streams).
 	ExpiresAt int64 `json:"expiresAt,omitempty"`
+	// MaskPatterns are the project's extra session-log mask patterns.
+	MaskPatterns []string `json:"maskPatterns,omitempty"`
 }
 
 // Result answers a request stream.
