@@ -50,7 +50,7 @@ type Agent struct {
 	mu         sync.Mutex
 	sessions   map[string]*liveSession
 	terminated map[string]time.Time // session id -> when to forget it
-	connected  bool
+	mux        *yamux.Session       // the live connection, nil when down
 }
 
 type liveSession struct {
@@ -78,7 +78,7 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Connected() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.connected
+	return a.mux != nil && !a.mux.IsClosed()
 }
 
 // Run keeps the connection to the server until ctx ends, reconnecting with
@@ -134,8 +134,8 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 		return err
 	}
 	defer mux.Close()
-	a.setConnected(true)
-	defer a.setConnected(false)
+	a.setMux(mux)
+	defer a.setMux(nil)
 	a.log.Info("connected to the server", "domain", id.Domain)
 	go func() {
 		select {
@@ -156,9 +156,9 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) setConnected(v bool) {
+func (a *Agent) setMux(m *yamux.Session) {
 	a.mu.Lock()
-	a.connected = v
+	a.mux = m
 	a.mu.Unlock()
 }
 

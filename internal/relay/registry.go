@@ -47,6 +47,7 @@ type Service struct {
 	clients  map[string]map[*yamux.Session]bool // session id -> CLI connections here
 	sessions SessionAuthorizer
 	authn    Authenticator
+	events   EventSink
 }
 
 type gatewayConn struct {
@@ -126,6 +127,7 @@ func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 	s.gateways[id] = gc
 	s.mu.Unlock()
 	slog.Info("gateway connected", "gateway", id, "remote", gc.addr)
+	go s.acceptGatewayStreams(gc)
 	s.heartbeat(gc, r.Header.Get("X-Airlock-Version"))
 }
 

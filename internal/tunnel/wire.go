@@ -23,6 +23,7 @@ const (
 	TypeValidate  = "validate"  // try to log in with Target's credentials
 	TypeTerminate = "terminate" // close every connection of SessionID
 	TypeHeartbeat = "heartbeat"
+	TypeEvents    = "events" // gateway -> server: a batch of session events follows
 )
 
 // Resource kinds.
