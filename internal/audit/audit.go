@@ -26,8 +26,8 @@ const (
 	Failure = "failure"
 )
 
-// Event is one audit log entry.
-type Event struct {
+// Entry is one audit log entry.
+type Entry struct {
 	ID         string         `json:"id"`
 	OrgID      string         `json:"-"`
 	At         time.Time      `json:"at"`
@@ -44,7 +44,7 @@ type Event struct {
 }
 
 // By fills the actor and client address of ev from the request context.
-func By(ctx context.Context, ev Event) Event {
+func By(ctx context.Context, ev Entry) Entry {
 	if p := api.PrincipalFrom(ctx); p != nil {
 		ev.ActorKind, ev.ActorID, ev.ActorName = p.Kind, p.ID, p.Name
 		if ev.OrgID == "" {
@@ -63,7 +63,7 @@ func By(ctx context.Context, ev Event) Event {
 }
 
 // Record writes ev with q, normally the transaction of the change it describes.
-func Record(ctx context.Context, q store.Querier, ev Event) error {
+func Record(ctx context.Context, q store.Querier, ev Entry) error {
 	const op = "audit.Record"
 	if ev.OrgID == "" || ev.Action == "" {
 		return errs.E(op, errs.Internal, "audit event without organization or action")
@@ -108,7 +108,7 @@ type Repository struct{ db *store.DB }
 func NewRepository(db *store.DB) *Repository { return &Repository{db: db} }
 
 // List returns matching events, newest first.
-func (r *Repository) List(ctx context.Context, f Filter) ([]Event, error) {
+func (r *Repository) List(ctx context.Context, f Filter) ([]Entry, error) {
 	const op = "audit.(*Repository).List"
 	if f.OrgID == "" {
 		return nil, errs.E(op, errs.Internal, "no organization")
@@ -155,9 +155,9 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]Event, error) {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the audit log failed", err)
 	}
 	defer rows.Close()
-	var out []Event
+	var out []Entry
 	for rows.Next() {
-		var ev Event
+		var ev Entry
 		var at int64
 		var details string
 		if err := rows.Scan(&ev.ID, &at, &ev.ActorKind, &ev.ActorID, &ev.ActorName, &ev.ClientAddr, &ev.Action,
@@ -178,7 +178,7 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]Event, error) {
 
 // RecordNow writes ev in its own transaction; for events with no change
 // attached (a failed login).
-func RecordNow(ctx context.Context, db *store.DB, ev Event) error {
+func RecordNow(ctx context.Context, db *store.DB, ev Entry) error {
 	return db.InTx(ctx, func(tx *sql.Tx) error { return Record(ctx, tx, ev) })
 }
 

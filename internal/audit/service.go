@@ -30,7 +30,7 @@ func Register(a huma.API, repo *Repository, isProjectAdmin ProjectAdminCheck) {
 	huma.Register(a, huma.Operation{
 		OperationID: "list-audit-logs", Method: http.MethodGet, Path: "/api/v1/audit-logs", Tags: []string{"Audit"},
 		Summary: "List admin audit log events, newest first", Security: api.Secured, Errors: []int{403, 404, 422},
-	}, func(ctx context.Context, in *listInput) (*struct{ Body []Event }, error) {
+	}, func(ctx context.Context, in *listInput) (*struct{ Body []Entry }, error) {
 		const op = "audit.listAuditLogs"
 		p, err := api.MustPrincipal(ctx)
 		if err != nil {
@@ -50,8 +50,8 @@ func Register(a huma.API, repo *Repository, isProjectAdmin ProjectAdminCheck) {
 		evs, err := repo.List(ctx, Filter{OrgID: p.OrgID, Actor: in.Actor, Action: in.Action, ProjectID: in.ProjectID,
 			From: in.From, To: in.To, Before: in.Before, Limit: in.Limit})
 		if evs == nil {
-			evs = []Event{}
+			evs = []Entry{}
 		}
-		return &struct{ Body []Event }{evs}, api.Err(ctx, err)
+		return &struct{ Body []Entry }{evs}, api.Err(ctx, err)
 	})
 }

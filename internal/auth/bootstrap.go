@@ -48,7 +48,7 @@ func (s *Service) Bootstrap(ctx context.Context, email, password string) (bool, 
 			return err
 		}
 		created = true
-		return audit.Record(ctx, tx, audit.Event{OrgID: orgID, ActorKind: "system", ActorID: "bootstrap", ActorName: "bootstrap",
+		return audit.Record(ctx, tx, audit.Entry{OrgID: orgID, ActorKind: "system", ActorID: "bootstrap", ActorName: "bootstrap",
 			Action: "user.create", Outcome: audit.Success, TargetKind: "user", TargetID: userID,
 			Details: map[string]any{"email": email, "orgAdmin": true, "bootstrap": true}})
 	})

@@ -134,7 +134,7 @@ func (s *Service) CreateMachineIdentity(ctx context.Context, name string) (NewMa
 			VALUES ($1, $2, $3, $4, $5, $6)`, m.ID, p.OrgID, name, m.ClientID, hashToken(secret), store.Micros(now)); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "machine_identity.create", TargetKind: api.SubjectMachine,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "machine_identity.create", TargetKind: api.SubjectMachine,
 			TargetID: m.ID, Details: map[string]any{"name": name, "clientId": m.ClientID}}))
 	})
 	if store.IsUniqueViolation(err) {
@@ -167,6 +167,6 @@ func (s *Service) DeleteMachineIdentity(ctx context.Context, id string) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM project_members WHERE subject_kind = $1 AND subject_id = $2`, api.SubjectMachine, id); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "machine_identity.delete", TargetKind: api.SubjectMachine, TargetID: id}))
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "machine_identity.delete", TargetKind: api.SubjectMachine, TargetID: id}))
 	})
 }

@@ -92,7 +92,7 @@ func (s *Service) registerAuth(a huma.API) {
 			if err := s.revokeFamily(ctx, tx, p.TokenFamily); err != nil {
 				return err
 			}
-			return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "auth.logout", TargetKind: p.Kind, TargetID: p.ID}))
+			return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "auth.logout", TargetKind: p.Kind, TargetID: p.ID}))
 		})
 		if err != nil {
 			return nil, api.Err(ctx, errs.Wrap("auth.logout", errs.Unavailable, "logging out failed", err))
@@ -174,7 +174,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (TokenPair,
 		if pair, err = s.issue(ctx, tx, api.SubjectUser, u.id, u.orgID, ""); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.Event{OrgID: u.orgID, ActorKind: api.SubjectUser, ActorID: u.id, ActorName: email,
+		return audit.Record(ctx, tx, audit.Entry{OrgID: u.orgID, ActorKind: api.SubjectUser, ActorID: u.id, ActorName: email,
 			ClientAddr: api.ClientAddr(ctx), Action: "auth.login", Outcome: audit.Success, TargetKind: api.SubjectUser, TargetID: u.id})
 	})
 	if err != nil {
@@ -191,7 +191,7 @@ func (s *Service) recordFailure(ctx context.Context, u *userRow, email string) e
 		if err := tx.QueryRowContext(ctx, `UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins`, u.id).Scan(&failed); err != nil {
 			return err
 		}
-		ev := audit.Event{OrgID: u.orgID, ActorKind: "anonymous", ActorName: email, ClientAddr: api.ClientAddr(ctx),
+		ev := audit.Entry{OrgID: u.orgID, ActorKind: "anonymous", ActorName: email, ClientAddr: api.ClientAddr(ctx),
 			Action: "auth.login", Outcome: audit.Failure, TargetKind: api.SubjectUser, TargetID: u.id,
 			Details: map[string]any{"reason": "wrong password", "failedLogins": failed}}
 		if err := audit.Record(ctx, tx, ev); err != nil {
@@ -204,7 +204,7 @@ func (s *Service) recordFailure(ctx context.Context, u *userRow, email string) e
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = $1 WHERE id = $2`, store.Micros(until), u.id); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.Event{OrgID: u.orgID, ActorKind: "system", ActorID: "auth", ActorName: "login lockout",
+		return audit.Record(ctx, tx, audit.Entry{OrgID: u.orgID, ActorKind: "system", ActorID: "auth", ActorName: "login lockout",
 			ClientAddr: api.ClientAddr(ctx), Action: "user.lock", Outcome: audit.Success, TargetKind: api.SubjectUser, TargetID: u.id,
 			Details: map[string]any{"email": email, "lockedUntil": until.UTC().Format(time.RFC3339), "failedLogins": failed}})
 	})
@@ -219,7 +219,7 @@ func (s *Service) auditLoginFailure(ctx context.Context, orgID, targetID, accoun
 			return // no organization yet: nothing to attribute the attempt to
 		}
 	}
-	err := audit.RecordNow(ctx, s.cfg.DB, audit.Event{OrgID: orgID, ActorKind: "anonymous", ActorName: account,
+	err := audit.RecordNow(ctx, s.cfg.DB, audit.Entry{OrgID: orgID, ActorKind: "anonymous", ActorName: account,
 		ClientAddr: api.ClientAddr(ctx), Action: "auth.login", Outcome: audit.Failure, TargetKind: api.SubjectUser,
 		TargetID: targetID, Details: map[string]any{"reason": reason}})
 	if err != nil {
@@ -254,7 +254,7 @@ func (s *Service) MachineLogin(ctx context.Context, clientID, secret string) (To
 		if pair, err = s.issue(ctx, tx, api.SubjectMachine, m.id, m.orgID, ""); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.Event{OrgID: m.orgID, ActorKind: api.SubjectMachine, ActorID: m.id, ActorName: m.name,
+		return audit.Record(ctx, tx, audit.Entry{OrgID: m.orgID, ActorKind: api.SubjectMachine, ActorID: m.id, ActorName: m.name,
 			ClientAddr: api.ClientAddr(ctx), Action: "auth.login", Outcome: audit.Success, TargetKind: api.SubjectMachine, TargetID: m.id})
 	})
 	if err != nil {
@@ -284,7 +284,7 @@ func (s *Service) Refresh(ctx context.Context, raw string) (TokenPair, error) {
 			if err := s.revokeFamily(ctx, tx, r.family); err != nil {
 				return err
 			}
-			return audit.Record(ctx, tx, audit.Event{OrgID: r.orgID, ActorKind: r.subjectKind, ActorID: r.subjectID, ActorName: r.name,
+			return audit.Record(ctx, tx, audit.Entry{OrgID: r.orgID, ActorKind: r.subjectKind, ActorID: r.subjectID, ActorName: r.name,
 				ClientAddr: api.ClientAddr(ctx), Action: "auth.refresh_reuse", Outcome: audit.Failure, TargetKind: r.subjectKind, TargetID: r.subjectID})
 		case s.cfg.Now().After(store.Time(r.expires)):
 			authErr = errs.E(op, errs.Unauthenticated, "the refresh token has expired: run `airlock login` again")

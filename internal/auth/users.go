@@ -137,7 +137,7 @@ func (s *Service) CreateUser(ctx context.Context, email, password, name string, 
 		if err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "user.create", TargetKind: api.SubjectUser, TargetID: r.id,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "user.create", TargetKind: api.SubjectUser, TargetID: r.id,
 			Details: map[string]any{"email": email, "orgAdmin": orgAdmin}}))
 	})
 	if store.IsUniqueViolation(err) {
@@ -188,6 +188,6 @@ func (s *Service) UnlockUser(ctx context.Context, userID string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errs.E(op, errs.NotFound, "no such user")
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "user.unlock", TargetKind: api.SubjectUser, TargetID: userID}))
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "user.unlock", TargetKind: api.SubjectUser, TargetID: userID}))
 	})
 }

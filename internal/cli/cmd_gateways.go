@@ -169,10 +169,11 @@ needs no inbound port. It must be able to reach the databases of its resources.`
 					id.Domain = base
 				}
 			}
-			a, err := gateway.New(gateway.Config{Identity: id, ServerTLS: serverTLS, Version: version.Version})
+			a, err := gateway.New(gateway.Config{Identity: id, ServerTLS: serverTLS, Version: version.Version, SpoolDir: filepath.Join(dataDir, "spool")})
 			if err != nil {
 				return err
 			}
+			defer a.Close()
 			return a.Run(cmd.Context())
 		},
 	}

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +16,7 @@ type project struct {
 	Description        string    `json:"description"`
 	MaxSessionDuration string    `json:"maxSessionDuration"`
 	Role               string    `json:"role"`
+	LogMaskPatterns    []string  `json:"logMaskPatterns"`
 	CreatedAt          time.Time `json:"createdAt"`
 	UpdatedAt          time.Time `json:"updatedAt"`
 }
@@ -104,7 +107,45 @@ func newProjectsCommand(o *options) *cobra.Command {
 			return err
 		},
 	}
-	cmd.AddCommand(create, list, get, del, newMembersCommand(o))
+	var upDesc, upMax string
+	var upMasks []string
+	var clearMasks bool
+	update := &cobra.Command{
+		Use: "update ID", Short: "Change a project's settings (project admins)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if cmd.Flags().Changed("description") {
+				body["description"] = upDesc
+			}
+			if cmd.Flags().Changed("max-session-duration") {
+				body["maxSessionDuration"] = upMax
+			}
+			if len(upMasks) > 0 || clearMasks {
+				if upMasks == nil {
+					upMasks = []string{}
+				}
+				body["logMaskPatterns"] = upMasks
+			}
+			if len(body) == 0 {
+				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern or --clear-log-mask-patterns")
+			}
+			var p project
+			if err := c.do(cmd.Context(), http.MethodPatch, "/api/v1/projects/"+url.PathEscape(args[0]), nil, body, &p); err != nil {
+				return err
+			}
+			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
+				{"Max session", p.MaxSessionDuration}, {"Log mask patterns", strings.Join(p.LogMaskPatterns, "  ")}})
+		},
+	}
+	update.Flags().StringVar(&upDesc, "description", "", "what the project is for")
+	update.Flags().StringVar(&upMax, "max-session-duration", "", "longest access session, e.g. 8h")
+	update.Flags().StringArrayVar(&upMasks, "log-mask-pattern", nil, "regular expression masked in session logs (repeat; replaces the list)")
+	update.Flags().BoolVar(&clearMasks, "clear-log-mask-patterns", false, "remove every log mask pattern")
+	cmd.AddCommand(create, list, get, update, del, newMembersCommand(o))
 	return cmd
 }
 

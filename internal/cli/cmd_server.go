@@ -180,8 +180,9 @@ func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) {
 		return
 	}
 	id.Domain = url // the listen address may have changed since enrollment
-	a, err := gateway.New(gateway.Config{Identity: id, Version: version.Version})
+	a, err := gateway.New(gateway.Config{Identity: id, Version: version.Version, SpoolDir: filepath.Join(dir, "spool")})
 	if err == nil {
+		defer a.Close()
 		err = a.Run(ctx)
 	}
 	if err != nil {

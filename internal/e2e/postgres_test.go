@@ -50,8 +50,12 @@ type world struct {
 	gw      *e2e.Process
 }
 
-func newWorld(t *testing.T) *world {
-	w := &world{t: t, pg: testenv.StartPostgres(t), srv: e2e.StartServer(t)}
+func newWorld(t *testing.T) *world { return newWorldOn(t) }
+
+// newWorldOn starts the world with extra environment for the server (such
+// as AIRLOCK_DATABASE_URL for a PostgreSQL store).
+func newWorldOn(t *testing.T, serverEnv ...string) *world {
+	w := &world{t: t, pg: testenv.StartPostgres(t), srv: e2e.StartServer(t, serverEnv...)}
 	w.admin = e2e.NewUser(t)
 	w.admin.Login(w.srv, w.srv.AdminEmail, w.srv.AdminPassword)
 	w.caFile = filepath.Join(t.TempDir(), "ca.pem")

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sync"
 	"time"
 
@@ -24,12 +25,16 @@ import (
 
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/proxy/postgres"
+	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // Config configures an Agent.
 type Config struct {
 	Identity *Identity
+	// SpoolDir holds the session log spool: events are written here first
+	// and deleted once the server has stored them. Required.
+	SpoolDir string
 	// ServerTLS configures TLS to an https:// server (RootCAs for a private
 	// CA); nil uses the system roots.
 	ServerTLS *tls.Config
@@ -43,9 +48,10 @@ type Config struct {
 
 // Agent is a running gateway.
 type Agent struct {
-	cfg Config
-	log *slog.Logger
-	pg  *postgres.Engine
+	cfg   Config
+	log   *slog.Logger
+	pg    *postgres.Engine
+	spool *sessionlog.Spool
 
 	mu         sync.Mutex
 	sessions   map[string]*liveSession
@@ -71,8 +77,18 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: log, pg: pg, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
+	if cfg.SpoolDir == "" {
+		return nil, errors.New("gateway: no spool directory")
+	}
+	spool, err := sessionlog.OpenSpool(cfg.SpoolDir, sessionlog.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("opening the session log spool in %s: %w", cfg.SpoolDir, err)
+	}
+	return &Agent{cfg: cfg, log: log, pg: pg, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
 }
+
+// Close releases the spool, writing what it still holds in memory.
+func (a *Agent) Close() error { return a.spool.Close() }
 
 // Connected reports whether the agent has a live connection to the server.
 func (a *Agent) Connected() bool {
@@ -84,6 +100,12 @@ func (a *Agent) Connected() bool {
 // Run keeps the connection to the server until ctx ends, reconnecting with
 // exponential backoff (1 s doubling to 30 s, with jitter).
 func (a *Agent) Run(ctx context.Context) error {
+	go func() {
+		// Delivers spooled events whenever connected; retries otherwise.
+		if err := a.spool.Run(ctx, a); err != nil && ctx.Err() == nil {
+			a.log.Error("session log delivery stopped", "err", err)
+		}
+	}()
 	backoff := time.Second
 	for {
 		start := time.Now()
@@ -235,7 +257,7 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	}
 	defer tc.Close()
 	expires := time.Unix(h.ExpiresAt, 0)
-	sess := a.session(h.SessionID, expires)
+	sess := a.session(h.SessionID, expires, h.MaskPatterns)
 	if sess == nil {
 		return fmt.Errorf("session %s has ended", h.SessionID)
 	}
@@ -249,7 +271,7 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 
 // session returns the live session, creating it with a timer that closes
 // every connection at expiry; nil if it has expired or was terminated.
-func (a *Agent) session(id string, expires time.Time) *liveSession {
+func (a *Agent) session(id string, expires time.Time, masks []string) *liveSession {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, dead := a.terminated[id]; dead {
@@ -262,7 +284,13 @@ func (a *Agent) session(id string, expires time.Time) *liveSession {
 	if left <= 0 {
 		return nil
 	}
-	s := &liveSession{pg: postgres.NewSession(id)}
+	var patterns []*regexp.Regexp
+	for _, m := range masks {
+		if re, err := regexp.Compile(m); err == nil { // the server validated them
+			patterns = append(patterns, re)
+		}
+	}
+	s := &liveSession{pg: postgres.NewSession(id, postgres.WithRecorder(a.spool), postgres.WithMaskPatterns(patterns))}
 	s.timer = time.AfterFunc(left, func() {
 		a.log.Info("session expired; closing its connections", "session", id)
 		a.terminate(id)

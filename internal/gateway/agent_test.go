@@ -68,10 +68,11 @@ func newTestAgent(t *testing.T, ca *pki.CA) (*Agent, string) {
 	}
 	block, _ := pem.Decode(certPEM)
 	id := &Identity{GatewayID: "gw1", Name: "gw1", cert: tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key}, caPool: ca.Pool()}
-	a, err := New(Config{Identity: id})
+	a, err := New(Config{Identity: id, SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { a.Close() })
 	return a, pki.GatewayServerName("gw1")
 }
 

@@ -75,7 +75,7 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 		if err := insertAccount(ctx, tx, a); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "account.create", TargetKind: "account", TargetID: a.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.create", TargetKind: "account", TargetID: a.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": a.Name, "resource": r.Name, "resourceId": r.ID,
 				"username": a.Username, "requireMfa": a.RequireMFA, "metadata": a.Metadata}}))
 	})
@@ -212,7 +212,7 @@ func (s *Service) UpdateAccount(ctx context.Context, projectID, resource, ref st
 				return err
 			}
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "account.update", TargetKind: "account", TargetID: a.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.update", TargetKind: "account", TargetID: a.ID,
 			ProjectID: proj.ID, Details: details}))
 	})
 	if err != nil {
@@ -264,7 +264,7 @@ func (s *Service) DeleteAccount(ctx context.Context, projectID, resource, ref st
 		if err := deleteAccount(ctx, tx, proj.ID, a.ID); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "account.delete", TargetKind: "account", TargetID: a.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.delete", TargetKind: "account", TargetID: a.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": a.Name, "resource": a.ResourceName, "username": a.Username}}))
 	})
 	if err != nil {

@@ -54,7 +54,7 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 		if err := insertResource(ctx, tx, r); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "resource.create", TargetKind: "resource", TargetID: r.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "resource.create", TargetKind: "resource", TargetID: r.ID,
 			ProjectID: proj.ID, Details: resourceDetails(&r.Resource)}))
 	})
 	if err != nil {
@@ -180,7 +180,7 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 		if err := updateResource(ctx, tx, r); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "resource.update", TargetKind: "resource", TargetID: r.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "resource.update", TargetKind: "resource", TargetID: r.ID,
 			ProjectID: proj.ID, Details: details}))
 	})
 	if err != nil {
@@ -249,7 +249,7 @@ func (s *Service) DeleteResource(ctx context.Context, projectID, ref string) err
 		if err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "resource.delete", TargetKind: "resource", TargetID: r.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "resource.delete", TargetKind: "resource", TargetID: r.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": r.Name, "kind": r.Kind, "accountsDeleted": n}}))
 	})
 	if err != nil {

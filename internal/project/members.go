@@ -97,7 +97,7 @@ func (s *Service) SetMember(ctx context.Context, projectID, email, machineID str
 			proj.ID, m.Kind, m.ID, role, store.Micros(now)); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.member.set", TargetKind: m.Kind, TargetID: m.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.member.set", TargetKind: m.Kind, TargetID: m.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": m.Name, "role": string(role)}}))
 	})
 	if err != nil {
@@ -125,7 +125,7 @@ func (s *Service) RemoveMember(ctx context.Context, projectID, kind, subjectID s
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errs.E(op, errs.NotFound, "no such member in this project")
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.member.remove", TargetKind: kind, TargetID: subjectID, ProjectID: proj.ID}))
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.member.remove", TargetKind: kind, TargetID: subjectID, ProjectID: proj.ID}))
 	})
 }
 

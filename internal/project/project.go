@@ -188,7 +188,7 @@ func (s *Service) Create(ctx context.Context, name, description, maxSession stri
 		if err := s.keyring.CreateProjectKey(ctx, tx, proj.ID); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.create", TargetKind: "project", TargetID: proj.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.create", TargetKind: "project", TargetID: proj.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": name}}))
 	})
 	if store.IsUniqueViolation(err) {
@@ -280,7 +280,7 @@ func (s *Service) Update(ctx context.Context, projectID string, description, max
 			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), store.Micros(now), proj.ID); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.update", TargetKind: "project", TargetID: proj.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.update", TargetKind: "project", TargetID: proj.ID,
 			ProjectID: proj.ID, Details: changes}))
 	})
 	if err != nil {
@@ -301,7 +301,7 @@ func (s *Service) Delete(ctx context.Context, projectID string) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM projects WHERE id = $1`, proj.ID); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "project.delete", TargetKind: "project", TargetID: proj.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.delete", TargetKind: "project", TargetID: proj.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": proj.Name}}))
 	})
 	if err != nil {

@@ -53,6 +53,14 @@ func (s *Service) serveGatewayStream(gc *gatewayConn, st net.Conn) {
 	own, err := s.ownEvents(ctx, gc.id, batch)
 	if err == nil && len(own) > 0 {
 		_, err = s.events.Ingest(ctx, own)
+		var rejected *sessionlog.RejectedError
+		if errors.As(err, &rejected) {
+			// The rest of the batch is stored; these can never be.
+			for _, r := range rejected.Rejected {
+				slog.Warn("dropping a session event the store cannot take", "gateway", gc.id, "event", r.ID, "session", r.SessionID, "reason", r.Reason)
+			}
+			err = nil
+		}
 	}
 	if err != nil {
 		slog.Warn("storing session events failed; the gateway keeps them and retries", "gateway", gc.id, "events", len(batch), "err", err)

@@ -102,10 +102,10 @@ func (s *Service) CreateGateway(ctx context.Context, name string) (*NewGateway, 
 	if !auth.ValidSlug(name) {
 		return nil, errs.InvalidField(op, "body.name", "invalid gateway name: "+auth.SlugRule)
 	}
-	return s.createGateway(ctx, p.OrgID, name, audit.By(ctx, audit.Event{}))
+	return s.createGateway(ctx, p.OrgID, name, audit.By(ctx, audit.Entry{}))
 }
 
-func (s *Service) createGateway(ctx context.Context, orgID, name string, actor audit.Event) (*NewGateway, error) {
+func (s *Service) createGateway(ctx context.Context, orgID, name string, actor audit.Entry) (*NewGateway, error) {
 	const op = "relay.(*Service).createGateway"
 	now := s.now()
 	token := newEnrollmentToken()
@@ -145,10 +145,10 @@ func (s *Service) NewEnrollmentToken(ctx context.Context, id string) (*NewGatewa
 	if err != nil {
 		return nil, err
 	}
-	return s.issueToken(ctx, g, audit.By(ctx, audit.Event{}))
+	return s.issueToken(ctx, g, audit.By(ctx, audit.Entry{}))
 }
 
-func (s *Service) issueToken(ctx context.Context, g *Gateway, actor audit.Event) (*NewGateway, error) {
+func (s *Service) issueToken(ctx context.Context, g *Gateway, actor audit.Entry) (*NewGateway, error) {
 	now := s.now()
 	token := newEnrollmentToken()
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
@@ -213,7 +213,7 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM string) (*Enr
 			return err
 		}
 		out = &Enrollment{GatewayID: id, Name: name, OrgID: orgID, Certificate: string(certPEM), CACertificate: string(ca.CertPEM())}
-		return audit.Record(ctx, tx, audit.Event{OrgID: orgID, ActorKind: "gateway", ActorID: id, ActorName: name,
+		return audit.Record(ctx, tx, audit.Entry{OrgID: orgID, ActorKind: "gateway", ActorID: id, ActorName: name,
 			ClientAddr: api.ClientAddr(ctx), Action: "gateway.enroll", Outcome: audit.Success, TargetKind: "gateway", TargetID: id,
 			Details: map[string]any{"certSerial": serial}})
 	})
@@ -295,7 +295,7 @@ func (s *Service) DeleteGateway(ctx context.Context, nameOrID string) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1`, g.ID); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "gateway.delete", TargetKind: "gateway", TargetID: g.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "gateway.delete", TargetKind: "gateway", TargetID: g.ID,
 			Details: map[string]any{"name": g.Name}}))
 	})
 	if err != nil {
@@ -309,7 +309,7 @@ func (s *Service) DeleteGateway(ctx context.Context, nameOrID string) error {
 // creating the gateway when it does not exist. `airlock dev` uses it for its
 // built-in gateway when that has no identity on disk yet.
 func (s *Service) EnsureGateway(ctx context.Context, orgID, name string) (*NewGateway, error) {
-	actor := audit.Event{ActorKind: "system", ActorID: "dev", ActorName: "airlock dev", Outcome: audit.Success}
+	actor := audit.Entry{ActorKind: "system", ActorID: "dev", ActorName: "airlock dev", Outcome: audit.Success}
 	g, err := s.gateway(ctx, orgID, name)
 	if err == nil {
 		return s.issueToken(ctx, g, actor)

@@ -93,7 +93,7 @@ func (s *Service) Set(ctx context.Context, projectID, env, name, value string) (
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, proj.ID, env, name, sec.Version, sealed, p.Name, store.Micros(now)); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "secret.set", TargetKind: "secret", TargetID: env + "/" + name,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "secret.set", TargetKind: "secret", TargetID: env + "/" + name,
 			ProjectID: proj.ID, Details: map[string]any{"version": sec.Version}}))
 	})
 	if err != nil {
@@ -182,7 +182,7 @@ func (s *Service) Delete(ctx context.Context, projectID, env, name string) error
 			id, []byte{}, p.Name, store.Micros(now), projectID, env, name); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "secret.delete", TargetKind: "secret", TargetID: env + "/" + name, ProjectID: projectID}))
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "secret.delete", TargetKind: "secret", TargetID: env + "/" + name, ProjectID: projectID}))
 	})
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the secret failed", err)

@@ -30,6 +30,7 @@ import (
 	"github.com/airlockpam/airlock/internal/relay"
 	"github.com/airlockpam/airlock/internal/secrets"
 	"github.com/airlockpam/airlock/internal/session"
+	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/version"
 )
@@ -86,6 +87,7 @@ type Server struct {
 	Relay    *relay.Service
 	Sessions *session.Service
 	PAM      *pam.Service
+	Events   *sessionlog.Store
 	API      huma.API
 	handler  http.Handler
 	// Bootstrapped is true when this start created the first admin.
@@ -133,6 +135,9 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
 	s.Relay.SetSessions(s.Sessions)
+	s.Events = sessionlog.NewStore(s.DB, s.Keyring, authCfg.Now)
+	s.Relay.SetEventSink(s.Events)
+	s.Sessions.SetEvents(s.Events)
 
 	mux := http.NewServeMux()
 	cfg := huma.DefaultConfig("Airlock API", version.Version)

@@ -40,7 +40,7 @@ func (s *Service) expireDue(ctx context.Context) {
 	}
 	rows.Close()
 	for _, id := range ids {
-		ev := audit.Event{ActorKind: "system", ActorID: "scheduler", ActorName: "session expiry", Action: "session.end", Outcome: audit.Success}
+		ev := audit.Entry{ActorKind: "system", ActorID: "scheduler", ActorName: "session expiry", Action: "session.end", Outcome: audit.Success}
 		if _, err := s.finish(ctx, id, Expired, ev); err != nil {
 			slog.Warn("expiring a session failed", "session", id, "err", err)
 		}

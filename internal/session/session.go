@@ -83,6 +83,7 @@ type Service struct {
 	pki      *pki.Manager
 	relay    *relay.Service
 	targets  TargetResolver
+	events   EventStore
 	now      func() time.Time
 }
 
@@ -190,7 +191,7 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 			t.GatewayID, accessCLI, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Event{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
 			Details: map[string]any{"resource": t.ResourceName, "account": t.AccountName, "expiresAt": expires.UTC().Format(time.RFC3339), "certSerial": serial}}))
 	})
 	if err != nil {
@@ -295,7 +296,7 @@ func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) 
 	} else if x.UserKind != p.Kind || x.UserID != p.ID {
 		return nil, errs.E(op, errs.Forbidden, "only the session's owner ends it; project admins terminate it")
 	}
-	ended, err := s.finish(ctx, id, reason, audit.By(ctx, audit.Event{Action: action}))
+	ended, err := s.finish(ctx, id, reason, audit.By(ctx, audit.Entry{Action: action}))
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +307,7 @@ func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) 
 }
 
 // finish marks an active session ended, audits it, and closes its connections.
-func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Event) (bool, error) {
+func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Entry) (bool, error) {
 	var orgID, projectID, gatewayID string
 	now := s.now()
 	ended := false
@@ -341,6 +342,7 @@ func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Event)
 func (s *Service) Register(a huma.API) {
 	tags := []string{"Sessions"}
 	s.registerList(a)
+	s.registerLogs(a)
 	huma.Register(a, huma.Operation{
 		OperationID: "create-session", Method: http.MethodPost, Path: "/api/v1/projects/{projectId}/sessions", Tags: tags,
 		Summary: "Start an access session on an account (project members)", Security: api.Secured,

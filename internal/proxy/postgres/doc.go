@@ -25,7 +25,9 @@
 //     AuthenticationOk, the upstream's ParameterStatus values, a synthetic
 //     BackendKeyData (registered in the Session for cancels) and
 //     ReadyForQuery, and relays bytes both ways with pooled 32 KiB buffers
-//     until either side closes, the context ends or the Session is closed.
+//     until either side closes, the context ends or the Session is closed;
+//     when the Session has a recorder, it relays while watching the
+//     protocol, to record the session log (below).
 //
 // Nothing the client receives comes from the upstream authentication
 // exchange: no SASL or MD5 message, nor anything derived from the password,
@@ -39,6 +41,94 @@
 // session, and Session.Close ends every connection it serves (at expiry or
 // when an administrator terminates the session).
 //
+// # The session log
+//
+// A Session made with WithRecorder records, for each connection, events of
+// sessionlog's kinds: connect when the login upstream succeeded or failed,
+// disconnect when the connection ended (outcome ok, terminated when
+// Session.Close ended it, or error when the relay stopped because it could
+// not follow the protocol), and one event per request:
+//
+//   - one per simple Query message (kind query): a string of several
+//     statements is ONE event, whose outcome lists the statements' command
+//     tags separated by "; " ("INSERT 0 2; SELECT 5") and whose rows are
+//     their sum; if one fails, the outcome is "error" with its SQLSTATE and
+//     message, and rows count the statements completed before it;
+//   - one per Execute (kind execute), with the text of the statement the
+//     server ran and the values bound to it: text values as they are,
+//     binary ones as \x and hexadecimal digits, NULL as NULL, each cut at 1
+//     KiB. Statements are followed as the server confirms them, in protocol
+//     order: named prepared statements per connection, the unnamed
+//     statement replaced by each Parse (and dropped by a simple Query),
+//     portals, SQL PREPARE, DEALLOCATE and DECLARE CURSOR; an Execute of a
+//     statement not known is recorded as [unknown prepared statement "name"]
+//     or [unknown portal "name"], never with another statement's text;
+//   - one per FunctionCall (kind function_call, "function call oid N" and
+//     its arguments);
+//   - a COPY, in a Query or an Execute, makes its event copy_in or copy_out,
+//     with the bytes of CopyData payload counted (never the data).
+//
+// Each event has the time the request was forwarded, the connection's id (a
+// UUIDv7 made per connection), the session's id, its own UUIDv7, the
+// outcome (the command tag, "error", "ok" for a FunctionCall, "empty" for
+// an empty statement, "suspended" for an Execute stopped by its row limit,
+// "skipped" or "aborted", see below), rows (DataRow messages counted, or the
+// count of the command tag for INSERT, UPDATE, DELETE, MERGE, COPY...), and
+// the duration until the outcome.
+//
+// Requests are paired with answers by protocol order, never by looking
+// anything up: the client side queues each request (Query, Parse, Bind,
+// Describe, Execute, Close, Sync, FunctionCall) before forwarding it, and
+// the server side completes the oldest one with each answer: ParseComplete,
+// BindComplete, CloseComplete, RowDescription or NoData end a Parse, Bind,
+// Close or Describe; CommandComplete, EmptyQueryResponse, PortalSuspended
+// or an error end an Execute; ReadyForQuery ends a Query, a FunctionCall
+// or a Sync. Pipelining (a pgx Batch sends all its Bind/Describe/Execute
+// messages, then one Sync) is what the queue is for. After an error in the
+// extended protocol PostgreSQL skips every message up to the next Sync;
+// when its ReadyForQuery comes, each Execute skipped is recorded with
+// outcome "skipped" (with its own statement and values), so a batch of 100
+// whose 30th statement fails reads: 29 command tags, one error, 70 skipped.
+// The error of a Parse, Bind or Describe is recorded on the Execute it kept
+// from running, the first one after it, with that statement's text (or, if
+// there is none, such as pgx's Prepare, on an event for the failed message
+// itself). An error at a Sync (a deferred constraint at the implicit
+// COMMIT) is recorded as "[implicit commit at Sync]". Outcomes are what the
+// server answered for each statement: a pipeline is one implicit
+// transaction, so the statements before a failure are rolled back even
+// though their events show their tags.
+//
+// When the connection closes, the requests still waiting for an answer are
+// recorded with outcome "aborted" (or "error" if an error had come, such as
+// the FATAL of a terminated backend; "skipped" for those the server was
+// skipping).
+//
+// Passwords are masked before anything is recorded: MaskStatement replaces
+// the literal after PASSWORD (CREATE or ALTER ROLE or USER, user mappings,
+// verifiers such as psql's \password sends, conninfo strings) with '***',
+// and the values bound to a statement that mentions a password are all
+// recorded as ***. An error message about such a statement has the masked
+// values replaced too. The project's patterns (WithMaskPatterns) are then
+// applied to statements, values and error messages. The server itself
+// receives the statement unchanged.
+//
+// The relay is built for speed: each direction reads whatever the
+// connection has into a pooled buffer, lets its observer find the message
+// boundaries there (a 5-byte header: type and length), and forwards the
+// whole chunk in one write; no message is re-encoded. Only Query, Parse,
+// Bind, Describe, Execute, Close and FunctionCall from the client, and
+// CommandComplete, ErrorResponse and ReadyForQuery from the server are
+// decoded (pgproto3's decoders, but for Execute, parsed by hand to avoid
+// allocating); DataRow and CopyData are only counted, with no allocation,
+// and everything else is only skipped. A message body is copied only when
+// it must be decoded and spans two reads. Messages larger than 1 MiB
+// (PostgreSQL allows 1 GB) stream through without being held: the first
+// 8 KiB of a statement is recorded, followed by "… [truncated: statement
+// of N bytes]", and the values of such a Bind are not recorded. A client
+// that pipelines more than 262,144 requests without reading the answers
+// has its connection closed, and so does a stream with an invalid message
+// length: the engine does not relay what it cannot record.
+//
 // # Files
 //
 //   - config.go: Config, a resource account as the engine needs it, and its
@@ -47,12 +137,20 @@
 //     to a connection without TLS.
 //   - validate.go: Validate, a trial login, and the classification of
 //     connection failures into tunnel.Result codes and messages.
-//   - engine.go: Engine, its options, Serve and the byte relay.
+//   - engine.go: Engine, its options, Serve and the two relays: bytes only,
+//     and observed, for the session log.
+//   - observe.go: the protocol observer: the scanner that finds messages in
+//     the relayed chunks, and the client and server sides that queue
+//     requests and complete them with the server's answers.
+//   - record.go: the session log of one connection: the queue of pending
+//     requests, the prepared statements and portals, and the events.
+//   - mask.go: MaskStatement, the masking of passwords and project patterns.
 //   - startup.go: readStartup, the parser of the client's opening packets.
 //     It reads exactly the bytes of each packet and decodes them with
 //     pgproto3's message types, rather than through a pgproto3.Backend, whose
 //     buffered reader could swallow bytes that the client sent after its
 //     StartupMessage and that belong to the relay.
-//   - session.go: Session, its connections and its cancel keys.
+//   - session.go: Session, its options (the recorder, the mask patterns),
+//     its connections and its cancel keys.
 //   - cancel.go: sending a CancelRequest to the upstream server.
 package postgres

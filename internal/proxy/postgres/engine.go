@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
@@ -266,16 +268,28 @@ func (e *Engine) forwardCancel(ctx context.Context, sess *Session, op *opening, 
 // proxy logs in upstream for the client, greets the client and relays.
 func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config, op *opening, log *slog.Logger) error {
 	log = log.With("upstream", cfg)
+	start := time.Now()
+	var clog *connLog
+	if sess.recorder != nil {
+		clog = newConnLog(sess, cfg, uuid.Must(uuid.NewV7()).String())
+		log = log.With("conn", clog.connID)
+	}
+	// refused records a login that failed, in the session log.
+	refused := func(sqlState, msg string) {
+		if clog != nil {
+			clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeError, sqlState, "cannot connect to the database: "+msg)
+		}
+	}
 	pc, err := cfg.PgConnConfig()
 	if err != nil {
 		msg := redact(err.Error(), cfg.Password)
 		e.refuse(c.client, sqlStateConnectionFailure, "airlock: cannot connect to the database: "+msg)
 		log.Error("the resource's settings are invalid", "error", msg)
+		refused(sqlStateConnectionFailure, msg)
 		return &ConnectError{Code: tunnel.CodeInvalid, Message: msg, Err: err}
 	}
 	pc.RuntimeParams = op.runtimeParams()
 
-	start := time.Now()
 	pg, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -284,6 +298,7 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 		f := describeConnectError(cfg, err)
 		e.refuse(c.client, f.sqlState, "airlock: cannot connect to the database: "+f.message)
 		log.Warn("could not connect to the database", "code", f.code, "error", f.message)
+		refused(f.sqlState, f.message)
 		return &ConnectError{Code: f.code, Message: f.message, Err: err}
 	}
 	hc, err := hijack(ctx, pg)
@@ -294,6 +309,7 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 		f := describeConnectError(cfg, err)
 		e.refuse(c.client, f.sqlState, "airlock: cannot connect to the database: "+f.message)
 		log.Warn("could not take over the database connection", "error", f.message)
+		refused(f.sqlState, f.message)
 		return &ConnectError{Code: f.code, Message: f.message, Err: err}
 	}
 	upstream := hc.Conn
@@ -319,7 +335,24 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 
 	log.Info("client connected", "backend_pid", hc.PID, "tls", hc.TLSConfig != nil,
 		"application_name", op.params["application_name"], "connect_time", time.Since(start).Round(time.Millisecond))
-	fromClient, toClient := e.relay(c, upstream)
+	if clog == nil {
+		fromClient, toClient := e.relay(c, upstream)
+		log.Info("client disconnected", "bytes_from_client", fromClient, "bytes_to_client", toClient,
+			"duration", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+
+	clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeOK, "", "")
+	fromClient, toClient, err := e.relayRecorded(c, upstream, clog)
+	outcome, msg := OutcomeOK, ""
+	switch {
+	case c.wasTerminated():
+		outcome = OutcomeTerminated
+	case err != nil:
+		outcome, msg = OutcomeError, strings.TrimPrefix(err.Error(), "postgres: ")
+		log.Warn("closed a connection the session log cannot follow", "error", err)
+	}
+	clog.emitConn(sessionlog.KindDisconnect, start, time.Now(), outcome, "", msg)
 	log.Info("client disconnected", "bytes_from_client", fromClient, "bytes_to_client", toClient,
 		"duration", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -384,6 +417,66 @@ func (e *Engine) relay(c *served, upstream net.Conn) (fromClient, toClient int64
 	c.close()
 	<-done
 	return fromClient, toClient
+}
+
+// relayRecorded relays like relay, observing the protocol on the way to
+// record the session log into clog: each direction runs in its own
+// goroutine, reads into a pooled buffer whatever the connection has, lets
+// its observer see the messages in it and forwards the whole chunk in one
+// write. The client side queues each request before it forwards it, so the
+// server side always finds the request an answer belongs to. It returns the
+// bytes copied from and to the client, and the observer's error if one
+// stopped the relay (a client that pipelines too much, a broken stream).
+func (e *Engine) relayRecorded(c *served, upstream net.Conn, clog *connLog) (fromClient, toClient int64, err error) {
+	front := newFrontendObserver(clog)
+	back := newBackendObserver(clog)
+	done := make(chan struct{})
+	var backErr error
+	go func() {
+		defer close(done)
+		toClient, backErr = e.pump(c.client, upstream, back)
+		c.close()
+	}()
+	fromClient, err = e.pump(upstream, c.client, front)
+	c.close()
+	<-done
+	back.finish()
+	if err == nil {
+		err = backErr
+	}
+	return fromClient, toClient, err
+}
+
+// chunkObserver sees each chunk of one direction before it is forwarded.
+type chunkObserver interface {
+	observe(chunk []byte) error
+}
+
+// pump copies src to dst through a pooled buffer, showing each chunk to obs
+// first. It returns the bytes written and obs's error, if it stopped the
+// copy; the connections' own errors end the copy but are not returned, as
+// they are the normal end of a connection.
+func (e *Engine) pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, error) {
+	bp := e.bufs.Get().(*[]byte)
+	defer e.bufs.Put(bp)
+	buf := *bp
+	var written int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if err := obs.observe(buf[:n]); err != nil {
+				return written, err
+			}
+			w, werr := dst.Write(buf[:n])
+			written += int64(w)
+			if werr != nil {
+				return written, nil
+			}
+		}
+		if rerr != nil {
+			return written, nil
+		}
+	}
 }
 
 // copy copies src to dst through a pooled buffer. The wrappers hide

@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"regexp"
 	"sync"
+
+	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
 // ErrSessionClosed is returned by Serve for a connection ended by
@@ -28,7 +31,9 @@ const maxKeyAttempts = 16
 //
 // A Session is safe for concurrent use.
 type Session struct {
-	id string
+	id           string
+	recorder     sessionlog.Recorder // nil: nothing is recorded
+	maskPatterns []*regexp.Regexp
 
 	mu     sync.Mutex
 	closed bool
@@ -36,13 +41,36 @@ type Session struct {
 	keys   map[uint32]*cancelKey
 }
 
-// NewSession returns an open Session; id identifies it in logs.
-func NewSession(id string) *Session {
-	return &Session{
+// SessionOption configures a Session.
+type SessionOption func(*Session)
+
+// WithRecorder makes the engine record the session log of every connection
+// of the session into r: the connection's opening and end, and each query
+// with its outcome (see the package documentation). Without a recorder, or
+// with a nil one, the engine copies bytes without looking at them.
+func WithRecorder(r sessionlog.Recorder) SessionOption {
+	return func(s *Session) { s.recorder = r }
+}
+
+// WithMaskPatterns adds the project's mask patterns: in everything recorded
+// (statements, parameter values, error messages), each match of each pattern
+// is replaced by ***, after the passwords are masked (see MaskStatement).
+func WithMaskPatterns(patterns []*regexp.Regexp) SessionOption {
+	return func(s *Session) { s.maskPatterns = append([]*regexp.Regexp(nil), patterns...) }
+}
+
+// NewSession returns an open Session; id identifies it in logs and in the
+// session log's events.
+func NewSession(id string, opts ...SessionOption) *Session {
+	s := &Session{
 		id:    id,
 		conns: make(map[*served]struct{}),
 		keys:  make(map[uint32]*cancelKey),
 	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // ID returns the session's identifier.

@@ -1,0 +1,77 @@
+package postgres
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// seedExchanges are protocol exchanges, client bytes and server bytes, that
+// seed FuzzRelay (besides the corpus in testdata/fuzz/FuzzRelay).
+func seedExchanges(t testing.TB) [][2][]byte {
+	return [][2][]byte{
+		{
+			encode(t, &pgproto3.Query{String: "SELECT 1; ALTER ROLE x PASSWORD 'p'"}),
+			encodeBackend(t, rowDesc, row, tag("SELECT 1"), tag("ALTER ROLE"), rfq),
+		},
+		{
+			encode(t, &pgproto3.Parse{Name: "s", Query: "SELECT $1"}, bind("s", "v"), describe, execute,
+				bind("s", "w"), &pgproto3.Execute{MaxRows: 1}, sync_),
+			encodeBackend(t, parseOK, bindOK, noData, row, tag("SELECT 1"), bindOK, errResp("22012", "x"), rfq),
+		},
+		{
+			encode(t, &pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("1\n")}, &pgproto3.CopyDone{},
+				&pgproto3.FunctionCall{Function: 1, ArgFormatCodes: []uint16{1}, Arguments: [][]byte{{1}, nil}}),
+			encodeBackend(t, &pgproto3.CopyInResponse{}, tag("COPY 1"), rfq, &pgproto3.FunctionCallResponse{Result: []byte("x")}, rfq),
+		},
+	}
+}
+
+// FuzzRelay feeds arbitrary client and server byte streams, cut into
+// arbitrary chunks, to the observers of one connection: they must not
+// panic, and what they hold must stay within the limits however large the
+// messages claim to be.
+func FuzzRelay(f *testing.F) {
+	for i, ex := range seedExchanges(f) {
+		f.Add(ex[0], ex[1], uint64(i))
+	}
+	f.Fuzz(func(t *testing.T, front, back []byte, seed uint64) {
+		rec := &memRecorder{}
+		sess := NewSession("s", WithRecorder(rec))
+		l := newConnLog(sess, Config{Database: "db"}, "c")
+		fo, bo := newFrontendObserver(l), newBackendObserver(l)
+		rng := rand.New(rand.NewPCG(seed, seed>>32))
+		var ferr, berr error
+		for (len(front) > 0 && ferr == nil) || (len(back) > 0 && berr == nil) {
+			if len(front) > 0 && ferr == nil {
+				n := min(len(front), 1+rng.IntN(64))
+				ferr = fo.observe(front[:n])
+				front = front[n:]
+			}
+			if len(back) > 0 && berr == nil {
+				n := min(len(back), 1+rng.IntN(64))
+				berr = bo.observe(back[:n])
+				back = back[n:]
+			}
+			if c := cap(fo.scan.buf); c > 2*maxDecodeLen {
+				t.Fatalf("client side buffer of %d bytes", c)
+			}
+			if c := cap(bo.scan.buf); c > 2*maxDecodeLen {
+				t.Fatalf("server side buffer of %d bytes", c)
+			}
+			if bo.state.bytes > maxStatementBytes+maxDecodeLen {
+				t.Fatalf("%d bytes of statements", bo.state.bytes)
+			}
+		}
+		bo.finish()
+		if l.peek() != nil {
+			t.Error("requests left after finish")
+		}
+		for _, ev := range rec.all() {
+			if ev.ID == "" || ev.Kind == "" || ev.DurationUS < 0 {
+				t.Errorf("event %+v", ev)
+			}
+		}
+	})
+}

@@ -1,0 +1,52 @@
+// Package sessionlog carries what happened in a session, from the gateway
+// that saw it to the server that keeps it: the Event type, the gateway's
+// durable spool and uploader, and the server's encrypted, hash-chained store.
+package sessionlog
+
+import "time"
+
+// Event kinds.
+const (
+	KindQuery        = "query"         // PostgreSQL simple Query (one event per Query message)
+	KindExecute      = "execute"       // PostgreSQL extended protocol: Parse/Bind/Execute
+	KindFunctionCall = "function_call" // PostgreSQL FunctionCall
+	KindCopyIn       = "copy_in"       // COPY FROM STDIN: bytes, not data
+	KindCopyOut      = "copy_out"      // COPY TO STDOUT: bytes, not data
+	KindCommand      = "command"       // a MongoDB command
+	KindConnect      = "connect"       // a client connection opened
+	KindDisconnect   = "disconnect"    // a client connection closed
+)
+
+// Event is one recorded action of a session. The gateway fills everything
+// but Seq, which the server assigns when it chains the event.
+type Event struct {
+	// ID is unique (UUIDv7, made at the gateway); uploads are idempotent on it.
+	ID        string    `json:"id"`
+	SessionID string    `json:"sessionId"`
+	Seq       int64     `json:"seq,omitempty"` // position in the session's chain (server)
+	Time      time.Time `json:"time"`          // when the request was sent
+	ConnID    string    `json:"connId"`        // which client connection
+	Kind      string    `json:"kind"`
+
+	// Statement is the SQL text (passwords masked) or the MongoDB command
+	// document as JSON (bookkeeping removed, values redacted if asked).
+	Statement  string   `json:"statement,omitempty"`
+	Params     []string `json:"params,omitempty"` // bound parameter values, as text (NULL as null)
+	Database   string   `json:"database,omitempty"`
+	Collection string   `json:"collection,omitempty"`
+	Command    string   `json:"command,omitempty"` // MongoDB command name
+
+	// Outcome: the command tag (SELECT 5, INSERT 0 3), "ok", or "error".
+	Outcome    string `json:"outcome,omitempty"`
+	ErrorCode  string `json:"errorCode,omitempty"` // SQLSTATE or MongoDB code
+	ErrorMsg   string `json:"errorMessage,omitempty"`
+	Rows       int64  `json:"rows"`            // rows returned or affected; documents for MongoDB
+	Bytes      int64  `json:"bytes,omitempty"` // COPY payload size
+	DurationUS int64  `json:"durationUs"`      // from request to outcome, in microseconds
+}
+
+// Recorder receives events from a protocol engine. Record must not block
+// the relay: implementations buffer and write in batches.
+type Recorder interface {
+	Record(ev Event)
+}

@@ -1,0 +1,352 @@
+package sessionlog
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/airlockpam/airlock/internal/errs"
+)
+
+// Uploader sends a batch of events to the server and returns nil once the
+// server has stored them. Any error makes the spool send the same batch
+// again after a backoff, except a *RejectedError (see Run).
+type Uploader interface {
+	Upload(ctx context.Context, batch []Event) error
+}
+
+// UploaderFunc adapts a function to Uploader.
+type UploaderFunc func(ctx context.Context, batch []Event) error
+
+// Upload calls f.
+func (f UploaderFunc) Upload(ctx context.Context, batch []Event) error { return f(ctx, batch) }
+
+// Run delivers the spool to up until ctx ends or the spool is closed: it
+// reads the events not yet acknowledged, oldest first, in batches (see
+// WithUploadBatch), calls Upload, and after each success records the new
+// acknowledged position durably and removes segments that hold only
+// acknowledged events. A failed Upload is retried with exponential backoff
+// (100 ms doubling to 10 s) while recording goes on; no event is skipped.
+//
+// If Upload returns an error that is (errors.As) a *RejectedError, the
+// server stored the batch except the events it names, which it will never
+// accept: those are appended to rejected.jsonl in the spool directory and
+// logged, and the batch counts as delivered.
+//
+// Run returns nil when the spool is closed and ctx's error when ctx ends.
+// Only one Run may be active at a time; another returns an error at once.
+func (s *Spool) Run(ctx context.Context, up Uploader) error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrSpoolClosed
+	case s.running:
+		s.mu.Unlock()
+		return errors.New("the session log spool is already being delivered by another Run")
+	}
+	s.running = true
+	s.runDone.Add(1)
+	start := s.ack
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.running = false
+		s.mu.Unlock()
+		s.runDone.Done()
+	}()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	result := func() error {
+		if s.isClosed() {
+			return nil
+		}
+		return ctx.Err()
+	}
+
+	r := &spoolReader{s: s, pos: start}
+	defer r.close()
+	for {
+		batch, next, err := r.next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return result()
+			}
+			return err
+		}
+		delay := s.cfg.minBackoff
+		for attempt := 1; ; attempt++ {
+			err := up.Upload(ctx, batch)
+			if err == nil {
+				break
+			}
+			var rej *RejectedError
+			if errors.As(err, &rej) {
+				if err = s.keepRejected(batch, rej); err == nil {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				return result()
+			}
+			s.log.Warn("uploading session events failed; retrying", "events", len(batch),
+				"first", batch[0].ID, "attempt", attempt, "retry_in", delay, "err", err)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return result()
+			}
+			delay = min(2*delay, s.cfg.maxBackoff)
+		}
+		s.acknowledge(next, len(batch))
+	}
+}
+
+// acknowledge records that everything before pos was delivered: in memory,
+// in the ack file, and by removing segments before pos.
+func (s *Spool) acknowledge(pos position, n int) {
+	s.mu.Lock()
+	s.ack = pos
+	s.pending -= n
+	s.mu.Unlock()
+	if err := writeAck(s.dir, pos); err != nil {
+		// The events were delivered; after a restart they would be sent
+		// again, which the server tolerates. Keep the segments until an ack
+		// is on disk.
+		s.log.Warn("recording delivered session events in the spool failed; they may be sent again after a restart", "dir", s.dir, "err", err)
+		return
+	}
+	s.mu.Lock()
+	var drop []uint64
+	for len(s.segs) > 0 && s.segs[0] < pos.seg && s.segs[0] < s.writeSeg {
+		drop = append(drop, s.segs[0])
+		s.segs = s.segs[1:]
+	}
+	s.mu.Unlock()
+	for _, n := range drop {
+		if err := os.Remove(filepath.Join(s.dir, segmentName(n))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("removing a delivered session log spool segment failed", "segment", segmentName(n), "err", err)
+		}
+	}
+}
+
+// keepRejected appends the events the server rejected for good to
+// rejected.jsonl (mode 0600), so that no audit record disappears, and logs
+// them by id.
+func (s *Spool) keepRejected(batch []Event, rej *RejectedError) error {
+	reasons := make(map[string]string, len(rej.Rejected))
+	for _, r := range rej.Rejected {
+		reasons[r.ID] = r.Reason
+	}
+	var out []byte
+	for i := range batch {
+		reason, ok := reasons[batch[i].ID]
+		if !ok {
+			continue
+		}
+		b, err := json.Marshal(struct {
+			Reason string `json:"reason"`
+			Event  *Event `json:"event"`
+		}{reason, &batch[i]})
+		if err != nil {
+			return err
+		}
+		out = append(append(out, b...), '\n')
+		s.log.Error("the server rejected a session event; it is kept in the spool's rejected.jsonl",
+			"id", batch[i].ID, "session", batch[i].SessionID, "reason", reason)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, rejectedName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(out); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// spoolReader reads durable events from the spool's segments, in order.
+type spoolReader struct {
+	s      *Spool
+	pos    position // the next record to read
+	f      *os.File // segment pos.seg, opened lazily
+	sealed int64    // pos.seg's size once the writer has moved past it, else -1
+	br     *bufio.Reader
+	buf    []byte
+}
+
+func (r *spoolReader) close() {
+	if r.f != nil {
+		r.f.Close()
+		r.f = nil
+	}
+}
+
+// next returns the next batch and the position after it, waiting until
+// there is at least one durable event.
+func (r *spoolReader) next(ctx context.Context) ([]Event, position, error) {
+	for {
+		r.s.mu.Lock()
+		ch := r.s.synced
+		r.s.mu.Unlock()
+		batch, err := r.read()
+		if err != nil {
+			return nil, position{}, err
+		}
+		if len(batch) > 0 {
+			return batch, r.pos, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, position{}, ctx.Err()
+		}
+	}
+}
+
+// limit returns the end of the durable data in the current segment, and
+// whether the writer has moved past it (so it will not grow).
+func (r *spoolReader) limit() (int64, bool, error) {
+	if r.sealed >= 0 && r.f != nil {
+		return r.sealed, true, nil
+	}
+	r.s.mu.Lock()
+	writeSeg, writeSize := r.s.writeSeg, r.s.writeSize
+	r.s.mu.Unlock()
+	if r.pos.seg == writeSeg {
+		return writeSize, false, nil
+	}
+	info, err := r.f.Stat()
+	if err != nil {
+		return 0, false, err
+	}
+	r.sealed = info.Size()
+	return r.sealed, true, nil
+}
+
+// open makes sure the current segment is open, moving to the next segment
+// if the current one is gone.
+func (r *spoolReader) open() error {
+	if r.f != nil {
+		return nil
+	}
+	for {
+		f, err := os.Open(filepath.Join(r.s.dir, segmentName(r.pos.seg)))
+		if err == nil {
+			r.f, r.sealed = f, -1
+			r.pos.off = max(r.pos.off, headerSize)
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		n, ok := r.s.segmentAfter(r.pos.seg)
+		if !ok {
+			return fmt.Errorf("the session log spool segment %s is missing", segmentName(r.pos.seg))
+		}
+		r.pos = position{seg: n, off: headerSize}
+	}
+}
+
+// read returns the events available now, up to the upload batch limits.
+func (r *spoolReader) read() ([]Event, error) {
+	cfg := &r.s.cfg
+	var batch []Event
+	bytes := 0
+	for len(batch) < cfg.uploadEvents {
+		if err := r.open(); err != nil {
+			return nil, err
+		}
+		end, sealed, err := r.limit()
+		if err != nil {
+			return nil, err
+		}
+		if r.pos.off >= end {
+			if !sealed {
+				break // everything durable has been read
+			}
+			// The writer has moved on: go to the next segment.
+			n, ok := r.s.segmentAfter(r.pos.seg)
+			if !ok {
+				return nil, fmt.Errorf("the session log spool has no segment after %s", segmentName(r.pos.seg))
+			}
+			r.close()
+			r.pos = position{seg: n, off: headerSize}
+			continue
+		}
+		if r.br == nil {
+			r.br = bufio.NewReaderSize(nil, 64<<10)
+		}
+		// A fresh, bounded view each time: never read bytes past the durable
+		// end, which the writer may still rewrite after a failed write.
+		r.br.Reset(io.NewSectionReader(r.f, r.pos.off, end-r.pos.off))
+		for len(batch) < cfg.uploadEvents && r.pos.off < end {
+			size, err := peekRecordSize(r.br, end-r.pos.off)
+			if err == nil && len(batch) > 0 && bytes+int(size) > cfg.uploadBytes {
+				return batch, nil
+			}
+			var payload []byte
+			if err == nil {
+				payload, _, err = readRecord(r.br, end-r.pos.off, r.buf)
+			}
+			if err != nil {
+				return nil, errs.E("sessionlog.(*Spool).Run", errs.DataLoss, fmt.Sprintf(
+					"the session log spool segment %s is damaged at offset %d; restart the gateway to truncate it", segmentName(r.pos.seg), r.pos.off))
+			}
+			r.buf = payload[:0]
+			var ev Event
+			if err := json.Unmarshal(payload, &ev); err != nil {
+				return nil, errs.Wrap("sessionlog.(*Spool).Run", errs.DataLoss, fmt.Sprintf(
+					"the session log spool segment %s holds an event that cannot be decoded at offset %d", segmentName(r.pos.seg), r.pos.off), err)
+			}
+			batch = append(batch, ev)
+			r.pos.off += size
+			bytes += int(size)
+		}
+		if bytes >= cfg.uploadBytes {
+			break
+		}
+	}
+	r.skipFinished()
+	return batch, nil
+}
+
+// skipFinished moves past a segment that has been read to its end and will
+// not grow, so that acknowledging the batch lets the segment be removed.
+func (r *spoolReader) skipFinished() {
+	if r.f == nil {
+		return
+	}
+	end, sealed, err := r.limit()
+	if err != nil || !sealed || r.pos.off < end {
+		return
+	}
+	if n, ok := r.s.segmentAfter(r.pos.seg); ok {
+		r.close()
+		r.pos = position{seg: n, off: headerSize}
+	}
+}
