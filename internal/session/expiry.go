@@ -25,10 +25,29 @@ func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// GatewayLostAfter is how long a session's gateway may stay disconnected
+// before the session ends with reason gateway_lost. A shorter outage (a
+// restart, a network blip) only interrupts connections.
+const GatewayLostAfter = 2 * time.Minute
+
+// ExpireNow ends every session that is due: past its end, or whose gateway
+// has been gone for GatewayLostAfter. RunExpiry calls it every interval.
+func (s *Service) ExpireNow(ctx context.Context) { s.expireDue(ctx) }
+
 func (s *Service) expireDue(ctx context.Context) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM sessions WHERE status = $1 AND expires_at <= $2`, StatusActive, store.Micros(s.now()))
+	now := s.now()
+	s.endWhere(ctx, Expired, "session expiry", `SELECT id FROM sessions WHERE status = $1 AND expires_at <= $2`,
+		StatusActive, store.Micros(now))
+	s.endWhere(ctx, GatewayLost, "gateway lost", `SELECT s.id FROM sessions s JOIN gateways g ON g.id = s.gateway_id
+		WHERE s.status = $1 AND g.last_heartbeat_at < $2 AND s.created_at < $2`,
+		StatusActive, store.Micros(now.Add(-GatewayLostAfter)))
+}
+
+// endWhere ends the sessions the query selects, for reason.
+func (s *Service) endWhere(ctx context.Context, reason, actor, query string, args ...any) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		slog.Warn("looking for expired sessions failed", "err", err)
+		slog.Warn("looking for sessions to end failed", "reason", reason, "err", err)
 		return
 	}
 	var ids []string
@@ -40,9 +59,9 @@ func (s *Service) expireDue(ctx context.Context) {
 	}
 	rows.Close()
 	for _, id := range ids {
-		ev := audit.Entry{ActorKind: "system", ActorID: "scheduler", ActorName: "session expiry", Action: "session.end", Outcome: audit.Success}
-		if _, err := s.finish(ctx, id, Expired, ev); err != nil {
-			slog.Warn("expiring a session failed", "session", id, "err", err)
+		ev := audit.Entry{ActorKind: "system", ActorID: "scheduler", ActorName: actor, Action: "session.end", Outcome: audit.Success}
+		if _, err := s.finish(ctx, id, reason, ev); err != nil {
+			slog.Warn("ending a session failed", "session", id, "reason", reason, "err", err)
 		}
 	}
 }
