@@ -1,34 +1,29 @@
 package cli_test
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/airlockpam/airlock/internal/e2e"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
-
-var bin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "airlock-cli-test")
 	if err != nil {
 		panic(err)
 	}
-	bin = filepath.Join(dir, "airlock")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/airlockpam/airlock/cmd/airlock").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building airlock: %v\n%s", err, out)
+	if err := e2e.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -37,135 +32,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// user is one person at one machine: their own config directory.
-type user struct {
-	t      *testing.T
-	config string
-	env    []string
-}
+func newUser(t *testing.T) *e2e.User { return e2e.NewUser(t) }
 
-func newUser(t *testing.T) *user {
-	return &user{t: t, config: t.TempDir()}
-}
-
-// run runs airlock with args and stdin; it returns stdout, stderr and the exit code.
-func (u *user) run(stdin string, args ...string) (string, string, int) {
-	u.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "AIRLOCK_CONFIG_DIR="+u.config)
-	cmd.Env = append(cmd.Env, u.env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		u.t.Fatalf("running airlock %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
-}
-
-// must runs airlock and fails the test unless it exits 0.
-func (u *user) must(stdin string, args ...string) string {
-	u.t.Helper()
-	out, errOut, code := u.run(stdin, args...)
-	if code != 0 {
-		u.t.Fatalf("airlock %v: exit %d\nstdout: %s\nstderr: %s", args, code, out, errOut)
-	}
-	return out
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// startProcess starts airlock in the background, stopped when the test ends,
-// and returns its stdout lines as they come.
-func startProcess(t *testing.T, env []string, args ...string) (*exec.Cmd, <-chan string, *strings.Builder) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	return cmd, lines, &stderr
-}
-
-func waitReady(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("server at %s did not become ready", url)
-}
-
-func startServer(t *testing.T, extraEnv ...string) string {
-	t.Helper()
-	addr := freeAddr(t)
-	env := append([]string{"AIRLOCK_ROOT_KEY=" + keyring.GenerateRootKey(),
-		"AIRLOCK_BOOTSTRAP_EMAIL=root@example.com", "AIRLOCK_BOOTSTRAP_PASSWORD=root password 123"}, extraEnv...)
-	_, _, stderr := startProcess(t, env, "server", "--listen", addr, "--data-dir", t.TempDir())
-	url := "http://" + addr
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server log:\n%s", stderr.String())
-		}
-	})
-	waitReady(t, url)
-	return url
-}
+func startServer(t *testing.T, extraEnv ...string) string { return e2e.StartServer(t, extraEnv...).URL }
 
 func TestServerRefusesToStartWithoutARootKey(t *testing.T) {
 	u := newUser(t)
-	u.env = []string{"AIRLOCK_ROOT_KEY="}
-	_, errOut, code := u.run("", "server", "--data-dir", t.TempDir(), "--listen", freeAddr(t))
+	u.Env = []string{"AIRLOCK_ROOT_KEY="}
+	_, errOut, code := u.Run("", "server", "--data-dir", t.TempDir(), "--listen", e2e.FreeAddr(t))
 	if code == 0 || !strings.Contains(errOut, "no root key") || !strings.Contains(errOut, "openssl rand -base64 32") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	u.env = []string{"AIRLOCK_ROOT_KEY=c2hvcnQ="}
-	_, errOut, code = u.run("", "server", "--data-dir", t.TempDir())
+	u.Env = []string{"AIRLOCK_ROOT_KEY=c2hvcnQ="}
+	_, errOut, code = u.Run("", "server", "--data-dir", t.TempDir())
 	if code == 0 || !strings.Contains(errOut, "decodes to 5 bytes, it must be 32") {
 		t.Fatalf("short key: exit %d: %s", code, errOut)
 	}
@@ -173,9 +52,9 @@ func TestServerRefusesToStartWithoutARootKey(t *testing.T) {
 
 func TestServerWithUnreachableDatabase(t *testing.T) {
 	u := newUser(t)
-	u.env = []string{"AIRLOCK_ROOT_KEY=" + keyring.GenerateRootKey()}
-	port := strings.Split(freeAddr(t), ":")[1] // nothing listens there
-	_, errOut, code := u.run("", "server", "--database-url", "postgres://airlock:hunter2pw@127.0.0.1:"+port+"/airlock?connect_timeout=2")
+	u.Env = []string{"AIRLOCK_ROOT_KEY=" + keyring.GenerateRootKey()}
+	port := strings.Split(e2e.FreeAddr(t), ":")[1] // nothing listens there
+	_, errOut, code := u.Run("", "server", "--database-url", "postgres://airlock:hunter2pw@127.0.0.1:"+port+"/airlock?connect_timeout=2")
 	if code == 0 || !strings.Contains(errOut, "cannot reach the PostgreSQL store") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -188,9 +67,9 @@ func TestServerOnPostgres(t *testing.T) {
 	db := testenv.SharedPostgres(t)
 	url := startServer(t, "AIRLOCK_DATABASE_URL="+db.SuperURL())
 	u := newUser(t)
-	u.must("root password 123", "login", "--domain", url, "--email", "root@example.com", "--password-stdin")
-	id := strings.TrimSpace(u.must("", "projects", "create", "on-postgres"))
-	if !strings.Contains(u.must("", "projects", "list"), id) {
+	u.Must("root password 123", "login", "--domain", url, "--email", "root@example.com", "--password-stdin")
+	id := strings.TrimSpace(u.Must("", "projects", "create", "on-postgres"))
+	if !strings.Contains(u.Must("", "projects", "list"), id) {
 		t.Fatal("project not listed")
 	}
 }
@@ -202,74 +81,74 @@ func TestLoginProjectsAuditLogout(t *testing.T) {
 	u := newUser(t)
 
 	// Wrong password: a clear error, nothing stored.
-	_, errOut, code := u.run("wrong password!!", "login", "--domain", url, "--email", "root@example.com", "--password-stdin")
+	_, errOut, code := u.Run("wrong password!!", "login", "--domain", url, "--email", "root@example.com", "--password-stdin")
 	if code == 0 || !strings.Contains(errOut, "the email or password is wrong") {
 		t.Fatalf("wrong password: exit %d: %s", code, errOut)
 	}
-	if _, err := os.Stat(filepath.Join(u.config, "credentials.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(u.Config, "credentials.json")); !os.IsNotExist(err) {
 		t.Fatal("a failed login stored credentials")
 	}
 	// No terminal and no --password-stdin: say what to do.
-	_, errOut, code = u.run("", "login", "--domain", url, "--email", "root@example.com")
+	_, errOut, code = u.Run("", "login", "--domain", url, "--email", "root@example.com")
 	if code == 0 || !strings.Contains(errOut, "--password-stdin") {
 		t.Fatalf("no terminal: exit %d: %s", code, errOut)
 	}
 	// Not logged in yet.
-	_, errOut, code = u.run("", "projects", "list")
+	_, errOut, code = u.Run("", "projects", "list")
 	if code == 0 || !strings.Contains(errOut, "airlock login") {
 		t.Fatalf("not logged in: exit %d: %s", code, errOut)
 	}
 
-	out := u.must("root password 123\n", "login", "--domain", url, "--email", "root@example.com", "--password-stdin")
+	out := u.Must("root password 123\n", "login", "--domain", url, "--email", "root@example.com", "--password-stdin")
 	if !strings.Contains(out, "Logged in") {
 		t.Fatalf("login output: %s", out)
 	}
-	credPath := filepath.Join(u.config, "credentials.json")
+	credPath := filepath.Join(u.Config, "credentials.json")
 	fi, err := os.Stat(credPath)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("credentials file: %v %v", fi, err)
 	}
 
-	id := strings.TrimSpace(u.must("", "projects", "create", "billing"))
+	id := strings.TrimSpace(u.Must("", "projects", "create", "billing"))
 	if !uuidRE.MatchString(id) {
 		t.Fatalf("projects create printed %q, want the id", id)
 	}
-	table := u.must("", "projects", "list")
+	table := u.Must("", "projects", "list")
 	if !strings.HasPrefix(table, "ID") || !strings.Contains(table, id) || !strings.Contains(table, "billing") {
 		t.Fatalf("table: %s", table)
 	}
 	var projects []map[string]any
-	if err := json.Unmarshal([]byte(u.must("", "projects", "list", "--output", "json")), &projects); err != nil || len(projects) != 1 || projects[0]["id"] != id {
+	if err := json.Unmarshal([]byte(u.Must("", "projects", "list", "--output", "json")), &projects); err != nil || len(projects) != 1 || projects[0]["id"] != id {
 		t.Fatalf("json list: %v %v", projects, err)
 	}
-	_, errOut, code = u.run("", "projects", "create", "billing")
+	_, errOut, code = u.Run("", "projects", "create", "billing")
 	if code == 0 || !strings.Contains(errOut, `a project named "billing" already exists`) {
 		t.Fatalf("duplicate: exit %d: %s", code, errOut)
 	}
-	_, errOut, code = u.run("", "projects", "list", "-o", "yaml")
+	_, errOut, code = u.Run("", "projects", "list", "-o", "yaml")
 	if code == 0 || !strings.Contains(errOut, "--output must be table or json") {
 		t.Fatalf("bad output flag: exit %d: %s", code, errOut)
 	}
 
-	audit := u.must("", "audit", "list", "--action", "project.create")
+	audit := u.Must("", "audit", "list", "--action", "project.create")
 	if !strings.Contains(audit, "project.create") || !strings.Contains(audit, "root@example.com") || !strings.Contains(audit, id) {
 		t.Fatalf("audit list: %s", audit)
 	}
 	var evs []map[string]any
-	json.Unmarshal([]byte(u.must("", "audit", "list", "--from", "1h", "-o", "json")), &evs)
+	json.Unmarshal([]byte(u.Must("", "audit", "list", "--from", "1h", "-o", "json")), &evs)
 	if len(evs) < 3 {
 		t.Fatalf("audit json: %v", evs)
 	}
 
 	// A machine identity logs in from the environment.
 	var mi map[string]any
-	json.Unmarshal([]byte(u.must("", "machine-identities", "create", "ci", "-o", "json")), &mi)
+	json.Unmarshal([]byte(u.Must("", "machine-identities", "create", "ci", "-o", "json")), &mi)
 	bot := newUser(t)
-	bot.env = []string{"AIRLOCK_CLIENT_ID=" + mi["clientId"].(string), "AIRLOCK_CLIENT_SECRET=" + mi["clientSecret"].(string)}
-	if out := bot.must("", "login", "--domain", url); !strings.Contains(out, "machine identity") {
+	bot.Env = []string{"AIRLOCK_CLIENT_ID=" + mi["clientId"].(string), "AIRLOCK_CLIENT_SECRET=" + mi["clientSecret"].(string)}
+	if out := bot.Must("", "login", "--domain", url); !strings.Contains(out, "machine identity") {
 		t.Fatalf("machine login: %s", out)
 	}
-	if out := bot.must("", "projects", "list"); !strings.Contains(out, "(none)") {
+	if out := bot.Must("", "projects", "list"); !strings.Contains(out, "(none)") {
 		t.Fatalf("machine sees projects it is not in: %s", out)
 	}
 
@@ -277,7 +156,7 @@ func TestLoginProjectsAuditLogout(t *testing.T) {
 	var creds struct{ AccessToken string }
 	b, _ := os.ReadFile(credPath)
 	json.Unmarshal(b, &creds)
-	u.must("", "logout")
+	u.Must("", "logout")
 	if _, err := os.Stat(credPath); !os.IsNotExist(err) {
 		t.Fatal("logout left the credentials file")
 	}
@@ -295,9 +174,10 @@ func TestLoginProjectsAuditLogout(t *testing.T) {
 
 func TestDevPrintsTheAdminOnce(t *testing.T) {
 	state := t.TempDir()
-	addr := freeAddr(t)
+	addr := e2e.FreeAddr(t)
 	env := []string{"XDG_STATE_HOME=" + state}
-	cmd, lines, _ := startProcess(t, env, "dev", "--listen", addr)
+	dev := e2e.Start(t, env, "dev", "--listen", addr)
+	lines := dev.Lines
 	var email, password string
 	deadline := time.After(30 * time.Second)
 	for password == "" {
@@ -321,21 +201,20 @@ func TestDevPrintsTheAdminOnce(t *testing.T) {
 		t.Fatalf("root key file: %v %v", fi, err)
 	}
 	u := newUser(t)
-	u.must(password, "login", "--domain", "http://"+addr, "--email", email, "--password-stdin")
-	u.must("", "projects", "create", "dev-project")
+	u.Must(password, "login", "--domain", "http://"+addr, "--email", email, "--password-stdin")
+	u.Must("", "projects", "create", "dev-project")
 	// The built-in gateway enrolls itself and comes online.
 	gwDeadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(u.must("", "gateways", "list"), "online") {
+	for !strings.Contains(u.Must("", "gateways", "list"), "online") {
 		if time.Now().After(gwDeadline) {
-			t.Fatalf("the built-in gateway is not online:\n%s", u.must("", "gateways", "list"))
+			t.Fatalf("the built-in gateway is not online:\n%s", u.Must("", "gateways", "list"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 
 	// A second start keeps the data and does not print a password.
-	cmd.Process.Signal(os.Interrupt)
-	cmd.Wait()
-	_, lines2, _ := startProcess(t, env, "dev", "--listen", addr)
+	dev.Stop(syscall.SIGINT)
+	lines2 := e2e.Start(t, env, "dev", "--listen", addr).Lines
 	var out []string
 	for l := range lines2 {
 		out = append(out, l)
@@ -347,7 +226,7 @@ func TestDevPrintsTheAdminOnce(t *testing.T) {
 	if strings.Contains(joined, "Password:") || strings.Contains(joined, password) {
 		t.Fatalf("second start printed a password:\n%s", joined)
 	}
-	if !strings.Contains(u.must("", "projects", "list"), "dev-project") {
+	if !strings.Contains(u.Must("", "projects", "list"), "dev-project") {
 		t.Fatal("data lost across restarts")
 	}
 }

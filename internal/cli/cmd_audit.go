@@ -42,15 +42,8 @@ func newAuditCommand(o *options) *cobra.Command {
 					q.Set(k, v)
 				}
 			}
-			for k, v := range map[string]string{"from": from, "to": to} {
-				if v == "" {
-					continue
-				}
-				t, err := parseTimeFlag(v)
-				if err != nil {
-					return fmt.Errorf("--%s: %w", k, err)
-				}
-				q.Set(k, t.UTC().Format(time.RFC3339Nano))
+			if err := setTimeRange(q, from, to); err != nil {
+				return err
 			}
 			q.Set("limit", strconv.Itoa(limit))
 			var evs []auditEvent
@@ -77,6 +70,21 @@ func newAuditCommand(o *options) *cobra.Command {
 	fl.IntVar(&limit, "limit", 100, "at most this many events (1-1000)")
 	cmd.AddCommand(list)
 	return cmd
+}
+
+// setTimeRange puts --from and --to into q as RFC 3339 times.
+func setTimeRange(q url.Values, from, to string) error {
+	for k, v := range map[string]string{"from": from, "to": to} {
+		if v == "" {
+			continue
+		}
+		t, err := parseTimeFlag(v)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", k, err)
+		}
+		q.Set(k, t.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
 }
 
 // parseTimeFlag reads an RFC 3339 time or a duration meaning "that long ago".

@@ -72,15 +72,8 @@ func newSessionsCommand(o *options) *cobra.Command {
 					q.Set(k, v)
 				}
 			}
-			for k, v := range map[string]string{"from": from, "to": to} {
-				if v == "" {
-					continue
-				}
-				t, err := parseTimeFlag(v)
-				if err != nil {
-					return fmt.Errorf("--%s: %w", k, err)
-				}
-				q.Set(k, t.UTC().Format(time.RFC3339Nano))
+			if err := setTimeRange(q, from, to); err != nil {
+				return err
 			}
 			var ss []sessionInfo
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(projectID)+"/sessions", q, nil, &ss); err != nil {
