@@ -60,8 +60,9 @@ type config struct {
 	// ServerTLS serves the Airlock server over HTTPS (a generated CA), as in
 	// production; false serves plain HTTP.
 	ServerTLS bool
-	// PerfDir, when set, records `perf record -g` of the Airlock processes
-	// during the first 8-client Airlock run into this directory.
+	// PerfDir, when set, receives `perf record -g` profiles of the Airlock
+	// processes during an extra 8-client run and an extra -C run, which are
+	// not counted.
 	PerfDir string
 	// AirlockBin is a prebuilt airlock binary to run instead of building
 	// this module's (e.g. one built with other flags).
@@ -111,7 +112,7 @@ func main() {
 	flag.IntVar(&cfg.Idle, "idle", cfg.Idle, "idle connections for the memory measurement")
 	flag.IntVar(&cfg.SessionStarts, "session-starts", cfg.SessionStarts, "timed `airlock db access` starts")
 	flag.BoolVar(&cfg.ServerTLS, "server-tls", cfg.ServerTLS, "serve the Airlock server over HTTPS, as in production")
-	flag.StringVar(&cfg.PerfDir, "perf", "", "directory for `perf record -g` profiles of the Airlock processes during the first 8-client run")
+	flag.StringVar(&cfg.PerfDir, "perf", "", "directory for `perf record -g` profiles of the Airlock processes during an extra 8-client run and an extra -C run (not counted)")
 	flag.StringVar(&cfg.AirlockBin, "airlock-bin", "", "run this airlock binary instead of building ./cmd/airlock")
 	flag.StringVar(&cfg.Note, "note", "", "a remark for the report's run line, e.g. which Airlock build was measured")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the work directory (logs and data) for inspection")
@@ -169,17 +170,21 @@ func run(ctx context.Context, cfg config) (_ *results, err error) {
 	if err := os.Chmod(work, 0o755); err != nil {
 		return nil, err
 	}
-	procs := &procSet{logf: logf}
+	procs := &procSet{}
 	defer func() {
+		interrupted := err != nil && ctx.Err() != nil
+		if interrupted {
+			err = fmt.Errorf("interrupted: %w", context.Cause(ctx))
+		}
 		if stopErr := procs.stopAll(); stopErr != nil {
 			err = errors.Join(err, stopErr)
 		}
-		if err != nil {
+		if err != nil && !interrupted {
 			for _, t := range procs.logTails(40) {
 				fmt.Fprintln(cfg.Log, t)
 			}
 		}
-		if cfg.Keep || err != nil {
+		if cfg.Keep || (err != nil && !interrupted) {
 			logf("work directory kept: %s", work)
 		} else {
 			os.RemoveAll(work)

@@ -55,7 +55,8 @@ func ensurePgbouncer(ctx context.Context, logf func(string, ...any)) (string, er
 	}
 	logf("installing Debian's pgbouncer")
 	install := func() error {
-		cmd := exec.CommandContext(ctx, "apt-get", "install", "-y", "-q", "--no-install-recommends", "pgbouncer")
+		// Another installer (a parallel test) may hold dpkg's lock: wait.
+		cmd := exec.CommandContext(ctx, "apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q", "--no-install-recommends", "pgbouncer")
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		_, err := runCmd(cmd)
 		return err
@@ -63,7 +64,7 @@ func ensurePgbouncer(ctx context.Context, logf func(string, ...any)) (string, er
 	if err := install(); err != nil {
 		// Stale package lists are the usual cause: refresh them once.
 		logf("apt-get install failed; running apt-get update and trying again")
-		if _, uerr := runCmd(exec.CommandContext(ctx, "apt-get", "update", "-q")); uerr != nil {
+		if _, uerr := runCmd(exec.CommandContext(ctx, "apt-get", "-o", "DPkg::Lock::Timeout=120", "update", "-q")); uerr != nil {
 			return "", fmt.Errorf("install pgbouncer: %w; apt-get update: %w", err, uerr)
 		}
 		if err := install(); err != nil {

@@ -17,8 +17,6 @@ import (
 // procSet holds every long-lived process the harness started, to stop them
 // all, by PID, at the end.
 type procSet struct {
-	logf func(string, ...any)
-
 	mu    sync.Mutex
 	procs []*proc
 }
