@@ -160,9 +160,7 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 func Splice(a, b io.ReadWriteCloser) {
 	done := make(chan struct{}, 2)
 	cp := func(dst io.Writer, src io.Reader) {
-		buf := getBuf()
-		io.CopyBuffer(dst, src, *buf)
-		putBuf(buf)
+		copyAdaptive(dst, src)
 		done <- struct{}{}
 	}
 	go cp(a, b)
