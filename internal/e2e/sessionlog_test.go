@@ -132,7 +132,7 @@ func TestSessionLogRecordsMasksAndVerifies(t *testing.T) {
 	if e := byStmt["SELECT 1 AS one"]; e.Kind != "query" || e.Outcome != "SELECT 1" || e.Rows != 1 {
 		t.Errorf("simple query: %+v", e)
 	}
-	if e := byStmt["SELECT $1::int * 2"]; e.Kind != "execute" || len(e.Params) != 1 || e.Params[0] != `\x00000015` || e.Outcome != "SELECT 1" {
+	if e := byStmt["SELECT $1::int * 2"]; e.Kind != "execute" || len(e.Params) != 1 || e.Params[0] != "21" || e.Outcome != "SELECT 1" {
 		t.Errorf("extended query: %+v", e)
 	}
 	if e := byStmt["SELECT * FROM missing_table"]; e.ErrorCode != "42P01" {

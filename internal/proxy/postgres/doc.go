@@ -56,17 +56,34 @@
 //     message, and rows count the statements completed before it;
 //   - one per Execute (kind execute), with the text of the statement the
 //     server ran and the values bound to it: text values as they are,
-//     binary ones as \x and hexadecimal digits, NULL as NULL, each cut at 1
-//     KiB. Statements are followed as the server confirms them, in protocol
+//     binary ones decoded (below), NULL as NULL, each cut at 1 KiB.
+//     Statements are followed as the server confirms them, in protocol
 //     order: named prepared statements per connection, the unnamed
 //     statement replaced by each Parse (and dropped by a simple Query),
 //     portals, SQL PREPARE, DEALLOCATE and DECLARE CURSOR; an Execute of a
 //     statement not known is recorded as [unknown prepared statement "name"]
 //     or [unknown portal "name"], never with another statement's text;
 //   - one per FunctionCall (kind function_call, "function call oid N" and
-//     its arguments);
+//     its arguments, binary ones as \x and hexadecimal digits);
 //   - a COPY, in a Query or an Execute, makes its event copy_in or copy_out,
 //     with the bytes of CopyData payload counted (never the data).
+//
+// Binary values (pgx sends most typed values so) are decoded with pgx's
+// pgtype, by the types of the statement's parameters: those its Parse
+// message gave, or, where it left them unspecified (0), those of the
+// server's ParameterDescription when the statement was described (pgx
+// describes each statement it prepares, named or not, before it binds
+// it). A value is written as PostgreSQL prints it (21, 0.1, t, a uuid,
+// 123.4500, {{1,2},{3,4}}, json as sent, bytea as \x and hexadecimal
+// digits...), but for dates and times, in RFC 3339: 2024-02-29,
+// 2024-02-29T13:04:05 for a timestamp, 2024-02-29T12:04:05.123456Z for a
+// timestamptz, in UTC. A value whose type is not known (a type pgtype
+// lacks, such as money or an enum, or a statement neither typed nor
+// described, as pgconn's ExecParams sends without types), that does not
+// decode, or larger than 16 KiB, is recorded as \x and hexadecimal digits
+// (of its first 512 bytes). The values are decoded on the server side of
+// the relay, when the Bind is answered (or skipped), as the statement's
+// types are only then known for sure.
 //
 // Each event has the time the request was forwarded, the connection's id (a
 // UUIDv7 made per connection), the session's id, its own UUIDv7, the
@@ -117,10 +134,11 @@
 // boundaries there (a 5-byte header: type and length), and forwards the
 // whole chunk in one write; no message is re-encoded. Only Query, Parse,
 // Bind, Describe, Execute, Close and FunctionCall from the client, and
-// CommandComplete, ErrorResponse and ReadyForQuery from the server are
-// decoded (pgproto3's decoders, but for Execute, parsed by hand to avoid
-// allocating); DataRow and CopyData are only counted, with no allocation,
-// and everything else is only skipped. A message body is copied only when
+// CommandComplete, ErrorResponse, ReadyForQuery and ParameterDescription
+// from the server are decoded (pgproto3's decoders, but for Execute, parsed
+// by hand to avoid allocating, and ParameterDescription, only when it gives
+// types the Parse did not); DataRow and CopyData are only counted, with no
+// allocation, and everything else is only skipped. A message body is copied only when
 // it must be decoded and spans two reads. Messages larger than 1 MiB
 // (PostgreSQL allows 1 GB) stream through without being held: the first
 // 8 KiB of a statement is recorded, followed by "… [truncated: statement
@@ -143,7 +161,10 @@
 //     the relayed chunks, and the client and server sides that queue
 //     requests and complete them with the server's answers.
 //   - record.go: the session log of one connection: the queue of pending
-//     requests, the prepared statements and portals, and the events.
+//     requests, the prepared statements (with their parameters' types)
+//     and portals, and the events.
+//   - param.go: the binary values of a Bind, kept until the server answers
+//     it, and their decoding with pgtype by the parameters' types.
 //   - mask.go: MaskStatement, the masking of passwords and project patterns.
 //   - startup.go: readStartup, the parser of the client's opening packets.
 //     It reads exactly the bytes of each packet and decodes them with

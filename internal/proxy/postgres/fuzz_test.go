@@ -25,6 +25,14 @@ func seedExchanges(t testing.TB) [][2][]byte {
 				&pgproto3.FunctionCall{Function: 1, ArgFormatCodes: []uint16{1}, Arguments: [][]byte{{1}, nil}}),
 			encodeBackend(t, &pgproto3.CopyInResponse{}, tag("COPY 1"), rfq, &pgproto3.FunctionCallResponse{Result: []byte("x")}, rfq),
 		},
+		{
+			// Binary values, typed by the Parse and the description: an
+			// int4 and an int4[] {7}.
+			encode(t, &pgproto3.Parse{Name: "t", Query: "SELECT $1, $2", ParameterOIDs: []uint32{23}}, &pgproto3.Describe{ObjectType: 'S', Name: "t"}, sync_,
+				&pgproto3.Bind{PreparedStatement: "t", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 21},
+					{0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 23, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 7}}}, execute, sync_),
+			encodeBackend(t, parseOK, &pgproto3.ParameterDescription{ParameterOIDs: []uint32{23, 1007}}, noData, rfq, bindOK, row, tag("SELECT 1"), rfq),
+		},
 	}
 }
 

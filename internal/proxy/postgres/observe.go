@@ -161,7 +161,7 @@ func (s *scanner) message(h messageHandler, body []byte) error {
 // Frontend and backend message types the observer acts on.
 var (
 	frontendDecode = decodeSet('Q', 'P', 'B', 'E', 'D', 'C', 'F')
-	backendDecode  = decodeSet('C', 'E', 'Z')
+	backendDecode  = decodeSet('C', 'E', 'Z', 't')
 )
 
 func decodeSet(types ...byte) *[256]bool {
@@ -290,7 +290,11 @@ func (f *frontendObserver) parse(body []byte, size int) (string, *statement) {
 	if err := m.Decode(body); err != nil {
 		return "\x00", &statement{maskResult: maskResult{text: "[malformed Parse message]"}}
 	}
-	return m.Name, f.statement(m.Query)
+	st := f.statement(m.Query)
+	if len(m.ParameterOIDs) > 0 {
+		st.paramOIDs = m.ParameterOIDs
+	}
+	return m.Name, st
 }
 
 // statement masks a statement's text.
@@ -327,7 +331,7 @@ func (f *frontendObserver) bind(it *pending, body []byte, size int) {
 		return
 	}
 	it.name, it.stmtName = m.DestinationPortal, m.PreparedStatement
-	it.params = f.renderParams(m.Parameters, func(i int) int16 {
+	it.params, it.binary = f.bindParams(m.Parameters, func(i int) int16 {
 		switch len(m.ParameterFormatCodes) {
 		case 0:
 			return 0
@@ -374,7 +378,7 @@ func (f *frontendObserver) functionCall(it *pending, body []byte, size int) {
 // text values as they are, binary ones as \x and hexadecimal digits, NULL as
 // NULL, each cut at maxParamLen, and with the project's mask patterns
 // applied. The values may point into the relay's buffer: the result does
-// not.
+// not. (A Bind's binary values are decoded instead: bindParams.)
 func (f *frontendObserver) renderParams(values [][]byte, format func(int) int16) []string {
 	if len(values) == 0 {
 		return nil
@@ -414,7 +418,8 @@ type backendObserver struct {
 	// then ignores every message up to the next Sync.
 	skipping bool
 	state    statementState
-	group    []*pending // reused by readyForQuery
+	group    []*pending   // reused by readyForQuery
+	values   valueDecoder // decodes the binary values of Binds
 }
 
 func newBackendObserver(l *connLog) *backendObserver {
@@ -477,6 +482,7 @@ func (b *backendObserver) message(typ byte, body []byte, size int) error {
 		}
 	case '2': // BindComplete
 		if h := b.head(); h != nil && h.kind == pendingBind {
+			b.bindValues(h, b.state.statement(h.stmtName))
 			b.state.setPortal(h.name, portal{stmt: b.state.statement(h.stmtName), stmtName: h.stmtName, params: h.params})
 			b.done()
 		}
@@ -488,6 +494,10 @@ func (b *backendObserver) message(typ byte, body []byte, size int) error {
 				delete(b.state.portals, h.name)
 			}
 			b.done()
+		}
+	case 't': // ParameterDescription: a Describe of a statement goes on
+		if h := b.head(); h != nil && h.kind == pendingDescribe && h.object == 'S' {
+			b.parameterDescription(b.state.statement(h.name), body, size)
 		}
 	case 'T', 'n': // RowDescription, NoData: the end of a Describe
 		if h := b.head(); h != nil && h.kind == pendingDescribe {
@@ -627,7 +637,7 @@ func (b *backendObserver) prepared(name string, st *statement, parse *pending) {
 	stub := &statement{maskResult: maskResult{
 		text:      "[prepared statement " + strconv.Quote(name) + ", recorded when it was prepared]",
 		sensitive: st.sensitive,
-	}}
+	}, paramOIDs: st.paramOIDs}
 	stub.size = len(stub.text)
 	b.state.deleteStatement(name)
 	if b.state.stmts == nil {
@@ -765,6 +775,9 @@ func (b *backendObserver) settle(items []*pending, unanswered string, now time.T
 				next = items[i+1]
 			}
 			b.countCopyIn(it, b.log.copyEndBefore(next))
+		}
+		if it.kind == pendingBind {
+			b.bindValues(it, ov.statement(it.stmtName))
 		}
 		if it.err != nil && it.name == "" {
 			// The server drops the unnamed statement (portal) when a

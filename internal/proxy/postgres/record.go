@@ -109,6 +109,10 @@ type pending struct {
 	stmtName string     // Bind: the statement bound
 	stmt     *statement // Query, Parse, FunctionCall
 	params   []string   // Bind, FunctionCall: values as recorded
+	// binary are the binary values of a Bind, which the server side
+	// decodes into params once it knows the types of the statement's
+	// parameters (backendObserver.bindValues).
+	binary []binaryParam
 
 	// The answer, as the server side sees it.
 	stmtRows  int64  // DataRow messages of the current statement
@@ -129,10 +133,17 @@ type failure struct {
 	time          time.Time
 }
 
-// statement is a statement's text as recorded.
+// statement is a statement's text as recorded, and the types of its
+// parameters.
 type statement struct {
 	maskResult
 	size int // bytes counted against maxStatementBytes
+	// paramOIDs are the types of the parameters, to decode the binary
+	// values bound to them: those the Parse message gave (0 where it left
+	// one unspecified), replaced by the server's ParameterDescription when
+	// the statement is described. Only the server side touches them once
+	// the Parse is queued.
+	paramOIDs []uint32
 }
 
 // portal is a bound statement.
