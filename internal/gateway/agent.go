@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/airlockpam/airlock/internal/pki"
+	"github.com/airlockpam/airlock/internal/proxy/mongodb"
 	"github.com/airlockpam/airlock/internal/proxy/postgres"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/tunnel"
@@ -51,6 +52,7 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	pg    *postgres.Engine
+	mongo *mongodb.Engine
 	spool *sessionlog.Spool
 
 	mu         sync.Mutex
@@ -59,9 +61,18 @@ type Agent struct {
 	mux        *yamux.Session       // the live connection, nil when down
 }
 
+// liveSession is a session's state on this gateway: one per protocol
+// engine (a session uses one, by its resource's kind), and its expiry timer.
 type liveSession struct {
 	pg    *postgres.Session
+	mongo *mongodb.Session
 	timer *time.Timer
+}
+
+func (s *liveSession) close() {
+	s.timer.Stop()
+	s.pg.Close()
+	s.mongo.Close()
 }
 
 // New returns an Agent.
@@ -77,6 +88,10 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	mongo, err := mongodb.NewEngine(mongodb.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
 	if cfg.SpoolDir == "" {
 		return nil, errors.New("gateway: no spool directory")
 	}
@@ -84,7 +99,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the session log spool in %s: %w", cfg.SpoolDir, err)
 	}
-	return &Agent{cfg: cfg, log: log, pg: pg, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
+	return &Agent{cfg: cfg, log: log, pg: pg, mongo: mongo, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
 }
 
 // Close releases the spool, writing what it still holds in memory.
@@ -217,14 +232,14 @@ func (a *Agent) validate(ctx context.Context, t *tunnel.Target) tunnel.Result {
 	case tunnel.KindPostgres:
 		vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		return postgres.Validate(vctx, pgConfig(t))
+		return postgres.Validate(vctx, postgres.ConfigFromTarget(*t))
+	case tunnel.KindMongoDB:
+		vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		return mongodb.Validate(vctx, mongodb.ConfigFromTarget(*t))
 	default:
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: fmt.Sprintf("this gateway does not support %q resources yet", t.Kind)}
 	}
-}
-
-func pgConfig(t *tunnel.Target) postgres.Config {
-	return postgres.Config{Host: t.Host, Port: t.Port, Database: t.Database, User: t.Username, Password: t.Password, TLS: t.TLS}
 }
 
 // serveData terminates the CLI's mTLS and serves the database protocol.
@@ -263,7 +278,9 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	}
 	switch h.Target.Kind {
 	case tunnel.KindPostgres:
-		return a.pg.Serve(ctx, tc, sess.pg, pgConfig(h.Target))
+		return a.pg.Serve(ctx, tc, sess.pg, postgres.ConfigFromTarget(*h.Target))
+	case tunnel.KindMongoDB:
+		return a.mongo.Serve(ctx, tc, sess.mongo, mongodb.ConfigFromTarget(*h.Target))
 	default:
 		return fmt.Errorf("unsupported resource kind %q", h.Target.Kind)
 	}
@@ -290,7 +307,10 @@ func (a *Agent) session(id string, expires time.Time, masks []string) *liveSessi
 			patterns = append(patterns, re)
 		}
 	}
-	s := &liveSession{pg: postgres.NewSession(id, postgres.WithRecorder(a.spool), postgres.WithMaskPatterns(patterns))}
+	s := &liveSession{
+		pg:    postgres.NewSession(id, postgres.WithRecorder(a.spool), postgres.WithMaskPatterns(patterns)),
+		mongo: mongodb.NewSession(id, mongodb.WithRecorder(a.spool), mongodb.WithMaskPatterns(patterns)),
+	}
 	s.timer = time.AfterFunc(left, func() {
 		a.log.Info("session expired; closing its connections", "session", id)
 		a.terminate(id)
@@ -322,8 +342,7 @@ func (a *Agent) terminate(id string) {
 	}
 	a.mu.Unlock()
 	if s != nil {
-		s.timer.Stop()
-		s.pg.Close()
+		s.close()
 	}
 }
 
@@ -333,7 +352,6 @@ func (a *Agent) closeAll() {
 	a.sessions = map[string]*liveSession{}
 	a.mu.Unlock()
 	for _, s := range ss {
-		s.timer.Stop()
-		s.pg.Close()
+		s.close()
 	}
 }

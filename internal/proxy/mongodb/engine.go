@@ -1,0 +1,493 @@
+package mongodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/mnet"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
+
+	"github.com/airlockpam/airlock/internal/sessionlog"
+)
+
+// writeTimeout bounds writing an error to a client that does not read.
+const writeTimeout = 5 * time.Second
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// Logger receives the engine's log lines, which never hold a password.
+	// Default: slog.Default().
+	Logger *slog.Logger
+	// Clock gives the time of session-log events and their durations.
+	// Default: time.Now.
+	Clock func() time.Time
+}
+
+// CheckAndSetDefaults validates the configuration and fills in defaults.
+func (c *EngineConfig) CheckAndSetDefaults() error {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return nil
+}
+
+// Option changes an EngineConfig.
+type Option func(*EngineConfig)
+
+// WithLogger sets EngineConfig.Logger.
+func WithLogger(l *slog.Logger) Option { return func(c *EngineConfig) { c.Logger = l } }
+
+// WithClock sets EngineConfig.Clock.
+func WithClock(now func() time.Time) Option { return func(c *EngineConfig) { c.Clock = now } }
+
+// Engine serves MongoDB client connections with credential injection. One
+// Engine serves any number of connections of any number of sessions at
+// once.
+type Engine struct {
+	cfg EngineConfig
+}
+
+// NewEngine returns an Engine configured by opts.
+func NewEngine(opts ...Option) (*Engine, error) {
+	var cfg EngineConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg}, nil
+}
+
+// ConnectError is Serve's error when the deployment could not be reached
+// or refused the login. Code and Message classify it as Validate does;
+// Message never holds the password.
+type ConnectError struct {
+	Code    string // a tunnel.Code* constant
+	Message string
+	Err     error // the cause, from the driver
+}
+
+func (e *ConnectError) Error() string {
+	return "mongodb: cannot connect to the database: " + e.Message
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Serve serves one client connection of sess: it reads the client's
+// messages, answers the handshake and the client's own authentication
+// itself, and forwards every other command on an upstream connection
+// authenticated with cfg's credentials, until either side closes, ctx ends
+// or sess is closed. The upstream connection is made at the client's first
+// message and closed (not returned to the driver's pool) at the end. Serve
+// always closes client before it returns.
+//
+// It returns nil when the client closed the connection, ErrSessionClosed
+// when sess was closed, ctx's error when ctx ended, a *ProtocolError when
+// the client broke the protocol, and a *ConnectError when the deployment
+// could not be reached or refused the login. In those last two cases the
+// client is sent an error reply first, where the protocol allows one.
+func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg Config) error {
+	if sess == nil {
+		_ = client.Close()
+		return errors.New("mongodb: Serve needs a Session")
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	c := &served{client: client, cancel: cancel}
+	if !sess.add(c) {
+		_ = client.Close()
+		return ErrSessionClosed
+	}
+	defer sess.remove(c)
+	defer c.close()
+	stop := context.AfterFunc(ctx, c.close)
+	defer stop()
+
+	connID := uuid.Must(uuid.NewV7()).String()
+	cc := &clientConn{
+		e:       e,
+		ctx:     ctx,
+		served:  c,
+		sess:    sess,
+		cfg:     cfg,
+		log:     e.cfg.Logger.With("session", sess.ID(), "conn", connID, "client", remoteAddr(client)),
+		maxSize: DefaultMaxMessageSize,
+	}
+	if sess.recorder != nil {
+		cc.rec = &recorder{rec: sess.recorder, sessionID: sess.ID(), connID: connID, redact: sess.redact, patterns: sess.maskPatterns}
+	}
+	err := cc.run()
+	cc.closeUpstream()
+	terminated := c.wasTerminated()
+	if cc.rec != nil && cc.connected {
+		outcome, msg := "ok", ""
+		switch {
+		case terminated:
+			outcome = "terminated"
+		case err != nil && parent.Err() == nil:
+			outcome, msg = "error", err.Error()
+		}
+		cc.rec.connection(sessionlog.KindDisconnect, e.cfg.Clock(), cfg.authDatabase(), outcome, "", msg)
+	}
+	switch {
+	case terminated:
+		return ErrSessionClosed
+	case parent.Err() != nil:
+		return parent.Err()
+	}
+	return err
+}
+
+// clientConn is the state of one client connection.
+type clientConn struct {
+	e      *Engine
+	ctx    context.Context
+	served *served
+	sess   *Session
+	cfg    Config
+	log    *slog.Logger
+	rec    *recorder // nil: nothing is recorded
+
+	upstream  *mnet.Connection
+	connected bool  // the upstream connection was made once
+	maxSize   int32 // the largest client message accepted
+}
+
+func (cc *clientConn) client() net.Conn { return cc.served.client }
+
+// run reads and answers the client's messages until the connection ends.
+func (cc *clientConn) run() error {
+	for {
+		msg, err := readMessage(cc.client(), cc.maxSize)
+		if err != nil {
+			var pe *ProtocolError
+			switch {
+			case errors.As(err, &pe):
+				return cc.refuse(pe)
+			case errors.Is(err, io.EOF):
+				return nil
+			case cc.ctx.Err() != nil:
+				return cc.ctx.Err()
+			}
+			return fmt.Errorf("mongodb: read the client's message: %w", err)
+		}
+		req, err := parseRequest(msg)
+		if err != nil {
+			var pe *ProtocolError
+			if errors.As(err, &pe) {
+				return cc.refuse(pe)
+			}
+			return err
+		}
+		if err := cc.handle(req); err != nil {
+			return err
+		}
+	}
+}
+
+// refuse answers a message the engine cannot accept with an error, when
+// the header could be read, and closes the connection.
+func (cc *clientConn) refuse(pe *ProtocolError) error {
+	cc.log.Warn("rejected a client message", "reason", pe.Reason)
+	if pe.Answerable {
+		doc := errorDoc(codeProtocolError, "ProtocolError", "airlock: "+pe.Reason)
+		_ = cc.client().SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = cc.writeDoc(pe.Legacy, pe.RequestID, doc)
+	}
+	lingerClose(cc.client())
+	return pe
+}
+
+// writeDoc sends the client a reply of the engine's own to the request
+// requestID: an OP_REPLY for an OP_QUERY (legacy), an OP_MSG otherwise.
+func (cc *clientConn) writeDoc(legacy bool, requestID int32, doc bsoncore.Document) error {
+	var b []byte
+	if legacy {
+		b = appendReply(nil, wiremessage.NextRequestID(), requestID, doc)
+	} else {
+		b = appendMsg(nil, wiremessage.NextRequestID(), requestID, doc)
+	}
+	_, err := cc.client().Write(b)
+	return err
+}
+
+// answer sends doc as the reply to req, unless req expects none.
+func (cc *clientConn) answer(req *request, doc bsoncore.Document) error {
+	if req.moreToCome() {
+		return nil
+	}
+	if err := cc.writeDoc(req.opCode == opQuery, req.requestID, doc); err != nil {
+		return fmt.Errorf("mongodb: write to the client: %w", err)
+	}
+	return nil
+}
+
+// handle answers one client request.
+func (cc *clientConn) handle(req *request) error {
+	if isAuthCommand(req.command) {
+		return cc.refuseAuth(req)
+	}
+	if cc.upstream == nil {
+		if err := cc.connect(req); err != nil {
+			return err
+		}
+	}
+	switch {
+	case isHello(req.command):
+		return cc.hello(req)
+	case req.opCode == opQuery:
+		return cc.legacyCommand(req)
+	}
+	return cc.forward(req)
+}
+
+// refuseAuth answers a client's own authentication command with an error.
+func (cc *clientConn) refuseAuth(req *request) error {
+	now := cc.e.cfg.Clock()
+	if cc.rec != nil {
+		p := cc.rec.begin(req, now)
+		p.res = result{outcome: "error", code: "18", msg: authMessage}
+		cc.rec.finish(p, now)
+	}
+	return cc.answer(req, errorDoc(codeAuthenticationFailed, "AuthenticationFailed", authMessage))
+}
+
+// connect makes the upstream connection. On failure, the client's request
+// is answered with the reason and the connection ends.
+func (cc *clientConn) connect(req *request) error {
+	at := cc.e.cfg.Clock()
+	conn, err := cc.dial()
+	if err != nil {
+		if cc.ctx.Err() != nil {
+			return cc.ctx.Err()
+		}
+		var f connectFailure
+		if errors.Is(err, ErrSessionClosed) {
+			return err
+		}
+		f = describeConnectError(cc.cfg, err)
+		cc.log.Warn("cannot connect to the database", "code", f.code, "reason", f.message)
+		if cc.rec != nil {
+			cc.rec.connection(sessionlog.KindConnect, at, cc.cfg.authDatabase(), "error", f.code, f.message)
+		}
+		_ = cc.client().SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = cc.answer(req, errorDoc(f.mongoCode, codeName(f.mongoCode), "airlock: cannot connect to the database: "+f.message))
+		return &ConnectError{Code: f.code, Message: f.message, Err: redactErr(err, cc.cfg.Password)}
+	}
+	cc.upstream = conn
+	cc.connected = true
+	if m := conn.Description().MaxMessageSize; m > 0 && m <= 1<<30 {
+		cc.maxSize = int32(m)
+	}
+	if cc.rec != nil {
+		cc.rec.connection(sessionlog.KindConnect, at, cc.cfg.authDatabase(), "ok", "", "")
+	}
+	return nil
+}
+
+func (cc *clientConn) dial() (*mnet.Connection, error) {
+	topo, err := cc.sess.topology(cc.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return acquire(cc.ctx, topo, cc.cfg)
+}
+
+func codeName(code int32) string {
+	switch code {
+	case codeAuthenticationFailed:
+		return "AuthenticationFailed"
+	case codeProtocolError:
+		return "ProtocolError"
+	}
+	return "HostUnreachable"
+}
+
+// closeUpstream closes the upstream connection for good.
+func (cc *clientConn) closeUpstream() {
+	if cc.upstream != nil {
+		expire(cc.upstream)
+		cc.upstream = nil
+	}
+}
+
+// maxStrayReplies bounds the replies skipped while waiting for the one to a
+// request.
+const maxStrayReplies = 64
+
+// roundTrip sends one message upstream and reads its reply.
+func (cc *clientConn) roundTrip(msg []byte) (*reply, []byte, error) {
+	_, reqID, _, _, _, _ := wiremessage.ReadHeader(msg)
+	if err := cc.upstream.Write(cc.ctx, msg); err != nil {
+		return nil, nil, cc.upstreamFailed(err)
+	}
+	return cc.readReply(reqID)
+}
+
+// readReply reads the server's reply to the message requestID (a request,
+// or the previous reply of an exhaust stream), by its responseTo. A reply
+// to anything else is skipped: some servers (FerretDB) answer a request
+// sent with moreToCome, whose client expects no answer.
+func (cc *clientConn) readReply(requestID int32) (*reply, []byte, error) {
+	for range maxStrayReplies {
+		raw, err := cc.upstream.Read(cc.ctx)
+		if err != nil {
+			return nil, nil, cc.upstreamFailed(err)
+		}
+		rp, err := parseReply(raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mongodb: the server's reply cannot be read: %w", err)
+		}
+		if rp.responseTo == requestID {
+			return rp, raw, nil
+		}
+		cc.log.Debug("skipped a server reply to another request", "responseTo", rp.responseTo, "want", requestID)
+	}
+	return nil, nil, fmt.Errorf("mongodb: the server sent %d replies to other requests than %d", maxStrayReplies, requestID)
+}
+
+func (cc *clientConn) upstreamFailed(err error) error {
+	if cc.ctx.Err() != nil {
+		return cc.ctx.Err()
+	}
+	return fmt.Errorf("mongodb: the connection to the database broke: %w", redactErr(err, cc.cfg.Password))
+}
+
+// hello forwards a client's handshake, rewritten, and answers with the
+// server's reply, rewritten (see rewriteHelloRequest and
+// rewriteHelloReply). It is not recorded.
+func (cc *clientConn) hello(req *request) error {
+	body := rewriteHelloRequest(req)
+	rp, _, err := cc.roundTrip(appendMsg(nil, wiremessage.NextRequestID(), 0, body))
+	if err != nil {
+		_ = cc.answer(req, errorDoc(codeHostUnreachable, "HostUnreachable", "airlock: "+err.Error()))
+		return err
+	}
+	return cc.answer(req, rewriteHelloReply(req.command, rp.body))
+}
+
+// legacyCommand forwards an OP_QUERY command as an OP_MSG and answers with
+// an OP_REPLY.
+func (cc *clientConn) legacyCommand(req *request) error {
+	p := cc.begin(req)
+	rp, _, err := cc.roundTrip(appendMsg(nil, wiremessage.NextRequestID(), 0, commandBody(req)))
+	if err != nil {
+		cc.fail(p, err)
+		_ = cc.answer(req, errorDoc(codeHostUnreachable, "HostUnreachable", "airlock: "+err.Error()))
+		return err
+	}
+	if err := cc.answer(req, rp.body); err != nil {
+		cc.fail(p, err)
+		return err
+	}
+	if p != nil {
+		p.res.add(rp.body)
+		cc.rec.finish(p, cc.e.cfg.Clock())
+	}
+	return nil
+}
+
+// forward relays an OP_MSG command as it came and the server's replies as
+// they come: one, or, for an exhaust cursor (the client set
+// exhaustAllowed), every reply up to the one without moreToCome. A request
+// with moreToCome (a write with w: 0) has no reply.
+func (cc *clientConn) forward(req *request) error {
+	p := cc.begin(req)
+	if err := cc.upstream.Write(cc.ctx, req.raw); err != nil {
+		err = cc.upstreamFailed(err)
+		cc.fail(p, err)
+		if !req.moreToCome() {
+			_ = cc.answer(req, errorDoc(codeHostUnreachable, "HostUnreachable", "airlock: "+err.Error()))
+		}
+		return err
+	}
+	if req.moreToCome() {
+		if p != nil {
+			p.res.outcome = "unacknowledged"
+			cc.rec.finish(p, cc.e.cfg.Clock())
+		}
+		return nil
+	}
+	want := req.requestID
+	for {
+		rp, raw, err := cc.readReply(want)
+		if err != nil {
+			cc.fail(p, err)
+			return err
+		}
+		if _, err := cc.client().Write(raw); err != nil {
+			err = fmt.Errorf("mongodb: write to the client: %w", err)
+			cc.fail(p, err)
+			return err
+		}
+		if p != nil {
+			p.res.add(rp.body)
+		}
+		if !rp.moreToCome {
+			break
+		}
+		want = rp.requestID
+	}
+	if p != nil {
+		cc.rec.finish(p, cc.e.cfg.Clock())
+	}
+	return nil
+}
+
+// begin starts the event of req, if it is recorded.
+func (cc *clientConn) begin(req *request) *pending {
+	if cc.rec == nil || !isRecorded(req.command) {
+		return nil
+	}
+	return cc.rec.begin(req, cc.e.cfg.Clock())
+}
+
+// fail records p as ended by err.
+func (cc *clientConn) fail(p *pending, err error) {
+	if p == nil {
+		return
+	}
+	p.res.outcome = "error"
+	p.res.msg = err.Error()
+	cc.rec.finish(p, cc.e.cfg.Clock())
+}
+
+// Bounds of lingerClose.
+const (
+	lingerTimeout = time.Second
+	lingerBytes   = 64 << 10
+)
+
+// lingerClose closes a connection whose client may still be sending, so
+// that the error just written reaches it: it shuts the sending side,
+// discards what the client still sends (bounded in bytes and time), and
+// closes.
+func lingerClose(c net.Conn) {
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
+}
+
+func remoteAddr(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}

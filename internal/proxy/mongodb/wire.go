@@ -1,0 +1,385 @@
+//lint:file-ignore SA1019 OP_QUERY is deprecated, but old clients still open with it: it must be parsed.
+
+package mongodb
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
+)
+
+// Message sizes.
+const (
+	// headerLen is the length of a wire message header: length,
+	// requestID, responseTo and opCode, four little-endian int32s.
+	headerLen = 16
+	// DefaultMaxMessageSize is the largest client message accepted
+	// before the upstream server has said its own maxMessageSizeBytes:
+	// MongoDB's 48,000,000 bytes.
+	DefaultMaxMessageSize = 48_000_000
+)
+
+// Wire protocol op codes the engine knows.
+const (
+	opReply      = wiremessage.OpReply
+	opQuery      = wiremessage.OpQuery
+	opMsg        = wiremessage.OpMsg
+	opCompressed = wiremessage.OpCompressed
+)
+
+// msgFlagsKnown are the OP_MSG flag bits the protocol defines. A set bit
+// among the low 16 that is not known must make the message an error; the
+// high 16 are optional and may be ignored.
+const msgFlagsKnown = wiremessage.ChecksumPresent | wiremessage.MoreToCome | wiremessage.ExhaustAllowed
+
+// ProtocolError is a client message the engine cannot accept: a length out
+// of bounds, an op code it does not relay, or a body that is not valid BSON.
+// The connection is answered with an error, where the protocol allows one,
+// and closed.
+type ProtocolError struct {
+	Reason string
+	// RequestID is the offending message's requestID, for the error reply;
+	// zero when the header itself could not be read.
+	RequestID int32
+	// Answerable says whether the header was read whole, so that an error
+	// reply can refer to it.
+	Answerable bool
+	// Legacy says the message was an OP_QUERY, whose reply is an OP_REPLY.
+	Legacy bool
+}
+
+func (e *ProtocolError) Error() string { return "mongodb: invalid client message: " + e.Reason }
+
+// header is a wire message's header.
+type header struct {
+	length     int32
+	requestID  int32
+	responseTo int32
+	opCode     wiremessage.OpCode
+}
+
+// readMessage reads one whole wire message from r: the 16-byte header, then
+// the rest of the length it declares, which must be at least 16 and at most
+// maxSize. It allocates nothing before the length is checked.
+func readMessage(r io.Reader, maxSize int32) ([]byte, error) {
+	var hb [headerLen]byte
+	if _, err := io.ReadFull(r, hb[:]); err != nil {
+		return nil, err
+	}
+	h := header{
+		length:     int32(binary.LittleEndian.Uint32(hb[0:4])),
+		requestID:  int32(binary.LittleEndian.Uint32(hb[4:8])),
+		responseTo: int32(binary.LittleEndian.Uint32(hb[8:12])),
+		opCode:     wiremessage.OpCode(binary.LittleEndian.Uint32(hb[12:16])),
+	}
+	switch {
+	case h.length < headerLen:
+		return nil, &ProtocolError{Reason: fmt.Sprintf("message length %d is shorter than a header", h.length), RequestID: h.requestID, Answerable: false}
+	case h.length > maxSize:
+		// The body is not read: the connection is closed after the
+		// reply, so there is no need to skip it.
+		return nil, &ProtocolError{Reason: fmt.Sprintf("message of %d bytes exceeds the maximum of %d", h.length, maxSize),
+			RequestID: h.requestID, Answerable: true, Legacy: h.opCode == opQuery}
+	}
+	msg := make([]byte, h.length)
+	copy(msg, hb[:])
+	if _, err := io.ReadFull(r, msg[headerLen:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return msg, nil
+}
+
+// request is one client message, parsed.
+type request struct {
+	raw       []byte
+	requestID int32
+	opCode    wiremessage.OpCode
+
+	// OP_MSG
+	flags wiremessage.MsgFlag
+	// body is the command document: the OP_MSG body section, or the
+	// OP_QUERY query (unwrapped from $query).
+	body bsoncore.Document
+	// seqs are the OP_MSG document sequences (kind 1 sections), in order.
+	seqs []docSequence
+
+	// OP_QUERY
+	namespace string // fullCollectionName: "db.$cmd"
+
+	// Derived.
+	command  string // the first key of body
+	database string // $db, or the namespace's database for OP_QUERY
+}
+
+// docSequence is an OP_MSG kind 1 section: documents that belong to one
+// field of the command (insert's documents, update's updates...).
+type docSequence struct {
+	identifier string
+	docs       []bsoncore.Document
+}
+
+// moreToCome reports whether the client expects no reply.
+func (r *request) moreToCome() bool {
+	return r.opCode == opMsg && r.flags&wiremessage.MoreToCome != 0
+}
+
+// parseRequest parses a whole client message read by readMessage. It
+// accepts OP_MSG and OP_QUERY commands (namespace "db.$cmd"); anything
+// else is a *ProtocolError.
+func parseRequest(msg []byte) (*request, error) {
+	_, reqID, _, op, rem, ok := wiremessage.ReadHeader(msg)
+	if !ok {
+		return nil, &ProtocolError{Reason: "message shorter than a header"}
+	}
+	r := &request{raw: msg, requestID: reqID, opCode: op}
+	fail := func(format string, args ...any) error {
+		return &ProtocolError{Reason: fmt.Sprintf(format, args...), RequestID: reqID, Answerable: true, Legacy: op == opQuery}
+	}
+	switch op {
+	case opMsg:
+		if err := r.parseMsg(rem); err != nil {
+			return nil, fail("OP_MSG: %v", err)
+		}
+	case opQuery:
+		if err := r.parseQuery(rem); err != nil {
+			return nil, fail("OP_QUERY: %v", err)
+		}
+	case opCompressed:
+		return nil, fail("compressed messages (OP_COMPRESSED) are not supported: connect without compressors")
+	default:
+		return nil, fail("op code %d (%s) is not supported", int32(op), op)
+	}
+	elem, err := r.body.IndexErr(0)
+	if err != nil {
+		return nil, fail("the command document is empty")
+	}
+	r.command = elem.Key()
+	if r.database == "" {
+		return nil, fail("the command %q has no $db", r.command)
+	}
+	return r, nil
+}
+
+func (r *request) parseMsg(rem []byte) error {
+	flags, rem, ok := wiremessage.ReadMsgFlags(rem)
+	if !ok {
+		return errors.New("no flags")
+	}
+	if unknown := flags &^ msgFlagsKnown; unknown&0xffff != 0 {
+		return fmt.Errorf("unknown required flag bits %#x", uint32(unknown&0xffff))
+	}
+	r.flags = flags
+	if flags&wiremessage.ChecksumPresent != 0 {
+		if len(rem) < 4 {
+			return errors.New("no room for the checksum")
+		}
+		// The checksum is not verified here: the message is relayed as
+		// it came, and the server verifies it.
+		rem = rem[:len(rem)-4]
+	}
+	for len(rem) > 0 {
+		var stype wiremessage.SectionType
+		stype, rem, _ = wiremessage.ReadMsgSectionType(rem)
+		switch stype {
+		case wiremessage.SingleDocument:
+			if r.body != nil {
+				return errors.New("more than one body section")
+			}
+			doc, rest, ok := wiremessage.ReadMsgSectionSingleDocument(rem)
+			if !ok {
+				return errors.New("truncated body section")
+			}
+			if err := doc.Validate(); err != nil {
+				return fmt.Errorf("the body is not valid BSON: %v", err)
+			}
+			r.body, rem = doc, rest
+		case wiremessage.DocumentSequence:
+			id, docs, rest, ok := wiremessage.ReadMsgSectionDocumentSequence(rem)
+			if !ok {
+				return errors.New("malformed document sequence section")
+			}
+			for i, d := range docs {
+				if err := d.Validate(); err != nil {
+					return fmt.Errorf("document %d of sequence %q is not valid BSON: %v", i, id, err)
+				}
+			}
+			r.seqs = append(r.seqs, docSequence{identifier: id, docs: docs})
+			rem = rest
+		default:
+			return fmt.Errorf("unknown section kind %d", stype)
+		}
+	}
+	if r.body == nil {
+		return errors.New("no body section")
+	}
+	if v, err := r.body.LookupErr("$db"); err == nil {
+		db, ok := v.StringValueOK()
+		if !ok {
+			return errors.New("$db is not a string")
+		}
+		r.database = db
+	}
+	return nil
+}
+
+func (r *request) parseQuery(rem []byte) error {
+	_, rem, ok := wiremessage.ReadQueryFlags(rem)
+	if !ok {
+		return errors.New("no flags")
+	}
+	ns, rem, ok := wiremessage.ReadQueryFullCollectionName(rem)
+	if !ok {
+		return errors.New("no collection name")
+	}
+	db, coll, _ := strings.Cut(ns, ".")
+	if coll != "$cmd" || db == "" {
+		return fmt.Errorf("only commands are supported (namespace %q is not db.$cmd)", ns)
+	}
+	if _, rem, ok = wiremessage.ReadQueryNumberToSkip(rem); !ok {
+		return errors.New("no numberToSkip")
+	}
+	if _, rem, ok = wiremessage.ReadQueryNumberToReturn(rem); !ok {
+		return errors.New("no numberToReturn")
+	}
+	q, rem, ok := wiremessage.ReadQueryQuery(rem)
+	if !ok {
+		return errors.New("truncated query document")
+	}
+	if err := q.Validate(); err != nil {
+		return fmt.Errorf("the query is not valid BSON: %v", err)
+	}
+	if len(rem) > 0 {
+		// A returnFieldsSelector: valid, but meaningless for a command.
+		sel, rest, ok := wiremessage.ReadQueryReturnFieldsSelector(rem)
+		if !ok || len(rest) != 0 {
+			return errors.New("trailing bytes after the query")
+		}
+		if err := sel.Validate(); err != nil {
+			return fmt.Errorf("the field selector is not valid BSON: %v", err)
+		}
+	}
+	// A command with read preference comes wrapped: {$query: {...},
+	// $readPreference: {...}}.
+	if first, err := q.IndexErr(0); err == nil && (first.Key() == "$query" || first.Key() == "query") {
+		if inner, ok := first.Value().DocumentOK(); ok {
+			q = inner
+		}
+	}
+	r.namespace = ns
+	r.body = q
+	r.database = db
+	return nil
+}
+
+// appendMsg appends an OP_MSG with one body section and no flags.
+func appendMsg(dst []byte, requestID, responseTo int32, body bsoncore.Document) []byte {
+	idx, dst := wiremessage.AppendHeaderStart(dst, requestID, responseTo, opMsg)
+	dst = wiremessage.AppendMsgFlags(dst, 0)
+	dst = wiremessage.AppendMsgSectionType(dst, wiremessage.SingleDocument)
+	dst = append(dst, body...)
+	return bsoncore.UpdateLength(dst, idx, int32(len(dst[idx:])))
+}
+
+// appendReply appends an OP_REPLY with one document, the answer to an
+// OP_QUERY command.
+func appendReply(dst []byte, requestID, responseTo int32, doc bsoncore.Document) []byte {
+	idx, dst := wiremessage.AppendHeaderStart(dst, requestID, responseTo, opReply)
+	dst = wiremessage.AppendReplyFlags(dst, wiremessage.AwaitCapable)
+	dst = wiremessage.AppendReplyCursorID(dst, 0)
+	dst = wiremessage.AppendReplyStartingFrom(dst, 0)
+	dst = wiremessage.AppendReplyNumberReturned(dst, 1)
+	dst = append(dst, doc...)
+	return bsoncore.UpdateLength(dst, idx, int32(len(dst[idx:])))
+}
+
+// reply is an upstream answer, parsed.
+type reply struct {
+	requestID  int32
+	responseTo int32
+	moreToCome bool
+	body       bsoncore.Document
+}
+
+// parseReply parses an upstream OP_MSG (or OP_REPLY) answer.
+func parseReply(msg []byte) (*reply, error) {
+	_, reqID, respTo, op, rem, ok := wiremessage.ReadHeader(msg)
+	if !ok {
+		return nil, errors.New("reply shorter than a header")
+	}
+	rp := &reply{requestID: reqID, responseTo: respTo}
+	switch op {
+	case opMsg:
+		flags, rest, ok := wiremessage.ReadMsgFlags(rem)
+		if !ok {
+			return nil, errors.New("reply without flags")
+		}
+		rp.moreToCome = flags&wiremessage.MoreToCome != 0
+		if flags&wiremessage.ChecksumPresent != 0 && len(rest) >= 4 {
+			rest = rest[:len(rest)-4]
+		}
+		for len(rest) > 0 {
+			var stype wiremessage.SectionType
+			stype, rest, _ = wiremessage.ReadMsgSectionType(rest)
+			switch stype {
+			case wiremessage.SingleDocument:
+				doc, r2, ok := wiremessage.ReadMsgSectionSingleDocument(rest)
+				if !ok {
+					return nil, errors.New("truncated reply body")
+				}
+				rp.body, rest = doc, r2
+			case wiremessage.DocumentSequence:
+				_, _, r2, ok := wiremessage.ReadMsgSectionRawDocumentSequence(rest)
+				if !ok {
+					return nil, errors.New("malformed reply document sequence")
+				}
+				rest = r2
+			default:
+				return nil, fmt.Errorf("unknown reply section kind %d", stype)
+			}
+		}
+	case opReply:
+		_, rest, ok := wiremessage.ReadReplyFlags(rem)
+		if ok {
+			_, rest, ok = wiremessage.ReadReplyCursorID(rest)
+		}
+		if ok {
+			_, rest, ok = wiremessage.ReadReplyStartingFrom(rest)
+		}
+		if ok {
+			_, rest, ok = wiremessage.ReadReplyNumberReturned(rest)
+		}
+		if ok {
+			rp.body, _, ok = wiremessage.ReadReplyDocument(rest)
+		}
+		if !ok {
+			return nil, errors.New("malformed OP_REPLY")
+		}
+	default:
+		return nil, fmt.Errorf("unexpected reply op code %s", op)
+	}
+	if rp.body == nil {
+		return nil, errors.New("reply without a body")
+	}
+	if err := rp.body.Validate(); err != nil {
+		return nil, fmt.Errorf("reply body is not valid BSON: %v", err)
+	}
+	return rp, nil
+}
+
+// errorDoc returns {ok: 0, errmsg, code, codeName}.
+func errorDoc(code int32, codeName, msg string) bsoncore.Document {
+	return bsoncore.NewDocumentBuilder().
+		AppendDouble("ok", 0).
+		AppendString("errmsg", msg).
+		AppendInt32("code", code).
+		AppendString("codeName", codeName).
+		Build()
+}
