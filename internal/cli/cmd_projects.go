@@ -17,6 +17,7 @@ type project struct {
 	MaxSessionDuration string    `json:"maxSessionDuration"`
 	Role               string    `json:"role"`
 	LogMaskPatterns    []string  `json:"logMaskPatterns"`
+	LogRedactValues    bool      `json:"logRedactValues"`
 	CreatedAt          time.Time `json:"createdAt"`
 	UpdatedAt          time.Time `json:"updatedAt"`
 }
@@ -109,7 +110,7 @@ func newProjectsCommand(o *options) *cobra.Command {
 	}
 	var upDesc, upMax string
 	var upMasks []string
-	var clearMasks bool
+	var clearMasks, redact bool
 	update := &cobra.Command{
 		Use: "update ID", Short: "Change a project's settings (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -130,6 +131,9 @@ func newProjectsCommand(o *options) *cobra.Command {
 				}
 				body["logMaskPatterns"] = upMasks
 			}
+			if cmd.Flags().Changed("log-redact-values") {
+				body["logRedactValues"] = redact
+			}
 			if len(body) == 0 {
 				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern or --clear-log-mask-patterns")
 			}
@@ -138,13 +142,15 @@ func newProjectsCommand(o *options) *cobra.Command {
 				return err
 			}
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
-				{"Max session", p.MaxSessionDuration}, {"Log mask patterns", strings.Join(p.LogMaskPatterns, "  ")}})
+				{"Max session", p.MaxSessionDuration}, {"Log mask patterns", strings.Join(p.LogMaskPatterns, "  ")},
+				{"Redact written values", fmt.Sprint(p.LogRedactValues)}})
 		},
 	}
 	update.Flags().StringVar(&upDesc, "description", "", "what the project is for")
 	update.Flags().StringVar(&upMax, "max-session-duration", "", "longest access session, e.g. 8h")
 	update.Flags().StringArrayVar(&upMasks, "log-mask-pattern", nil, "regular expression masked in session logs (repeat; replaces the list)")
 	update.Flags().BoolVar(&clearMasks, "clear-log-mask-patterns", false, "remove every log mask pattern")
+	update.Flags().BoolVar(&redact, "log-redact-values", false, "redact the values of written documents (MongoDB) in session logs")
 	cmd.AddCommand(create, list, get, update, del, newMembersCommand(o))
 	return cmd
 }

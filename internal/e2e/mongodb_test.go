@@ -77,6 +77,8 @@ func TestMongoDBAccessEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The project redacts the values of written documents in its logs.
+	admin.Must("", "projects", "update", project, "--log-redact-values")
 	ctx := context.Background()
 	for _, tc := range []struct{ resource, account string }{{"docs", "app"}, {"docs", "legacy"}, {"docs-tls", "app"}} {
 		t.Run(tc.resource+"/"+tc.account, func(t *testing.T) {
@@ -89,7 +91,8 @@ func TestMongoDBAccessEndToEnd(t *testing.T) {
 			}
 			defer client.Disconnect(ctx)
 			coll := client.Database("shop").Collection("orders_" + tc.account)
-			if _, err := coll.InsertMany(ctx, []any{bson.D{{Key: "n", Value: 1}}, bson.D{{Key: "n", Value: 2}}, bson.D{{Key: "n", Value: 3}}}); err != nil {
+			if _, err := coll.InsertMany(ctx, []any{bson.D{{Key: "n", Value: 1}, {Key: "note", Value: "private-note-4711"}},
+				bson.D{{Key: "n", Value: 2}}, bson.D{{Key: "n", Value: 3}}}); err != nil {
 				t.Fatalf("insert: %v", err)
 			}
 			if _, err := coll.UpdateOne(ctx, bson.D{{Key: "n", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "n", Value: 10}}}}); err != nil {
@@ -139,6 +142,9 @@ func TestMongoDBAccessEndToEnd(t *testing.T) {
 					}
 					if !strings.Contains(out, `"collection":"orders_`+tc.account+`"`) {
 						t.Errorf("no collection in the log")
+					}
+					if strings.Contains(out, "private-note-4711") || !strings.Contains(out, `"command":"insert"`) {
+						t.Errorf("the insert is missing or its values are not redacted:\n%s", out)
 					}
 					break
 				}

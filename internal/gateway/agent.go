@@ -272,7 +272,7 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	}
 	defer tc.Close()
 	expires := time.Unix(h.ExpiresAt, 0)
-	sess := a.session(h.SessionID, expires, h.MaskPatterns)
+	sess := a.session(h.SessionID, expires, h.MaskPatterns, h.RedactValues)
 	if sess == nil {
 		return fmt.Errorf("session %s has ended", h.SessionID)
 	}
@@ -288,7 +288,7 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 
 // session returns the live session, creating it with a timer that closes
 // every connection at expiry; nil if it has expired or was terminated.
-func (a *Agent) session(id string, expires time.Time, masks []string) *liveSession {
+func (a *Agent) session(id string, expires time.Time, masks []string, redact bool) *liveSession {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, dead := a.terminated[id]; dead {
@@ -309,7 +309,7 @@ func (a *Agent) session(id string, expires time.Time, masks []string) *liveSessi
 	}
 	s := &liveSession{
 		pg:    postgres.NewSession(id, postgres.WithRecorder(a.spool), postgres.WithMaskPatterns(patterns)),
-		mongo: mongodb.NewSession(id, mongodb.WithRecorder(a.spool), mongodb.WithMaskPatterns(patterns)),
+		mongo: mongodb.NewSession(id, mongodb.WithRecorder(a.spool), mongodb.WithMaskPatterns(patterns), mongodb.WithRedactValues(redact)),
 	}
 	s.timer = time.AfterFunc(left, func() {
 		a.log.Info("session expired; closing its connections", "session", id)

@@ -66,6 +66,7 @@ type Project struct {
 	CreatedAt          time.Time `json:"createdAt"`
 	UpdatedAt          time.Time `json:"updatedAt"`
 	LogMaskPatterns    []string  `json:"logMaskPatterns" doc:"regular expressions (RE2) whose matches are masked in session logs, besides passwords"`
+	LogRedactValues    bool      `json:"logRedactValues" doc:"session logs replace the values of written documents (MongoDB inserts and updates) with ***"`
 	// MaxSession is MaxSessionDuration as a duration.
 	MaxSession time.Duration `json:"-"`
 }
@@ -98,7 +99,7 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 	if _, err := uuid.Parse(projectID); err != nil {
 		return nil, notFound
 	}
-	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.created_at, p.updated_at, COALESCE(m.role, '')
+	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.id = $3 AND p.org_id = $4`, p.Kind, p.ID, projectID, p.OrgID)
@@ -125,7 +126,7 @@ func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 	var p Project
 	var maxSecs, created, updated int64
 	var role, masks string
-	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &masks, &created, &updated, &role); err != nil {
+	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &masks, &p.LogRedactValues, &created, &updated, &role); err != nil {
 		return nil, err
 	}
 	p.LogMaskPatterns = []string{}
@@ -207,7 +208,7 @@ func (s *Service) List(ctx context.Context) ([]Project, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.created_at, p.updated_at, COALESCE(m.role, '')
+	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.org_id = $3 AND (m.role IS NOT NULL OR $4)
@@ -248,7 +249,7 @@ func CheckMaskPatterns(op string, patterns []string) error {
 
 // Update changes a project's description, maximum session duration and log
 // mask patterns. nil leaves a field as it is.
-func (s *Service) Update(ctx context.Context, projectID string, description, maxSession *string, masks *[]string) (*Project, error) {
+func (s *Service) Update(ctx context.Context, projectID string, description, maxSession *string, masks *[]string, redact *bool) (*Project, error) {
 	const op = "project.(*Service).Update"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {
@@ -273,11 +274,16 @@ func (s *Service) Update(ctx context.Context, projectID string, description, max
 		proj.LogMaskPatterns = *masks
 		changes["logMaskPatterns"] = *masks
 	}
+	if redact != nil {
+		proj.LogRedactValues = *redact
+		changes["logRedactValues"] = *redact
+	}
 	masksJSON, _ := json.Marshal(proj.LogMaskPatterns)
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, log_mask_patterns = $3, updated_at = $4 WHERE id = $5`,
-			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), store.Micros(now), proj.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, log_mask_patterns = $3, log_redact_values = $4,
+			updated_at = $5 WHERE id = $6`,
+			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), proj.LogRedactValues, store.Micros(now), proj.ID); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.update", TargetKind: "project", TargetID: proj.ID,

@@ -57,9 +57,10 @@ func (s *Service) Register(a huma.API) {
 			Description        *string   `json:"description,omitempty" maxLength:"1000"`
 			MaxSessionDuration *string   `json:"maxSessionDuration,omitempty" maxLength:"20"`
 			LogMaskPatterns    *[]string `json:"logMaskPatterns,omitempty" doc:"replaces the list; regular expressions masked in session logs"`
+			LogRedactValues    *bool     `json:"logRedactValues,omitempty" doc:"redact the values of written documents in session logs"`
 		}
 	}) (*struct{ Body *Project }, error) {
-		p, err := s.Update(ctx, in.ProjectID, in.Body.Description, in.Body.MaxSessionDuration, in.Body.LogMaskPatterns)
+		p, err := s.Update(ctx, in.ProjectID, in.Body.Description, in.Body.MaxSessionDuration, in.Body.LogMaskPatterns, in.Body.LogRedactValues)
 		return &struct{ Body *Project }{p}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{

@@ -25,6 +25,8 @@ type ClientSession struct {
 	Target    tunnel.Target
 	// MaskPatterns are the project's extra session-log mask patterns.
 	MaskPatterns []string
+	// RedactValues: the project redacts written document values in logs.
+	RedactValues bool
 }
 
 // SessionAuthorizer is the session service as the relay sees it.
@@ -89,7 +91,7 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 	expiry := time.AfterFunc(time.Until(cs.ExpiresAt), func() { mux.Close() })
 	defer expiry.Stop()
 
-	header := tunnel.Header{SessionID: cs.ID, Target: &cs.Target, ExpiresAt: cs.ExpiresAt.Unix(), MaskPatterns: cs.MaskPatterns}
+	header := tunnel.Header{SessionID: cs.ID, Target: &cs.Target, ExpiresAt: cs.ExpiresAt.Unix(), MaskPatterns: cs.MaskPatterns, RedactValues: cs.RedactValues}
 	var started sync.Once
 	for {
 		st, err := mux.AcceptStream()

@@ -270,7 +270,7 @@ func (s *Service) AuthorizeRelay(ctx context.Context, id string) (*relay.ClientS
 	if err != nil {
 		return nil, err
 	}
-	return &relay.ClientSession{ID: x.ID, GatewayID: t.GatewayID, ExpiresAt: x.ExpiresAt, Target: t.Wire, MaskPatterns: proj.LogMaskPatterns}, nil
+	return &relay.ClientSession{ID: x.ID, GatewayID: t.GatewayID, ExpiresAt: x.ExpiresAt, Target: t.Wire, MaskPatterns: proj.LogMaskPatterns, RedactValues: proj.LogRedactValues}, nil
 }
 
 // MarkStarted implements relay.SessionAuthorizer.

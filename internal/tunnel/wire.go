@@ -79,6 +79,8 @@ type Header struct {
 	ExpiresAt int64 `json:"expiresAt,omitempty"`
 	// MaskPatterns are the project's extra session-log mask patterns.
 	MaskPatterns []string `json:"maskPatterns,omitempty"`
+	// RedactValues asks for the values of written documents to be redacted.
+	RedactValues bool `json:"redactValues,omitempty"`
 }
 
 // Result answers a request stream.
