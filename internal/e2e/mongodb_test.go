@@ -159,4 +159,51 @@ func TestMongoDBAccessEndToEnd(t *testing.T) {
 			}
 		})
 	}
+
+	// Large transfers, then termination, through the real binaries.
+	p := admin.Start("db", "access", "--project-id", project, "--resource", "docs", "--account", "app")
+	url := p.WaitLine(t, mongoURLLine, 60*time.Second)
+	id := sessionIDRE.FindStringSubmatch(p.Stdout())[1]
+	client, err := mongo.Connect(options.Client().ApplyURI(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	big := client.Database("shop").Collection("big")
+	blob := strings.Repeat("x", 10_000)
+	docs := make([]any, 1000) // about 10 MB in one insertMany
+	for i := range docs {
+		docs[i] = bson.D{{Key: "_id", Value: i}, {Key: "blob", Value: blob}}
+	}
+	if _, err := big.InsertMany(ctx, docs); err != nil {
+		t.Fatalf("10 MB insertMany: %v", err)
+	}
+	many := client.Database("shop").Collection("many")
+	for start := 0; start < 100_000; start += 10_000 {
+		batch := make([]any, 10_000)
+		for i := range batch {
+			batch[i] = bson.D{{Key: "_id", Value: start + i}}
+		}
+		if _, err := many.InsertMany(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur, err := many.Find(ctx, bson.D{}, options.Find().SetBatchSize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for cur.Next(ctx) {
+		n++
+	}
+	if cur.Err() != nil || n != 100_000 {
+		t.Fatalf("cursor: %d documents, err %v", n, cur.Err())
+	}
+	admin.Must("", "sessions", "terminate", id)
+	if code := p.Wait(t, 20*time.Second); code == 0 || !strings.Contains(p.Stderr(), "terminated by an administrator") {
+		t.Fatalf("after termination: exit %d %s", code, p.Stderr())
+	}
+	if err := client.Ping(ctx, nil); err == nil {
+		t.Fatal("a MongoDB connection survived termination")
+	}
 }
