@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -78,11 +79,12 @@ func VerifyPassword(encoded, pw string) (bool, error) {
 }
 
 // dummyHash is verified against when an account does not exist, so that the
-// answer takes as long as for a real account.
-var dummyHash = func() string {
+// answer takes as long as for a real account. It is made on first use: every
+// airlock command links this package, and a hash costs 64 MiB and ~100 ms.
+var dummyHash = sync.OnceValue(func() string {
 	h, err := HashPassword("airlock-dummy-password")
 	if err != nil {
 		panic(err)
 	}
 	return h
-}()
+})

@@ -144,7 +144,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (TokenPair,
 		return TokenPair{}, errs.Wrap(op, errs.Unavailable, "checking the credentials failed", err)
 	}
 	if u == nil {
-		_, _ = VerifyPassword(dummyHash, password)
+		_, _ = VerifyPassword(dummyHash(), password)
 		s.auditLoginFailure(ctx, "", "", email, "unknown email")
 		return TokenPair{}, errs.E(op, errs.Unauthenticated, errBadCredentials)
 	}
