@@ -160,6 +160,28 @@ func TestMongoDBAccessEndToEnd(t *testing.T) {
 		})
 	}
 
+	// Expiry: the CLI says so and exits; the connection is closed.
+	{
+		p := admin.Start("db", "access", "--project-id", project, "--resource", "docs", "--account", "app", "--duration", "10s")
+		url := p.WaitLine(t, mongoURLLine, 60*time.Second)
+		c, err := mongo.Connect(options.Client().ApplyURI(url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Ping(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.Wait(t, 40*time.Second); code != 0 || !strings.Contains(p.Stdout(), "expired") {
+			t.Fatalf("at expiry: exit %d, stdout %q", code, p.Stdout())
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := c.Ping(pctx, nil); err == nil {
+			t.Fatal("a MongoDB connection survived expiry")
+		}
+		cancel()
+		c.Disconnect(ctx)
+	}
+
 	// Large transfers, then termination, through the real binaries.
 	p := admin.Start("db", "access", "--project-id", project, "--resource", "docs", "--account", "app")
 	url := p.WaitLine(t, mongoURLLine, 60*time.Second)
