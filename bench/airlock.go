@@ -37,8 +37,13 @@ type airlock struct {
 	Project   string
 	// AccessURL is what `airlock db access` printed: the local proxy.
 	AccessURL string
+	// MongoAccessURL is what `airlock db access` on the MongoDB account
+	// printed; empty without the MongoDB measurement.
+	MongoAccessURL string
 
 	Server, Gateway, Access *proc
+	// MongoAccess is `airlock db access` on the MongoDB account.
+	MongoAccess *proc
 
 	e       *environment
 	dir     string
@@ -54,8 +59,12 @@ const (
 	accessTimeout = 60 * time.Second
 )
 
-// accessURLLine is the URL line `airlock db access` prints.
-var accessURLLine = regexp.MustCompile(`^postgres://\S+@127\.0\.0\.1:\d+/\S+\?sslmode=disable$`)
+// accessURLLine is the URL line `airlock db access` prints for PostgreSQL,
+// mongoAccessURLLine the one for MongoDB.
+var (
+	accessURLLine      = regexp.MustCompile(`^postgres://\S+@127\.0\.0\.1:\d+/\S+\?sslmode=disable$`)
+	mongoAccessURLLine = regexp.MustCompile(`^mongodb://127\.0\.0\.1:\d+/\?directConnection=true$`)
+)
 
 // buildAirlock compiles the binary from this module into dir.
 func buildAirlock(ctx context.Context, dir string) (string, error) {
@@ -185,7 +194,7 @@ func (e *environment) startAirlock(ctx context.Context, pg *postgres) (*airlock,
 		return nil, err
 	}
 	var took time.Duration
-	a.Access, a.AccessURL, took, err = a.startAccess(ctx)
+	a.Access, a.AccessURL, took, err = a.startAccess(ctx, resourceName, accountName, accessURLLine)
 	if err != nil {
 		return nil, err
 	}
@@ -293,12 +302,12 @@ func (a *airlock) waitGateway(ctx context.Context) error {
 	return errors.New("the airlock gateway did not come online within 30 s")
 }
 
-// startAccess starts `airlock db access` on the bench account and returns
-// the process, its URL, and the time from starting the process to the URL
-// line.
-func (a *airlock) startAccess(ctx context.Context) (*proc, string, time.Duration, error) {
+// startAccess starts `airlock db access` on an account of a resource and
+// returns the process, its URL (the stdout line that matches urlLine), and
+// the time from starting the process to the URL line.
+func (a *airlock) startAccess(ctx context.Context, resource, account string, urlLine *regexp.Regexp) (*proc, string, time.Duration, error) {
 	a.starts++
-	cmd := a.command("db", "access", "--project-id", a.Project, "--resource", resourceName, "--account", accountName,
+	cmd := a.command("db", "access", "--project-id", a.Project, "--resource", resource, "--account", account,
 		"--duration", "2h", "--domain", a.URL)
 	logPath := filepath.Join(a.e.work, fmt.Sprintf("airlock-db-access-%d.log", a.starts))
 	start := time.Now()
@@ -315,7 +324,7 @@ func (a *airlock) startAccess(ctx context.Context) (*proc, string, time.Duration
 				<-p.Done()
 				return nil, "", 0, fmt.Errorf("airlock db access exited before printing a URL (%v):\n%s", p.waitErr, p.tail(20))
 			}
-			if accessURLLine.MatchString(l) {
+			if urlLine.MatchString(l) {
 				return p, l, time.Since(start), nil
 			}
 		case <-timeout.C:

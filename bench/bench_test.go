@@ -16,7 +16,7 @@ import (
 func TestSmoke(t *testing.T) {
 	ci := os.Getenv("CI") == "true"
 	if testing.Short() && !ci {
-		t.Skip("the smoke run starts PostgreSQL, PgBouncer and Airlock; skipped with -short (never in CI)")
+		t.Skip("the smoke run starts PostgreSQL, PgBouncer, FerretDB and Airlock; skipped with -short (never in CI)")
 	}
 	need := func(err error) {
 		t.Helper()
@@ -77,6 +77,17 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s against %s: no complete measurement (%+v)", w.Key, target, c)
 			}
 		}
+	}
+	for _, target := range mongoTargetNames {
+		for _, w := range mongoWorkloads {
+			c := res.Mongo[w.Key][target]
+			if c == nil || c.Runs != cfg.Rounds || c.Tx == 0 || len(c.Latencies) == 0 {
+				t.Errorf("MongoDB %s against %s: no complete measurement (%+v)", w.Key, target, c)
+			}
+		}
+	}
+	if c := res.Mongo["M-8"][targetAirlock]; c != nil && len(c.CPU) != 3 {
+		t.Errorf("MongoDB through Airlock: CPU of %d processes, want gateway, server and CLI", len(c.CPU))
 	}
 	if len(res.SessionStarts) != cfg.SessionStarts || res.IdleAirlock.Conns != cfg.Idle || res.IdlePgbouncer.Conns != cfg.Idle {
 		t.Errorf("session starts %d, idle connections %d/%d", len(res.SessionStarts), res.IdleAirlock.Conns, res.IdlePgbouncer.Conns)

@@ -2,7 +2,7 @@
 // direct connection and PgBouncer, on one machine in one run, and writes the
 // figures into BENCHMARKS.md.
 //
-//	go run ./bench -out BENCHMARKS.md      # the full run, about 5 minutes
+//	go run ./bench -out BENCHMARKS.md      # the full run, about 7 minutes
 //	go run ./bench -smoke                  # a few seconds per measurement
 //
 // It starts a PostgreSQL 15 cluster of its own (postgres.go), PgBouncer in
@@ -11,7 +11,9 @@
 // the three targets in alternating rounds, reads the CPU time and memory of
 // the proxies' processes from /proc (measure.go), and writes a Markdown table
 // with the targets of the benchmark issue, each marked met or missed
-// (report.go). It reports; it never asserts.
+// (report.go). A second, smaller table compares MongoDB find-by-_id against
+// FerretDB directly and through Airlock (mongodb.go). It reports; it never
+// asserts.
 //
 // Every process it starts is stopped when it ends, also on failure or Ctrl+C.
 package main
@@ -57,6 +59,11 @@ type config struct {
 	Idle int
 	// SessionStarts is how many `airlock db access` starts are timed.
 	SessionStarts int
+	// Mongo adds the MongoDB find-by-_id measurement against FerretDB
+	// (mongodb.go).
+	Mongo bool
+	// MongoDocs is how many documents the MongoDB collection holds.
+	MongoDocs int
 	// ServerTLS serves the Airlock server over HTTPS (a generated CA), as in
 	// production; false serves plain HTTP.
 	ServerTLS bool
@@ -85,6 +92,8 @@ func defaultConfig() config {
 		Scale:         10,
 		Idle:          1000,
 		SessionStarts: 10,
+		Mongo:         true,
+		MongoDocs:     1000,
 		ServerTLS:     true,
 		Log:           os.Stderr,
 	}
@@ -111,6 +120,8 @@ func main() {
 	flag.IntVar(&cfg.Scale, "scale", cfg.Scale, "pgbench scale factor")
 	flag.IntVar(&cfg.Idle, "idle", cfg.Idle, "idle connections for the memory measurement")
 	flag.IntVar(&cfg.SessionStarts, "session-starts", cfg.SessionStarts, "timed `airlock db access` starts")
+	flag.BoolVar(&cfg.Mongo, "mongodb", cfg.Mongo, "also measure MongoDB find-by-_id against FerretDB, direct and through Airlock (builds FerretDB into internal/testenv's cache on first use)")
+	flag.IntVar(&cfg.MongoDocs, "mongodb-docs", cfg.MongoDocs, "documents in the MongoDB collection (FerretDB v1 scans them for every find by _id)")
 	flag.BoolVar(&cfg.ServerTLS, "server-tls", cfg.ServerTLS, "serve the Airlock server over HTTPS, as in production")
 	flag.StringVar(&cfg.PerfDir, "perf", "", "directory for `perf record -g` profiles of the Airlock processes during an extra 8-client run and an extra -C run (not counted)")
 	flag.StringVar(&cfg.AirlockBin, "airlock-bin", "", "run this airlock binary instead of building ./cmd/airlock")
@@ -226,6 +237,9 @@ func (c *config) validate() error {
 	if c.SessionStarts < 1 {
 		return fmt.Errorf("-session-starts %d: at least 1", c.SessionStarts)
 	}
+	if c.Mongo && (c.MongoDocs < 1 || c.MongoDocs > 1_000_000) {
+		return fmt.Errorf("-mongodb-docs %d: between 1 and 1000000", c.MongoDocs)
+	}
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
@@ -294,7 +308,7 @@ type environment struct {
 // measureAll starts PostgreSQL, PgBouncer and Airlock and takes every
 // measurement.
 func (e *environment) measureAll(ctx context.Context) (*results, error) {
-	res := &results{Cfg: e.cfg, Started: time.Now(), Cells: map[string]map[string]*cell{}}
+	res := &results{Cfg: e.cfg, Started: time.Now(), Cells: map[string]map[string]*cell{}, Mongo: map[string]map[string]*cell{}}
 	loadStart := loadAverage()
 	pg, err := e.startPostgres(ctx)
 	if err != nil {
@@ -366,6 +380,12 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 		}
 	}
 
+	if e.cfg.Mongo {
+		if err := e.measureMongo(ctx, al, res); err != nil {
+			return nil, err
+		}
+	}
+
 	if e.cfg.PerfDir != "" {
 		files, err := e.profile(ctx, eps[2], logDir)
 		if err != nil {
@@ -376,7 +396,7 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 
 	e.logf("timing %d session starts", e.cfg.SessionStarts)
 	for i := 0; i < e.cfg.SessionStarts; i++ {
-		p, _, took, err := al.startAccess(ctx)
+		p, _, took, err := al.startAccess(ctx, resourceName, accountName, accessURLLine)
 		if err != nil {
 			return nil, err
 		}

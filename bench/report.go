@@ -26,9 +26,12 @@ type results struct {
 	Took             time.Duration
 	PostgresVersion  string
 	PgbouncerVersion string
+	FerretDBVersion  string
 	AirlockBuild     string
 	// Cells[workload key][target].
-	Cells         map[string]map[string]*cell
+	Cells map[string]map[string]*cell
+	// Mongo[MongoDB workload key][target], when Cfg.Mongo.
+	Mongo         map[string]map[string]*cell
 	SessionStarts []time.Duration
 	IdleAirlock   idleResult
 	IdlePgbouncer idleResult
@@ -120,9 +123,55 @@ func (r *results) tableRowLabels() []string {
 			labels = append(labels, workloadTitles[w.Key]+": "+row)
 		}
 	}
-	return append(labels,
+	labels = append(labels,
 		fmt.Sprintf(rowIdleMemory, r.Cfg.Idle, r.Cfg.Idle),
 		fmt.Sprintf(rowSession, r.Cfg.SessionStarts))
+	if r.Cfg.Mongo {
+		for _, w := range mongoWorkloads {
+			for _, row := range []string{rowOps, rowAvgLat, rowP99Lat, rowCPUPerOpTotal, rowCPUPerOpByProc} {
+				labels = append(labels, mongoTitles[w.Key]+": "+row)
+			}
+		}
+	}
+	return labels
+}
+
+// Row labels of the MongoDB table.
+var (
+	mongoTitles = map[string]string{
+		"M-1": "find-by-_id, 1 client",
+		"M-8": "find-by-_id, 8 concurrent clients",
+	}
+	rowOps            = "operations per second"
+	rowCPUPerOpTotal  = "proxy CPU per operation, all proxy processes (µs)"
+	rowCPUPerOpByProc = "proxy CPU per operation by process (µs)"
+)
+
+func (r *results) mongoCell(w, target string) *cell {
+	if c := r.Mongo[w][target]; c != nil {
+		return c
+	}
+	return &cell{}
+}
+
+// mongoMarkdown renders the MongoDB table.
+func (r *results) mongoMarkdown(p func(string, ...any)) {
+	p("#### MongoDB find-by-_id\n\n")
+	p("FerretDB %s on SQLite, %d documents; each operation is a `FindOne({_id: random})` with the official Go driver (go.mongodb.org/mongo-driver/v2), each client its own driver client with one connection; targets alternating as above. Direct logs in with SCRAM-SHA-256; through Airlock the gateway logs in.\n\n",
+		r.FerretDBVersion, r.Cfg.MongoDocs)
+	p("| Measurement | %s (FerretDB) | %s | Airlock ÷ direct |\n", targetMongoDirect, targetAirlock)
+	p("| --- | ---: | ---: | ---: |\n")
+	for _, w := range mongoWorkloads {
+		title := mongoTitles[w.Key] + ": "
+		d, a := r.mongoCell(w.Key, targetMongoDirect), r.mongoCell(w.Key, targetAirlock)
+		p("| %s | %s | %s | %s |\n", title+rowOps, f0(d.TPS()), f0(a.TPS()), ratio(a.TPS()/d.TPS()))
+		p("| %s | %s | %s | %s |\n", title+rowAvgLat, f3(d.AvgLatencyMs()), f3(a.AvgLatencyMs()), ratio(a.AvgLatencyMs()/d.AvgLatencyMs()))
+		p("| %s | %s | %s | %s |\n", title+rowP99Lat, f3(d.P99LatencyMs()), f3(a.P99LatencyMs()), ratio(a.P99LatencyMs()/d.P99LatencyMs()))
+		p("| %s | — | %s | — |\n", title+rowCPUPerOpTotal, f1(a.CPUPerTxUs()))
+		p("| %s | — | gateway %s · server %s · CLI %s | — |\n", title+rowCPUPerOpByProc,
+			f1(a.CPUPerTxUs("gateway")), f1(a.CPUPerTxUs("server")), f1(a.CPUPerTxUs("cli")))
+	}
+	p("\n")
 }
 
 // Targets of the benchmark issue, as labelled in the report.
@@ -228,8 +277,12 @@ func (r *results) Markdown() string {
 	}
 	p("\n\n")
 	m := r.Machine
-	p("Machine: %s, %d cores, %.1f GiB; %s; %s; %s; PostgreSQL %s; PgBouncer %s; Airlock server over %s. Load average %s at the start, %s at the end.\n\n",
-		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.OS, m.Go, r.PostgresVersion, r.PgbouncerVersion,
+	ferret := ""
+	if r.Cfg.Mongo {
+		ferret = "; FerretDB " + r.FerretDBVersion
+	}
+	p("Machine: %s, %d cores, %.1f GiB; %s; %s; %s; PostgreSQL %s; PgBouncer %s%s; Airlock server over %s. Load average %s at the start, %s at the end.\n\n",
+		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.OS, m.Go, r.PostgresVersion, r.PgbouncerVersion, ferret,
 		map[bool]string{true: "HTTPS", false: "HTTP"}[r.Cfg.ServerTLS], m.LoadStart, m.LoadEnd)
 
 	p("| Measurement | %s | %s | %s | Gateway hop alone |\n", targetDirect, targetPgbouncer, targetAirlock)
@@ -272,6 +325,11 @@ func (r *results) Markdown() string {
 		p("| %s | %s | %s |\n", g.Label, g.Result, status)
 	}
 
+	if r.Cfg.Mongo {
+		p("\n")
+		r.mongoMarkdown(p)
+	}
+
 	p("\n<details><summary>tps of each run, in round order (drift check)</summary>\n\n")
 	p("| Workload | %s | %s | %s |\n| --- | --- | --- | --- |\n", targetDirect, targetPgbouncer, targetAirlock)
 	for _, w := range workloads {
@@ -285,12 +343,32 @@ func (r *results) Markdown() string {
 		}
 		p("| %s | %s |\n", workloadTitles[w.Key], strings.Join(vals, " | "))
 	}
+	if r.Cfg.Mongo {
+		for _, w := range mongoWorkloads {
+			vals := []string{"", "—", ""}
+			for i, t := range []string{targetMongoDirect, targetAirlock} {
+				var s []string
+				for _, v := range r.mongoCell(w.Key, t).TPSPerRun {
+					s = append(s, f0(v))
+				}
+				vals[i*2] = strings.Join(s, ", ")
+			}
+			p("| MongoDB %s (operations per second) | %s |\n", mongoTitles[w.Key], strings.Join(vals, " | "))
+		}
+	}
 	p("\nFailed transactions: ")
 	var failed []string
 	for _, w := range workloads {
 		for _, t := range targetNames {
 			if n := r.cell(w.Key, t).Failed; n > 0 {
 				failed = append(failed, fmt.Sprintf("%s %s: %d", w.Key, t, n))
+			}
+		}
+	}
+	for _, w := range mongoWorkloads {
+		for _, t := range mongoTargetNames {
+			if n := r.mongoCell(w.Key, t).Failed; n > 0 {
+				failed = append(failed, fmt.Sprintf("MongoDB %s %s: %d", w.Key, t, n))
 			}
 		}
 	}
