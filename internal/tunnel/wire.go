@@ -10,11 +10,14 @@
 package tunnel
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Stream types.
@@ -134,4 +137,30 @@ func ReadFrame(r io.Reader, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// ClientConfig is the TLS configuration for connecting to a database with
+// this setting: nil when TLS is off; otherwise TLS is required and, with
+// RejectUnauthorized, the chain is verified against CAPEM (or the system
+// roots when it is empty) and the certificate against serverName. An empty
+// serverName leaves it to the caller (a driver that sets it per host).
+func (t TLS) ClientConfig(serverName string) (*tls.Config, error) {
+	if !t.Enabled {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if !t.RejectUnauthorized {
+		// Encrypted but unauthenticated, as the resource asks; the name is
+		// still sent for SNI.
+		tc.InsecureSkipVerify = true
+		return tc, nil
+	}
+	if strings.TrimSpace(t.CAPEM) != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(t.CAPEM)) {
+			return nil, errors.New("the CA certificate is not a PEM-encoded X.509 certificate")
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }

@@ -237,21 +237,9 @@ func (c Config) clientOptions() (*options.ClientOptions, error) {
 // tlsConfig returns the TLS settings for upstream connections, or nil when
 // TLS is off. The driver sets the server name of each host it dials.
 func (c Config) tlsConfig() (*tls.Config, error) {
-	if !c.TLS.Enabled {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if !c.TLS.RejectUnauthorized {
-		// Encrypted but unauthenticated, as the resource asks.
-		tc.InsecureSkipVerify = true
-		return tc, nil
-	}
-	if strings.TrimSpace(c.TLS.CAPEM) != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(c.TLS.CAPEM)) {
-			return nil, errors.New("invalid MongoDB resource: the CA certificate is not a PEM-encoded X.509 certificate")
-		}
-		tc.RootCAs = pool
+	tc, err := c.TLS.ClientConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("invalid MongoDB resource: %w", err)
 	}
 	return tc, nil
 }

@@ -238,26 +238,9 @@ func (c Config) PgConnConfig() (*pgconn.Config, error) {
 // tlsConfig returns the TLS settings for the upstream connection, or nil when
 // TLS is off.
 func (c Config) tlsConfig() (*tls.Config, error) {
-	if !c.TLS.Enabled {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if !c.TLS.RejectUnauthorized {
-		// Encrypted but unauthenticated, as the resource asks. Send the
-		// name for SNI all the same (crypto/tls leaves IP addresses out).
-		tc.InsecureSkipVerify = true
-		tc.ServerName = c.Host
-		return tc, nil
-	}
-	// crypto/tls verifies the chain and that the certificate is for
-	// ServerName (a DNS name or an IP address SAN).
-	tc.ServerName = c.Host
-	if strings.TrimSpace(c.TLS.CAPEM) != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(c.TLS.CAPEM)) {
-			return nil, errors.New("invalid PostgreSQL resource: the CA certificate is not a PEM-encoded X.509 certificate")
-		}
-		tc.RootCAs = pool
+	tc, err := c.TLS.ClientConfig(c.Host)
+	if err != nil {
+		return nil, fmt.Errorf("invalid PostgreSQL resource: %w", err)
 	}
 	return tc, nil
 }
