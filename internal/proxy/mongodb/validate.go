@@ -2,8 +2,6 @@ package mongodb
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
@@ -203,60 +202,15 @@ func describeServers(t description.Topology) string {
 	return strings.Join(parts, ", ")
 }
 
-// describeTLSError says why a TLS handshake failed, if err is such a failure.
-func describeTLSError(err error) (string, bool) {
-	var unknownCA x509.UnknownAuthorityError
-	if errors.As(err, &unknownCA) {
-		return "the server's certificate is not trusted: " + unknownCA.Error() + " (check the resource's CA certificate)", true
-	}
-	var hostErr x509.HostnameError
-	if errors.As(err, &hostErr) {
-		return "the server's certificate does not match the host: " + hostErr.Error(), true
-	}
-	var invalid x509.CertificateInvalidError
-	if errors.As(err, &invalid) {
-		return "the server's certificate is invalid: " + invalid.Error(), true
-	}
-	var verify *tls.CertificateVerificationError
-	if errors.As(err, &verify) {
-		return "the server's certificate could not be verified: " + verify.Err.Error(), true
-	}
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
-		return "the server ended the handshake: " + alert.Error(), true
-	}
-	var record tls.RecordHeaderError
-	if errors.As(err, &record) {
-		return "the server did not answer in TLS: " + record.Msg + " (disable TLS for the resource, or enable it on the server)", true
-	}
-	return "", false
-}
-
-func isNetTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func innermost(opErr *net.OpError) string {
-	if opErr.Err != nil {
-		return opErr.Err.Error()
-	}
-	return opErr.Error()
-}
-
-// minRedactLen is the shortest password redact looks for.
-const minRedactLen = 4
-
-// redact removes every occurrence of password from msg. It is a last line of
-// defence: messages are built from values that hold no password.
-func redact(msg, password string) string {
-	if len(password) < minRedactLen {
-		return msg
-	}
-	return strings.ReplaceAll(msg, password, "[redacted]")
-}
-
 // redactErr is err with the password removed from its text.
 func redactErr(err error, password string) error {
 	return errors.New(redact(err.Error(), password))
 }
+
+// The helpers both engines share.
+var (
+	describeTLSError = common.DescribeTLSError
+	isNetTimeout     = common.IsNetTimeout
+	innermost        = common.Innermost
+	redact           = common.Redact
+)

@@ -1,0 +1,71 @@
+// Package common holds what the protocol engines (proxy/postgres,
+// proxy/mongodb) share: turning connection failures into messages a user can
+// act on, and removing a password from a message as a last line of defence.
+package common
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+)
+
+// DescribeTLSError says why a TLS handshake with a database failed, if err
+// is such a failure.
+func DescribeTLSError(err error) (string, bool) {
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		return "the server's certificate is not trusted: " + unknownCA.Error() + " (check the resource's CA certificate)", true
+	}
+	var hostErr x509.HostnameError
+	if errors.As(err, &hostErr) {
+		return "the server's certificate does not match the host: " + hostErr.Error(), true
+	}
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) {
+		return "the server's certificate is invalid: " + invalid.Error(), true
+	}
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &verify) {
+		return "the server's certificate could not be verified: " + verify.Err.Error(), true
+	}
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return "the server ended the handshake: " + alert.Error(), true
+	}
+	var record tls.RecordHeaderError
+	if errors.As(err, &record) {
+		return "the server did not answer in TLS: " + record.Msg + " (disable TLS for the resource, or enable it on the server)", true
+	}
+	return "", false
+}
+
+// IsNetTimeout reports whether err is a network timeout.
+func IsNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Innermost returns the text of the error a net.OpError wraps (for a refused
+// dial: "connect: connection refused"), without the addresses it repeats.
+func Innermost(opErr *net.OpError) string {
+	if opErr.Err != nil {
+		return opErr.Err.Error()
+	}
+	return opErr.Error()
+}
+
+// MinRedactLen is the shortest password Redact looks for: a shorter one
+// occurs by chance in ordinary words, and removing it would only garble the
+// message.
+const MinRedactLen = 4
+
+// Redact removes every occurrence of password from msg. Messages are built
+// from values that hold no password; this is the last line of defence.
+func Redact(msg, password string) string {
+	if len(password) < MinRedactLen {
+		return msg
+	}
+	return strings.ReplaceAll(msg, password, "[redacted]")
+}
