@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,10 +68,7 @@ type FerretDB struct {
 	DataDir      string    // SQLite files and FerretDB's state
 	LogPath      string
 
-	baseDir string
-	mu      sync.Mutex
-	proc    *serverProcess
-	wd      *watchdog
+	managed
 }
 
 // FerretOption changes how StartFerretDB sets up a server.
@@ -123,7 +119,7 @@ func startFerretDB(ctx context.Context, bin string, opts ...FerretOption) (_ *Fe
 	for _, o := range opts {
 		o(&cfg)
 	}
-	f := &FerretDB{
+	f := &FerretDB{managed: managed{name: "FerretDB"},
 		Host:         "127.0.0.1",
 		TLS:          cfg.tls,
 		Admin:        MongoUser{FerretAdminName, randomPassword(), MechanismSCRAMSHA256, mongoAuthSource},
@@ -305,32 +301,4 @@ func (f *FerretDB) PID() int {
 	default:
 		return f.proc.pid()
 	}
-}
-
-// Stop stops the server (SIGTERM, then SIGKILL after five seconds). The data
-// stay until the test ends. Stopping a stopped server does nothing.
-func (f *FerretDB) Stop() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.proc == nil {
-		return nil
-	}
-	if err := f.proc.stop(5 * time.Second); err != nil {
-		return fmt.Errorf("stop FerretDB: %w", err)
-	}
-	return nil
-}
-
-// close stops the server, disarms the watchdog and removes every file.
-func (f *FerretDB) close() error {
-	err := f.Stop()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.wd.disarm()
-	f.wd = nil
-	if err == nil && f.baseDir != "" {
-		err = os.RemoveAll(f.baseDir)
-		f.baseDir = ""
-	}
-	return err
 }

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -28,11 +27,8 @@ type Mailpit struct {
 	DataDir  string
 	LogPath  string
 
-	baseDir string
-	client  *http.Client
-	mu      sync.Mutex
-	proc    *serverProcess
-	wd      *watchdog
+	managed
+	client *http.Client
 }
 
 // Address is a mail address as mailpit reports it.
@@ -78,7 +74,7 @@ func StartMailpit(t testing.TB) *Mailpit {
 }
 
 func startMailpit(ctx context.Context, bin string) (_ *Mailpit, err error) {
-	m := &Mailpit{SMTPHost: "127.0.0.1", client: &http.Client{Timeout: 10 * time.Second}}
+	m := &Mailpit{managed: managed{name: "mailpit"}, SMTPHost: "127.0.0.1", client: &http.Client{Timeout: 10 * time.Second}}
 	if m.baseDir, err = os.MkdirTemp("", "airlock-mailpit-"); err != nil {
 		return nil, fmt.Errorf("create mailpit directory: %w", err)
 	}
@@ -287,32 +283,4 @@ func (m *Mailpit) do(req *http.Request, into any) error {
 		return fmt.Errorf("mailpit API: %s %s: decode answer: %w", req.Method, req.URL.Path, err)
 	}
 	return nil
-}
-
-// Stop stops the server (SIGTERM, then SIGKILL after five seconds). Stopping
-// a stopped server does nothing.
-func (m *Mailpit) Stop() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.proc == nil {
-		return nil
-	}
-	if err := m.proc.stop(5 * time.Second); err != nil {
-		return fmt.Errorf("stop mailpit: %w", err)
-	}
-	return nil
-}
-
-// close stops the server, disarms the watchdog and removes every file.
-func (m *Mailpit) close() error {
-	err := m.Stop()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.wd.disarm()
-	m.wd = nil
-	if err == nil && m.baseDir != "" {
-		err = os.RemoveAll(m.baseDir)
-		m.baseDir = ""
-	}
-	return err
 }
