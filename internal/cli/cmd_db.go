@@ -191,7 +191,7 @@ func (p *proxy) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mux, err := yamux.Client(conn, tunnel.YamuxConfig())
+	mux, err := tunnel.MuxClient(conn)
 	if err != nil {
 		conn.Close()
 		return err

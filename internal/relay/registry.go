@@ -114,7 +114,7 @@ func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 		tconn.Close()
 		return
 	}
-	mux, err := yamux.Client(tconn, tunnel.YamuxConfig())
+	mux, err := tunnel.MuxClient(tconn)
 	if err != nil {
 		tconn.Close()
 		return

@@ -81,7 +81,7 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	mux, err := yamux.Server(conn, tunnel.YamuxConfig())
+	mux, err := tunnel.MuxServer(conn)
 	if err != nil {
 		conn.Close()
 		return
