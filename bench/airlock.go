@@ -130,6 +130,7 @@ func (e *environment) startAirlock(ctx context.Context, pg *postgres) (*airlock,
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	args := []string{"server", "--listen", addr, "--data-dir", filepath.Join(a.dir, "server")}
+	args = append(args, a.debugArgs(0)...)
 	scheme := "http"
 	if e.cfg.ServerTLS {
 		scheme = "https"
@@ -168,6 +169,7 @@ func (e *environment) startAirlock(ctx context.Context, pg *postgres) (*airlock,
 		return nil, err
 	}
 	gwArgs := []string{"gateway", "--domain", a.URL, "--token", gw.EnrollmentToken, "--data-dir", filepath.Join(a.dir, "gateway")}
+	gwArgs = append(gwArgs, a.debugArgs(1)...)
 	if a.CAFile != "" {
 		gwArgs = append(gwArgs, "--ca-file", a.CAFile)
 	}
@@ -200,6 +202,18 @@ func (e *environment) startAirlock(ctx context.Context, pg *postgres) (*airlock,
 	}
 	e.logf("airlock db access listening: %s (session start %s)", a.AccessURL, took.Round(time.Millisecond))
 	return a, nil
+}
+
+// debugArgs returns the --debug-addr flag of the process at offset from
+// -debug-port (0 the server, 1 the gateway, 2 the PostgreSQL `db access`),
+// or nothing without -debug-port.
+func (a *airlock) debugArgs(offset int) []string {
+	if a.e.cfg.DebugPort == 0 {
+		return nil
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.e.cfg.DebugPort+offset))
+	a.e.logf("Go profiles of %s: http://%s/debug/pprof/", []string{"the server", "the gateway", "db access"}[offset], addr)
+	return []string{"--debug-addr", addr}
 }
 
 // command returns `airlock args...` run as the admin.
@@ -307,8 +321,12 @@ func (a *airlock) waitGateway(ctx context.Context) error {
 // the time from starting the process to the URL line.
 func (a *airlock) startAccess(ctx context.Context, resource, account string, urlLine *regexp.Regexp) (*proc, string, time.Duration, error) {
 	a.starts++
-	cmd := a.command("db", "access", "--project-id", a.Project, "--resource", resource, "--account", account,
-		"--duration", "2h", "--domain", a.URL)
+	args := []string{"db", "access", "--project-id", a.Project, "--resource", resource, "--account", account,
+		"--duration", "2h", "--domain", a.URL}
+	if a.starts == 1 {
+		args = append(args, a.debugArgs(2)...) // the first: the PostgreSQL access the runs use
+	}
+	cmd := a.command(args...)
 	logPath := filepath.Join(a.e.work, fmt.Sprintf("airlock-db-access-%d.log", a.starts))
 	start := time.Now()
 	p, err := a.e.procs.start("airlock db access", cmd, logPath, startOptions{StopSig: syscall.SIGINT, WantLines: true})

@@ -71,6 +71,9 @@ type config struct {
 	// processes during an extra 8-client run and an extra -C run, which are
 	// not counted.
 	PerfDir string
+	// DebugPort, when set, is the first of three loopback ports where the
+	// server, the gateway and the PostgreSQL `db access` serve Go profiles.
+	DebugPort int
 	// AirlockBin is a prebuilt airlock binary to run instead of building
 	// this module's (e.g. one built with other flags).
 	AirlockBin string
@@ -123,6 +126,7 @@ func main() {
 	flag.BoolVar(&cfg.Mongo, "mongodb", cfg.Mongo, "also measure MongoDB find-by-_id against FerretDB, direct and through Airlock (builds FerretDB into internal/testenv's cache on first use)")
 	flag.IntVar(&cfg.MongoDocs, "mongodb-docs", cfg.MongoDocs, "documents in the MongoDB collection (FerretDB v1 scans them for every find by _id)")
 	flag.BoolVar(&cfg.ServerTLS, "server-tls", cfg.ServerTLS, "serve the Airlock server over HTTPS, as in production")
+	flag.IntVar(&cfg.DebugPort, "debug-port", 0, "serve Go profiles (airlock --debug-addr) of the server, the gateway and the PostgreSQL `db access` on 127.0.0.1 at this port and the next two")
 	flag.StringVar(&cfg.PerfDir, "perf", "", "directory for `perf record -g` profiles of the Airlock processes during an extra 8-client run and an extra -C run (not counted)")
 	flag.StringVar(&cfg.AirlockBin, "airlock-bin", "", "run this airlock binary instead of building ./cmd/airlock")
 	flag.StringVar(&cfg.Note, "note", "", "a remark for the report's run line, e.g. which Airlock build was measured")

@@ -20,11 +20,12 @@ import (
 
 // options are the global flags.
 type options struct {
-	output   string
-	logLevel string
-	stdin    io.Reader
-	stdout   io.Writer
-	stderr   io.Writer
+	output    string
+	logLevel  string
+	debugAddr string
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 // NewRootCommand builds the `airlock` command tree.
@@ -44,11 +45,15 @@ func NewRootCommand() *cobra.Command {
 				return fmt.Errorf("--log-level must be debug, info, warn or error, not %q", o.logLevel)
 			}
 			slog.SetDefault(slog.New(slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: lvl})))
+			if o.debugAddr != "" {
+				return startDebugListener(o.debugAddr)
+			}
 			return nil
 		},
 	}
 	root.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060")
 	root.AddCommand(
 		newServerCommand(o),
 		newDevCommand(o),

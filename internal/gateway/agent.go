@@ -165,7 +165,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 		raw.Close()
 		return fmt.Errorf("mutual TLS with the relay failed (was this gateway deleted or re-enrolled elsewhere?): %w", err)
 	}
-	mux, err := yamux.Server(tc, tunnel.YamuxConfig())
+	mux, err := tunnel.MuxServer(tc)
 	if err != nil {
 		tc.Close()
 		return err
@@ -264,9 +264,12 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 			return nil
 		},
 	})
-	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err := tc.HandshakeContext(hctx)
-	cancel()
+	var err error
+	tunnel.OnOwnStack(func() {
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+	})
 	if err != nil {
 		return fmt.Errorf("client TLS refused: %w", err)
 	}
