@@ -30,9 +30,6 @@ const (
 	DefaultCancelTimeout = 10 * time.Second
 )
 
-// bufferSize is the size of the relay's pooled buffers.
-const bufferSize = 32 << 10
-
 // writeTimeout bounds writing a greeting or an error to a client that does
 // not read.
 const writeTimeout = 5 * time.Second
@@ -99,8 +96,7 @@ func WithRandom(r io.Reader) Option { return func(c *EngineConfig) { c.Random = 
 // Engine serves any number of connections of any number of sessions at
 // once.
 type Engine struct {
-	cfg  EngineConfig
-	bufs sync.Pool // *[]byte of bufferSize
+	cfg EngineConfig
 
 	randMu sync.Mutex // serializes reads of cfg.Random
 }
@@ -114,12 +110,7 @@ func NewEngine(opts ...Option) (*Engine, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg}
-	e.bufs.New = func() any {
-		b := make([]byte, bufferSize)
-		return &b
-	}
-	return e, nil
+	return &Engine{cfg: cfg}, nil
 }
 
 // ConnectError is Serve's error when the database could not be reached or
@@ -290,7 +281,10 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 	}
 	pc.RuntimeParams = op.runtimeParams()
 
-	pg, err := pgconn.ConnectConfig(ctx, pc)
+	// The login (TLS, SCRAM) runs on a short-lived goroutine, so that the
+	// one relaying for the connection's lifetime keeps a small stack.
+	var pg *pgconn.PgConn
+	tunnel.OnOwnStack(func() { pg, err = pgconn.ConnectConfig(ctx, pc) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -410,10 +404,10 @@ func (e *Engine) relay(c *served, upstream net.Conn) (fromClient, toClient int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		toClient, _ = e.copy(c.client, upstream)
+		toClient, _ = pump(c.client, upstream, nil)
 		c.close()
 	}()
-	fromClient, _ = e.copy(upstream, c.client)
+	fromClient, _ = pump(upstream, c.client, nil)
 	c.close()
 	<-done
 	return fromClient, toClient
@@ -434,10 +428,10 @@ func (e *Engine) relayRecorded(c *served, upstream net.Conn, clog *connLog) (fro
 	var backErr error
 	go func() {
 		defer close(done)
-		toClient, backErr = e.pump(c.client, upstream, back)
+		toClient, backErr = pump(c.client, upstream, back)
 		c.close()
 	}()
-	fromClient, err = e.pump(upstream, c.client, front)
+	fromClient, err = pump(upstream, c.client, front)
 	c.close()
 	<-done
 	back.finish()
@@ -452,22 +446,24 @@ type chunkObserver interface {
 	observe(chunk []byte) error
 }
 
-// pump copies src to dst through a pooled buffer, showing each chunk to obs
-// first. It returns the bytes written and obs's error, if it stopped the
-// copy; the connections' own errors end the copy but are not returned, as
-// they are the normal end of a connection.
-func (e *Engine) pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, error) {
-	bp := e.bufs.Get().(*[]byte)
-	defer e.bufs.Put(bp)
-	buf := *bp
+// pump copies src to dst through a tunnel.ReadBuffer (2 KiB while the
+// connection idles, none for the database's socket), showing each chunk to
+// obs first when obs is not nil. It returns the bytes written and obs's
+// error, if it stopped the copy; the connections' own errors end the copy
+// but are not returned, as they are the normal end of a connection.
+func pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, error) {
+	var rb tunnel.ReadBuffer
+	defer rb.Release()
 	var written int64
 	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			if err := obs.observe(buf[:n]); err != nil {
-				return written, err
+		p, rerr := rb.ReadOnce(src)
+		if len(p) > 0 {
+			if obs != nil {
+				if err := obs.observe(p); err != nil {
+					return written, err
+				}
 			}
-			w, werr := dst.Write(buf[:n])
+			w, werr := dst.Write(p)
 			written += int64(w)
 			if werr != nil {
 				return written, nil
@@ -476,21 +472,9 @@ func (e *Engine) pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, e
 		if rerr != nil {
 			return written, nil
 		}
+		rb.Adapt(len(p))
 	}
 }
-
-// copy copies src to dst through a pooled buffer. The wrappers hide
-// ReaderFrom and WriterTo, through which io.CopyBuffer would otherwise
-// allocate a buffer of its own.
-func (e *Engine) copy(dst io.Writer, src io.Reader) (int64, error) {
-	bp := e.bufs.Get().(*[]byte)
-	defer e.bufs.Put(bp)
-	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
-}
-
-type readerOnly struct{ io.Reader }
-
-type writerOnly struct{ io.Writer }
 
 // random fills b from cfg.Random.
 func (e *Engine) random(b []byte) error {

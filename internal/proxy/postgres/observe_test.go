@@ -686,11 +686,12 @@ func BenchmarkObserverLargeResult(b *testing.B) {
 		rows, _ = (&pgproto3.DataRow{Values: [][]byte{bytes.Repeat([]byte("x"), 1000)}}).Encode(rows)
 	}
 	l.queue = append(l.queue, &pending{kind: pendingQuery, stmt: &statement{}})
+	const chunk = 32 << 10 // a large ReadBuffer
 	b.SetBytes(int64(len(rows)))
 	b.ReportAllocs()
 	for b.Loop() {
-		for i := 0; i < len(rows); i += bufferSize {
-			if err := back.observe(rows[i:min(i+bufferSize, len(rows))]); err != nil {
+		for i := 0; i < len(rows); i += chunk {
+			if err := back.observe(rows[i:min(i+chunk, len(rows))]); err != nil {
 				b.Fatal(err)
 			}
 		}
