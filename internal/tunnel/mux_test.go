@@ -39,33 +39,13 @@ func (w *writeLog) take() [][]byte {
 // log of the client's writes to its connection.
 func muxPair(t *testing.T) (client, server *yamux.Session, log *writeLog) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
+	c, sc := tcpPair(t)
 	log = &writeLog{Conn: c}
+	var err error
 	if client, err = MuxClient(log); err != nil {
 		t.Fatal(err)
 	}
-	if server, err = MuxServer(s); err != nil {
+	if server, err = MuxServer(sc); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close(); server.Close() })
