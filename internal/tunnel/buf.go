@@ -2,9 +2,7 @@ package tunnel
 
 import (
 	"io"
-	"os"
 	"sync"
-	"syscall"
 )
 
 const (
@@ -51,52 +49,17 @@ func (b *ReadBuffer) Adapt(n int) {
 
 // ReadOnce reads once from src into the buffer and returns the bytes read,
 // valid until the next call of Adapt, ReadOnce or Release; call Adapt with
-// their length once they are used. When src is a socket (TCP or Unix, not
-// TLS) the buffer is taken only when data has arrived and given back while
-// src has none, so an idle connection holds no buffer for that direction;
-// it costs no system call more than a plain Read.
+// their length once they are used. On Unix, when src is a socket (TCP or
+// Unix, not TLS) the buffer is taken only when data has arrived and given
+// back while src has none, so an idle connection holds no buffer for that
+// direction; it costs no system call more than a plain Read.
 func (b *ReadBuffer) ReadOnce(src io.Reader) ([]byte, error) {
-	if sc, ok := src.(syscall.Conn); ok && b.large == nil {
-		if rc, err := sc.SyscallConn(); err == nil {
-			return b.readRaw(rc)
-		}
+	if p, handled, err := b.readSocket(src); handled {
+		return p, err
 	}
 	buf := b.Next()
 	n, err := src.Read(buf)
 	return buf[:n], err
-}
-
-// readRaw reads from a socket, borrowing the small buffer only for the read
-// that finds data: on EAGAIN it gives the buffer back and lets the poller
-// wait for the socket, as net.Conn's Read does.
-func (b *ReadBuffer) readRaw(rc syscall.RawConn) ([]byte, error) {
-	var (
-		n    int
-		rerr error
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		buf := b.Next()
-		for {
-			n, rerr = syscall.Read(int(fd), buf)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			b.Release()
-			return false
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return nil, err // closed, or a deadline passed
-	case rerr != nil:
-		return nil, os.NewSyscallError("read", rerr)
-	case n == 0:
-		return nil, io.EOF
-	}
-	return b.Next()[:n], nil
 }
 
 // Release gives the buffers back to the pools. The ReadBuffer may be used
