@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/spf13/cobra"
 
 	"github.com/airlockpam/airlock/internal/pki"
@@ -173,7 +172,7 @@ type proxy struct {
 	tls *tls.Config
 
 	mu    sync.Mutex
-	mux   *yamux.Session
+	mux   *tunnel.Mux
 	conns map[net.Conn]bool
 }
 

@@ -21,8 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/proxy/mongodb"
 	"github.com/airlockpam/airlock/internal/proxy/postgres"
@@ -58,7 +56,7 @@ type Agent struct {
 	mu         sync.Mutex
 	sessions   map[string]*liveSession
 	terminated map[string]time.Time // session id -> when to forget it
-	mux        *yamux.Session       // the live connection, nil when down
+	mux        *tunnel.Mux          // the live connection, nil when down
 }
 
 // liveSession is a session's state on this gateway: one per protocol
@@ -193,7 +191,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) setMux(m *yamux.Session) {
+func (a *Agent) setMux(m *tunnel.Mux) {
 	a.mu.Lock()
 	a.mux = m
 	a.mu.Unlock()

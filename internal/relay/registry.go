@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
-	"github.com/hashicorp/yamux"
 
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/pki"
@@ -43,8 +42,8 @@ type Service struct {
 	now func() time.Time
 
 	mu       sync.Mutex
-	gateways map[string]*gatewayConn            // gateway id -> live connection here
-	clients  map[string]map[*yamux.Session]bool // session id -> CLI connections here
+	gateways map[string]*gatewayConn         // gateway id -> live connection here
+	clients  map[string]map[*tunnel.Mux]bool // session id -> CLI connections here
 	sessions SessionAuthorizer
 	authn    Authenticator
 	events   EventSink
@@ -52,7 +51,7 @@ type Service struct {
 
 type gatewayConn struct {
 	id   string
-	mux  *yamux.Session
+	mux  *tunnel.Mux
 	addr string
 }
 
@@ -62,7 +61,7 @@ func New(cfg Config) *Service {
 		cfg.Now = time.Now
 	}
 	return &Service{db: cfg.DB, pki: cfg.PKI, now: cfg.Now, sessions: cfg.Sessions,
-		gateways: map[string]*gatewayConn{}, clients: map[string]map[*yamux.Session]bool{}}
+		gateways: map[string]*gatewayConn{}, clients: map[string]map[*tunnel.Mux]bool{}}
 }
 
 // SetSessions wires the session service in.
@@ -76,7 +75,7 @@ func (s *Service) Register(a huma.API, mux *http.ServeMux) {
 }
 
 // serveGateway accepts a gateway's connection: an HTTP upgrade, then mutual
-// TLS with certificates of the organization's CA, then yamux.
+// TLS with certificates of the organization's CA, then the multiplexer (tunnel.Mux).
 func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 	orgID := r.URL.Query().Get("org")
 	ca, err := s.pki.ForOrg(r.Context(), orgID)
@@ -219,7 +218,7 @@ func (s *Service) Connected(gatewayID string) bool {
 	return gc != nil && !gc.mux.IsClosed()
 }
 
-func (s *Service) open(gatewayID string, h tunnel.Header) (*yamux.Stream, error) {
+func (s *Service) open(gatewayID string, h tunnel.Header) (*tunnel.Stream, error) {
 	const op = "relay.(*Service).open"
 	s.mu.Lock()
 	gc := s.gateways[gatewayID]

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/tunnel"
@@ -52,7 +50,7 @@ func writeProblem(w http.ResponseWriter, status int, msg string) {
 	json.NewEncoder(w).Encode(map[string]any{"title": http.StatusText(status), "status": status, "detail": msg})
 }
 
-// serveClient carries the connections of one CLI session: each yamux
+// serveClient carries the connections of one CLI session: each multiplexed
 // stream the CLI opens is joined to a new data stream to the gateway.
 func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 	ctx := api.WithClientAddr(r.Context(), clientHost(r))
@@ -119,16 +117,16 @@ func publicMessage(err error) string {
 	return "internal error; the server log has the details"
 }
 
-func (s *Service) addClient(sessionID string, m *yamux.Session) {
+func (s *Service) addClient(sessionID string, m *tunnel.Mux) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.clients[sessionID] == nil {
-		s.clients[sessionID] = map[*yamux.Session]bool{}
+		s.clients[sessionID] = map[*tunnel.Mux]bool{}
 	}
 	s.clients[sessionID][m] = true
 }
 
-func (s *Service) removeClient(sessionID string, m *yamux.Session) {
+func (s *Service) removeClient(sessionID string, m *tunnel.Mux) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.clients[sessionID], m)
@@ -142,7 +140,7 @@ func (s *Service) removeClient(sessionID string, m *yamux.Session) {
 // its gateway to close the database connections.
 func (s *Service) CloseSession(ctx context.Context, sessionID, gatewayID string) {
 	s.mu.Lock()
-	var muxes []*yamux.Session
+	var muxes []*tunnel.Mux
 	for m := range s.clients[sessionID] {
 		muxes = append(muxes, m)
 	}

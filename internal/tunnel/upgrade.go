@@ -8,32 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // Protocol is the Upgrade token of relay connections.
 const Protocol = "airlock-relay/1"
-
-// YamuxConfig is the multiplexer configuration of both ends. The stream
-// window is larger than yamux's default so one stream can carry a large
-// result at full speed over a long-latency link.
-func YamuxConfig() *yamux.Config {
-	c := yamux.DefaultConfig()
-	c.KeepAliveInterval = 10 * time.Second
-	c.ConnectionWriteTimeout = 30 * time.Second
-	c.MaxStreamWindowSize = 4 << 20
-	c.AcceptBacklog = 1024
-	c.LogOutput = nil
-	c.Logger = slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug)
-	return c
-}
 
 // Dial opens an upgraded connection to path on the server at baseURL
 // (http:// or https://). tlsConfig, for https, may carry RootCAs; the
@@ -160,7 +143,11 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 func Splice(a, b io.ReadWriteCloser) {
 	done := make(chan struct{}, 2)
 	cp := func(dst io.Writer, src io.Reader) {
-		copyAdaptive(dst, src)
+		if st, ok := src.(*Stream); ok {
+			st.WriteTo(dst) // no copy through a buffer of our own
+		} else {
+			copyAdaptive(dst, src)
+		}
 		done <- struct{}{}
 	}
 	go cp(a, b)

@@ -1,6 +1,6 @@
 // Package tunnel defines what travels between the server and a gateway, and
 // between the CLI and the server: the upgrade handshake, the multiplexed
-// session (yamux) and the header that opens every stream.
+// session (Mux, yamux's protocol) and the header that opens every stream.
 //
 // Every stream the server opens to a gateway starts with one Header (a
 // 4-byte big-endian length and that many bytes of JSON). For a data stream the
