@@ -15,7 +15,7 @@ var errNotConnected = errors.New("not connected to the server")
 // Upload sends one batch of session events to the server over the gateway's
 // connection and waits for the server to store them. Any failure leaves the
 // batch in the spool, which retries it.
-func (a *Agent) Upload(ctx context.Context, batch []sessionlog.Event) error {
+func (a *Agent) Upload(ctx context.Context, batch sessionlog.Batch) error {
 	a.mu.Lock()
 	mux := a.mux
 	a.mu.Unlock()
@@ -35,7 +35,7 @@ func (a *Agent) Upload(ctx context.Context, batch []sessionlog.Event) error {
 	if err := tunnel.WriteFrame(st, tunnel.Header{Type: tunnel.TypeEvents}); err != nil {
 		return err
 	}
-	if err := tunnel.WriteFrame(st, batch); err != nil {
+	if err := tunnel.WriteRawFrame(st, batch.JSON()); err != nil {
 		return err
 	}
 	var res tunnel.Result

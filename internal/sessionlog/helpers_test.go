@@ -49,7 +49,14 @@ type collector struct {
 	failedOnce sync.Once
 }
 
-func (c *collector) Upload(ctx context.Context, batch []Event) error {
+func (c *collector) Upload(ctx context.Context, b Batch) error {
+	batch, err := b.Events()
+	if err != nil {
+		return err
+	}
+	if len(batch) != b.Len() {
+		return fmt.Errorf("the batch holds %d events and says %d", len(batch), b.Len())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++

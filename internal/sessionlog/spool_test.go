@@ -414,7 +414,11 @@ func TestSpoolKeepsRejectedEvents(t *testing.T) {
 	sp.Flush(context.Background())
 	var mu sync.Mutex
 	var stored []string
-	up := UploaderFunc(func(ctx context.Context, batch []Event) error {
+	up := UploaderFunc(func(ctx context.Context, b Batch) error {
+		batch, err := b.Events()
+		if err != nil {
+			return err
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		var rej []Rejection

@@ -394,10 +394,14 @@ func TestSpoolDeliversThroughStoreOutage(t *testing.T) {
 	var mu sync.Mutex
 	var failures, outageFailures int
 	down := false
-	up := UploaderFunc(func(ctx context.Context, batch []Event) error {
+	up := UploaderFunc(func(ctx context.Context, b Batch) error {
+		batch, err := b.Events()
+		if err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		_, err := fx.st.Ingest(ctx, batch)
+		_, err = fx.st.Ingest(ctx, batch)
 		if err != nil {
 			mu.Lock()
 			failures++

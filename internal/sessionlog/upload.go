@@ -18,14 +18,61 @@ import (
 // server has stored them. Any error makes the spool send the same batch
 // again after a backoff, except a *RejectedError (see Run).
 type Uploader interface {
-	Upload(ctx context.Context, batch []Event) error
+	Upload(ctx context.Context, batch Batch) error
 }
 
 // UploaderFunc adapts a function to Uploader.
-type UploaderFunc func(ctx context.Context, batch []Event) error
+type UploaderFunc func(ctx context.Context, batch Batch) error
 
 // Upload calls f.
-func (f UploaderFunc) Upload(ctx context.Context, batch []Event) error { return f(ctx, batch) }
+func (f UploaderFunc) Upload(ctx context.Context, batch Batch) error { return f(ctx, batch) }
+
+// Batch is a run of spooled events, kept as the JSON the spool wrote them
+// in: the upload sends the bytes on without decoding and encoding every
+// event again (the benchmark profile showed that round trip taking a tenth
+// of the gateway's CPU).
+type Batch struct {
+	json []byte // a JSON array of events
+	n    int
+}
+
+// Len is the number of events in the batch.
+func (b Batch) Len() int { return b.n }
+
+// JSON is the batch as a JSON array of events. The caller must not modify it.
+func (b Batch) JSON() []byte { return b.json }
+
+// Events decodes the batch.
+func (b Batch) Events() ([]Event, error) {
+	var evs []Event
+	if err := json.Unmarshal(b.json, &evs); err != nil {
+		return nil, fmt.Errorf("decoding a batch of session events: %w", err)
+	}
+	return evs, nil
+}
+
+// batchBuilder appends spooled records (each one event's JSON) into a Batch.
+type batchBuilder struct {
+	json []byte
+	n    int
+}
+
+func (bb *batchBuilder) add(record []byte) {
+	if bb.n == 0 {
+		bb.json = append(bb.json[:0], '[')
+	} else {
+		bb.json = append(bb.json, ',')
+	}
+	bb.json = append(bb.json, record...)
+	bb.n++
+}
+
+func (bb *batchBuilder) batch() Batch {
+	if bb.n == 0 {
+		return Batch{}
+	}
+	return Batch{json: append(bb.json, ']'), n: bb.n}
+}
 
 // Run delivers the spool to up until ctx ends or the spool is closed: it
 // reads the events not yet acknowledged, oldest first, in batches (see
@@ -103,8 +150,8 @@ func (s *Spool) Run(ctx context.Context, up Uploader) error {
 			if ctx.Err() != nil {
 				return result()
 			}
-			s.log.Warn("uploading session events failed; retrying", "events", len(batch),
-				"first", batch[0].ID, "attempt", attempt, "retry_in", delay, "err", err)
+			s.log.Warn("uploading session events failed; retrying", "events", batch.Len(),
+				"spool_segment", segmentName(start.seg), "attempt", attempt, "retry_in", delay, "err", err)
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
@@ -114,7 +161,8 @@ func (s *Spool) Run(ctx context.Context, up Uploader) error {
 			}
 			delay = min(2*delay, s.cfg.maxBackoff)
 		}
-		s.acknowledge(next, len(batch))
+		s.acknowledge(next, batch.Len())
+		start = next
 	}
 }
 
@@ -149,7 +197,11 @@ func (s *Spool) acknowledge(pos position, n int) {
 // keepRejected appends the events the server rejected for good to
 // rejected.jsonl (mode 0600), so that no audit record disappears, and logs
 // them by id.
-func (s *Spool) keepRejected(batch []Event, rej *RejectedError) error {
+func (s *Spool) keepRejected(b Batch, rej *RejectedError) error {
+	batch, err := b.Events()
+	if err != nil {
+		return err
+	}
 	reasons := make(map[string]string, len(rej.Rejected))
 	for _, r := range rej.Rejected {
 		reasons[r.ID] = r.Reason
@@ -208,22 +260,22 @@ func (r *spoolReader) close() {
 
 // next returns the next batch and the position after it, waiting until
 // there is at least one durable event.
-func (r *spoolReader) next(ctx context.Context) ([]Event, position, error) {
+func (r *spoolReader) next(ctx context.Context) (Batch, position, error) {
 	for {
 		r.s.mu.Lock()
 		ch := r.s.synced
 		r.s.mu.Unlock()
 		batch, err := r.read()
 		if err != nil {
-			return nil, position{}, err
+			return Batch{}, position{}, err
 		}
-		if len(batch) > 0 {
+		if batch.Len() > 0 {
 			return batch, r.pos, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, position{}, ctx.Err()
+			return Batch{}, position{}, ctx.Err()
 		}
 	}
 }
@@ -273,17 +325,19 @@ func (r *spoolReader) open() error {
 }
 
 // read returns the events available now, up to the upload batch limits.
-func (r *spoolReader) read() ([]Event, error) {
+// The records go into the batch as they are: each was encoded from an Event
+// by the spool's writer and is checked against its checksum here.
+func (r *spoolReader) read() (Batch, error) {
 	cfg := &r.s.cfg
-	var batch []Event
+	var bb batchBuilder
 	bytes := 0
-	for len(batch) < cfg.uploadEvents {
+	for bb.n < cfg.uploadEvents {
 		if err := r.open(); err != nil {
-			return nil, err
+			return Batch{}, err
 		}
 		end, sealed, err := r.limit()
 		if err != nil {
-			return nil, err
+			return Batch{}, err
 		}
 		if r.pos.off >= end {
 			if !sealed {
@@ -292,7 +346,7 @@ func (r *spoolReader) read() ([]Event, error) {
 			// The writer has moved on: go to the next segment.
 			n, ok := r.s.segmentAfter(r.pos.seg)
 			if !ok {
-				return nil, fmt.Errorf("the session log spool has no segment after %s", segmentName(r.pos.seg))
+				return Batch{}, fmt.Errorf("the session log spool has no segment after %s", segmentName(r.pos.seg))
 			}
 			r.close()
 			r.pos = position{seg: n, off: headerSize}
@@ -304,26 +358,21 @@ func (r *spoolReader) read() ([]Event, error) {
 		// A fresh, bounded view each time: never read bytes past the durable
 		// end, which the writer may still rewrite after a failed write.
 		r.br.Reset(io.NewSectionReader(r.f, r.pos.off, end-r.pos.off))
-		for len(batch) < cfg.uploadEvents && r.pos.off < end {
+		for bb.n < cfg.uploadEvents && r.pos.off < end {
 			size, err := peekRecordSize(r.br, end-r.pos.off)
-			if err == nil && len(batch) > 0 && bytes+int(size) > cfg.uploadBytes {
-				return batch, nil
+			if err == nil && bb.n > 0 && bytes+int(size) > cfg.uploadBytes {
+				return bb.batch(), nil
 			}
 			var payload []byte
 			if err == nil {
 				payload, _, err = readRecord(r.br, end-r.pos.off, r.buf)
 			}
 			if err != nil {
-				return nil, errs.E("sessionlog.(*Spool).Run", errs.DataLoss, fmt.Sprintf(
+				return Batch{}, errs.E("sessionlog.(*Spool).Run", errs.DataLoss, fmt.Sprintf(
 					"the session log spool segment %s is damaged at offset %d; restart the gateway to truncate it", segmentName(r.pos.seg), r.pos.off))
 			}
 			r.buf = payload[:0]
-			var ev Event
-			if err := json.Unmarshal(payload, &ev); err != nil {
-				return nil, errs.Wrap("sessionlog.(*Spool).Run", errs.DataLoss, fmt.Sprintf(
-					"the session log spool segment %s holds an event that cannot be decoded at offset %d", segmentName(r.pos.seg), r.pos.off), err)
-			}
-			batch = append(batch, ev)
+			bb.add(payload)
 			r.pos.off += size
 			bytes += int(size)
 		}
@@ -332,7 +381,7 @@ func (r *spoolReader) read() ([]Event, error) {
 		}
 	}
 	r.skipFinished()
-	return batch, nil
+	return bb.batch(), nil
 }
 
 // skipFinished moves past a segment that has been read to its end and will

@@ -112,13 +112,18 @@ func WriteFrame(w io.Writer, v any) error {
 	if err != nil {
 		return err
 	}
+	return WriteRawFrame(w, b)
+}
+
+// WriteRawFrame writes b, which must be JSON already, as one frame.
+func WriteRawFrame(w io.Writer, b []byte) error {
 	if len(b) > MaxFrame {
 		return errors.New("tunnel: frame too large")
 	}
 	buf := make([]byte, 4+len(b))
 	binary.BigEndian.PutUint32(buf, uint32(len(b)))
 	copy(buf[4:], b)
-	_, err = w.Write(buf)
+	_, err := w.Write(buf)
 	return err
 }
 
