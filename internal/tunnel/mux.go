@@ -61,12 +61,16 @@ const (
 	// acceptBacklog is how many opened streams may wait for AcceptStream;
 	// more are refused with a reset.
 	acceptBacklog = 1024
-	// keepAliveInterval and pingTimeout detect a dead connection.
-	keepAliveInterval = 10 * time.Second
-	pingTimeout       = 30 * time.Second
 	// closeTimeout is how long a closed stream waits for the other end to
 	// close too before it is reset.
 	closeTimeout = time.Minute
+)
+
+// keepAliveInterval and pingTimeout detect a dead connection (variables
+// for the tests).
+var (
+	keepAliveInterval = 10 * time.Second
+	pingTimeout       = 30 * time.Second
 )
 
 var (
@@ -82,9 +86,11 @@ var (
 
 // Mux is one end of a multiplexed connection.
 type Mux struct {
-	conn   net.Conn
-	accept chan *Stream
-	done   chan struct{}
+	conn        net.Conn
+	keepAlive   time.Duration
+	pingTimeout time.Duration
+	accept      chan *Stream
+	done        chan struct{}
 
 	// Writing: frames are appended to pending; the goroutine that finds no
 	// write in progress writes them (see send).
@@ -114,16 +120,18 @@ func MuxServer(conn net.Conn) (*Mux, error) { return newMux(conn, 2), nil }
 
 func newMux(conn net.Conn, firstID uint32) *Mux {
 	m := &Mux{
-		conn:    conn,
-		accept:  make(chan *Stream, acceptBacklog),
-		done:    make(chan struct{}),
-		streams: map[uint32]*Stream{},
-		nextID:  firstID,
-		pings:   map[uint32]chan struct{}{},
+		keepAlive:   keepAliveInterval,
+		pingTimeout: pingTimeout,
+		conn:        conn,
+		accept:      make(chan *Stream, acceptBacklog),
+		done:        make(chan struct{}),
+		streams:     map[uint32]*Stream{},
+		nextID:      firstID,
+		pings:       map[uint32]chan struct{}{},
 	}
 	m.wcond = sync.NewCond(&m.wmu)
 	go m.recvLoop()
-	go m.keepAlive()
+	go m.keepAliveLoop()
 	return m
 }
 
@@ -188,10 +196,12 @@ func (m *Mux) Ping() (time.Duration, error) {
 		m.mu.Unlock()
 	}()
 	start := time.Now()
-	if err := m.send(typePing, flagSYN, 0, id, nil, false); err != nil {
+	// Sent without waiting for a write in progress: when the connection has
+	// stopped taking writes, the timeout below is what notices.
+	if err := m.send(typePing, flagSYN, 0, id, nil, true); err != nil {
 		return 0, err
 	}
-	t := time.NewTimer(pingTimeout)
+	t := time.NewTimer(m.pingTimeout)
 	defer t.Stop()
 	select {
 	case <-ch:
@@ -435,10 +445,10 @@ func (m *Mux) removeStream(id uint32) {
 	m.mu.Unlock()
 }
 
-// keepAlive pings the other end every keepAliveInterval and closes the
+// keepAliveLoop pings the other end every keepAliveInterval and closes the
 // connection when a ping goes unanswered.
-func (m *Mux) keepAlive() {
-	t := time.NewTicker(keepAliveInterval)
+func (m *Mux) keepAliveLoop() {
+	t := time.NewTicker(m.keepAlive)
 	defer t.Stop()
 	for {
 		select {

@@ -17,12 +17,15 @@ import (
 )
 
 // writeLog records every write to a connection, to see how frames reach it.
-// While gate is set, a write waits for it to be closed first.
+// While gate is set, a write waits for it to be closed first (or for the
+// connection to be closed, as a write blocked in the kernel would).
 type writeLog struct {
 	net.Conn
-	mu     sync.Mutex
-	writes [][]byte
-	gate   chan struct{}
+	mu        sync.Mutex
+	writes    [][]byte
+	gate      chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 func (w *writeLog) Write(p []byte) (int, error) {
@@ -31,9 +34,18 @@ func (w *writeLog) Write(p []byte) (int, error) {
 	gate := w.gate
 	w.mu.Unlock()
 	if gate != nil {
-		<-gate
+		select {
+		case <-gate:
+		case <-w.closed:
+			return 0, net.ErrClosed
+		}
 	}
 	return w.Conn.Write(p)
+}
+
+func (w *writeLog) Close() error {
+	w.closeOnce.Do(func() { close(w.closed) })
+	return w.Conn.Close()
 }
 
 func (w *writeLog) take() [][]byte {
@@ -75,7 +87,7 @@ func yamuxConfig() *yamux.Config {
 func muxPair(t *testing.T) (client, server *Mux, log *writeLog) {
 	t.Helper()
 	c, sc := tcpPair(t)
-	log = &writeLog{Conn: c}
+	log = &writeLog{Conn: c, closed: make(chan struct{})}
 	client, _ = MuxClient(log)
 	server, _ = MuxServer(sc)
 	t.Cleanup(func() { client.Close(); server.Close() })
@@ -402,6 +414,37 @@ func TestMuxPing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestMuxKeepaliveClosesAConnectionThatStopsTakingWrites(t *testing.T) {
+	defer func(k, p time.Duration) { keepAliveInterval, pingTimeout = k, p }(keepAliveInterval, pingTimeout)
+	keepAliveInterval, pingTimeout = 50*time.Millisecond, 200*time.Millisecond
+	client, server, log := muxPair(t)
+	go echo(ours{server})
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From now on every write to the connection hangs, as on a link that
+	// died without a reset.
+	log.mu.Lock()
+	log.gate = make(chan struct{})
+	log.mu.Unlock()
+	werr := make(chan error, 1)
+	go func() { _, err := st.Write(make([]byte, 1<<20)); werr <- err }()
+	select {
+	case <-client.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection is still open although no write completes and pings go unanswered")
+	}
+	select {
+	case err := <-werr:
+		if err == nil {
+			t.Fatal("the hung write reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write still waits after the connection was closed")
 	}
 }
 
