@@ -10,6 +10,13 @@ import (
 	"time"
 )
 
+// TestMain lets the test binary serve as the engine hop, as the harness
+// binary does (the harness starts os.Executable() for it).
+func TestMain(m *testing.M) {
+	maybeServeEngineHop()
+	os.Exit(m.Run())
+}
+
 // TestSmoke runs the whole harness in smoke mode, as CI does so that it never
 // rots. It checks that the run completes and that the report has every row
 // and every target, not the figures (benchmarks report; they do not assert).
@@ -85,6 +92,9 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("MongoDB %s against %s: no complete measurement (%+v)", w.Key, target, c)
 			}
 		}
+	}
+	if c := res.Cells["S-8"][targetHop]; c != nil && len(c.CPU) != 1 {
+		t.Errorf("the engine hop: CPU of %d processes, want its one", len(c.CPU))
 	}
 	if c := res.Mongo["M-8"][targetAirlock]; c != nil && len(c.CPU) != 3 {
 		t.Errorf("MongoDB through Airlock: CPU of %d processes, want gateway, server and CLI", len(c.CPU))

@@ -114,6 +114,7 @@ func (c *config) applySmoke() {
 }
 
 func main() {
+	maybeServeEngineHop()
 	cfg := defaultConfig()
 	flag.StringVar(&cfg.Out, "out", "", "Markdown file to write the results into, between <!-- bench:start --> and <!-- bench:end --> (e.g. BENCHMARKS.md); empty prints only")
 	flag.BoolVar(&cfg.Smoke, "smoke", false, "smoke mode: 2 s per run, one round, scale 1, 50 idle connections, 3 session starts")
@@ -127,7 +128,7 @@ func main() {
 	flag.IntVar(&cfg.MongoDocs, "mongodb-docs", cfg.MongoDocs, "documents in the MongoDB collection (FerretDB v1 scans them for every find by _id)")
 	flag.BoolVar(&cfg.ServerTLS, "server-tls", cfg.ServerTLS, "serve the Airlock server over HTTPS, as in production")
 	flag.IntVar(&cfg.DebugPort, "debug-port", 0, "serve Go profiles (airlock --debug-addr) of the server, the gateway and the PostgreSQL `db access` on 127.0.0.1 at this port and the next two")
-	flag.StringVar(&cfg.PerfDir, "perf", "", "directory for `perf record -g` profiles of the Airlock processes during an extra 8-client run and an extra -C run (not counted)")
+	flag.StringVar(&cfg.PerfDir, "perf", "", "directory for `perf record -g` profiles of the Airlock processes and the engine hop during an extra 8-client run and an extra -C run (not counted)")
 	flag.StringVar(&cfg.AirlockBin, "airlock-bin", "", "run this airlock binary instead of building ./cmd/airlock")
 	flag.StringVar(&cfg.Note, "note", "", "a remark for the report's run line, e.g. which Airlock build was measured")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the work directory (logs and data) for inspection")
@@ -333,12 +334,18 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
+	hop, hopPort, err := e.startEngineHop(ctx, pg)
+	if err != nil {
+		return nil, err
+	}
 	eps := []endpoint{
 		{Target: targetDirect, Host: "127.0.0.1", Port: pg.Port, User: pg.User, Password: pg.Password, Database: pg.Database},
 		{Target: targetPgbouncer, Host: "127.0.0.1", Port: bouncer.Port, User: pg.User, Password: pg.Password, Database: pg.Database,
 			Procs: []namedPID{{"pgbouncer", bouncer.proc.PID()}}},
 		{Target: targetAirlock, Host: "127.0.0.1", Port: accessPort, User: pg.User, Database: pg.Database,
 			Procs: []namedPID{{"gateway", al.Gateway.PID()}, {"server", al.Server.PID()}, {"cli", al.Access.PID()}}},
+		{Target: targetHop, Host: "127.0.0.1", Port: hopPort, User: pg.User, Database: pg.Database,
+			Procs: []namedPID{{"engine", hop.PID()}}},
 	}
 	for _, ep := range eps {
 		if err := checkEndpoint(ctx, ep, e.cfg.Scale); err != nil {
@@ -391,11 +398,13 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 	}
 
 	if e.cfg.PerfDir != "" {
-		files, err := e.profile(ctx, eps[2], logDir)
-		if err != nil {
-			return nil, err
+		for _, ep := range eps[2:] { // Airlock's processes and the engine hop
+			files, err := e.profile(ctx, ep, logDir)
+			if err != nil {
+				return nil, err
+			}
+			res.PerfFiles = append(res.PerfFiles, files...)
 		}
-		res.PerfFiles = files
 	}
 
 	e.logf("timing %d session starts", e.cfg.SessionStarts)
@@ -484,7 +493,7 @@ func urlPort(raw string) (int, error) {
 	return strconv.Atoi(u.Port())
 }
 
-// profile records `perf record -g` of the Airlock processes during one
+// profile records `perf record -g` of ep's proxy processes during one
 // extra run of each of the 8-client and the new-connection workloads, which
 // are not counted in the results.
 func (e *environment) profile(ctx context.Context, ep endpoint, logDir string) ([]string, error) {

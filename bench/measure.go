@@ -24,9 +24,10 @@ const (
 	targetDirect    = "Direct"
 	targetPgbouncer = "PgBouncer (session)"
 	targetAirlock   = "Airlock full path"
+	targetHop       = "Gateway engine alone"
 )
 
-var targetNames = []string{targetDirect, targetPgbouncer, targetAirlock}
+var targetNames = []string{targetDirect, targetPgbouncer, targetAirlock, targetHop}
 
 // endpoint is where pgbench connects for one target, and which processes
 // are the proxy whose CPU time is counted.

@@ -219,7 +219,8 @@ func (r *results) goals() []goal {
 
 	gw, pb := air8.CPUPerTxUs("gateway"), bnc8.CPUPerTxUs("pgbouncer")
 	add(goalGatewayCPU, gw/pb, 1, true,
-		fmt.Sprintf("gateway %s µs vs PgBouncer %s µs per query: %s", f1(gw), f1(pb), ratio(gw/pb)))
+		fmt.Sprintf("gateway %s µs vs PgBouncer %s µs per query: %s (its engine alone: %s µs)", f1(gw), f1(pb), ratio(gw/pb),
+			f1(r.cell("S-8", targetHop).CPUPerTxUs("engine"))))
 
 	t := air8.TPS() / bnc8.TPS()
 	add(goalTPS, t, 0.8, false,
@@ -285,17 +286,16 @@ func (r *results) Markdown() string {
 		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.OS, m.Go, r.PostgresVersion, r.PgbouncerVersion, ferret,
 		map[bool]string{true: "HTTPS", false: "HTTP"}[r.Cfg.ServerTLS], m.LoadStart, m.LoadEnd)
 
-	p("| Measurement | %s | %s | %s | Gateway hop alone |\n", targetDirect, targetPgbouncer, targetAirlock)
-	p("| --- | ---: | ---: | ---: | :---: |\n")
-	na := "n/a¹"
+	p("| Measurement | %s | %s | %s | %s¹ |\n", targetDirect, targetPgbouncer, targetAirlock, targetHop)
+	p("| --- | ---: | ---: | ---: | ---: |\n")
 	row := func(label string, vals ...string) {
-		p("| %s | %s | %s |\n", label, strings.Join(vals, " | "), na)
+		p("| %s | %s |\n", label, strings.Join(vals, " | "))
 	}
 	for _, w := range workloads {
 		title := workloadTitles[w.Key] + ": "
-		cs := []*cell{r.cell(w.Key, targetDirect), r.cell(w.Key, targetPgbouncer), r.cell(w.Key, targetAirlock)}
+		cs := []*cell{r.cell(w.Key, targetDirect), r.cell(w.Key, targetPgbouncer), r.cell(w.Key, targetAirlock), r.cell(w.Key, targetHop)}
 		each := func(f func(*cell) string) []string {
-			return []string{f(cs[0]), f(cs[1]), f(cs[2])}
+			return []string{f(cs[0]), f(cs[1]), f(cs[2]), f(cs[3])}
 		}
 		row(title+rowTPS, each(func(c *cell) string { return f0(c.TPS()) })...)
 		row(title+rowAvgLat, each(func(c *cell) string { return f3(c.AvgLatencyMs()) })...)
@@ -303,15 +303,16 @@ func (r *results) Markdown() string {
 		if w.Connect {
 			row(title+rowConnTime, each(func(c *cell) string { return f3(c.ConnTimeMs) })...)
 		}
-		row(title+rowCPUTotal, "—", f1(cs[1].CPUPerTxUs()), f1(cs[2].CPUPerTxUs()))
+		row(title+rowCPUTotal, "—", f1(cs[1].CPUPerTxUs()), f1(cs[2].CPUPerTxUs()), f1(cs[3].CPUPerTxUs()))
 		row(title+rowCPUByProc, "—", "pgbouncer "+f1(cs[1].CPUPerTxUs("pgbouncer")),
-			fmt.Sprintf("gateway %s · server %s · CLI %s", f1(cs[2].CPUPerTxUs("gateway")), f1(cs[2].CPUPerTxUs("server")), f1(cs[2].CPUPerTxUs("cli"))))
+			fmt.Sprintf("gateway %s · server %s · CLI %s", f1(cs[2].CPUPerTxUs("gateway")), f1(cs[2].CPUPerTxUs("server")), f1(cs[2].CPUPerTxUs("cli"))),
+			"engine "+f1(cs[3].CPUPerTxUs("engine")))
 	}
 	ia := r.IdleAirlock
 	row(fmt.Sprintf(rowIdleMemory, r.Cfg.Idle, r.Cfg.Idle), "—", "pgbouncer "+kib(r.IdlePgbouncer.PerConn("pgbouncer")),
-		fmt.Sprintf("gateway %s · server %s · CLI %s", kib(ia.PerConn("gateway")), kib(ia.PerConn("server")), kib(ia.PerConn("cli"))))
-	row(fmt.Sprintf(rowSession, r.Cfg.SessionStarts), "—", "—", f0(ms(r.sessionMedian())))
-	p("\n¹ Not measurable: the gateway accepts only streams that come through the server's relay, inside the CLI's end-to-end mTLS with a session certificate, so it cannot be reached without the CLI and the relay. The by-process CPU rows show its share of the full path.\n\n")
+		fmt.Sprintf("gateway %s · server %s · CLI %s", kib(ia.PerConn("gateway")), kib(ia.PerConn("server")), kib(ia.PerConn("cli"))), "—")
+	row(fmt.Sprintf(rowSession, r.Cfg.SessionStarts), "—", "—", f0(ms(r.sessionMedian())), "—")
+	p("\n¹ The gateway itself cannot be reached without the CLI and the relay: it takes streams only from the server's relay, inside the CLI's end-to-end mTLS with a session certificate. This column is the gateway's PostgreSQL engine (credential injection, protocol parsing, session recording into a spool) in a process of its own on a plain TCP port, as PgBouncer runs: what the gateway adds before its tunnel, TLS and relay. It is built from this checkout, also with `-airlock-bin`.\n\n")
 
 	p("| Target | Result | |\n| --- | --- | :---: |\n")
 	for _, g := range r.goals() {
@@ -331,7 +332,7 @@ func (r *results) Markdown() string {
 	}
 
 	p("\n<details><summary>tps of each run, in round order (drift check)</summary>\n\n")
-	p("| Workload | %s | %s | %s |\n| --- | --- | --- | --- |\n", targetDirect, targetPgbouncer, targetAirlock)
+	p("| Workload | %s | %s | %s | %s |\n| --- | --- | --- | --- | --- |\n", targetDirect, targetPgbouncer, targetAirlock, targetHop)
 	for _, w := range workloads {
 		var vals []string
 		for _, t := range targetNames {
@@ -345,7 +346,7 @@ func (r *results) Markdown() string {
 	}
 	if r.Cfg.Mongo {
 		for _, w := range mongoWorkloads {
-			vals := []string{"", "—", ""}
+			vals := []string{"", "—", "", "—"}
 			for i, t := range []string{targetMongoDirect, targetAirlock} {
 				var s []string
 				for _, v := range r.mongoCell(w.Key, t).TPSPerRun {
