@@ -58,6 +58,8 @@ const (
 	// pendingLimit bounds the bytes waiting for the current writer; more
 	// writers wait for the write to finish.
 	pendingLimit = 256 << 10
+	// writeTimeout bounds one write to the connection.
+	writeTimeout = 30 * time.Second
 	// acceptBacklog is how many opened streams may wait for AcceptStream;
 	// more are refused with a reset.
 	acceptBacklog = 1024
@@ -74,12 +76,14 @@ var (
 )
 
 var (
-	// ErrMuxClosed is returned by operations on a closed multiplexer.
-	ErrMuxClosed = errors.New("tunnel: the connection is closed")
+	// ErrMuxClosed is returned by operations on a closed multiplexer. It is
+	// a net.ErrClosed.
+	ErrMuxClosed = fmt.Errorf("tunnel: the connection is closed: %w", net.ErrClosed)
 	// ErrStreamReset is returned when the other end reset the stream.
 	ErrStreamReset = errors.New("tunnel: the stream was reset by the other end")
-	// ErrStreamClosed is returned by Read and Write after Close.
-	ErrStreamClosed = errors.New("tunnel: the stream is closed")
+	// ErrStreamClosed is returned by Read and Write after Close. It is a
+	// net.ErrClosed.
+	ErrStreamClosed = fmt.Errorf("tunnel: the stream is closed: %w", net.ErrClosed)
 	errGoAway       = errors.New("tunnel: the other end is shutting down and accepts no new streams")
 	errPingTimeout  = errors.New("tunnel: no answer to a keepalive ping")
 )
@@ -87,6 +91,7 @@ var (
 // Mux is one end of a multiplexed connection.
 type Mux struct {
 	conn        net.Conn
+	parity      uint32 // the parity of the stream ids this end opens
 	keepAlive   time.Duration
 	pingTimeout time.Duration
 	accept      chan *Stream
@@ -120,6 +125,7 @@ func MuxServer(conn net.Conn) (*Mux, error) { return newMux(conn, 2), nil }
 
 func newMux(conn net.Conn, firstID uint32) *Mux {
 	m := &Mux{
+		parity:      firstID % 2,
 		keepAlive:   keepAliveInterval,
 		pingTimeout: pingTimeout,
 		conn:        conn,
@@ -252,13 +258,13 @@ func (m *Mux) shutdown(err error) {
 	m.mu.Unlock()
 
 	close(m.done)
-	m.conn.Close()
 	m.wmu.Lock()
 	if m.werr == nil {
 		m.werr = err
 	}
 	m.wcond.Broadcast()
 	m.wmu.Unlock()
+	m.conn.Close()
 	for _, st := range streams {
 		st.notifyAll()
 	}
@@ -279,6 +285,13 @@ func (m *Mux) send(typ uint8, flags uint16, id, length uint32, body []byte, asyn
 		m.wmu.Unlock()
 		return err
 	}
+	if async && len(m.pending) >= 2*pendingLimit {
+		// Frames the receive loop answers with (pings, resets) pile up
+		// only when the other end sends them faster than it reads.
+		m.wmu.Unlock()
+		m.shutdown(errors.New("tunnel: the other end sends control frames and does not read the answers"))
+		return ErrMuxClosed
+	}
 	if m.pending == nil {
 		m.pending = getBuf(max(4<<10, headerSize+len(body)))
 	}
@@ -291,30 +304,45 @@ func (m *Mux) send(typ uint8, flags uint16, id, length uint32, body []byte, asyn
 	m.writing = true
 	if async {
 		m.wmu.Unlock()
-		go func() {
-			m.wmu.Lock()
-			m.flushLocked()
-		}()
+		go m.flush(false)
 		return nil
 	}
-	return m.flushLocked()
+	return m.flushLocked(true)
 }
 
-// flushLocked writes pending until it is empty; it is called with wmu held
-// and writing set, and returns with wmu released.
-func (m *Mux) flushLocked() error {
+// flush takes wmu and calls flushLocked.
+func (m *Mux) flush(once bool) error {
+	m.wmu.Lock()
+	return m.flushLocked(once)
+}
+
+// flushLocked writes pending; it is called with wmu held and writing set,
+// and returns with wmu released. With once, the caller writes one batch,
+// the one that holds its own frame, and leaves what other writers added
+// meanwhile to a new goroutine, so that a stream's Write never waits for
+// other streams' data. Otherwise it writes until pending is empty.
+func (m *Mux) flushLocked(once bool) error {
 	var err error
 	for len(m.pending) > 0 && m.werr == nil {
 		buf := m.pending
 		m.pending = nil
 		m.wmu.Unlock()
-		_, err = m.conn.Write(buf)
+		// A connection that stops taking writes (a link gone without a
+		// reset) fails the write instead of holding every stream.
+		if err = m.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err == nil {
+			_, err = m.conn.Write(buf)
+		}
 		putBuf(buf)
 		m.wmu.Lock()
 		if err != nil && m.werr == nil {
 			m.werr = err
 		}
 		m.wcond.Broadcast()
+		if once && len(m.pending) > 0 && m.werr == nil {
+			m.wmu.Unlock()
+			go m.flush(false)
+			return nil
+		}
 	}
 	if m.werr != nil {
 		err = m.werr
@@ -403,6 +431,10 @@ func (m *Mux) handleStreamFrame(br *bufio.Reader, typ uint8, flags uint16, id, l
 			m.mu.Unlock()
 			return fmt.Errorf("stream %d opened twice", id)
 		}
+		if id%2 == m.parity {
+			m.mu.Unlock()
+			return fmt.Errorf("stream %d opened with an id of this end's", id)
+		}
 		if m.closed {
 			m.mu.Unlock()
 			return nil
@@ -483,6 +515,8 @@ type Stream struct {
 	closed        bool // Close was called
 	finSent       bool
 	closeTimer    *time.Timer // resets the stream if the other end never closes
+	sending       bool        // a Write is handing a data frame to the Mux
+	finDeferred   bool        // Close left its FIN to that Write
 	readDeadline  time.Time
 	writeDeadline time.Time
 }
@@ -521,7 +555,21 @@ func (s *Stream) receive(br *bufio.Reader, length uint32) error {
 	}
 	s.recvWindow -= length
 	drop := s.closed || s.reset
+	// Data for a stream closed here (a client gone while its result
+	// streams): reset it, so that the sender stops at once instead of
+	// waiting for window until closeTimeout.
+	resetNow := s.closed && !s.reset && !s.remoteFIN
+	if resetNow {
+		s.reset = true
+		if s.closeTimer != nil {
+			s.closeTimer.Stop()
+		}
+	}
 	s.mu.Unlock()
+	if resetNow {
+		s.m.removeStream(s.id)
+		_ = s.m.send(typeWindowUpdate, flagRST, s.id, 0, nil, true)
+	}
 	if drop {
 		_, err := br.Discard(int(length))
 		return err
@@ -585,6 +633,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	for len(s.chunks) == 0 {
 		if err := s.readErrLocked(); err != nil {
 			s.mu.Unlock()
+			wake(s.readWake) // for any other reader of the stream
 			return 0, err
 		}
 		if len(p) == 0 {
@@ -631,6 +680,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		for len(s.chunks) == 0 {
 			if err := s.readErrLocked(); err != nil {
 				s.mu.Unlock()
+				wake(s.readWake) // for any other reader of the stream
 				if err == io.EOF {
 					err = nil
 				}
@@ -735,6 +785,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		for s.sendWindow == 0 {
 			if err := s.writeErrLocked(); err != nil {
 				s.mu.Unlock()
+				wake(s.writeWake)
 				return total, err
 			}
 			dl := s.writeDeadline
@@ -752,10 +803,24 @@ func (s *Stream) Write(p []byte) (int, error) {
 			s.mu.Unlock()
 			return total, os.ErrDeadlineExceeded
 		}
-		n := min(len(p), int(s.sendWindow), maxFrameBody)
+		n := min(len(p), maxFrameBody)
+		if uint32(n) > s.sendWindow {
+			n = int(s.sendWindow) // less than maxFrameBody, so it fits an int
+		}
 		s.sendWindow -= uint32(n)
+		s.sending = true
 		s.mu.Unlock()
-		if err := s.m.send(typeData, 0, s.id, uint32(n), p[:n], false); err != nil {
+		err := s.m.send(typeData, 0, s.id, uint32(n), p[:n], false)
+		s.mu.Lock()
+		s.sending = false
+		fin := s.finDeferred
+		s.finDeferred = false
+		s.mu.Unlock()
+		if fin {
+			// Close ran while this frame was being sent: its FIN follows it.
+			_ = s.m.send(typeWindowUpdate, flagFIN, s.id, 0, nil, false)
+		}
+		if err != nil {
 			return total, err
 		}
 		total += n
@@ -789,6 +854,10 @@ func (s *Stream) Close() error {
 	s.releaseLocked()
 	sendFIN := !s.finSent && !s.reset
 	s.finSent = true
+	if sendFIN && s.sending {
+		// A Write is sending a data frame; the FIN must not overtake it.
+		s.finDeferred, sendFIN = true, false
+	}
 	gone := s.remoteFIN || s.reset
 	s.mu.Unlock()
 	s.notifyAll()

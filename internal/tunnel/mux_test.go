@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,13 +27,15 @@ type writeLog struct {
 	gate      chan struct{}
 	closed    chan struct{}
 	closeOnce sync.Once
+	delay     time.Duration // added to each write
 }
 
 func (w *writeLog) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	w.writes = append(w.writes, bytes.Clone(p))
-	gate := w.gate
+	gate, delay := w.gate, w.delay
 	w.mu.Unlock()
+	time.Sleep(delay)
 	if gate != nil {
 		select {
 		case <-gate:
@@ -454,20 +457,54 @@ func TestMuxMalformedFramesCloseOnlyTheirConnection(t *testing.T) {
 	frame := func(typ uint8, flags uint16, id, length uint32, body ...byte) []byte {
 		return append(appendHeader(nil, typ, flags, id, length), body...)
 	}
-	cases := map[string][]byte{
-		"version":             {9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},
-		"type":                frame(7, 0, 1, 0),
-		"stream 0":            frame(typeData, flagSYN, 0, 1, 'x'),
-		"opened twice":        append(frame(typeWindowUpdate, flagSYN, 1, 0), frame(typeWindowUpdate, flagSYN, 1, 0)...),
-		"window exceeded":     append(frame(typeWindowUpdate, flagSYN, 1, 0), frame(typeData, 0, 1, initialWindow+1)...),
-		"truncated header":    {0, 0, 0},
-		"truncated body":      frame(typeData, flagSYN, 1, 100, 'x'),
-		"data on unknown id":  frame(typeData, 0, 99, 3, 'a', 'b', 'c'),
-		"reset of unknown id": frame(typeWindowUpdate, flagRST, 99, 0),
+	// The connection is a server's, whose streams have even ids.
+	broken := map[string][]byte{
+		"version":         {9, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+		"type":            frame(7, 0, 1, 0),
+		"stream 0":        frame(typeData, flagSYN, 0, 1, 'x'),
+		"opened twice":    append(frame(typeWindowUpdate, flagSYN, 1, 0), frame(typeWindowUpdate, flagSYN, 1, 0)...),
+		"window exceeded": append(frame(typeWindowUpdate, flagSYN, 1, 0), frame(typeData, 0, 1, initialWindow+1)...),
+		"id of this end":  frame(typeWindowUpdate, flagSYN, 2, 0),
 	}
 	_, healthy, _ := muxPair(t)
-	for name, b := range cases {
+	for name, b := range broken {
 		t.Run(name, func(t *testing.T) {
+			a, c := tcpPair(t)
+			m, _ := MuxServer(c)
+			defer m.Close()
+			a.Write(b) // the connection stays open on this side
+			select {
+			case <-m.CloseChan():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the connection stayed open after a frame that breaks the protocol")
+			}
+		})
+	}
+	// Frames for streams that are gone are dropped; the connection goes on.
+	harmless := map[string][]byte{
+		"data on unknown id":  frame(typeData, 0, 99, 3, 'a', 'b', 'c'),
+		"reset of unknown id": frame(typeWindowUpdate, flagRST, 99, 0),
+		"window of unknown":   frame(typeWindowUpdate, 0, 97, 1000),
+	}
+	for name, b := range harmless {
+		t.Run(name, func(t *testing.T) {
+			a, c := tcpPair(t)
+			m, _ := MuxServer(c)
+			defer m.Close()
+			a.Write(append(b, frame(typeData, flagSYN, 5, 5, 'h', 'e', 'l', 'l', 'o')...))
+			st, err := m.AcceptStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 5)
+			if _, err := io.ReadFull(st, got); err != nil || string(got) != "hello" {
+				t.Fatalf("the stream opened after the dropped frame read %q, %v", got, err)
+			}
+		})
+	}
+	// Bytes cut short close the connection at EOF, with no panic.
+	for name, b := range map[string][]byte{"header": {0, 0, 0}, "body": frame(typeData, flagSYN, 1, 100, 'x')} {
+		t.Run("truncated "+name, func(t *testing.T) {
 			a, c := tcpPair(t)
 			m, _ := MuxServer(c)
 			defer m.Close()
@@ -476,12 +513,139 @@ func TestMuxMalformedFramesCloseOnlyTheirConnection(t *testing.T) {
 			select {
 			case <-m.CloseChan():
 			case <-time.After(10 * time.Second):
-				t.Fatal("the connection stayed open after malformed bytes and EOF")
+				t.Fatal("the connection stayed open after EOF")
 			}
 		})
 	}
 	if _, err := healthy.Ping(); err != nil {
 		t.Fatalf("another connection failed: %v", err)
+	}
+}
+
+func TestMuxClosingAStreamResetsItsSender(t *testing.T) {
+	client, server, _ := muxPair(t)
+	st, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte{0})
+	peer, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server streams a large result; the client goes away without
+	// reading it (a user's Ctrl+C).
+	werr := make(chan error, 1)
+	go func() {
+		_, err := peer.Write(make([]byte, 3*maxWindow))
+		werr <- err
+	}()
+	io.ReadFull(st, make([]byte, 1000))
+	st.Close()
+	select {
+	case err := <-werr:
+		if !errors.Is(err, ErrStreamReset) {
+			t.Fatalf("the sender's Write returned %v, want ErrStreamReset", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender still waits for window after the reader closed the stream")
+	}
+}
+
+func TestMuxEveryReaderOfAStreamSeesItsEnd(t *testing.T) {
+	client, server, _ := muxPair(t)
+	st, _ := client.OpenStream()
+	st.Write([]byte{0})
+	peer, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadFull(peer, make([]byte, 1))
+	errc := make(chan error, 3)
+	go func() { _, err := peer.Read(make([]byte, 1)); errc <- err }()
+	go func() { _, err := peer.Read(make([]byte, 1)); errc <- err }()
+	go func() { _, err := peer.WriteTo(io.Discard); errc <- err }()
+	time.Sleep(50 * time.Millisecond) // let all three wait
+	st.Close()
+	for range 3 {
+		select {
+		case err := <-errc:
+			if err != io.EOF && err != nil {
+				t.Fatalf("a reader got %v, want the end of the stream", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a reader still waits after the other end closed the stream")
+		}
+	}
+}
+
+func TestMuxWriterIsNotHeldByOtherStreamsData(t *testing.T) {
+	c, sc := tcpPair(t)
+	slow := &writeLog{Conn: c, closed: make(chan struct{})}
+	client, _ := MuxClient(slow)
+	server, _ := MuxServer(sc)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			go io.Copy(io.Discard, st)
+		}
+	}()
+	small, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulk, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.mu.Lock()
+	slow.gate = make(chan struct{})
+	slow.mu.Unlock()
+
+	// small's frame is written first, by small's own goroutine, while the
+	// connection is held; bulk's frames pile up behind it.
+	slow.take()
+	smallDone := make(chan error, 1)
+	go func() { _, err := small.Write([]byte("select 1")); smallDone <- err }()
+	for { // until small's frame is in the held write
+		slow.mu.Lock()
+		n := len(slow.writes)
+		slow.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var bulkDone atomic.Bool
+	go func() {
+		// 8 MiB in small writes with pauses: less arrives during one write
+		// to the connection than the pending limit, so there is always
+		// more waiting and never a wait for room.
+		for range 1024 {
+			if _, err := bulk.Write(make([]byte, 8<<10)); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		bulkDone.Store(true)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	// From now on each write to the connection takes a while, so bulk
+	// always has more waiting than one write takes.
+	slow.mu.Lock()
+	gate := slow.gate
+	slow.gate, slow.delay = nil, 2*time.Millisecond
+	slow.mu.Unlock()
+	close(gate)
+	if err := <-smallDone; err != nil {
+		t.Fatal(err)
+	}
+	if bulkDone.Load() {
+		t.Fatal("a small Write returned only after another stream's 8 MiB were written: it was kept writing them")
 	}
 }
 
