@@ -24,7 +24,9 @@ import (
 //   - A writer that finds another write in progress leaves its frame for
 //     that writer, which sends everything waiting in one write: concurrent
 //     streams share TLS records and system calls instead of queueing on a
-//     lock.
+//     lock. A Write returns once its frame is queued; the writer writes only
+//     the batch with its own frame and hands the rest to a goroutine, so no
+//     stream's Write waits for another stream's data.
 //   - Each frame's header and body go out in one write, so a small query is
 //     one TLS record.
 //   - A stream holds received data in pooled chunks only while it is unread;
@@ -909,8 +911,9 @@ func (s *Stream) SetReadDeadline(t time.Time) error {
 }
 
 // SetWriteDeadline sets when a Write waiting for window gives up; zero
-// means never. A write already on the connection is not interrupted (the
-// keepalive closes a connection that stops moving).
+// means never. A frame already handed to the connection is not taken back;
+// the connection's own write timeout (writeTimeout) and the keepalive close
+// a connection that stops moving.
 func (s *Stream) SetWriteDeadline(t time.Time) error {
 	s.mu.Lock()
 	s.writeDeadline = t
