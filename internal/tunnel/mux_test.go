@@ -561,17 +561,34 @@ func TestMuxEveryReaderOfAStreamSeesItsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.ReadFull(peer, make([]byte, 1))
+	// Each reader reports whether it saw the end as its kind of read says
+	// it: io.EOF from Read, nil from WriteTo.
 	errc := make(chan error, 3)
-	go func() { _, err := peer.Read(make([]byte, 1)); errc <- err }()
-	go func() { _, err := peer.Read(make([]byte, 1)); errc <- err }()
-	go func() { _, err := peer.WriteTo(io.Discard); errc <- err }()
+	readEOF := func() {
+		_, err := peer.Read(make([]byte, 1))
+		if err != io.EOF {
+			err = fmt.Errorf("Read returned %v, want io.EOF", err)
+		} else {
+			err = nil
+		}
+		errc <- err
+	}
+	go readEOF()
+	go readEOF()
+	go func() {
+		if _, err := peer.WriteTo(io.Discard); err != nil {
+			errc <- fmt.Errorf("WriteTo returned %v, want nil at the end", err)
+			return
+		}
+		errc <- nil
+	}()
 	time.Sleep(50 * time.Millisecond) // let all three wait
 	st.Close()
 	for range 3 {
 		select {
 		case err := <-errc:
-			if err != io.EOF && err != nil {
-				t.Fatalf("a reader got %v, want the end of the stream", err)
+			if err != nil {
+				t.Fatal(err)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a reader still waits after the other end closed the stream")
