@@ -60,8 +60,6 @@ const (
 	// pendingLimit bounds the bytes waiting for the current writer; more
 	// writers wait for the write to finish.
 	pendingLimit = 256 << 10
-	// writeTimeout bounds one write to the connection.
-	writeTimeout = 30 * time.Second
 	// acceptBacklog is how many opened streams may wait for AcceptStream;
 	// more are refused with a reset.
 	acceptBacklog = 1024
@@ -70,11 +68,12 @@ const (
 	closeTimeout = time.Minute
 )
 
-// keepAliveInterval and pingTimeout detect a dead connection (variables
-// for the tests).
+// keepAliveInterval and pingTimeout detect a dead connection, and
+// writeTimeout bounds one write to it (variables for the tests).
 var (
 	keepAliveInterval = 10 * time.Second
 	pingTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
 )
 
 var (

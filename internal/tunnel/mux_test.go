@@ -451,6 +451,30 @@ func TestMuxKeepaliveClosesAConnectionThatStopsTakingWrites(t *testing.T) {
 	}
 }
 
+func TestMuxWriteTimeoutClosesAConnectionWhosePeerStopsReading(t *testing.T) {
+	defer func(w time.Duration) { writeTimeout = w }(writeTimeout)
+	writeTimeout = 300 * time.Millisecond
+	a, _ := tcpPair(t) // the other end never reads: the socket buffers fill up
+	m, _ := MuxClient(a)
+	defer m.Close()
+	// Each new stream may send the initial window without an answer, so
+	// enough streams fill the kernel's buffers and the write blocks.
+	go func() { // opening a stream blocks too once the writes do
+		for range 64 {
+			st, err := m.OpenStream()
+			if err != nil {
+				return
+			}
+			go st.Write(make([]byte, initialWindow))
+		}
+	}()
+	select {
+	case <-m.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection is still open although its writes have been blocked for far longer than the write timeout")
+	}
+}
+
 // Malformed bytes close the one connection they arrived on, with no panic,
 // and leave other connections working.
 func TestMuxMalformedFramesCloseOnlyTheirConnection(t *testing.T) {
