@@ -630,23 +630,13 @@ func (s *Stream) releaseLocked() {
 // Read reads data the other end sent. After the other end closes its side,
 // Read returns what is left and then io.EOF.
 func (s *Stream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	s.mu.Lock()
-	for len(s.chunks) == 0 {
-		if err := s.readErrLocked(); err != nil {
-			s.mu.Unlock()
-			wake(s.readWake) // for any other reader of the stream
-			return 0, err
-		}
-		if len(p) == 0 {
-			s.mu.Unlock()
-			return 0, nil
-		}
-		dl := s.readDeadline
+	if err := s.waitDataLocked(); err != nil {
 		s.mu.Unlock()
-		if err := s.wait(s.readWake, dl); err != nil {
-			return 0, err
-		}
-		s.mu.Lock()
+		return 0, err
 	}
 	n := 0
 	for n < len(p) && len(s.chunks) > 0 {
@@ -666,9 +656,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	grant := s.consumeLocked(n)
 	s.mu.Unlock()
-	if grant > 0 {
-		_ = s.m.send(typeWindowUpdate, 0, s.id, grant, nil, false)
-	}
+	s.sendGrant(grant)
 	return n, nil
 }
 
@@ -678,21 +666,12 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
 		s.mu.Lock()
-		for len(s.chunks) == 0 {
-			if err := s.readErrLocked(); err != nil {
-				s.mu.Unlock()
-				wake(s.readWake) // for any other reader of the stream
-				if err == io.EOF {
-					err = nil
-				}
-				return total, err
-			}
-			dl := s.readDeadline
+		if err := s.waitDataLocked(); err != nil {
 			s.mu.Unlock()
-			if err := s.wait(s.readWake, dl); err != nil {
-				return total, err
+			if err == io.EOF {
+				err = nil
 			}
-			s.mu.Lock()
+			return total, err
 		}
 		chunks := s.chunks
 		off := s.off
@@ -719,9 +698,33 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		s.mu.Lock()
 		grant := s.consumeLocked(n)
 		s.mu.Unlock()
-		if grant > 0 {
-			_ = s.m.send(typeWindowUpdate, 0, s.id, grant, nil, false)
+		s.sendGrant(grant)
+	}
+}
+
+// waitDataLocked returns nil once data is queued, or why none will come. It
+// is called with s.mu held, which it releases while it waits.
+func (s *Stream) waitDataLocked() error {
+	for len(s.chunks) == 0 {
+		if err := s.readErrLocked(); err != nil {
+			wake(s.readWake) // for any other reader of the stream
+			return err
 		}
+		dl := s.readDeadline
+		s.mu.Unlock()
+		err := s.wait(s.readWake, dl)
+		s.mu.Lock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendGrant gives the other end grant more bytes of window, if any.
+func (s *Stream) sendGrant(grant uint32) {
+	if grant > 0 {
+		_ = s.m.send(typeWindowUpdate, 0, s.id, grant, nil, false)
 	}
 }
 
