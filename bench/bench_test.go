@@ -85,6 +85,17 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	for _, target := range floorNames {
+		for _, w := range workloads {
+			c := res.Cells[w.Key][target]
+			switch {
+			case w.Connect && c != nil:
+				t.Errorf("%s against the floor %s: measured, but the floors are for per-query costs only", w.Key, target)
+			case !w.Connect && (c == nil || c.Runs != cfg.Rounds || c.Tx == 0 || len(c.Latencies) == 0 || len(c.CPU) != 1):
+				t.Errorf("%s against the floor %s: no complete measurement with its process's CPU (%+v)", w.Key, target, c)
+			}
+		}
+	}
 	for _, target := range mongoTargetNames {
 		for _, w := range mongoWorkloads {
 			c := res.Mongo[w.Key][target]

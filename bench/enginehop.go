@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -41,6 +40,9 @@ type hopConfig struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 	SpoolDir string `json:"spoolDir"`
+	// Mode is what the process serves: hopEngine, or one of the floor
+	// relays (floor.go).
+	Mode string `json:"mode,omitempty"`
 }
 
 // maybeServeEngineHop serves the engine hop and exits if this process was
@@ -66,6 +68,9 @@ func serveEngineHop(raw string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if cfg.Mode != hopEngine {
+		return serveFloor(ctx, cfg.Mode, cfg)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	eng, err := pgengine.NewEngine(pgengine.WithLogger(log))
 	if err != nil {
@@ -99,21 +104,31 @@ func serveEngineHop(raw string) error {
 	}
 }
 
-// startEngineHop starts the engine hop in front of pg and returns its process
-// and port.
-func (e *environment) startEngineHop(ctx context.Context, pg *postgres) (*proc, int, error) {
+// startHop starts a hop process in front of pg, serving mode (hopEngine or
+// a floor relay), and returns its process and port.
+func (e *environment) startHop(ctx context.Context, pg *postgres, mode string) (*proc, int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, 0, err
 	}
-	cfg, err := json.Marshal(hopConfig{Host: "127.0.0.1", Port: pg.Port, Database: pg.Database, User: pg.User, Password: pg.Password,
-		SpoolDir: filepath.Join(e.work, "engine-hop-spool")})
+	name := "engine-hop"
+	if mode != hopEngine {
+		name = "relay-" + mode
+	}
+	cfg := hopConfig{Host: "127.0.0.1", Port: pg.Port, Mode: mode}
+	if mode == hopEngine {
+		// Only the engine logs in for the client; the relays pass the
+		// client's own login through.
+		cfg.Database, cfg.User, cfg.Password = pg.Database, pg.User, pg.Password
+		cfg.SpoolDir = filepath.Join(e.work, name+"-spool")
+	}
+	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, 0, err
 	}
 	cmd := exec.CommandContext(ctx, self)
-	cmd.Env = append(os.Environ(), engineHopEnv+"="+string(cfg))
-	p, err := e.procs.start("engine hop", cmd, filepath.Join(e.work, "engine-hop.log"), startOptions{StopSig: syscall.SIGTERM, WantLines: true})
+	cmd.Env = append(os.Environ(), engineHopEnv+"="+string(raw))
+	p, err := e.procs.start(name, cmd, filepath.Join(e.work, name+".log"), startOptions{StopSig: syscall.SIGTERM, WantLines: true})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -123,12 +138,12 @@ func (e *environment) startEngineHop(ctx context.Context, pg *postgres) (*proc, 
 		case l, ok := <-p.Lines:
 			if !ok {
 				<-p.Done()
-				return nil, 0, fmt.Errorf("the engine hop exited before listening (%v):\n%s", p.waitErr, p.tail(20))
+				return nil, 0, fmt.Errorf("the %s exited before listening (%v):\n%s", name, p.waitErr, p.tail(20))
 			}
 			if rest, found := strings.CutPrefix(l, "listening "); found {
 				port, err := strconv.Atoi(rest)
 				if err != nil {
-					return nil, 0, fmt.Errorf("the engine hop printed %q", l)
+					return nil, 0, fmt.Errorf("the %s printed %q", name, l)
 				}
 				go func() { // keep reading, so the process never blocks on stdout
 					for range p.Lines {
@@ -138,7 +153,7 @@ func (e *environment) startEngineHop(ctx context.Context, pg *postgres) (*proc, 
 			}
 		case <-timeout:
 			p.stop(5 * time.Second)
-			return nil, 0, errors.New("the engine hop did not start listening within 30 s")
+			return nil, 0, fmt.Errorf("the %s did not start listening within 30 s", name)
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
 		}

@@ -334,7 +334,15 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	hop, hopPort, err := e.startEngineHop(ctx, pg)
+	hop, hopPort, err := e.startHop(ctx, pg, hopEngine)
+	if err != nil {
+		return nil, err
+	}
+	relay, relayPort, err := e.startHop(ctx, pg, hopGoroutineRelay)
+	if err != nil {
+		return nil, err
+	}
+	loop, loopPort, err := e.startHop(ctx, pg, hopEventLoopRelay)
 	if err != nil {
 		return nil, err
 	}
@@ -346,6 +354,10 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 			Procs: []namedPID{{"gateway", al.Gateway.PID()}, {"server", al.Server.PID()}, {"cli", al.Access.PID()}}},
 		{Target: targetHop, Host: "127.0.0.1", Port: hopPort, User: pg.User, Database: pg.Database,
 			Procs: []namedPID{{"engine", hop.PID()}}},
+		{Target: targetGoroutineRelay, Host: "127.0.0.1", Port: relayPort, User: pg.User, Password: pg.Password, Database: pg.Database,
+			Procs: []namedPID{{"relay", relay.PID()}}, Floor: true},
+		{Target: targetEventLoopRelay, Host: "127.0.0.1", Port: loopPort, User: pg.User, Password: pg.Password, Database: pg.Database,
+			Procs: []namedPID{{"relay", loop.PID()}}, Floor: true},
 	}
 	for _, ep := range eps {
 		if err := checkEndpoint(ctx, ep, e.cfg.Scale); err != nil {
@@ -365,13 +377,23 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 			}
 		}
 	}
-	total := e.cfg.Rounds * len(workloads) * len(eps)
+	total := 0
+	for _, w := range workloads {
+		for _, ep := range eps {
+			if !ep.Floor || !w.Connect {
+				total += e.cfg.Rounds
+			}
+		}
+	}
 	n := 0
 	for round := 0; round < e.cfg.Rounds; round++ {
 		for _, w := range workloads {
 			for i := range eps {
 				// Each round starts with another target.
 				ep := eps[(i+round)%len(eps)]
+				if ep.Floor && w.Connect {
+					continue // the floors are for the per-query costs
+				}
 				n++
 				r, err := runPgbench(ctx, ep, w, e.cfg.Duration, logDir)
 				if err != nil {
@@ -398,7 +420,7 @@ func (e *environment) measureAll(ctx context.Context) (*results, error) {
 	}
 
 	if e.cfg.PerfDir != "" {
-		for _, ep := range eps[2:] { // Airlock's processes and the engine hop
+		for _, ep := range eps[2:4] { // Airlock's processes and the engine hop
 			files, err := e.profile(ctx, ep, logDir)
 			if err != nil {
 				return nil, err

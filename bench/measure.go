@@ -25,9 +25,15 @@ const (
 	targetPgbouncer = "PgBouncer (session)"
 	targetAirlock   = "Airlock full path"
 	targetHop       = "Gateway engine alone"
+	// The floors (floor.go): relays that only copy bytes.
+	targetGoroutineRelay = "Go relay, goroutines"
+	targetEventLoopRelay = "Go relay, epoll loop"
 )
 
-var targetNames = []string{targetDirect, targetPgbouncer, targetAirlock, targetHop}
+var (
+	targetNames = []string{targetDirect, targetPgbouncer, targetAirlock, targetHop}
+	floorNames  = []string{targetGoroutineRelay, targetEventLoopRelay}
+)
 
 // endpoint is where pgbench connects for one target, and which processes
 // are the proxy whose CPU time is counted.
@@ -39,6 +45,8 @@ type endpoint struct {
 	Password string // empty through Airlock: the gateway injects it
 	Database string
 	Procs    []namedPID
+	// Floor marks the floor relays, measured at 1 and 8 clients only.
+	Floor bool
 }
 
 // URL returns a pgx URL for the endpoint.

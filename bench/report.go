@@ -108,6 +108,11 @@ var (
 	rowCPUByProc  = "proxy CPU per transaction by process (µs)"
 	rowIdleMemory = "memory per idle connection (RSS growth with %d idle connections ÷ %d)"
 	rowSession    = "session start: `airlock db access` to the URL line, median of %d (ms)"
+
+	// The floor table's rows.
+	rowFloorAddedLat = "`-S`, 1 client: average latency added over direct (ms)"
+	rowFloorTPS      = "`-S`, 8 clients: tps"
+	rowFloorCPU      = "`-S`, 8 clients: proxy CPU per transaction (µs)"
 )
 
 // tableRowLabels returns the first-column label of every row of the table.
@@ -125,7 +130,8 @@ func (r *results) tableRowLabels() []string {
 	}
 	labels = append(labels,
 		fmt.Sprintf(rowIdleMemory, r.Cfg.Idle, r.Cfg.Idle),
-		fmt.Sprintf(rowSession, r.Cfg.SessionStarts))
+		fmt.Sprintf(rowSession, r.Cfg.SessionStarts),
+		rowFloorAddedLat, rowFloorTPS, rowFloorCPU)
 	if r.Cfg.Mongo {
 		for _, w := range mongoWorkloads {
 			for _, row := range []string{rowOps, rowAvgLat, rowP99Lat, rowCPUPerOpTotal, rowCPUPerOpByProc} {
@@ -314,6 +320,8 @@ func (r *results) Markdown() string {
 	row(fmt.Sprintf(rowSession, r.Cfg.SessionStarts), "—", "—", f0(ms(r.sessionMedian())), "—")
 	p("\n¹ The gateway itself cannot be reached without the CLI and the relay: it takes streams only from the server's relay, inside the CLI's end-to-end mTLS with a session certificate. This column is the gateway's PostgreSQL engine (credential injection, protocol parsing, session recording into a spool) in a process of its own on a plain TCP port, as PgBouncer runs: what the gateway adds before its tunnel, TLS and relay. It is built from this checkout, also with `-airlock-bin`.\n\n")
 
+	r.floorMarkdown(p)
+
 	p("| Target | Result | |\n| --- | --- | :---: |\n")
 	for _, g := range r.goals() {
 		status := "missed"
@@ -332,10 +340,10 @@ func (r *results) Markdown() string {
 	}
 
 	p("\n<details><summary>tps of each run, in round order (drift check)</summary>\n\n")
-	p("| Workload | %s | %s | %s | %s |\n| --- | --- | --- | --- | --- |\n", targetDirect, targetPgbouncer, targetAirlock, targetHop)
+	p("| Workload | %s |\n| --- |%s\n", strings.Join(append(targetNames, floorNames...), " | "), strings.Repeat(" --- |", len(targetNames)+len(floorNames)))
 	for _, w := range workloads {
 		var vals []string
-		for _, t := range targetNames {
+		for _, t := range append(targetNames, floorNames...) {
 			var s []string
 			for _, v := range r.cell(w.Key, t).TPSPerRun {
 				s = append(s, f0(v))
@@ -346,7 +354,7 @@ func (r *results) Markdown() string {
 	}
 	if r.Cfg.Mongo {
 		for _, w := range mongoWorkloads {
-			vals := []string{"", "—", "", "—"}
+			vals := []string{"", "—", "", "—", "—", "—"}
 			for i, t := range []string{targetMongoDirect, targetAirlock} {
 				var s []string
 				for _, v := range r.mongoCell(w.Key, t).TPSPerRun {
@@ -360,7 +368,7 @@ func (r *results) Markdown() string {
 	p("\nFailed transactions: ")
 	var failed []string
 	for _, w := range workloads {
-		for _, t := range targetNames {
+		for _, t := range append(targetNames, floorNames...) {
 			if n := r.cell(w.Key, t).Failed; n > 0 {
 				failed = append(failed, fmt.Sprintf("%s %s: %d", w.Key, t, n))
 			}
@@ -379,6 +387,26 @@ func (r *results) Markdown() string {
 	p("%s. Opening the idle connections took %s through Airlock and %s through PgBouncer.\n\n</details>\n",
 		strings.Join(failed, "; "), r.IdleAirlock.Connect.Round(time.Millisecond), r.IdlePgbouncer.Connect.Round(time.Millisecond))
 	return b.String()
+}
+
+// floorMarkdown renders the floor table: what relays that only copy bytes
+// cost here, next to PgBouncer, the engine alone and the full path.
+func (r *results) floorMarkdown(p func(string, ...any)) {
+	cols := []string{targetPgbouncer, targetGoroutineRelay, targetEventLoopRelay, targetHop, targetAirlock}
+	p("What a relay written in Go costs on this machine before it does any of Airlock's work²:\n\n")
+	p("| Measurement | %s |\n| --- |%s\n", strings.Join(cols, " | "), strings.Repeat(" ---: |", len(cols)))
+	row := func(label string, f func(target string) string) {
+		vals := make([]string, len(cols))
+		for i, t := range cols {
+			vals[i] = f(t)
+		}
+		p("| %s | %s |\n", label, strings.Join(vals, " | "))
+	}
+	direct := r.cell("S-1", targetDirect).AvgLatencyMs()
+	row(rowFloorAddedLat, func(t string) string { return "+" + f3(r.cell("S-1", t).AvgLatencyMs()-direct) })
+	row(rowFloorTPS, func(t string) string { return f0(r.cell("S-8", t).TPS()) })
+	row(rowFloorCPU, func(t string) string { return f1(r.cell("S-8", t).CPUPerTxUs()) })
+	p("\n² The two Go relays (bench/floor.go) only copy bytes between pgbench and PostgreSQL, in a process of their own: no parsing, no recording, no TLS, no credential injection. \"goroutines\" is the usual Go design, and the one Airlock's processes use: a goroutine per direction, woken by the runtime's network poller. \"epoll loop\" is PgBouncer's design in Go: one thread serving every socket from one epoll loop with raw system calls. The full path has three Go processes (CLI, server, gateway) on the way, each with TLS.\n\n")
 }
 
 // writeReport replaces the marked section of path with section, keeping the
