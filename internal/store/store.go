@@ -88,8 +88,13 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	path := filepath.Join(cfg.DataDir, SQLiteFile)
 	// _txlock=immediate takes the write lock at BEGIN, so two writers queue on
 	// busy_timeout instead of failing when a reader upgrades to a writer.
+	// synchronous=FULL syncs the WAL at every commit: with NORMAL, a power
+	// loss can undo a committed transaction, and a session-log upload is
+	// acknowledged (and deleted from the gateway's spool) once committed.
+	// Uploads come in batches, so the sync costs little
+	// (sessionlog.BenchmarkIngest).
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
 	sqldb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "cannot open the SQLite store", err)
