@@ -91,8 +91,16 @@ func TestSmoke(t *testing.T) {
 			switch {
 			case w.Connect && c != nil:
 				t.Errorf("%s against the floor %s: measured, but the floors are for per-query costs only", w.Key, target)
-			case !w.Connect && (c == nil || c.Runs != cfg.Rounds || c.Tx == 0 || len(c.Latencies) == 0 || len(c.CPU) != 1):
+			case !w.Connect && (c == nil || c.Runs != cfg.Rounds || c.Tx == 0 || len(c.Latencies) == 0 || len(c.CPU) != 1 || !(c.CPUPerTxUs() > 0)):
 				t.Errorf("%s against the floor %s: no complete measurement with its process's CPU (%+v)", w.Key, target, c)
+			}
+		}
+	}
+	// Every cell of the floor table holds a figure.
+	for _, label := range []string{rowFloorAddedLat, rowFloorTPS, rowFloorCPU} {
+		for _, line := range strings.Split(doc, "\n") {
+			if strings.HasPrefix(line, "| "+label+" |") && (strings.Contains(line, "—") || strings.Contains(line, "NaN")) {
+				t.Errorf("the floor table's row has an empty cell: %s", line)
 			}
 		}
 	}

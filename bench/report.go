@@ -348,6 +348,9 @@ func (r *results) Markdown() string {
 			for _, v := range r.cell(w.Key, t).TPSPerRun {
 				s = append(s, f0(v))
 			}
+			if len(s) == 0 {
+				s = []string{"—"} // the floors do not run -C
+			}
 			vals = append(vals, strings.Join(s, ", "))
 		}
 		p("| %s | %s |\n", workloadTitles[w.Key], strings.Join(vals, " | "))
@@ -403,7 +406,7 @@ func (r *results) floorMarkdown(p func(string, ...any)) {
 		p("| %s | %s |\n", label, strings.Join(vals, " | "))
 	}
 	direct := r.cell("S-1", targetDirect).AvgLatencyMs()
-	row(rowFloorAddedLat, func(t string) string { return "+" + f3(r.cell("S-1", t).AvgLatencyMs()-direct) })
+	row(rowFloorAddedLat, func(t string) string { return signed3(r.cell("S-1", t).AvgLatencyMs() - direct) })
 	row(rowFloorTPS, func(t string) string { return f0(r.cell("S-8", t).TPS()) })
 	row(rowFloorCPU, func(t string) string { return f1(r.cell("S-8", t).CPUPerTxUs()) })
 	p("\n² The two Go relays (bench/floor.go) only copy bytes between pgbench and PostgreSQL, in a process of their own: no parsing, no recording, no TLS, no credential injection. \"goroutines\" is the usual Go design, and the one Airlock's processes use: a goroutine per direction, woken by the runtime's network poller. \"epoll loop\" is PgBouncer's design in Go: one thread serving every socket from one epoll loop with raw system calls. The full path has three Go processes (CLI, server, gateway) on the way, each with TLS.\n\n")
@@ -441,6 +444,14 @@ func f0(v float64) string {
 		return "—"
 	}
 	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// signed3 formats a difference with its sign, to three decimals.
+func signed3(v float64) string {
+	if !isNum(v) {
+		return "—"
+	}
+	return fmt.Sprintf("%+.3f", v)
 }
 
 func f1(v float64) string {
