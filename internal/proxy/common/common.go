@@ -56,16 +56,19 @@ func Innermost(opErr *net.OpError) string {
 	return opErr.Error()
 }
 
-// MinRedactLen is the shortest password Redact looks for: a shorter one
-// occurs by chance in ordinary words, and removing it would only garble the
-// message.
-const MinRedactLen = 4
+// Withheld is what Redact returns in place of a message that contained
+// the password.
+const Withheld = "[message withheld: it contained the account's password]"
 
-// Redact removes every occurrence of password from msg. Messages are built
-// from values that hold no password; this is the last line of defence.
+// Redact returns msg, or Withheld if the password occurs anywhere in it.
+// Messages are built from values that hold no password, so a password found
+// in one was echoed by a server or driver, or is a short or common password
+// that matches ordinary text by chance (a word, the user name). The whole
+// message goes, not just the match: "[redacted]" in place of a word would
+// tell the reader which word the password is.
 func Redact(msg, password string) string {
-	if len(password) < MinRedactLen {
+	if password == "" || !strings.Contains(msg, password) {
 		return msg
 	}
-	return strings.ReplaceAll(msg, password, "[redacted]")
+	return Withheld
 }

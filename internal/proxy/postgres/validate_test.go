@@ -195,7 +195,7 @@ func TestClassify(t *testing.T) {
 		{"too many connections", &pgconn.PgError{Code: "53300", Message: "sorry, too many clients already"}, tunnel.CodeUnreachable, "53300", "too many clients"},
 		{"no CONNECT privilege", &pgconn.PgError{Code: "42501", Message: "permission denied for database main"}, tunnel.CodeAuthFailed, "42501", "may not connect"},
 		{"other server error", &pgconn.PgError{Code: "XX000", Message: "boom"}, tunnel.CodeInternal, "XX000", "boom"},
-		{"password echoed", errors.New("weird driver error with s3cret-password inside"), tunnel.CodeInternal, "08006", "[redacted]"},
+		{"password echoed", errors.New("weird driver error with s3cret-password inside"), tunnel.CodeInternal, "08006", "withheld"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
