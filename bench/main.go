@@ -2,16 +2,17 @@
 // direct connection and PgBouncer, on one machine in one run, and writes the
 // figures into BENCHMARKS.md.
 //
-//	go run ./bench -out BENCHMARKS.md      # the full run, about 7 minutes
+//	go run ./bench -out BENCHMARKS.md      # the full run, about 9 minutes
 //	go run ./bench -smoke                  # a few seconds per measurement
 //
 // It starts a PostgreSQL 15 cluster of its own (postgres.go), PgBouncer in
-// session mode (pgbouncer.go) and Airlock: a server with the embedded store, a
-// gateway and `airlock db access` (airlock.go). It then runs pgbench against
-// the three targets in alternating rounds, reads the CPU time and memory of
-// the proxies' processes from /proc (measure.go), and writes a Markdown table
-// with the targets of the benchmark issue, each marked met or missed
-// (report.go). A second, smaller table compares MongoDB find-by-_id against
+// session mode (pgbouncer.go), Airlock: a server with the embedded store, a
+// gateway and `airlock db access` (airlock.go), the gateway's engine alone
+// (enginehop.go) and two Go relays that only copy bytes, the floors
+// (floor.go). It then runs pgbench against them in alternating rounds, reads
+// the CPU time and memory of the proxies' processes from /proc (measure.go),
+// and writes Markdown tables with the targets of the benchmark issue, each
+// marked met or missed (report.go). A second, smaller table compares MongoDB find-by-_id against
 // FerretDB directly and through Airlock (mongodb.go). It reports; it never
 // asserts.
 //
