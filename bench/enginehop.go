@@ -69,7 +69,7 @@ func serveEngineHop(raw string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if cfg.Mode != hopEngine {
-		return serveFloor(ctx, cfg.Mode, cfg)
+		return serveFloor(ctx, cfg)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	eng, err := pgengine.NewEngine(pgengine.WithLogger(log))
@@ -90,8 +90,14 @@ func serveEngineHop(raw string) error {
 	if err != nil {
 		return err
 	}
-	context.AfterFunc(ctx, func() { ln.Close() })
 	fmt.Printf("listening %d\n", ln.Addr().(*net.TCPAddr).Port)
+	return serveEach(ctx, ln, func(c net.Conn) { eng.Serve(ctx, c, sess, target) })
+}
+
+// serveEach serves every connection ln accepts on a goroutine of its own,
+// until ctx ends (nil) or accepting fails (the error).
+func serveEach(ctx context.Context, ln net.Listener, serve func(net.Conn)) error {
+	context.AfterFunc(ctx, func() { ln.Close() })
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -100,7 +106,7 @@ func serveEngineHop(raw string) error {
 			}
 			return err
 		}
-		go eng.Serve(ctx, c, sess, target)
+		go serve(c)
 	}
 }
 

@@ -29,25 +29,15 @@ const (
 // goroutineRelay relays every connection ln accepts to upstream, with one
 // goroutine per direction, until ctx ends.
 func goroutineRelay(ctx context.Context, ln net.Listener, upstream string) error {
-	context.AfterFunc(ctx, func() { ln.Close() })
-	for {
-		c, err := ln.Accept()
+	return serveEach(ctx, ln, func(c net.Conn) {
+		u, err := net.Dial("tcp", upstream)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			c.Close()
+			return
 		}
-		go func() {
-			u, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				return
-			}
-			go copyThenClose(u, c)
-			copyThenClose(c, u)
-		}()
-	}
+		go copyThenClose(u, c)
+		copyThenClose(c, u)
+	})
 }
 
 // copyThenClose copies src to dst through a buffer of its own (io.Copy would
@@ -72,9 +62,9 @@ func copyThenClose(dst, src net.Conn) {
 
 // serveFloor serves one of the floor relays on a new loopback port, printing
 // "listening PORT" as the engine hop does.
-func serveFloor(ctx context.Context, mode string, cfg hopConfig) error {
+func serveFloor(ctx context.Context, cfg hopConfig) error {
 	upstream := net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))
-	switch mode {
+	switch cfg.Mode {
 	case hopGoroutineRelay:
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -85,5 +75,5 @@ func serveFloor(ctx context.Context, mode string, cfg hopConfig) error {
 	case hopEventLoopRelay:
 		return eventLoopRelay(ctx, upstream, func(port int) { fmt.Printf("listening %d\n", port) })
 	}
-	return fmt.Errorf("unknown hop mode %q", mode)
+	return fmt.Errorf("unknown hop mode %q", cfg.Mode)
 }
