@@ -24,7 +24,8 @@ import (
 const (
 	TypeData      = "data"      // a client connection of a session
 	TypeValidate  = "validate"  // try to log in with Target's credentials
-	TypeTerminate = "terminate" // close every connection of SessionID
+	TypeTerminate = "terminate" // end SessionID: cancel its work, tell its clients Reason, close
+	TypeUpdate    = "update"    // apply new settings (MaskPatterns, RedactValues) to live SessionID
 	TypeHeartbeat = "heartbeat"
 	TypeEvents    = "events" // gateway -> server: a batch of session events follows
 )
@@ -84,7 +85,26 @@ type Header struct {
 	MaskPatterns []string `json:"maskPatterns,omitempty"`
 	// RedactValues asks for the values of written documents to be redacted.
 	RedactValues bool `json:"redactValues,omitempty"`
+	// Reason is why a session ends (terminate streams): one of the End*
+	// constants.
+	Reason string `json:"reason,omitempty"`
+	// Message says why in words for the session's clients (terminate
+	// streams), such as "session terminated by an administrator"; the
+	// gateway sends it to every client connection, prefixed "airlock: ".
+	Message string `json:"message,omitempty"`
 }
+
+// Why a session ends: the session's end_reason, and Header.Reason on a
+// terminate stream.
+const (
+	EndByUser      = "ended_by_user"   // its owner ended it (Ctrl+C, `airlock sessions end`)
+	EndExpired     = "expired"         // its duration is over
+	EndTerminated  = "terminated"      // an administrator terminated it
+	EndRevoked     = "revoked"         // its owner, login, role, account or resource went away
+	EndClientLost  = "client_lost"     // the CLI was gone for too long
+	EndGatewayLost = "gateway_lost"    // the gateway was gone for too long
+	EndGatewayStop = "gateway_stopped" // the gateway shut down (gateway side only)
+)
 
 // Result answers a request stream.
 type Result struct {
