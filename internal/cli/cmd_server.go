@@ -26,6 +26,7 @@ func generateRootKey() string { return keyring.GenerateRootKey() }
 type serverFlags struct {
 	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile string
 	trustProxyHeaders                                          bool
+	accessTokenTTL                                             time.Duration
 }
 
 func newServerCommand(o *options) *cobra.Command {
@@ -54,6 +55,10 @@ organization admin; afterwards they are ignored.`,
 				RootKey: root, TrustProxyHeaders: f.trustProxyHeaders,
 				BootstrapEmail: os.Getenv("AIRLOCK_BOOTSTRAP_EMAIL"), BootstrapPassword: os.Getenv("AIRLOCK_BOOTSTRAP_PASSWORD"),
 			}
+			if f.accessTokenTTL < 0 || (f.accessTokenTTL > 0 && f.accessTokenTTL < time.Second) {
+				return fmt.Errorf("--access-token-ttl %s is too short: use at least 1s (default 15m)", f.accessTokenTTL)
+			}
+			cfg.Auth.AccessTTL = f.accessTokenTTL
 			return runServer(cmd.Context(), o, cfg, nil)
 		},
 	}
@@ -65,6 +70,7 @@ organization admin; afterwards they are ignored.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fl.StringVar(&f.rootKeyFile, "root-key-file", "", "file holding the base64 root key (instead of AIRLOCK_ROOT_KEY)")
 	fl.BoolVar(&f.trustProxyHeaders, "trust-proxy-headers", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
 	return cmd
 }
 
