@@ -282,8 +282,9 @@ func (s *Service) OpenData(gatewayID string, h tunnel.Header) (net.Conn, error) 
 	return s.open(gatewayID, h)
 }
 
-// TerminateOnGateway tells the gateway to close every connection of a session.
-func (s *Service) TerminateOnGateway(ctx context.Context, gatewayID, sessionID string) error {
-	_, err := s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeTerminate, SessionID: sessionID})
+// TerminateOnGateway tells the gateway to end a session: cancel what runs on
+// each of its connections, tell each client why (message), and close them.
+func (s *Service) TerminateOnGateway(ctx context.Context, gatewayID, sessionID, reason, message string) error {
+	_, err := s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeTerminate, SessionID: sessionID, Reason: reason, Message: message})
 	return err
 }

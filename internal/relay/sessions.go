@@ -136,9 +136,16 @@ func (s *Service) removeClient(sessionID string, m *tunnel.Mux) {
 	m.Close()
 }
 
-// CloseSession closes a session's CLI connections on this server and tells
-// its gateway to close the database connections.
-func (s *Service) CloseSession(ctx context.Context, sessionID, gatewayID string) {
+// CloseSession ends a session's connections: first the gateway cancels what
+// runs upstream and tells each client why (reason, one of tunnel.End*, and
+// message, in words for the client), then the session's CLI connections on
+// this server are closed. The order matters: a CLI connection cut first would
+// leave the database finishing (and committing) a statement nobody may run
+// any more.
+func (s *Service) CloseSession(ctx context.Context, sessionID, gatewayID, reason, message string) {
+	if err := s.TerminateOnGateway(ctx, gatewayID, sessionID, reason, message); err != nil && !errs.Is(err, errs.Unavailable) {
+		slog.Warn("telling the gateway to close a session failed", "session", sessionID, "err", err)
+	}
 	s.mu.Lock()
 	var muxes []*tunnel.Mux
 	for m := range s.clients[sessionID] {
@@ -147,8 +154,5 @@ func (s *Service) CloseSession(ctx context.Context, sessionID, gatewayID string)
 	s.mu.Unlock()
 	for _, m := range muxes {
 		m.Close()
-	}
-	if err := s.TerminateOnGateway(ctx, gatewayID, sessionID); err != nil && !errs.Is(err, errs.Unavailable) {
-		slog.Warn("telling the gateway to close a session failed", "session", sessionID, "err", err)
 	}
 }

@@ -309,12 +309,13 @@ func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) 
 // finish marks an active session ended, audits it, and closes its connections.
 func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Entry) (bool, error) {
 	var orgID, projectID, gatewayID string
+	var expires int64
 	now := s.now()
 	ended := false
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `UPDATE sessions SET status = $1, end_reason = $2, ended_at = $3
-			WHERE id = $4 AND status = $5 RETURNING org_id, project_id, gateway_id`,
-			StatusEnded, reason, store.Micros(now), id, StatusActive).Scan(&orgID, &projectID, &gatewayID)
+			WHERE id = $4 AND status = $5 RETURNING org_id, project_id, gateway_id, expires_at`,
+			StatusEnded, reason, store.Micros(now), id, StatusActive).Scan(&orgID, &projectID, &gatewayID, &expires)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -333,9 +334,29 @@ func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Entry)
 		return false, errs.Wrap("session.finish", errs.Unavailable, "ending the session failed", err)
 	}
 	if ended {
-		s.relay.CloseSession(ctx, id, gatewayID)
+		s.relay.CloseSession(ctx, id, gatewayID, reason, EndMessage(reason, store.Time(expires)))
 	}
 	return ended, nil
+}
+
+// EndMessage says why a session ended, in words for its clients (the
+// gateway sends it to each, prefixed "airlock: ").
+func EndMessage(reason string, expires time.Time) string {
+	switch reason {
+	case Terminated:
+		return "session terminated by an administrator"
+	case Expired:
+		return "session expired at " + expires.UTC().Format(time.RFC3339)
+	case EndedByUser:
+		return "session ended by its owner"
+	case GatewayLost:
+		return "session ended: its gateway was unreachable for too long"
+	case tunnel.EndClientLost:
+		return "session ended: its airlock CLI was unreachable for too long"
+	case tunnel.EndRevoked:
+		return "session ended: access was revoked"
+	}
+	return "session ended (" + reason + ")"
 }
 
 // Register adds the session operations.
