@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	pgengine "github.com/airlockpam/airlock/internal/proxy/postgres"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 )
@@ -83,7 +84,7 @@ func serveEngineHop(raw string) error {
 	defer spool.Close()
 	discard := sessionlog.UploaderFunc(func(context.Context, sessionlog.Batch) error { return nil })
 	go spool.Run(ctx, discard)
-	sess := pgengine.NewSession("bench-engine-hop", pgengine.WithRecorder(spool))
+	sess := common.NewSession("bench-engine-hop", common.WithRecorder(spool))
 	target := pgengine.Config{Host: cfg.Host, Port: cfg.Port, Database: cfg.Database, User: cfg.User, Password: cfg.Password}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2,9 +2,20 @@
 // database's network. It enrolls once (identity.go), then keeps one outbound,
 // multiplexed, mutually authenticated connection to the server (agent.go),
 // reconnecting with backoff. Over it the server opens streams: validation
-// requests, terminations, and data streams, each of which carries a CLI's
-// end-to-end mTLS connection that the gateway terminates and hands to the
-// protocol engine (proxy/postgres), which injects the account's credentials.
+// requests, terminations, updates of a live session's log settings, and
+// data streams, each of which carries a CLI's end-to-end mTLS connection
+// that the gateway terminates and hands to the protocol engine of its
+// resource's kind (proxy/postgres, proxy/mongodb), which injects the
+// account's credentials.
+//
+// The gateway keeps one registry of live sessions (a common.Session each,
+// whatever the protocol) and one engine per resource kind, both behind the
+// interfaces of proxy/common. A session ends in one way, common.Session.End,
+// for every reason: a terminate stream from the server (terminated by an
+// administrator, ended by its user, revoked, client or gateway lost), its
+// expiry on the gateway's own clock, or the gateway's shutdown. Ending
+// stops the work in the database first, then tells each client why, then
+// closes; the server is answered once every connection has ended.
 package gateway
 
 import (
@@ -22,6 +33,7 @@ import (
 	"time"
 
 	"github.com/airlockpam/airlock/internal/pki"
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/proxy/mongodb"
 	"github.com/airlockpam/airlock/internal/proxy/postgres"
 	"github.com/airlockpam/airlock/internal/sessionlog"
@@ -45,13 +57,16 @@ type Config struct {
 	Now func() time.Time
 }
 
+// endTimeout bounds the ending of one session: the engines end each
+// connection within about a second; this only guards against a stuck one.
+const endTimeout = 10 * time.Second
+
 // Agent is a running gateway.
 type Agent struct {
-	cfg   Config
-	log   *slog.Logger
-	pg    *postgres.Engine
-	mongo *mongodb.Engine
-	spool *sessionlog.Spool
+	cfg     Config
+	log     *slog.Logger
+	engines map[string]common.Engine // by resource kind
+	spool   *sessionlog.Spool
 
 	mu         sync.Mutex
 	sessions   map[string]*liveSession
@@ -59,18 +74,11 @@ type Agent struct {
 	mux        *tunnel.Mux          // the live connection, nil when down
 }
 
-// liveSession is a session's state on this gateway: one per protocol
-// engine (a session uses one, by its resource's kind), and its expiry timer.
+// liveSession is a session on this gateway, and its expiry timer.
 type liveSession struct {
-	pg    *postgres.Session
-	mongo *mongodb.Session
-	timer *time.Timer
-}
-
-func (s *liveSession) close() {
-	s.timer.Stop()
-	s.pg.Close()
-	s.mongo.Close()
+	*common.Session
+	expires time.Time
+	timer   *time.Timer
 }
 
 // New returns an Agent.
@@ -97,7 +105,11 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the session log spool in %s: %w", cfg.SpoolDir, err)
 	}
-	return &Agent{cfg: cfg, log: log, pg: pg, mongo: mongo, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
+	engines := map[string]common.Engine{}
+	for _, e := range []common.Engine{pg, mongo} {
+		engines[e.Kind()] = e
+	}
+	return &Agent{cfg: cfg, log: log, engines: engines, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
 }
 
 // Close releases the spool, writing what it still holds in memory.
@@ -124,7 +136,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		start := time.Now()
 		err := a.connectOnce(ctx)
 		if ctx.Err() != nil {
-			a.closeAll()
+			a.endAll()
 			return nil
 		}
 		if time.Since(start) > time.Minute {
@@ -134,7 +146,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("connection to the server lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			a.closeAll()
+			a.endAll()
 			return nil
 		case <-time.After(wait):
 		}
@@ -175,6 +187,9 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	go func() {
 		select {
 		case <-ctx.Done():
+			// Shutting down: the sessions' clients are told so while
+			// the connection that reaches them is still up.
+			a.endAll()
 			mux.Close()
 		case <-mux.CloseChan():
 		}
@@ -211,7 +226,14 @@ func (a *Agent) handle(ctx context.Context, st net.Conn) {
 		res := a.validate(ctx, h.Target)
 		tunnel.WriteFrame(st, res)
 	case tunnel.TypeTerminate:
-		a.terminate(h.SessionID)
+		if h.SessionID == "" {
+			tunnel.WriteFrame(st, tunnel.Result{Code: tunnel.CodeInvalid, Message: "terminate: no session id"})
+			return
+		}
+		a.terminate(context.WithoutCancel(ctx), h.SessionID, h.Reason, h.Message)
+		tunnel.WriteFrame(st, tunnel.Result{OK: true})
+	case tunnel.TypeUpdate:
+		a.update(h)
 		tunnel.WriteFrame(st, tunnel.Result{OK: true})
 	case tunnel.TypeData:
 		if err := a.serveData(ctx, st, h); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -226,18 +248,13 @@ func (a *Agent) validate(ctx context.Context, t *tunnel.Target) tunnel.Result {
 	if t == nil {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: "no target"}
 	}
-	switch t.Kind {
-	case tunnel.KindPostgres:
-		vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		return postgres.Validate(vctx, postgres.ConfigFromTarget(*t))
-	case tunnel.KindMongoDB:
-		vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		return mongodb.Validate(vctx, mongodb.ConfigFromTarget(*t))
-	default:
+	e, ok := a.engines[t.Kind]
+	if !ok {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: fmt.Sprintf("this gateway does not support %q resources yet", t.Kind)}
 	}
+	vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	return e.Validate(vctx, *t)
 }
 
 // serveData terminates the CLI's mTLS and serves the database protocol.
@@ -247,6 +264,10 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	}
 	if a.isTerminated(h.SessionID) {
 		return fmt.Errorf("session %s was terminated", h.SessionID)
+	}
+	engine, ok := a.engines[h.Target.Kind]
+	if !ok {
+		return fmt.Errorf("unsupported resource kind %q", h.Target.Kind)
 	}
 	id := a.cfg.Identity
 	tc := tls.Server(st, &tls.Config{
@@ -273,51 +294,69 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	}
 	defer tc.Close()
 	expires := time.Unix(h.ExpiresAt, 0)
-	sess := a.session(h.SessionID, expires, h.MaskPatterns, h.RedactValues)
+	sess := a.session(h.SessionID, expires, compilePatterns(h.MaskPatterns), h.RedactValues)
 	if sess == nil {
 		return fmt.Errorf("session %s has ended", h.SessionID)
 	}
-	switch h.Target.Kind {
-	case tunnel.KindPostgres:
-		return a.pg.Serve(ctx, tc, sess.pg, postgres.ConfigFromTarget(*h.Target))
-	case tunnel.KindMongoDB:
-		return a.mongo.Serve(ctx, tc, sess.mongo, mongodb.ConfigFromTarget(*h.Target))
-	default:
-		return fmt.Errorf("unsupported resource kind %q", h.Target.Kind)
-	}
+	// The engine's context outlives the gateway's own: at shutdown the
+	// session is ended (and its clients told why) before the connection
+	// to the server closes.
+	return engine.HandleConnection(context.WithoutCancel(ctx), tc, sess.Session, *h.Target)
 }
 
-// session returns the live session, creating it with a timer that closes
-// every connection at expiry; nil if it has expired or was terminated.
-func (a *Agent) session(id string, expires time.Time, masks []string, redact bool) *liveSession {
+// compilePatterns compiles the project's mask patterns, which the server
+// has validated; one that does not compile is left out.
+func compilePatterns(masks []string) []*regexp.Regexp {
+	var patterns []*regexp.Regexp
+	for _, m := range masks {
+		if re, err := regexp.Compile(m); err == nil {
+			patterns = append(patterns, re)
+		}
+	}
+	return patterns
+}
+
+// session returns the live session, creating it with a timer that ends it
+// at expiry; nil if it has expired or was terminated. Every data stream
+// carries the project's current log settings: they apply to a live session
+// from its next statement on.
+func (a *Agent) session(id string, expires time.Time, patterns []*regexp.Regexp, redact bool) *liveSession {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, dead := a.terminated[id]; dead {
 		return nil
 	}
 	if s := a.sessions[id]; s != nil {
+		s.SetMaskPatterns(patterns)
+		s.SetRedactValues(redact)
 		return s
 	}
 	left := expires.Sub(a.cfg.Now())
 	if left <= 0 {
 		return nil
 	}
-	var patterns []*regexp.Regexp
-	for _, m := range masks {
-		if re, err := regexp.Compile(m); err == nil { // the server validated them
-			patterns = append(patterns, re)
-		}
-	}
-	s := &liveSession{
-		pg:    postgres.NewSession(id, postgres.WithRecorder(a.spool), postgres.WithMaskPatterns(patterns)),
-		mongo: mongodb.NewSession(id, mongodb.WithRecorder(a.spool), mongodb.WithMaskPatterns(patterns), mongodb.WithRedactValues(redact)),
-	}
+	s := &liveSession{expires: expires, Session: common.NewSession(id, common.WithRecorder(a.spool),
+		common.WithMaskPatterns(patterns), common.WithRedactValues(redact))}
 	s.timer = time.AfterFunc(left, func() {
-		a.log.Info("session expired; closing its connections", "session", id)
-		a.terminate(id)
+		a.log.Info("session expired; ending it", "session", id)
+		a.terminate(context.Background(), id, tunnel.EndExpired, "")
 	})
 	a.sessions[id] = s
 	return s
+}
+
+// update applies new log settings to a live session, from each of its
+// connections' next statement on; a session not live here is left alone.
+func (a *Agent) update(h tunnel.Header) {
+	a.mu.Lock()
+	s := a.sessions[h.SessionID]
+	a.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.SetMaskPatterns(compilePatterns(h.MaskPatterns))
+	s.SetRedactValues(h.RedactValues)
+	a.log.Info("updated the log settings of a live session", "session", h.SessionID)
 }
 
 func (a *Agent) isTerminated(id string) bool {
@@ -327,8 +366,40 @@ func (a *Agent) isTerminated(id string) bool {
 	return ok
 }
 
-// terminate closes every connection of a session and refuses new ones.
-func (a *Agent) terminate(id string) {
+// endMessage is what a session's clients are told when the server gives
+// no words of its own for reason.
+func endMessage(reason string, expires time.Time) string {
+	switch reason {
+	case tunnel.EndExpired:
+		if expires.IsZero() {
+			return "session expired"
+		}
+		return "session expired at " + expires.UTC().Format(time.RFC3339)
+	case tunnel.EndTerminated:
+		return "session terminated by an administrator"
+	case tunnel.EndByUser:
+		return "session ended by its user"
+	case tunnel.EndRevoked:
+		return "session revoked: its access was withdrawn"
+	case tunnel.EndClientLost:
+		return "session ended: its client was gone for too long"
+	case tunnel.EndGatewayLost:
+		return "session ended: its gateway was gone for too long"
+	case tunnel.EndGatewayStop:
+		return "the gateway is shutting down"
+	}
+	return "session ended"
+}
+
+// terminate ends a session for reason, telling its clients message (or,
+// when empty, words derived from the reason), refuses its new connections,
+// and returns once every connection of it has ended (or endTimeout has
+// passed). Ending a session that has ended already, or that is not live
+// here, changes nothing but remembers it as ended.
+func (a *Agent) terminate(ctx context.Context, id, reason, message string) {
+	if reason == "" {
+		reason = tunnel.EndTerminated
+	}
 	a.mu.Lock()
 	s := a.sessions[id]
 	delete(a.sessions, id)
@@ -342,17 +413,35 @@ func (a *Agent) terminate(id string) {
 		}
 	}
 	a.mu.Unlock()
-	if s != nil {
-		s.close()
+	if s == nil {
+		return
 	}
+	s.timer.Stop()
+	if message == "" {
+		var expires time.Time
+		if reason == tunnel.EndExpired {
+			expires = s.expires
+		}
+		message = endMessage(reason, expires)
+	}
+	ctx, cancel := context.WithTimeout(ctx, endTimeout)
+	defer cancel()
+	start := time.Now()
+	s.End(ctx, reason, message)
+	a.log.Info("session ended", "session", id, "reason", reason, "took", time.Since(start).Round(time.Millisecond))
 }
 
-func (a *Agent) closeAll() {
+// endAll ends every live session, as the gateway shuts down.
+func (a *Agent) endAll() {
 	a.mu.Lock()
-	ss := a.sessions
-	a.sessions = map[string]*liveSession{}
-	a.mu.Unlock()
-	for _, s := range ss {
-		s.close()
+	ids := make([]string, 0, len(a.sessions))
+	for id := range a.sessions {
+		ids = append(ids, id)
 	}
+	a.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() { a.terminate(context.Background(), id, tunnel.EndGatewayStop, "") })
+	}
+	wg.Wait()
 }

@@ -122,7 +122,7 @@ func TestGatewayRefusesWrongClientCertificates(t *testing.T) {
 			t.Errorf("%s: accepted", name2)
 		}
 	}
-	a.terminate("s1")
+	a.terminate(context.Background(), "s1", tunnel.EndTerminated, "")
 	if err := a.serveData(context.Background(), nopConn{}, h); err == nil || !strings.Contains(err.Error(), "terminated") {
 		t.Errorf("terminated session: %v", err)
 	}

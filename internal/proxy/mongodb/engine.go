@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,11 +15,29 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/mnet"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // writeTimeout bounds writing an error to a client that does not read.
 const writeTimeout = 5 * time.Second
+
+// endWriteTimeout bounds writing the session's end to a client that does
+// not read, so that the end stays within about a second of the decision.
+const endWriteTimeout = 300 * time.Millisecond
+
+// Outcomes of the session log besides ok, error and unacknowledged.
+const (
+	// OutcomeUnknown is a command whose upstream connection was closed
+	// before its reply, when its session ended: the server may have done
+	// it.
+	OutcomeUnknown = "outcome unknown"
+	// OutcomeTerminated ends a connection ended by Session.End; the
+	// event's error code is the end's reason, its message the words the
+	// client was told.
+	OutcomeTerminated = "terminated"
+)
 
 // EngineConfig configures an Engine.
 type EngineConfig struct {
@@ -97,7 +116,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 // the client broke the protocol, and a *ConnectError when the deployment
 // could not be reached or refused the login. In those last two cases the
 // client is sent an error reply first, where the protocol allows one.
-func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg Config) error {
+func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Session, cfg Config) error {
 	if sess == nil {
 		_ = client.Close()
 		return errors.New("mongodb: Serve needs a Session")
@@ -106,14 +125,17 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	c := &served{client: client, cancel: cancel}
-	if !sess.add(c) {
+	c := &served{client: client, cancel: cancel, done: make(chan struct{})}
+	if err := sess.Add(c); err != nil {
 		_ = client.Close()
-		return ErrSessionClosed
+		return err
 	}
-	defer sess.remove(c)
+	defer sess.Remove(c)
 	defer c.close()
-	stop := context.AfterFunc(ctx, c.close)
+	// The end of the caller's context closes the client at once; the
+	// connection's own context is also ended by Session.End, which then
+	// lets the loop answer a pending request first.
+	stop := context.AfterFunc(parent, c.close)
 	defer stop()
 
 	connID := uuid.Must(uuid.NewV7()).String()
@@ -126,21 +148,23 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg 
 		log:     e.cfg.Logger.With("session", sess.ID(), "conn", connID, "client", remoteAddr(client)),
 		maxSize: DefaultMaxMessageSize,
 	}
-	if sess.recorder != nil {
-		cc.rec = &recorder{rec: sess.recorder, sessionID: sess.ID(), connID: connID, redact: sess.redact, patterns: sess.maskPatterns}
+	if sess.Recorder() != nil {
+		cc.rec = &recorder{rec: sess.Recorder(), sessionID: sess.ID(), connID: connID, sess: sess}
 	}
 	err := cc.run()
+	close(c.done)
 	cc.closeUpstream()
-	terminated := c.wasTerminated()
+	terminated := c.wasEnded()
 	if cc.rec != nil && cc.connected {
-		outcome, msg := "ok", ""
+		outcome, code, msg := "ok", "", ""
 		switch {
 		case terminated:
-			outcome = "terminated"
+			outcome = OutcomeTerminated
+			code, msg = sess.EndReason()
 		case err != nil && parent.Err() == nil:
 			outcome, msg = "error", err.Error()
 		}
-		cc.rec.connection(sessionlog.KindDisconnect, e.cfg.Clock(), cfg.authDatabase(), outcome, "", msg)
+		cc.rec.connection(sessionlog.KindDisconnect, e.cfg.Clock(), cfg.authDatabase(), outcome, code, msg)
 	}
 	switch {
 	case terminated:
@@ -151,12 +175,26 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg 
 	return err
 }
 
+// Kind returns tunnel.KindMongoDB (common.Engine).
+func (e *Engine) Kind() string { return tunnel.KindMongoDB }
+
+// Validate tries to log in with target's credentials (common.Engine).
+func (e *Engine) Validate(ctx context.Context, target tunnel.Target) tunnel.Result {
+	return Validate(ctx, ConfigFromTarget(target))
+}
+
+// HandleConnection serves client with target's credentials
+// (common.Engine): see Serve.
+func (e *Engine) HandleConnection(ctx context.Context, client net.Conn, sess *common.Session, target tunnel.Target) error {
+	return e.Serve(ctx, client, sess, ConfigFromTarget(target))
+}
+
 // clientConn is the state of one client connection.
 type clientConn struct {
 	e      *Engine
 	ctx    context.Context
 	served *served
-	sess   *Session
+	sess   *common.Session
 	cfg    Config
 	log    *slog.Logger
 	rec    *recorder // nil: nothing is recorded
@@ -299,7 +337,7 @@ func (cc *clientConn) connect(req *request) error {
 }
 
 func (cc *clientConn) dial() (*mnet.Connection, error) {
-	topo, err := cc.sess.topology(cc.cfg)
+	topo, err := topologyFor(cc.sess, cc.cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -373,6 +411,9 @@ func (cc *clientConn) hello(req *request) error {
 	body := rewriteHelloRequest(req)
 	rp, _, err := cc.roundTrip(appendMsg(nil, wiremessage.NextRequestID(), 0, body))
 	if err != nil {
+		if cc.served.wasEnded() {
+			return cc.interrupted(req, nil)
+		}
 		_ = cc.answer(req, errorDoc(codeHostUnreachable, "HostUnreachable", "airlock: "+err.Error()))
 		return err
 	}
@@ -385,6 +426,9 @@ func (cc *clientConn) legacyCommand(req *request) error {
 	p := cc.begin(req)
 	rp, _, err := cc.roundTrip(appendMsg(nil, wiremessage.NextRequestID(), 0, commandBody(req)))
 	if err != nil {
+		if cc.served.wasEnded() {
+			return cc.interrupted(req, p)
+		}
 		cc.fail(p, err)
 		_ = cc.answer(req, errorDoc(codeHostUnreachable, "HostUnreachable", "airlock: "+err.Error()))
 		return err
@@ -407,6 +451,9 @@ func (cc *clientConn) legacyCommand(req *request) error {
 func (cc *clientConn) forward(req *request) error {
 	p := cc.begin(req)
 	if err := cc.upstream.Write(cc.ctx, req.raw); err != nil {
+		if cc.served.wasEnded() {
+			return cc.interrupted(req, p)
+		}
 		err = cc.upstreamFailed(err)
 		cc.fail(p, err)
 		if !req.moreToCome() {
@@ -425,6 +472,9 @@ func (cc *clientConn) forward(req *request) error {
 	for {
 		rp, raw, err := cc.readReply(want)
 		if err != nil {
+			if cc.served.wasEnded() {
+				return cc.interrupted(req, p)
+			}
 			cc.fail(p, err)
 			return err
 		}
@@ -445,6 +495,24 @@ func (cc *clientConn) forward(req *request) error {
 		cc.rec.finish(p, cc.e.cfg.Clock())
 	}
 	return nil
+}
+
+// interrupted answers req, whose upstream work the session's end cut
+// short (the upstream connection was closed under it), with an error that
+// says why (code 11601, Interrupted, which drivers do not retry), and
+// records p with outcome unknown: the server may have done it.
+func (cc *clientConn) interrupted(req *request, p *pending) error {
+	_, msg := cc.sess.EndReason()
+	text := "airlock: " + msg
+	if p != nil {
+		p.res = result{outcome: OutcomeUnknown, code: strconv.Itoa(codeInterrupted), msg: text}
+		cc.rec.finish(p, cc.e.cfg.Clock())
+	}
+	if !req.moreToCome() {
+		_ = cc.client().SetWriteDeadline(time.Now().Add(endWriteTimeout))
+		_ = cc.answer(req, errorDoc(codeInterrupted, "Interrupted", text))
+	}
+	return ErrSessionClosed
 }
 
 // begin starts the event of req, if it is recorded.

@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
@@ -274,7 +275,7 @@ func TestEngine(t *testing.T) {
 	})
 
 	t.Run("RedactValues", func(t *testing.T) {
-		p := startProxy(t, cfg, WithRedactValues(true))
+		p := startProxy(t, cfg, common.WithRedactValues(true))
 		ctx := testContext(t)
 		coll := p.connect(t).Database("red").Collection("cards")
 		if _, err := coll.InsertMany(ctx, []any{bson.D{{Key: "card", Value: "4111-1111"}, {Key: "nested", Value: bson.D{{Key: "cvv", Value: 123}}}}}); err != nil {
@@ -444,7 +445,7 @@ func TestEngine(t *testing.T) {
 		if p.sess.Conns() == 0 {
 			t.Fatal("no connection served")
 		}
-		p.sess.Close()
+		endSession(p.sess)
 		if n := p.sess.Conns(); n != 0 {
 			t.Errorf("%d connections still served after Close", n)
 		}

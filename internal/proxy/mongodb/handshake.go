@@ -10,6 +10,7 @@ import (
 const (
 	codeHostUnreachable      = 6
 	codeProtocolError        = 17
+	codeInterrupted          = 11601 // the session ended under the operation; drivers do not retry it
 	codeAuthenticationFailed = 18
 )
 

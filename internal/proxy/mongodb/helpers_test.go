@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
@@ -76,7 +77,7 @@ func configFor(f *testenv.FerretDB, u testenv.MongoUser) Config {
 type proxy struct {
 	t    testing.TB
 	ln   net.Listener
-	sess *Session
+	sess *common.Session
 	rec  *memRecorder
 	wg   sync.WaitGroup
 	mu   sync.Mutex
@@ -86,7 +87,7 @@ type proxy struct {
 
 // startProxy serves cfg on 127.0.0.1 at a free port under a new Session
 // with a recorder (and opts).
-func startProxy(t testing.TB, cfg Config, opts ...SessionOption) *proxy {
+func startProxy(t testing.TB, cfg Config, opts ...common.SessionOption) *proxy {
 	t.Helper()
 	logs := &syncBuffer{}
 	eng, err := NewEngine(WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
@@ -98,7 +99,7 @@ func startProxy(t testing.TB, cfg Config, opts ...SessionOption) *proxy {
 		t.Fatal(err)
 	}
 	p := &proxy{t: t, ln: ln, rec: &memRecorder{}, addr: ln.Addr().String()}
-	p.sess = NewSession("sess-test", append([]SessionOption{WithRecorder(p.rec)}, opts...)...)
+	p.sess = common.NewSession("sess-test", append([]common.SessionOption{common.WithRecorder(p.rec)}, opts...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go func() {
@@ -120,7 +121,7 @@ func startProxy(t testing.TB, cfg Config, opts ...SessionOption) *proxy {
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
-		p.sess.Close()
+		endSession(p.sess)
 		cancel()
 		done := make(chan struct{})
 		go func() { p.wg.Wait(); close(done) }()
@@ -213,3 +214,10 @@ func (b *syncBuffer) String() string {
 }
 
 func isSessionClosed(err error) bool { return errors.Is(err, ErrSessionClosed) }
+
+// endSession ends sess as an administrator's termination does.
+func endSession(sess *common.Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	sess.End(ctx, tunnel.EndTerminated, "session terminated by an administrator")
+}

@@ -1,7 +1,6 @@
 package mongodb
 
 import (
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
@@ -55,8 +55,7 @@ type recorder struct {
 	rec       sessionlog.Recorder
 	sessionID string
 	connID    string
-	redact    bool
-	patterns  []*regexp.Regexp
+	sess      *common.Session // for its log settings, which may change
 }
 
 func (r *recorder) newEvent(kind string, at time.Time) sessionlog.Event {
@@ -93,7 +92,7 @@ func (r *recorder) begin(req *request, at time.Time) *pending {
 	ev.Database = req.database
 	ev.Collection = collectionOf(req)
 	if !isAuthCommand(req.command) {
-		ev.Statement = r.mask(statement(req, r.redact))
+		ev.Statement = r.mask(statement(req, r.sess.RedactValues()))
 	}
 	return &pending{ev: ev, start: at}
 }
@@ -114,7 +113,7 @@ func (r *recorder) finish(p *pending, end time.Time) {
 }
 
 func (r *recorder) mask(s string) string {
-	for _, p := range r.patterns {
+	for _, p := range r.sess.MaskPatterns() {
 		s = p.ReplaceAllString(s, masked)
 	}
 	return s

@@ -2,105 +2,72 @@ package mongodb
 
 import (
 	"context"
-	"errors"
 	"net"
-	"regexp"
 	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
-	"github.com/airlockpam/airlock/internal/sessionlog"
+	"github.com/airlockpam/airlock/internal/proxy/common"
 )
 
 // ErrSessionClosed is returned by Serve for a connection ended by
-// Session.Close, or served under a Session already closed.
-var ErrSessionClosed = errors.New("mongodb: the access session is closed")
+// Session.End, or served under a Session that has ended.
+var ErrSessionClosed = common.ErrSessionEnded
 
 // disconnectTimeout bounds the closing of a Session's topologies.
 const disconnectTimeout = 5 * time.Second
 
-// Session is one access session. Every client connection of the session is
-// served with the same *Session, which holds the driver topologies its
-// connections draw their upstream connections from (one per Config, so
-// that server discovery and monitoring happen once, not per connection) and
-// its open connections, so that Close can end them all.
-//
-// A Session is safe for concurrent use.
-type Session struct {
-	id           string
-	recorder     sessionlog.Recorder // nil: nothing is recorded
-	redact       bool
-	maskPatterns []*regexp.Regexp
+// pastDeadline makes blocked reads return at once.
+var pastDeadline = time.Unix(1, 0)
 
-	mu     sync.Mutex
-	closed bool
-	conns  map[*served]struct{}
-	topos  map[string]*topology.Topology
+// topologies is the MongoDB state of one session: the driver topologies its
+// connections draw their upstream connections from, one per Config, so
+// that server discovery and monitoring happen once, not per connection (a
+// rotated password makes a new one). It is kept in the common.Session
+// (Session.Value) and disconnected when the session ends.
+type topologies struct {
+	mu    sync.Mutex
+	topos map[string]*topology.Topology
 }
 
-// SessionOption configures a Session.
-type SessionOption func(*Session)
+// topologiesKey is the common.Session value key of topologies.
+type topologiesKey struct{}
 
-// WithRecorder makes the engine record the session log of every connection
-// of the session into r: the connection's opening and end, and each command
-// with its outcome (see the package documentation). Without a recorder, or
-// with a nil one, nothing is recorded.
-func WithRecorder(r sessionlog.Recorder) SessionOption {
-	return func(s *Session) { s.recorder = r }
-}
-
-// WithRedactValues, when on, replaces the values of the documents a
-// command writes (insert's documents, update's u, findAndModify's update)
-// with "***" in the recorded statements, keeping their field names. The pwd
-// of createUser and updateUser is masked whatever this says.
-func WithRedactValues(on bool) SessionOption {
-	return func(s *Session) { s.redact = on }
-}
-
-// WithMaskPatterns adds the project's mask patterns: in everything recorded
-// (statements and error messages), each match of each pattern is replaced
-// by ***.
-func WithMaskPatterns(patterns []*regexp.Regexp) SessionOption {
-	return func(s *Session) { s.maskPatterns = append([]*regexp.Regexp(nil), patterns...) }
-}
-
-// NewSession returns an open Session; id identifies it in logs and in the
-// session log's events.
-func NewSession(id string, opts ...SessionOption) *Session {
-	s := &Session{
-		id:    id,
-		conns: make(map[*served]struct{}),
-		topos: make(map[string]*topology.Topology),
+// topologyFor returns the session's topology for cfg, creating and
+// connecting it (which starts the driver's monitoring, in the background)
+// on first use.
+func topologyFor(sess *common.Session, cfg Config) (*topology.Topology, error) {
+	v, err := sess.Value(topologiesKey{}, func() (any, error) {
+		return &topologies{topos: map[string]*topology.Topology{}}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	for _, o := range opts {
-		o(s)
+	ts := v.(*topologies)
+	key := cfg.key()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.topos == nil {
+		return nil, ErrSessionClosed
 	}
-	return s
+	if t, ok := ts.topos[key]; ok {
+		return t, nil
+	}
+	t, err := newTopology(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ts.topos[key] = t
+	return t, nil
 }
 
-// ID returns the session's identifier.
-func (s *Session) ID() string { return s.id }
-
-// Close ends the session: it closes every connection served under it, at
-// once (their Serve calls then return ErrSessionClosed), disconnects its
-// topologies (closing their upstream connections), and makes Serve refuse
-// any new connection. Closing a closed Session does nothing.
-func (s *Session) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	conns := s.conns
-	topos := s.topos
-	s.conns = nil
-	s.topos = nil
-	s.mu.Unlock()
-	for c := range conns {
-		c.terminate()
-	}
+// Close disconnects the topologies, closing their upstream connections.
+func (ts *topologies) Close() {
+	ts.mu.Lock()
+	topos := ts.topos
+	ts.topos = nil
+	ts.mu.Unlock()
 	if len(topos) == 0 {
 		return
 	}
@@ -111,58 +78,6 @@ func (s *Session) Close() {
 		wg.Go(func() { _ = t.Disconnect(ctx) })
 	}
 	wg.Wait()
-}
-
-// Closed reports whether Close was called.
-func (s *Session) Closed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-// Conns returns the number of client connections being served under the
-// session.
-func (s *Session) Conns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-func (s *Session) add(c *served) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Session) remove(c *served) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, c)
-}
-
-// topology returns the session's topology for cfg, creating and connecting
-// it (which starts the driver's monitoring, in the background) on first
-// use.
-func (s *Session) topology(cfg Config) (*topology.Topology, error) {
-	key := cfg.key()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrSessionClosed
-	}
-	if t, ok := s.topos[key]; ok {
-		return t, nil
-	}
-	t, err := newTopology(cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.topos[key] = t
-	return t, nil
 }
 
 // newTopology builds and connects a driver topology for cfg.
@@ -185,18 +100,23 @@ func newTopology(cfg Config) (*topology.Topology, error) {
 	return t, nil
 }
 
-// served is one client connection being served.
+// served is one client connection being served: the common.Conn that
+// Session.End ends. The connection's own goroutine (clientConn.run) does
+// all the writing to the client; ending it interrupts that goroutine's
+// upstream work, which then answers a pending request with the session's
+// end and stops.
 type served struct {
 	client net.Conn
-	cancel context.CancelFunc // ends the context of the Serve call
+	cancel context.CancelFunc // ends the upstream work of the connection
+	done   chan struct{}      // closed when the connection's loop has stopped
 
-	mu         sync.Mutex
-	closed     bool
-	terminated bool // closed by Session.Close
+	mu     sync.Mutex
+	closed bool
+	ending bool // Session.End is ending the connection
 }
 
 // close closes the client connection; the upstream one follows when the
-// Serve context ends. It may be called any number of times, from any
+// Serve call ends. It may be called any number of times, from any
 // goroutine.
 func (c *served) close() {
 	c.mu.Lock()
@@ -209,17 +129,34 @@ func (c *served) close() {
 	_ = c.client.Close()
 }
 
-// terminate closes the connection on behalf of Session.Close.
-func (c *served) terminate() {
-	c.mu.Lock()
-	c.terminated = true
-	c.mu.Unlock()
-	c.cancel()
-	c.close()
-}
-
-func (c *served) wasTerminated() bool {
+func (c *served) wasEnded() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.terminated
+	return c.ending
 }
+
+// Interrupt stops the connection's work (common.Conn): no further request
+// is read from the client, and the upstream connection is closed under the
+// request in progress, if any (the driver closes a connection whose
+// operation's context ends), so that the server stops it; the connection's
+// loop then answers that request with the session's end. It returns when
+// the loop has stopped, or ctx ends.
+func (c *served) Interrupt(ctx context.Context) {
+	c.mu.Lock()
+	c.ending = true
+	c.mu.Unlock()
+	_ = c.client.SetReadDeadline(pastDeadline)
+	c.cancel()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+	}
+}
+
+// Goodbye does nothing more (common.Conn): the MongoDB protocol has no
+// message a server sends unasked, so a client is told why only in the
+// reply to a pending request, which Interrupt's loop has sent.
+func (c *served) Goodbye(string) {}
+
+// Close closes the client connection (common.Conn).
+func (c *served) Close() { c.close() }

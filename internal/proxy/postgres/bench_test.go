@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
@@ -30,8 +31,8 @@ func benchTargets(b *testing.B) []struct{ name, url string } {
 		b.Fatal(err)
 	}
 	cfg := accountConfig(db, role, tunnel.TLS{})
-	plain := startProxy(b, eng, NewSession("bench"), cfg)
-	recording := startProxy(b, eng, NewSession("bench-recording", WithRecorder(&countingRecorder{})), cfg)
+	plain := startProxy(b, eng, common.NewSession("bench"), cfg)
+	recording := startProxy(b, eng, common.NewSession("bench-recording", common.WithRecorder(&countingRecorder{})), cfg)
 	return []struct{ name, url string }{
 		{"engine", plain.clientURL("x", "y", "")},
 		{"engine-recording", recording.clientURL("x", "y", "")},

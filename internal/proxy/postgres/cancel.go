@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -88,4 +89,40 @@ func newCancelTarget(hc *pgconn.HijackedConn) cancelTarget {
 		processID: hc.PID,
 		secretKey: key,
 	}
+}
+
+// terminateBackend ends backend pid with pg_terminate_backend, over a new
+// connection logged in with cfg's credentials: a role may terminate its own
+// backends. It waits for the backend to exit (up to a second, PostgreSQL 14
+// and later), so that nothing it ran can commit after it returns. Its
+// errors never hold the password.
+func terminateBackend(ctx context.Context, cfg Config, pid uint32) error {
+	pc, err := cfg.PgConnConfig()
+	if err != nil {
+		return errors.New(redact(err.Error(), cfg.Password))
+	}
+	pc.RuntimeParams = map[string]string{"application_name": "airlock-gateway"}
+	pg, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("connect to terminate the backend: %s", redact(err.Error(), cfg.Password))
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+		defer cancel()
+		_ = pg.Close(cctx)
+	}()
+	arg := [][]byte{[]byte(strconv.FormatUint(uint64(pid), 10))}
+	res := pg.ExecParams(ctx, "SELECT pg_terminate_backend($1::int, 1000)", arg, nil, nil, nil).Read()
+	var pgErr *pgconn.PgError
+	if errors.As(res.Err, &pgErr) && pgErr.Code == "42883" {
+		// Before PostgreSQL 14: no timeout argument.
+		res = pg.ExecParams(ctx, "SELECT pg_terminate_backend($1::int)", arg, nil, nil, nil).Read()
+	}
+	if res.Err != nil {
+		return fmt.Errorf("pg_terminate_backend(%d): %s", pid, redact(res.Err.Error(), cfg.Password))
+	}
+	if len(res.Rows) != 1 || string(res.Rows[0][0]) != "t" {
+		return fmt.Errorf("pg_terminate_backend(%d) did not confirm the backend's end", pid)
+	}
+	return nil
 }

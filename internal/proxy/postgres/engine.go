@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -139,7 +140,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 // when the client broke the protocol in its opening, and a *ConnectError when
 // the database could not be reached or refused the login. In those last two
 // cases the client is sent an ErrorResponse first.
-func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg Config) error {
+func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Session, cfg Config) error {
 	if sess == nil {
 		_ = client.Close()
 		return errors.New("postgres: Serve needs a Session")
@@ -148,28 +149,46 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *Session, cfg 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	c := &served{client: client, cancel: cancel}
-	if !sess.add(c) {
+	log := e.cfg.Logger.With("session", sess.ID(), "client", remoteAddr(client))
+	c := newServed(e, client, cancel, cfg, log)
+	if err := sess.Add(c); err != nil {
 		_ = client.Close()
-		return ErrSessionClosed
+		return err
 	}
-	defer sess.remove(c)
+	defer sess.Remove(c)
 	defer c.close()
 	stop := context.AfterFunc(ctx, c.close)
 	defer stop()
 
-	log := e.cfg.Logger.With("session", sess.ID(), "client", remoteAddr(client))
 	err := e.serve(ctx, c, sess, cfg, log)
-	switch {
-	case c.wasTerminated():
+	if c.wasEnded() {
+		// The session's end says goodbye to the client and closes the
+		// connection: it is not closed under it.
+		<-c.closed
 		return ErrSessionClosed
+	}
+	switch {
 	case parent.Err() != nil:
 		return parent.Err()
 	}
 	return err
 }
 
-func (e *Engine) serve(ctx context.Context, c *served, sess *Session, cfg Config, log *slog.Logger) error {
+// Kind returns tunnel.KindPostgres (common.Engine).
+func (e *Engine) Kind() string { return tunnel.KindPostgres }
+
+// Validate tries to log in with target's credentials (common.Engine).
+func (e *Engine) Validate(ctx context.Context, target tunnel.Target) tunnel.Result {
+	return Validate(ctx, ConfigFromTarget(target))
+}
+
+// HandleConnection serves client with target's credentials
+// (common.Engine): see Serve.
+func (e *Engine) HandleConnection(ctx context.Context, client net.Conn, sess *common.Session, target tunnel.Target) error {
+	return e.Serve(ctx, client, sess, ConfigFromTarget(target))
+}
+
+func (e *Engine) serve(ctx context.Context, c *served, sess *common.Session, cfg Config, log *slog.Logger) error {
 	_ = c.client.SetDeadline(time.Now().Add(e.cfg.StartupTimeout))
 	op, err := readStartup(c.client)
 	if err != nil {
@@ -236,8 +255,13 @@ func lingerClose(c net.Conn) {
 
 // forwardCancel sends the cancel a client asked for to the database, if its
 // key is one of the session's; it ignores any other key, as PostgreSQL does.
-func (e *Engine) forwardCancel(ctx context.Context, sess *Session, op *opening, log *slog.Logger) {
-	target, ok := sess.lookup(op.processID, op.secretKey)
+func (e *Engine) forwardCancel(ctx context.Context, sess *common.Session, op *opening, log *slog.Logger) {
+	keys, err := keysOf(sess)
+	if err != nil {
+		log.Debug("ignored a cancel request: the session has ended")
+		return
+	}
+	target, ok := keys.lookup(op.processID, op.secretKey)
 	if !ok {
 		log.Debug("ignored a cancel request with an unknown key")
 		return
@@ -257,11 +281,11 @@ func (e *Engine) forwardCancel(ctx context.Context, sess *Session, op *opening, 
 }
 
 // proxy logs in upstream for the client, greets the client and relays.
-func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config, op *opening, log *slog.Logger) error {
+func (e *Engine) proxy(ctx context.Context, c *served, sess *common.Session, cfg Config, op *opening, log *slog.Logger) error {
 	log = log.With("upstream", cfg)
 	start := time.Now()
 	var clog *connLog
-	if sess.recorder != nil {
+	if sess.Recorder() != nil {
 		clog = newConnLog(sess, cfg, uuid.Must(uuid.NewV7()).String())
 		log = log.With("conn", clog.connID)
 	}
@@ -311,7 +335,12 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 		return ErrSessionClosed // Serve returns the precise reason
 	}
 
-	pid, secret, err := sess.register(e.random, newCancelTarget(hc))
+	keys, err := keysOf(sess)
+	if err != nil {
+		return err
+	}
+	target := newCancelTarget(hc)
+	pid, secret, err := keys.register(e.random, target)
 	if err != nil {
 		if !errors.Is(err, ErrSessionClosed) {
 			e.refuse(c.client, sqlStateInternalError, "airlock: internal error: cannot create a cancel key")
@@ -319,7 +348,7 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 		}
 		return fmt.Errorf("postgres: register the cancel key: %w", err)
 	}
-	defer sess.unregister(pid)
+	defer keys.unregister(pid)
 
 	_ = c.client.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := c.client.Write(greeting(op, hc, pid, secret)); err != nil {
@@ -329,24 +358,30 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *Session, cfg Config
 
 	log.Info("client connected", "backend_pid", hc.PID, "tls", hc.TLSConfig != nil,
 		"application_name", op.params["application_name"], "connect_time", time.Since(start).Round(time.Millisecond))
-	if clog == nil {
-		fromClient, toClient := e.relay(c, upstream)
-		log.Info("client disconnected", "bytes_from_client", fromClient, "bytes_to_client", toClient,
-			"duration", time.Since(start).Round(time.Millisecond))
-		return nil
+	r := &relay{
+		upstream:  upstream,
+		target:    target,
+		backendID: hc.PID,
+		clog:      clog,
+		frontDone: make(chan struct{}),
+		backDone:  make(chan struct{}),
 	}
-
-	clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeOK, "", "")
-	fromClient, toClient, err := e.relayRecorded(c, upstream, clog)
-	outcome, msg := OutcomeOK, ""
-	switch {
-	case c.wasTerminated():
-		outcome = OutcomeTerminated
-	case err != nil:
-		outcome, msg = OutcomeError, strings.TrimPrefix(err.Error(), "postgres: ")
-		log.Warn("closed a connection the session log cannot follow", "error", err)
+	if clog != nil {
+		clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeOK, "", "")
 	}
-	clog.emitConn(sessionlog.KindDisconnect, start, time.Now(), outcome, "", msg)
+	fromClient, toClient, err := e.relay(c, r)
+	if clog != nil {
+		outcome, code, msg := OutcomeOK, "", ""
+		switch {
+		case c.wasEnded():
+			outcome = OutcomeTerminated
+			code, msg = sess.EndReason()
+		case err != nil:
+			outcome, msg = OutcomeError, strings.TrimPrefix(err.Error(), "postgres: ")
+			log.Warn("closed a connection the session log cannot follow", "error", err)
+		}
+		clog.emitConn(sessionlog.KindDisconnect, start, time.Now(), outcome, code, msg)
+	}
 	log.Info("client disconnected", "bytes_from_client", fromClient, "bytes_to_client", toClient,
 		"duration", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -397,44 +432,46 @@ func greeting(op *opening, hc *pgconn.HijackedConn, pid uint32, secret [secretKe
 	return buf
 }
 
-// relay copies bytes both ways until one direction ends, then closes both
-// connections so that the other ends too. It returns the bytes copied from
-// the client and to the client.
-func (e *Engine) relay(c *served, upstream net.Conn) (fromClient, toClient int64) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		toClient, _ = pump(c.client, upstream, nil)
-		c.close()
-	}()
-	fromClient, _ = pump(upstream, c.client, nil)
-	c.close()
-	<-done
-	return fromClient, toClient
-}
-
-// relayRecorded relays like relay, observing the protocol on the way to
-// record the session log into clog: each direction runs in its own
-// goroutine, reads into a pooled buffer whatever the connection has, lets
-// its observer see the messages in it and forwards the whole chunk in one
-// write. The client side queues each request before it forwards it, so the
-// server side always finds the request an answer belongs to. It returns the
-// bytes copied from and to the client, and the observer's error if one
-// stopped the relay (a client that pipelines too much, a broken stream).
-func (e *Engine) relayRecorded(c *served, upstream net.Conn, clog *connLog) (fromClient, toClient int64, err error) {
-	front := newFrontendObserver(clog)
-	back := newBackendObserver(clog)
-	done := make(chan struct{})
+// relay copies bytes both ways, each direction in its own goroutine, until
+// one direction ends, then closes both connections so that the other ends
+// too (unless the session is ending the connection, which then closes it
+// itself). With a session log (r.clog), it relays while observing the
+// protocol to record it: each direction reads into a pooled buffer
+// whatever the connection has, lets its observer see the messages in it
+// and forwards the whole chunk in one write. The client side queues each
+// request before it forwards it, so the server side always finds the
+// request an answer belongs to. It returns the bytes copied from and to the
+// client, and the observer's error if one stopped the relay (a client that
+// pipelines too much, a broken stream).
+func (e *Engine) relay(c *served, r *relay) (fromClient, toClient int64, err error) {
+	var front, back chunkObserver
+	var backObs *backendObserver
+	if r.clog != nil {
+		front = newFrontendObserver(r.clog)
+		backObs = newBackendObserver(r.clog)
+		back = backObs
+		r.back = backObs
+	}
+	if !c.startRelay(r) {
+		return 0, 0, nil
+	}
 	var backErr error
 	go func() {
-		defer close(done)
-		toClient, backErr = pump(c.client, upstream, back)
-		c.close()
+		defer close(r.backDone)
+		if backObs != nil {
+			toClient, r.backClean, backErr = pumpBack(c.client, r, backObs)
+		} else {
+			toClient, r.backClean, backErr = pump(c.client, r.upstream, back)
+		}
+		c.pumpStopped()
 	}()
-	fromClient, err = pump(upstream, c.client, front)
-	c.close()
-	<-done
-	back.finish()
+	fromClient, _, err = pump(r.upstream, c.client, front)
+	close(r.frontDone)
+	c.pumpStopped()
+	<-r.backDone
+	if backObs != nil {
+		backObs.finish()
+	}
 	if err == nil {
 		err = backErr
 	}
@@ -448,10 +485,11 @@ type chunkObserver interface {
 
 // pump copies src to dst through a tunnel.ReadBuffer (2 KiB while the
 // connection idles, none for the database's socket), showing each chunk to
-// obs first when obs is not nil. It returns the bytes written and obs's
-// error, if it stopped the copy; the connections' own errors end the copy
-// but are not returned, as they are the normal end of a connection.
-func pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, error) {
+// obs first when obs is not nil. It returns the bytes written, whether every
+// chunk read was written whole, and obs's error, if it stopped the copy;
+// the connections' own errors end the copy but are not returned, as they
+// are the normal end of a connection.
+func pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, bool, error) {
 	var rb tunnel.ReadBuffer
 	defer rb.Release()
 	var written int64
@@ -460,17 +498,61 @@ func pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, error) {
 		if len(p) > 0 {
 			if obs != nil {
 				if err := obs.observe(p); err != nil {
-					return written, err
+					return written, false, err
 				}
 			}
 			w, werr := dst.Write(p)
 			written += int64(w)
 			if werr != nil {
-				return written, nil
+				return written, false, nil
 			}
 		}
 		if rerr != nil {
-			return written, nil
+			return written, true, nil
+		}
+		rb.Adapt(len(p))
+	}
+}
+
+// pumpBack is pump for the observed server->client direction, which can
+// be drained: once r.draining is set (the session is ending), the
+// server's bytes are still read and observed, so that the answer to the
+// engine's cancel is recorded, but only those that complete the message in
+// flight are written; the client receives nothing more from the server,
+// and the stream stays at a message boundary for the engine's goodbye. The
+// second result reports whether what the client received ends at a
+// message boundary.
+func pumpBack(dst io.Writer, r *relay, obs *backendObserver) (int64, bool, error) {
+	var rb tunnel.ReadBuffer
+	defer rb.Release()
+	var written int64
+	drained := false // what the client received ends at a boundary, and nothing more goes
+	for {
+		p, rerr := rb.ReadOnce(r.upstream)
+		if len(p) > 0 {
+			out := p
+			if drained {
+				out = nil
+			} else if r.draining.Load() {
+				out = p[:obs.scan.toBoundary(p)]
+				drained = len(out) < len(p)
+			}
+			if err := obs.observe(p); err != nil {
+				return written, false, err
+			}
+			if len(out) == len(p) && r.draining.Load() && obs.scan.atBoundary() {
+				drained = true
+			}
+			if len(out) > 0 {
+				w, werr := dst.Write(out)
+				written += int64(w)
+				if werr != nil {
+					return written, false, nil
+				}
+			}
+		}
+		if rerr != nil {
+			return written, drained || obs.scan.atBoundary(), nil
 		}
 		rb.Adapt(len(p))
 	}

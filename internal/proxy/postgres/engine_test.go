@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -43,7 +44,7 @@ func TestServeInjectsCredentials(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			log, _ := newLogger(t, tt.role.Password)
-			p := startProxy(t, newEngine(t, WithLogger(log)), NewSession("s1"), accountConfig(db, tt.role, tt.tls))
+			p := startProxy(t, newEngine(t, WithLogger(log)), common.NewSession("s1"), accountConfig(db, tt.role, tt.tls))
 			conn := p.connect(t, "airlock-test-app")
 			ctx := testContext(t)
 
@@ -101,7 +102,7 @@ func TestServeRefusesLogin(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			log, _ := newLogger(t, tt.cfg.Password)
-			p := startProxy(t, newEngine(t, WithLogger(log)), NewSession("s1"), tt.cfg)
+			p := startProxy(t, newEngine(t, WithLogger(log)), common.NewSession("s1"), tt.cfg)
 			_, err := pgx.Connect(testContext(t), p.clientURL("x", "y", ""))
 			if err == nil {
 				t.Fatal("connected")
@@ -145,7 +146,7 @@ func TestGreeting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := startProxy(t, newEngine(t), NewSession("s1"), accountConfig(db, tt.role, tunnel.TLS{}))
+			p := startProxy(t, newEngine(t), common.NewSession("s1"), accountConfig(db, tt.role, tunnel.TLS{}))
 			conn, err := net.Dial("tcp", p.addr)
 			if err != nil {
 				t.Fatal(err)
@@ -250,7 +251,7 @@ func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 // and results larger than the relay's buffers through the engine.
 func TestQueries(t *testing.T) {
 	db := testenv.SharedPostgres(t)
-	p := startProxy(t, newEngine(t), NewSession("s1"), accountConfig(db, db.Cluster.SCRAMUser, verifiedTLS(db)))
+	p := startProxy(t, newEngine(t), common.NewSession("s1"), accountConfig(db, db.Cluster.SCRAMUser, verifiedTLS(db)))
 	conn := p.connect(t, "")
 	ctx := testContext(t)
 
@@ -319,7 +320,7 @@ func TestServeContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		errc <- eng.Serve(ctx, server, NewSession("s"), accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{}))
+		errc <- eng.Serve(ctx, server, common.NewSession("s"), accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{}))
 	}()
 	cfg, err := pgconn.ParseConfig("host=127.0.0.1 sslmode=disable user=x")
 	if err != nil {
@@ -351,7 +352,7 @@ func TestMalformedOpenings(t *testing.T) {
 	db := testenv.SharedPostgres(t)
 	cfg := accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{})
 	eng := newEngine(t, WithStartupTimeout(500*time.Millisecond))
-	p := startProxy(t, eng, NewSession("s1"), cfg)
+	p := startProxy(t, eng, common.NewSession("s1"), cfg)
 	healthy := p.connect(t, "")
 	ctx := testContext(t)
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/airlockpam/airlock/internal/proxy/common"
 )
 
 // seedExchanges are protocol exchanges, client bytes and server bytes, that
@@ -46,7 +48,7 @@ func FuzzRelay(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, front, back []byte, seed uint64) {
 		rec := &memRecorder{}
-		sess := NewSession("s", WithRecorder(rec))
+		sess := common.NewSession("s", common.WithRecorder(rec))
 		l := newConnLog(sess, Config{Database: "db"}, "c")
 		fo, bo := newFrontendObserver(l), newBackendObserver(l)
 		rng := rand.New(rand.NewPCG(seed, seed>>32))

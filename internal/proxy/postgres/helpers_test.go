@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -124,11 +125,11 @@ func (r *logRecorder) count(msg string) int {
 // Session with one Config.
 type testProxy struct {
 	addr    string
-	sess    *Session
+	sess    *common.Session
 	results chan error // what each Serve call returned
 }
 
-func startProxy(t testing.TB, eng *Engine, sess *Session, cfg Config) *testProxy {
+func startProxy(t testing.TB, eng *Engine, sess *common.Session, cfg Config) *testProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -281,4 +282,11 @@ func isActive(t testing.TB, db testenv.Database, pid uint32) bool {
 		t.Fatal(err)
 	}
 	return len(rows[0].Rows) == 1 && string(rows[0].Rows[0][0]) == "active"
+}
+
+// endSession ends sess as an administrator's termination does.
+func endSession(sess *common.Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	sess.End(ctx, tunnel.EndTerminated, "session terminated by an administrator")
 }

@@ -147,6 +147,37 @@ func (s *scanner) feed(p []byte, h messageHandler) error {
 	return nil
 }
 
+// atBoundary reports whether the bytes fed so far end with a whole
+// message: bytes of the engine's own can be written after them.
+func (s *scanner) atBoundary() bool {
+	return !s.broken && !s.inBody && s.hdrN == 0
+}
+
+// toBoundary returns how many bytes of p, the next chunk, complete the
+// message in flight: 0 at a boundary, len(p) if p does not complete it.
+func (s *scanner) toBoundary(p []byte) int {
+	switch {
+	case s.broken:
+		return 0
+	case s.inBody:
+		return min(s.left, len(p))
+	case s.hdrN == 0:
+		return 0
+	}
+	need := len(s.hdr) - s.hdrN
+	if len(p) < need {
+		return len(p)
+	}
+	var hdr [5]byte
+	copy(hdr[:], s.hdr[:s.hdrN])
+	copy(hdr[s.hdrN:], p[:need])
+	length := int(int32(binary.BigEndian.Uint32(hdr[1:5])))
+	if length < 4 {
+		return 0 // a broken stream: nothing more is written
+	}
+	return min(need+length-4, len(p))
+}
+
 // message hands a gathered body to h and readies the buffer for the next.
 func (s *scanner) message(h messageHandler, body []byte) error {
 	err := h.message(s.typ, body, s.size)
@@ -299,7 +330,7 @@ func (f *frontendObserver) parse(body []byte, size int) (string, *statement) {
 
 // statement masks a statement's text.
 func (f *frontendObserver) statement(text string) *statement {
-	return &statement{maskResult: maskStatement(text, f.log.extra)}
+	return &statement{maskResult: maskStatement(text, f.log.extra())}
 }
 
 // truncated returns the statement of a message too large to decode, of
@@ -385,7 +416,7 @@ func (f *frontendObserver) renderParams(values [][]byte, format func(int) int16)
 	}
 	out := make([]string, len(values))
 	for i, v := range values {
-		out[i] = applyPatterns(renderParam(v, format(i)), f.log.extra)
+		out[i] = applyPatterns(renderParam(v, format(i)), f.log.extra())
 	}
 	return out
 }
@@ -758,7 +789,8 @@ func (b *backendObserver) complete(it *pending, now time.Time) {
 
 // settle records requests that got no answer of their own: those the server
 // skipped after an error (outcome skipped) or that the closing of the
-// connection left unanswered (outcome aborted). The request that failed
+// connection left unanswered (outcome unknown: it may have run, even
+// committed). The request that failed
 // passes its error on to the first Execute after it, which it kept from
 // running; if there is none, it is recorded itself, with its statement.
 func (b *backendObserver) settle(items []*pending, unanswered string, now time.Time) {
@@ -876,6 +908,6 @@ func (b *backendObserver) finish() {
 		if len(group) == 0 {
 			return
 		}
-		b.settle(group, OutcomeAborted, now)
+		b.settle(group, OutcomeUnknown, now)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
@@ -107,7 +108,7 @@ type harness struct {
 
 func newHarness(t *testing.T, extra ...*regexp.Regexp) *harness {
 	rec := &memRecorder{}
-	sess := NewSession("sess-1", WithRecorder(rec), WithMaskPatterns(extra))
+	sess := common.NewSession("sess-1", common.WithRecorder(rec), common.WithMaskPatterns(extra))
 	l := newConnLog(sess, Config{Database: "db"}, "conn-1")
 	h := &harness{t: t, rec: rec, log: l, clock: time.Unix(1700000000, 0)}
 	l.now = func() time.Time {
@@ -416,9 +417,9 @@ func TestObserverProtocol(t *testing.T) {
 		h.client(&pgproto3.Parse{Query: "SELECT 3"}, bind(""), execute, sync_)
 		h.back.finish()
 		checkEvents(t, h.rec.all(), []brief{
-			{Kind: "query", Statement: "SELECT pg_sleep(60)", Outcome: "aborted"},
-			{Kind: "query", Statement: "SELECT 2", Outcome: "aborted"},
-			{Kind: "execute", Statement: "SELECT 3", Outcome: "aborted"},
+			{Kind: "query", Statement: "SELECT pg_sleep(60)", Outcome: "outcome unknown"},
+			{Kind: "query", Statement: "SELECT 2", Outcome: "outcome unknown"},
+			{Kind: "execute", Statement: "SELECT 3", Outcome: "outcome unknown"},
 		})
 	})
 
@@ -428,7 +429,7 @@ func TestObserverProtocol(t *testing.T) {
 		h.server(&pgproto3.CopyInResponse{})
 		h.client(&pgproto3.CopyData{Data: []byte("1234")}, &pgproto3.CopyData{Data: []byte("56")})
 		h.back.finish()
-		checkEvents(t, h.rec.all(), []brief{{Kind: "copy_in", Statement: "COPY t FROM STDIN", Outcome: "aborted", Bytes: 6}})
+		checkEvents(t, h.rec.all(), []brief{{Kind: "copy_in", Statement: "COPY t FROM STDIN", Outcome: "outcome unknown", Bytes: 6}})
 	})
 
 	t.Run("closed after an error, before the Sync", func(t *testing.T) {
@@ -652,7 +653,7 @@ func TestObserverNoAllocations(t *testing.T) {
 // observers and the event.
 func BenchmarkObserverSelect1(b *testing.B) {
 	rec := &countingRecorder{}
-	l := newConnLog(NewSession("s", WithRecorder(rec)), Config{}, "c")
+	l := newConnLog(common.NewSession("s", common.WithRecorder(rec)), Config{}, "c")
 	front, back := newFrontendObserver(l), newBackendObserver(l)
 	prepare := encode(b, &pgproto3.Parse{Name: "stmtcache_1", Query: "SELECT 1"}, &pgproto3.Describe{ObjectType: 'S', Name: "stmtcache_1"}, sync_)
 	prepared := encodeBackend(b, parseOK, &pgproto3.ParameterDescription{}, rowDesc, rfq)
@@ -679,7 +680,7 @@ func BenchmarkObserverSelect1(b *testing.B) {
 // throughput on a result of 1,000-byte rows, in 32 KiB chunks as the relay
 // reads them.
 func BenchmarkObserverLargeResult(b *testing.B) {
-	l := newConnLog(NewSession("s", WithRecorder(&countingRecorder{})), Config{}, "c")
+	l := newConnLog(common.NewSession("s", common.WithRecorder(&countingRecorder{})), Config{}, "c")
 	back := newBackendObserver(l)
 	var rows []byte
 	for range 1000 {

@@ -59,7 +59,7 @@ func (f *frontendObserver) bindParams(values [][]byte, format func(int) int16) (
 			bin = append(bin, binaryParam{index: i, value: buf[start:len(buf):len(buf)]})
 			continue
 		}
-		out[i] = applyPatterns(renderParam(v, format(i)), f.log.extra)
+		out[i] = applyPatterns(renderParam(v, format(i)), f.log.extra())
 	}
 	return out, bin
 }
@@ -89,7 +89,7 @@ func (b *backendObserver) bindValues(it *pending, st *statement) {
 		if p.index < len(oids) {
 			oid = oids[p.index]
 		}
-		it.params[p.index] = applyPatterns(b.values.render(oid, p.value), b.log.extra)
+		it.params[p.index] = applyPatterns(b.values.render(oid, p.value), b.log.extra())
 	}
 	it.binary = nil
 }

@@ -270,7 +270,7 @@ func TestObserverBinaryParams(t *testing.T) {
 			{Kind: "execute", Statement: stmt, Params: "[1]", Outcome: "error", ErrorCode: "23505"},
 			{Kind: "execute", Statement: stmt, Params: "[2]", Outcome: "skipped"},
 			{Kind: "execute", Statement: stmt, Params: "[5]", Outcome: "error", ErrorCode: "22P03"},
-			{Kind: "execute", Statement: stmt, Params: "[6]", Outcome: "aborted"},
+			{Kind: "execute", Statement: stmt, Params: "[6]", Outcome: "outcome unknown"},
 		})
 	})
 

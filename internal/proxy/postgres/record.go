@@ -11,18 +11,26 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
 // Outcomes the engine records besides command tags.
 const (
-	OutcomeError     = "error"     // the server answered with an ErrorResponse
-	OutcomeSkipped   = "skipped"   // not run: an earlier message of the same pipeline failed
-	OutcomeAborted   = "aborted"   // the connection closed before the answer
+	OutcomeError   = "error"   // the server answered with an ErrorResponse
+	OutcomeSkipped = "skipped" // not run: an earlier message of the same pipeline failed
+	// OutcomeUnknown is a request whose connection closed before its
+	// answer: it may have run, even committed.
+	OutcomeUnknown = "outcome unknown"
+	// OutcomeCancelled is a request stopped by the cancel the engine sent
+	// when its session ended (the database answered 57014).
+	OutcomeCancelled = "cancelled"
 	OutcomeSuspended = "suspended" // an Execute with a row limit stopped at it (PortalSuspended)
 	OutcomeEmpty     = "empty"     // an empty statement (EmptyQueryResponse)
 	OutcomeOK        = "ok"        // a FunctionCall's result; a connection opened or closed
-	// OutcomeTerminated ends a connection closed by Session.Close.
+	// OutcomeTerminated ends a connection ended by Session.End; the
+	// event's error code is the end's reason, its message the words the
+	// client was told.
 	OutcomeTerminated = "terminated"
 )
 
@@ -58,8 +66,15 @@ type connLog struct {
 	sessionID string
 	connID    string
 	database  string
-	extra     []*regexp.Regexp
+	sess      *common.Session // for its mask patterns, which may change
 	now       func() time.Time
+
+	// cancelling is set when the session's end has sent a cancel for the
+	// connection: a 57014 answer is then recorded as OutcomeCancelled.
+	cancelling atomic.Bool
+	// idleCh, when not nil, is closed when no request waits for its
+	// answer any more (idle).
+	idleCh chan struct{}
 
 	// copyIn is the total payload of the CopyData messages the client has
 	// sent, published by the client side before it forwards them.
@@ -153,15 +168,35 @@ type portal struct {
 	params   []string
 }
 
-func newConnLog(sess *Session, cfg Config, connID string) *connLog {
+func newConnLog(sess *common.Session, cfg Config, connID string) *connLog {
 	return &connLog{
-		rec:       sess.recorder,
+		rec:       sess.Recorder(),
 		sessionID: sess.ID(),
 		connID:    connID,
 		database:  cfg.Database,
-		extra:     sess.maskPatterns,
+		sess:      sess,
 		now:       time.Now,
 	}
+}
+
+// extra returns the project's mask patterns as they are now: a change
+// applies from the next statement on.
+func (l *connLog) extra() []*regexp.Regexp { return l.sess.MaskPatterns() }
+
+// closedCh is a closed channel.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// idle returns a channel closed once no request waits for its answer.
+func (l *connLog) idle() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.head == len(l.queue) {
+		return closedCh
+	}
+	if l.idleCh == nil {
+		l.idleCh = make(chan struct{})
+	}
+	return l.idleCh
 }
 
 // push queues the requests of one chunk of client bytes, before they are
@@ -228,6 +263,10 @@ func (l *connLog) popLocked() *pending {
 	it := l.queue[l.head]
 	l.queue[l.head] = nil
 	l.head++
+	if l.head == len(l.queue) && l.idleCh != nil {
+		close(l.idleCh)
+		l.idleCh = nil
+	}
 	switch {
 	case l.head == len(l.queue):
 		l.queue, l.head = l.queue[:0], 0
@@ -297,13 +336,17 @@ func (l *connLog) emit(it *pending, kind, stmt string, params []string, outcome 
 		Bytes:      it.bytes,
 		DurationUS: max(end.Sub(it.time).Microseconds(), 0),
 	}
-	if it.err != nil && (outcome == OutcomeError) {
+	if it.err != nil && outcome == OutcomeError && it.err.code == sqlStateQueryCanceled && l.cancelling.Load() {
+		outcome = OutcomeCancelled
+		ev.Outcome = outcome
+	}
+	if it.err != nil && (outcome == OutcomeError || outcome == OutcomeCancelled) {
 		ev.ErrorCode = it.err.code
 		ev.ErrorMsg = it.err.message
 		if it.stmt != nil && it.stmt.sensitive {
 			ev.ErrorMsg = scrubSecrets(ev.ErrorMsg, it.stmt.secrets)
 		}
-		ev.ErrorMsg = applyPatterns(ev.ErrorMsg, l.extra)
+		ev.ErrorMsg = applyPatterns(ev.ErrorMsg, l.extra())
 	}
 	if outcome == OutcomeSkipped {
 		ev.DurationUS = 0
@@ -328,7 +371,7 @@ func (l *connLog) emitConn(kind string, start, end time.Time, outcome, code, mes
 		Database:   l.database,
 		Outcome:    outcome,
 		ErrorCode:  code,
-		ErrorMsg:   applyPatterns(message, l.extra),
+		ErrorMsg:   applyPatterns(message, l.extra()),
 		DurationUS: max(end.Sub(start).Microseconds(), 0),
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
@@ -22,11 +23,11 @@ import (
 
 // startRecording starts a proxy whose session records into an in-memory
 // recorder.
-func startRecording(t *testing.T, db testenv.Database, cfg Config, opts ...SessionOption) (*testProxy, *memRecorder) {
+func startRecording(t *testing.T, db testenv.Database, cfg Config, opts ...common.SessionOption) (*testProxy, *memRecorder) {
 	t.Helper()
 	rec := &memRecorder{}
 	log, _ := newLogger(t, cfg.Password)
-	sess := NewSession("sess-"+db.Name, append([]SessionOption{WithRecorder(rec)}, opts...)...)
+	sess := common.NewSession("sess-"+db.Name, append([]common.SessionOption{common.WithRecorder(rec)}, opts...)...)
 	p := startProxy(t, newEngine(t, WithLogger(log)), sess, cfg)
 	return p, rec
 }
@@ -227,7 +228,7 @@ func TestRecordConnections(t *testing.T) {
 	if err := p.nextResult(t); err != nil {
 		t.Fatal(err)
 	}
-	p.sess.Close()
+	endSession(p.sess)
 	if err := p.nextResult(t); !errors.Is(err, ErrSessionClosed) {
 		t.Fatalf("Serve returned %v", err)
 	}
@@ -257,7 +258,7 @@ func TestRecordConnections(t *testing.T) {
 	checkBriefs(byConn[order[1]], []brief{
 		{Kind: "connect", Outcome: "ok"},
 		{Kind: "query", Statement: "SELECT 2", Outcome: "SELECT 1", Rows: 1},
-		{Kind: "disconnect", Outcome: "terminated"},
+		{Kind: "disconnect", Outcome: "terminated", ErrorCode: "terminated"},
 	})
 
 	// A login the database refuses.
@@ -587,7 +588,7 @@ func checkLogin(t *testing.T, db testenv.Database, user, password string, want b
 }
 
 // TestRecordInterrupted ends connections in the middle of a query: the
-// client goes away (the query is recorded as aborted), the server kills the
+// client goes away (the query is recorded as outcome unknown), the server kills the
 // backend (recorded with its error), a cancel (recorded with its error).
 func TestRecordInterrupted(t *testing.T) {
 	db := testenv.SharedPostgres(t)
@@ -613,7 +614,7 @@ func TestRecordInterrupted(t *testing.T) {
 		_ = conn.PgConn().Conn().Close()
 		<-errc
 		rec.waitFor(t, sessionlog.KindDisconnect)
-		checkEvents(t, rec.queries(), []brief{{Kind: "query", Statement: query, Outcome: "aborted"}})
+		checkEvents(t, rec.queries(), []brief{{Kind: "query", Statement: query, Outcome: "outcome unknown"}})
 		if evs := rec.all(); evs[len(evs)-1].Kind != "disconnect" {
 			t.Errorf("last event %+v", evs[len(evs)-1])
 		}

@@ -5,16 +5,39 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
-	"regexp"
 	"sync"
+	"sync/atomic"
+	"time"
 
-	"github.com/airlockpam/airlock/internal/sessionlog"
+	"github.com/airlockpam/airlock/internal/proxy/common"
 )
 
 // ErrSessionClosed is returned by Serve for a connection ended by
-// Session.Close, or served under a Session already closed.
-var ErrSessionClosed = errors.New("postgres: the access session is closed")
+// Session.End, or served under a Session that has ended.
+var ErrSessionClosed = common.ErrSessionEnded
+
+// Bounds of the ending of a connection (Session.End). Together they keep
+// the end of a connection within about a second of the decision.
+const (
+	// endCancelWait is how long the engine waits, after its CancelRequest,
+	// for the database to answer what was running (57014, then
+	// ReadyForQuery) before it terminates the backend.
+	endCancelWait = 500 * time.Millisecond
+	// endTerminateTimeout bounds terminating a backend over a fresh
+	// connection (login included).
+	endTerminateTimeout = 2 * time.Second
+	// endWriteTimeout bounds the writes to a client that does not read,
+	// once its session is ending.
+	endWriteTimeout = 300 * time.Millisecond
+	// endLinger bounds how long the client's late bytes are discarded
+	// after the goodbye, so that the goodbye is not lost to a reset.
+	endLinger = 250 * time.Millisecond
+)
+
+// pastDeadline makes blocked reads and writes return at once.
+var pastDeadline = time.Unix(1, 0)
 
 // secretKeyLen is the length of a synthetic cancel key: 4 bytes, as protocol
 // 3.0 (the version the engine speaks with clients) requires.
@@ -24,108 +47,33 @@ const secretKeyLen = 4
 // session; with 2^31 candidates, a second attempt is already rare.
 const maxKeyAttempts = 16
 
-// Session is one access session. Every client connection of the session is
-// served with the same *Session, which holds the session's synthetic cancel
-// keys, so that a CancelRequest only reaches queries of the same session, and
-// its open connections, so that Close can end them all.
-//
-// A Session is safe for concurrent use.
-type Session struct {
-	id           string
-	recorder     sessionlog.Recorder // nil: nothing is recorded
-	maskPatterns []*regexp.Regexp
-
-	mu     sync.Mutex
-	closed bool
-	conns  map[*served]struct{}
-	keys   map[uint32]*cancelKey
+// cancelKeys is the PostgreSQL state of one session: its synthetic cancel
+// keys, so that a CancelRequest only reaches queries of the same session.
+// It is kept in the common.Session (Session.Value).
+type cancelKeys struct {
+	mu   sync.Mutex
+	keys map[uint32]*cancelKey
 }
 
-// SessionOption configures a Session.
-type SessionOption func(*Session)
+// cancelKeysKey is the common.Session value key of cancelKeys.
+type cancelKeysKey struct{}
 
-// WithRecorder makes the engine record the session log of every connection
-// of the session into r: the connection's opening and end, and each query
-// with its outcome (see the package documentation). Without a recorder, or
-// with a nil one, the engine copies bytes without looking at them.
-func WithRecorder(r sessionlog.Recorder) SessionOption {
-	return func(s *Session) { s.recorder = r }
-}
-
-// WithMaskPatterns adds the project's mask patterns: in everything recorded
-// (statements, parameter values, error messages), each match of each pattern
-// is replaced by ***, after the passwords are masked (see MaskStatement).
-func WithMaskPatterns(patterns []*regexp.Regexp) SessionOption {
-	return func(s *Session) { s.maskPatterns = append([]*regexp.Regexp(nil), patterns...) }
-}
-
-// NewSession returns an open Session; id identifies it in logs and in the
-// session log's events.
-func NewSession(id string, opts ...SessionOption) *Session {
-	s := &Session{
-		id:    id,
-		conns: make(map[*served]struct{}),
-		keys:  make(map[uint32]*cancelKey),
+// keysOf returns the cancel keys of sess, or ErrSessionClosed.
+func keysOf(sess *common.Session) (*cancelKeys, error) {
+	v, err := sess.Value(cancelKeysKey{}, func() (any, error) {
+		return &cancelKeys{keys: make(map[uint32]*cancelKey)}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	for _, o := range opts {
-		o(s)
-	}
-	return s
+	return v.(*cancelKeys), nil
 }
 
-// ID returns the session's identifier.
-func (s *Session) ID() string { return s.id }
-
-// Close ends the session: it closes every connection served under it, at
-// once (their Serve calls then return ErrSessionClosed), forgets its cancel
-// keys, and makes Serve refuse any new connection. Closing a closed Session
-// does nothing.
-func (s *Session) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	conns := s.conns
-	s.conns = nil
-	s.keys = nil
-	s.mu.Unlock()
-	for c := range conns {
-		c.terminate()
-	}
-}
-
-// Closed reports whether Close was called.
-func (s *Session) Closed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-// Conns returns the number of client connections being served under the
-// session, cancel requests included.
-func (s *Session) Conns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-// add starts tracking c; it reports false if the session is closed.
-func (s *Session) add(c *served) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Session) remove(c *served) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, c)
+// Close forgets the keys, when the session ends.
+func (k *cancelKeys) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys = nil
 }
 
 // cancelKey maps one synthetic key to the upstream connection it cancels.
@@ -136,7 +84,7 @@ type cancelKey struct {
 
 // register gives target a synthetic key, unique in the session, drawn with
 // random (which fills its argument with random bytes).
-func (s *Session) register(random func([]byte) error, target cancelTarget) (pid uint32, secret [secretKeyLen]byte, err error) {
+func (k *cancelKeys) register(random func([]byte) error, target cancelTarget) (pid uint32, secret [secretKeyLen]byte, err error) {
 	var b [4 + secretKeyLen]byte
 	for range maxKeyAttempts {
 		if err := random(b[:]); err != nil {
@@ -149,56 +97,79 @@ func (s *Session) register(random func([]byte) error, target cancelTarget) (pid 
 			continue
 		}
 		copy(secret[:], b[4:])
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		k.mu.Lock()
+		if k.keys == nil {
+			k.mu.Unlock()
 			return 0, secret, ErrSessionClosed
 		}
-		if _, taken := s.keys[pid]; !taken {
-			s.keys[pid] = &cancelKey{secret: secret, target: target}
-			s.mu.Unlock()
+		if _, taken := k.keys[pid]; !taken {
+			k.keys[pid] = &cancelKey{secret: secret, target: target}
+			k.mu.Unlock()
 			return pid, secret, nil
 		}
-		s.mu.Unlock()
+		k.mu.Unlock()
 	}
 	return 0, secret, errors.New("postgres: no free cancel key in the session")
 }
 
-func (s *Session) unregister(pid uint32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.keys, pid)
+func (k *cancelKeys) unregister(pid uint32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.keys, pid)
 }
 
 // lookup returns the upstream connection a client's cancel key stands for.
-func (s *Session) lookup(pid uint32, secret []byte) (cancelTarget, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.keys[pid]
-	if !ok || len(secret) != secretKeyLen || subtle.ConstantTimeCompare(k.secret[:], secret) != 1 {
+func (k *cancelKeys) lookup(pid uint32, secret []byte) (cancelTarget, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key, ok := k.keys[pid]
+	if !ok || len(secret) != secretKeyLen || subtle.ConstantTimeCompare(key.secret[:], secret) != 1 {
 		return cancelTarget{}, false
 	}
-	return k.target, true
+	return key.target, true
 }
 
 // served is one client connection being served, and its upstream connection
-// once there is one.
+// once there is one. It is the common.Conn that Session.End ends.
 type served struct {
+	e      *Engine
 	client net.Conn
 	cancel context.CancelFunc // ends the context of the Serve call
+	cfg    Config
+	log    *slog.Logger
+	closed chan struct{} // closed by close
 
-	mu         sync.Mutex
-	upstream   net.Conn
-	closed     bool
-	terminated bool // closed by Session.Close
+	mu       sync.Mutex
+	upstream net.Conn
+	isClosed bool
+	ending   bool   // Session.End is ending the connection
+	relay    *relay // set once the connection is relayed
 }
 
-// setUpstream records the upstream connection; if c is closed already, it
-// closes upstream and reports false.
+func newServed(e *Engine, client net.Conn, cancel context.CancelFunc, cfg Config, log *slog.Logger) *served {
+	return &served{e: e, client: client, cancel: cancel, cfg: cfg, log: log, closed: make(chan struct{})}
+}
+
+// relay is the state of a relayed connection that its ending needs.
+type relay struct {
+	upstream  net.Conn
+	target    cancelTarget
+	backendID uint32
+	clog      *connLog         // nil when nothing is recorded
+	back      *backendObserver // nil when nothing is recorded
+	frontDone chan struct{}    // closed when the client->server pump stops
+	backDone  chan struct{}    // closed when the server->client pump stops
+	backClean bool             // what the client received ends at a message boundary (after backDone)
+	draining  atomic.Bool      // the server->client pump forwards no new message
+	stopBack  sync.Once        // stops the server->client pump
+}
+
+// setUpstream records the upstream connection; if c is closed or ending
+// already, it closes upstream and reports false.
 func (c *served) setUpstream(upstream net.Conn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.isClosed || c.ending {
 		_ = upstream.Close()
 		return false
 	}
@@ -206,35 +177,182 @@ func (c *served) setUpstream(upstream net.Conn) bool {
 	return true
 }
 
+// startRelay records the relay's state; it reports false if the
+// connection is ending or closed already.
+func (c *served) startRelay(r *relay) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed || c.ending {
+		return false
+	}
+	c.relay = r
+	return true
+}
+
 // close closes both connections; it may be called any number of times, from
 // any goroutine.
 func (c *served) close() {
 	c.mu.Lock()
-	if c.closed {
+	if c.isClosed {
 		c.mu.Unlock()
 		return
 	}
-	c.closed = true
+	c.isClosed = true
 	upstream := c.upstream
 	c.mu.Unlock()
 	_ = c.client.Close()
 	if upstream != nil {
 		_ = upstream.Close()
 	}
+	close(c.closed)
 }
 
-// terminate closes the connection on behalf of Session.Close and stops a
-// connection attempt in progress.
-func (c *served) terminate() {
+// pumpStopped is called by each pump of the relay when it stops: unless the
+// session is ending the connection (which then decides when to close), the
+// other direction is closed too, so that it stops as well.
+func (c *served) pumpStopped() {
 	c.mu.Lock()
-	c.terminated = true
+	ending := c.ending
 	c.mu.Unlock()
-	c.cancel()
-	c.close()
+	if !ending {
+		c.close()
+	}
 }
 
-func (c *served) wasTerminated() bool {
+func (c *served) wasEnded() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.terminated
+	return c.ending
 }
+
+// Interrupt stops the connection's work upstream (common.Conn): it stops
+// forwarding the client's bytes; if a request is waiting for its answer
+// (or, when nothing is recorded, whatever runs), it sends the database a
+// CancelRequest for the backend and waits up to endCancelWait for the
+// answer, which the server->client pump still relays; if none comes, it
+// stops that pump and terminates the backend with pg_terminate_backend
+// over a fresh connection logged in with the same credentials. It then
+// closes the upstream connection, which rolls back an open transaction.
+func (c *served) Interrupt(ctx context.Context) {
+	c.mu.Lock()
+	c.ending = true
+	r := c.relay
+	c.mu.Unlock()
+	if r == nil {
+		// Not relaying yet: stop the login in progress, if any.
+		c.cancel()
+		return
+	}
+	// Nothing more from the server reaches the client once the message in
+	// flight is complete (the goodbye comes in its place), and no more
+	// requests from the client reach the server.
+	r.draining.Store(true)
+	_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	_ = c.client.SetReadDeadline(pastDeadline)
+	_ = r.upstream.SetWriteDeadline(pastDeadline)
+	select {
+	case <-r.frontDone:
+	case <-ctx.Done():
+	}
+
+	busy := true
+	if r.clog != nil {
+		idle := r.clog.idle()
+		select {
+		case <-idle:
+			busy = false
+		default:
+		}
+		if busy {
+			r.clog.cancelling.Store(true)
+			c.sendCancel(ctx, r)
+			t := time.NewTimer(endCancelWait)
+			select {
+			case <-idle:
+				busy = false
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+	} else {
+		// Nothing watches the protocol: whatever may run is stopped for
+		// sure by terminating the backend.
+		c.sendCancel(ctx, r)
+	}
+	if busy {
+		c.stopBack(r)
+		c.terminateBackend(ctx, r)
+	}
+	_ = r.upstream.Close()
+}
+
+// sendCancel asks the database to cancel what r's backend runs.
+func (c *served) sendCancel(ctx context.Context, r *relay) {
+	if len(r.target.secretKey) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, endCancelWait)
+	defer cancel()
+	if err := r.target.send(cctx); err != nil {
+		c.log.Warn("could not send the cancel request of the session's end", "backend_pid", r.backendID, "error", err)
+	}
+}
+
+// terminateBackend ends r's backend with pg_terminate_backend, logged in as
+// the connection's own account (a role may terminate its own backends).
+func (c *served) terminateBackend(ctx context.Context, r *relay) {
+	tctx, cancel := context.WithTimeout(ctx, endTerminateTimeout)
+	defer cancel()
+	if err := terminateBackend(tctx, c.cfg, r.backendID); err != nil {
+		c.log.Warn("could not terminate the backend of an ending session", "backend_pid", r.backendID, "error", err)
+		return
+	}
+	c.log.Info("terminated the backend of an ending session", "backend_pid", r.backendID)
+}
+
+// stopBack stops the server->client pump and waits for it: nothing more
+// from the server reaches the client.
+func (c *served) stopBack(r *relay) {
+	r.stopBack.Do(func() {
+		_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+		_ = r.upstream.SetReadDeadline(pastDeadline)
+	})
+	<-r.backDone
+}
+
+// Goodbye sends the client a FATAL ErrorResponse with SQLSTATE 57P01
+// (admin_shutdown) and message, if the server->client stream is at a
+// message boundary; otherwise the client's connection is only closed
+// (common.Conn).
+func (c *served) Goodbye(message string) {
+	c.mu.Lock()
+	r := c.relay
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	c.stopBack(r)
+	if r.back == nil || !r.backClean {
+		return
+	}
+	_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	if err := writeErrorResponse(c.client, sqlStateAdminShutdown, message); err != nil {
+		return
+	}
+	// Discard what the client still sends, briefly, so that closing with
+	// unread input does not reset the connection before the goodbye is
+	// read; a client that keeps sending is closed all the same.
+	if cw, ok := c.client.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.client.SetReadDeadline(time.Now().Add(endLinger))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := c.client.Read(buf); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// Close closes both connections (common.Conn).
+func (c *served) Close() { c.close() }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -29,7 +30,7 @@ func TestCancel(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			log, rec := newLogger(t, tt.cfg.Password)
-			p := startProxy(t, newEngine(t, WithLogger(log)), NewSession("s1"), tt.cfg)
+			p := startProxy(t, newEngine(t, WithLogger(log)), common.NewSession("s1"), tt.cfg)
 			conn := p.connect(t, "")
 			ctx := testContext(t)
 
@@ -71,8 +72,8 @@ func TestCancelIgnored(t *testing.T) {
 	cfg := accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{})
 	log, rec := newLogger(t, cfg.Password)
 	eng := newEngine(t, WithLogger(log))
-	a := startProxy(t, eng, NewSession("a"), cfg)
-	b := startProxy(t, eng, NewSession("b"), cfg)
+	a := startProxy(t, eng, common.NewSession("a"), cfg)
+	b := startProxy(t, eng, common.NewSession("b"), cfg)
 	conn := a.connect(t, "")
 	ctx := testContext(t)
 
@@ -155,7 +156,7 @@ func TestSessionClose(t *testing.T) {
 	db := testenv.SharedPostgres(t)
 	cfg := accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{})
 	eng := newEngine(t)
-	sess, other := NewSession("closing"), NewSession("other")
+	sess, other := common.NewSession("closing"), common.NewSession("other")
 	p := startProxy(t, eng, sess, cfg)
 	q := startProxy(t, eng, other, cfg)
 	idle := p.connect(t, "")
@@ -175,7 +176,7 @@ func TestSessionClose(t *testing.T) {
 	waitForActive(t, db, query)
 
 	start := time.Now()
-	sess.Close()
+	endSession(sess)
 	for range 2 {
 		if err := p.nextResult(t); !errors.Is(err, ErrSessionClosed) {
 			t.Errorf("Serve returned %v, want ErrSessionClosed", err)
@@ -200,5 +201,5 @@ func TestSessionClose(t *testing.T) {
 	if err := survivor.Ping(ctx); err != nil {
 		t.Errorf("another session's connection: %v", err)
 	}
-	sess.Close() // a second Close does nothing
+	endSession(sess) // a second End does nothing
 }

@@ -61,6 +61,8 @@ const (
 	sqlStateCannotConnectNow   = "57P03" // cannot_connect_now: starting up, shutting down
 	sqlStateTooManyConnections = "53300" // too_many_connections
 	sqlStateInternalError      = "XX000" // internal_error
+	sqlStateAdminShutdown      = "57P01" // admin_shutdown: the session ended
+	sqlStateQueryCanceled      = "57014" // query_canceled
 )
 
 // describeConnectError classifies an error from connecting to (or querying)
