@@ -1,6 +1,3 @@
-// Package common holds what the protocol engines (proxy/postgres,
-// proxy/mongodb) share: turning connection failures into messages a user can
-// act on, and removing a password from a message as a last line of defence.
 package common
 
 import (

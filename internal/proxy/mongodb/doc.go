@@ -21,7 +21,7 @@
 //     protocol (a length out of bounds, an unknown op code, invalid BSON,
 //     an unknown required flag) is answered with ok: 0 and an errmsg where
 //     the header was readable, and the connection is closed;
-//  2. at the first message, checks out one connection from the Session's
+//  2. at the first message, checks out one connection from the session's
 //     driver topology for the Config (the driver does SRV lookup,
 //     replica-set discovery and selection of the primary, TLS as the
 //     resource says, and SCRAM-SHA-256 or SCRAM-SHA-1 against the auth
@@ -61,30 +61,45 @@
 //
 // # Sessions
 //
-// A Session is one access session: every client connection of it is
-// served with the same *Session. It keeps one driver topology per Config,
-// so that discovery and monitoring happen once for all its connections (a
-// rotated password makes a new one), and Session.Close ends every
-// connection it serves and disconnects its topologies.
+// A session is a common.Session (proxy/common), shared with the other
+// protocols: every client connection of it is served with the same
+// *common.Session. This package keeps in it (common.Session.Value) one
+// driver topology per Config, so that discovery and monitoring happen once
+// for all its connections (a rotated password makes a new one), and
+// disconnects them when the session ends. It implements the common.Conn
+// contract by which common.Session.End ends each connection: Interrupt
+// stops reading the client and closes the upstream connection under the
+// command in progress (the driver closes a connection whose operation's
+// context ends), so the server stops serving it; the connection's own loop
+// then answers that command, if the client waits for a reply, with ok: 0,
+// code 11601 (Interrupted, which drivers do not retry) and "airlock: " and
+// the reason in words ("session terminated by an administrator"...), and
+// records it with outcome "outcome unknown" (the server may have done it).
+// Goodbye adds nothing: the protocol has no message a server sends unasked,
+// so an idle client's connection is only closed (Close). Writing to a
+// client that does not read is bounded (300 ms).
 //
 // # The session log
 //
-// A Session made with WithRecorder records, for each connection, a connect
-// event when the upstream connection was made or could not be, a
-// disconnect event at the end (outcome ok, terminated when Session.Close
-// ended it, or error), and one event of kind command per command but
-// hello, isMaster, ping, buildInfo, getLastError and endSessions: the
-// command's name, its $db, its collection (the command's value when it is
-// a string, getMore's collection), the command document as relaxed
-// extended JSON without the driver's bookkeeping (lsid, $clusterTime,
-// $db, txnNumber, $readPreference, apiVersion...), with document sequences
-// as the fields they stand for, cut at 16 KiB; the outcome (ok, error or
-// unacknowledged), the error's code and message (from the reply, its
+// A session made with common.WithRecorder records, for each connection, a
+// connect event when the upstream connection was made or could not be, a
+// disconnect event at the end (outcome ok; terminated when the session's
+// end ended it, with the end's reason as the error code and the words the
+// client was told as the error message; or error), and one event of kind
+// command per command but hello, isMaster, ping, buildInfo, getLastError
+// and endSessions: the command's name, its $db, its collection (the
+// command's value when it is a string, getMore's collection), the command
+// document as relaxed extended JSON without the driver's bookkeeping (lsid,
+// $clusterTime, $db, txnNumber, $readPreference, apiVersion...), with
+// document sequences as the fields they stand for, cut at 16 KiB; the
+// outcome (ok, error or unacknowledged; outcome unknown for a command cut
+// by the session's end), the error's code and message (from the reply, its
 // first write error or its write concern error), rows (the documents of
 // cursor.firstBatch or nextBatch, added up over an exhaust stream, else n)
-// and the duration. The pwd of createUser and updateUser is always
-// recorded as "***"; with WithRedactValues(true), so are the values of the
-// documents a command writes (insert's documents, update's u,
+// and the duration. The pwd of createUser and updateUser is always recorded
+// as "***"; with common.WithRedactValues(true) (or
+// common.Session.SetRedactValues, from the next command on), so are the
+// values of the documents a command writes (insert's documents, update's u,
 // findAndModify's update), whose field names stay. A client's own
 // authentication commands are recorded without their document.
 //
@@ -102,5 +117,6 @@
 //     the engine.
 //   - record.go: session-log events, statements and their redaction,
 //     outcomes.
-//   - session.go: Session, its options, connections and topologies.
+//   - session.go: a session's topologies, and the connection being served
+//     (served) with its part of the session's end.
 package mongodb

@@ -107,12 +107,12 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 // messages, answers the handshake and the client's own authentication
 // itself, and forwards every other command on an upstream connection
 // authenticated with cfg's credentials, until either side closes, ctx ends
-// or sess is closed. The upstream connection is made at the client's first
+// or sess ends. The upstream connection is made at the client's first
 // message and closed (not returned to the driver's pool) at the end. Serve
 // always closes client before it returns.
 //
 // It returns nil when the client closed the connection, ErrSessionClosed
-// when sess was closed, ctx's error when ctx ended, a *ProtocolError when
+// when sess ended it, ctx's error when ctx ended, a *ProtocolError when
 // the client broke the protocol, and a *ConnectError when the deployment
 // could not be reached or refused the login. In those last two cases the
 // client is sent an error reply first, where the protocol allows one.

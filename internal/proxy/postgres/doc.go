@@ -12,7 +12,7 @@
 //     PostgreSQL does) and in time (EngineConfig.StartupTimeout), and answers
 //     SSLRequest and GSSENCRequest with 'N': the tunnel is already encrypted;
 //  2. on a CancelRequest, looks the key up among the synthetic keys of the
-//     same Session and, if it is one, sends a cancel for the real backend
+//     same session and, if it is one, sends a cancel for the real backend
 //     (over TLS when the upstream connection uses TLS); unknown keys are
 //     ignored, as PostgreSQL ignores them;
 //  3. on a StartupMessage, connects upstream with pgx's pgconn (TLS,
@@ -23,9 +23,9 @@
 //     the password;
 //  4. hijacks the authenticated connection, sends the client a synthetic
 //     AuthenticationOk, the upstream's ParameterStatus values, a synthetic
-//     BackendKeyData (registered in the Session for cancels) and
+//     BackendKeyData (registered in the session for cancels) and
 //     ReadyForQuery, and relays bytes both ways with pooled 32 KiB buffers
-//     until either side closes, the context ends or the Session is closed;
+//     until either side closes, the context ends or the session ends;
 //     when the Session has a recorder, it relays while watching the
 //     protocol, to record the session log (below).
 //
@@ -35,19 +35,50 @@
 //
 // # Sessions
 //
-// A Session is one access session: every client connection of it is served
-// with the same *Session. It owns the map from synthetic cancel keys to real
-// ones, so that a CancelRequest only ever cancels a query of the same
-// session, and Session.Close ends every connection it serves (at expiry or
-// when an administrator terminates the session).
+// A session is a common.Session (proxy/common), shared with the other
+// protocols: every client connection of it is served with the same
+// *common.Session. This package keeps in it (common.Session.Value) the map
+// from synthetic cancel keys to real ones, so that a CancelRequest only
+// ever cancels a query of the same session, and implements the
+// common.Conn contract by which common.Session.End ends each connection:
+//
+//  1. Interrupt: the relay stops reading the client (no new request
+//     reaches the database) and stops forwarding the server's messages to
+//     the client after the one in flight, while it still reads and records
+//     them. If a request waits for its answer, the engine sends the
+//     database a CancelRequest with the upstream backend key (as a client's
+//     Ctrl+C does) and waits up to 500 ms for the answer: the 57014 error
+//     and ReadyForQuery, seen by the protocol observer. If none comes, or
+//     nothing is recorded (so that nothing can tell), it terminates the
+//     backend with pg_terminate_backend over a new connection logged in as
+//     the same account (a role may terminate its own backends), waiting up
+//     to a second for the backend to exit. It then closes the upstream
+//     connection: PostgreSQL rolls back an open transaction when its
+//     connection closes, so no lock outlives the session and no statement
+//     of an ended session commits afterwards.
+//  2. Goodbye: if what the client has received ends at a message boundary
+//     (which only the observer can tell, so only when the session is
+//     recorded), the client is sent an ErrorResponse with severity FATAL,
+//     SQLSTATE 57P01 (admin_shutdown) and the message "airlock: " and the
+//     reason in words ("session terminated by an administrator", "session
+//     expired at 2026-12-03T16:00:00Z"...). A running statement's client
+//     gets it as that statement's error; an idle client at its next
+//     request. Late bytes from a client that ignores it are discarded for
+//     250 ms, then
+//  3. Close: both connections are closed.
+//
+// Writes to a client that does not read are bounded (300 ms), so that a
+// connection ends within about a second of the decision.
 //
 // # The session log
 //
-// A Session made with WithRecorder records, for each connection, events of
+// A session made with common.WithRecorder records, for each connection, events of
 // sessionlog's kinds: connect when the login upstream succeeded or failed,
-// disconnect when the connection ended (outcome ok, terminated when
-// Session.Close ended it, or error when the relay stopped because it could
-// not follow the protocol), and one event per request:
+// disconnect when the connection ended (outcome ok; terminated when the
+// session's end ended it, with the end's reason as the error code, such as
+// "expired", and the words the client was told as the error message; or
+// error when the relay stopped because it could not follow the protocol),
+// and one event per request:
 //
 //   - one per simple Query message (kind query): a string of several
 //     statements is ONE event, whose outcome lists the statements' command
@@ -89,7 +120,8 @@
 // UUIDv7 made per connection), the session's id, its own UUIDv7, the
 // outcome (the command tag, "error", "ok" for a FunctionCall, "empty" for
 // an empty statement, "suspended" for an Execute stopped by its row limit,
-// "skipped" or "aborted", see below), rows (DataRow messages counted, or the
+// "skipped", "cancelled" or "outcome unknown", see below), rows (DataRow
+// messages counted, or the
 // count of the command tag for INSERT, UPDATE, DELETE, MERGE, COPY...), and
 // the duration until the outcome.
 //
@@ -116,17 +148,23 @@
 // though their events show their tags.
 //
 // When the connection closes, the requests still waiting for an answer are
-// recorded with outcome "aborted" (or "error" if an error had come, such as
-// the FATAL of a terminated backend; "skipped" for those the server was
-// skipping).
+// recorded with outcome "outcome unknown": the database may have run them,
+// even committed them, and did not say (or "error" if an error had come,
+// such as the FATAL of a backend terminated by someone else; "skipped" for
+// those the server was skipping). A request stopped by the cancel the
+// engine sent when its session ended is recorded with outcome "cancelled",
+// with the server's 57014 error; a client's own cancel (Ctrl+C) gives an
+// "error" with 57014.
 //
 // Passwords are masked before anything is recorded: MaskStatement replaces
 // the literal after PASSWORD (CREATE or ALTER ROLE or USER, user mappings,
 // verifiers such as psql's \password sends, conninfo strings) with '***',
 // and the values bound to a statement that mentions a password are all
 // recorded as ***. An error message about such a statement has the masked
-// values replaced too. The project's patterns (WithMaskPatterns) are then
-// applied to statements, values and error messages. The server itself
+// values replaced too. The project's patterns (common.WithMaskPatterns,
+// changed on a live session with common.Session.SetMaskPatterns) are then
+// applied to statements, values and error messages, as they are when each
+// is seen: a change applies from the next statement on. The server itself
 // receives the statement unchanged.
 //
 // The relay is built for speed: each direction reads whatever the
@@ -155,8 +193,10 @@
 //     to a connection without TLS.
 //   - validate.go: Validate, a trial login, and the classification of
 //     connection failures into tunnel.Result codes and messages.
-//   - engine.go: Engine, its options, Serve and the two relays: bytes only,
-//     and observed, for the session log.
+//   - engine.go: Engine (a common.Engine), its options, Serve and the
+//     relay: bytes only, or observed, for the session log, with the
+//     server->client pump that can be drained to a message boundary when
+//     the session ends.
 //   - observe.go: the protocol observer: the scanner that finds messages in
 //     the relayed chunks, and the client and server sides that queue
 //     requests and complete them with the server's answers.
@@ -171,7 +211,9 @@
 //     pgproto3's message types, rather than through a pgproto3.Backend, whose
 //     buffered reader could swallow bytes that the client sent after its
 //     StartupMessage and that belong to the relay.
-//   - session.go: Session, its options (the recorder, the mask patterns),
-//     its connections and its cancel keys.
-//   - cancel.go: sending a CancelRequest to the upstream server.
+//   - session.go: a session's cancel keys, and the connection being served
+//     (served) with its part of the session's end: Interrupt, Goodbye,
+//     Close.
+//   - cancel.go: sending a CancelRequest to the upstream server, and
+//     terminating a backend with pg_terminate_backend.
 package postgres

@@ -131,12 +131,12 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Serve serves one client connection of sess: it reads the client's opening,
 // logs in to the database described by cfg, and relays bytes until either
-// side closes, ctx ends or sess is closed. It always closes client before it
-// returns.
+// side closes, ctx ends or sess ends (see common.Session.End). It always
+// closes client before it returns.
 //
 // It returns nil when the connection ended normally (the client or the server
 // closed it, or the opening was a CancelRequest), ErrSessionClosed when sess
-// was closed, ctx's error when ctx ended, an error wrapping ErrInvalidStartup
+// ended it, ctx's error when ctx ended, an error wrapping ErrInvalidStartup
 // when the client broke the protocol in its opening, and a *ConnectError when
 // the database could not be reached or refused the login. In those last two
 // cases the client is sent an ErrorResponse first.
