@@ -146,6 +146,9 @@ func (c *served) Interrupt(ctx context.Context) {
 	c.ending = true
 	c.mu.Unlock()
 	_ = c.client.SetReadDeadline(pastDeadline)
+	// A reply being relayed to a client that does not read must not hold
+	// the end up.
+	_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))
 	c.cancel()
 	select {
 	case <-c.done:
