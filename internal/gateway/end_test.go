@@ -82,8 +82,9 @@ func queryOne(t *testing.T, pg *pgconn.PgConn, sql string) (string, error) {
 
 // TestGatewayUsesEachStreamsTarget opens two connections of one session
 // whose data streams carry different credentials (as after a rotation, or
-// the server's re-authorization of each connection): each is logged in
-// with its own stream's.
+// the server's re-authorization of each connection) and log settings: each
+// connection is logged in with its own stream's credentials, and the
+// latest settings apply to the live session.
 func TestGatewayUsesEachStreamsTarget(t *testing.T) {
 	db := testenv.SharedPostgres(t)
 	ca := newCA(t, "org1")
@@ -93,11 +94,19 @@ func TestGatewayUsesEachStreamsTarget(t *testing.T) {
 	h.Target = pgTarget(db, db.Cluster.SCRAMUser)
 	first := dataConn(t, a, ca, name, h)
 	h.Target = pgTarget(db, db.Cluster.MD5User)
+	h.MaskPatterns = []string{`card-\d+`}
 	second := dataConn(t, a, ca, name, h)
 	for pg, want := range map[*pgconn.PgConn]string{first: db.Cluster.SCRAMUser.User, second: db.Cluster.MD5User.User} {
 		if got, err := queryOne(t, pg, "SELECT current_user"); err != nil || got != want {
 			t.Errorf("current_user = %q, %v; want %q", got, err, want)
 		}
+	}
+	// The second stream's log settings apply to the live session too.
+	a.mu.Lock()
+	s := a.sessions["s1"]
+	a.mu.Unlock()
+	if p := s.MaskPatterns(); len(p) != 1 || p[0].String() != `card-\d+` {
+		t.Errorf("mask patterns %v after the second stream, want its own", p)
 	}
 }
 

@@ -3,16 +3,13 @@ package mongodb
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
@@ -206,22 +203,4 @@ func (s *stall) justMatched(b []byte) bool {
 		return true
 	}
 	return false
-}
-
-// TestEndIdleConnection ends a session whose connection waits for the
-// client: the connection closes (there is no reply to give).
-func TestEndIdleConnection(t *testing.T) {
-	f := testenv.StartFerretDB(t)
-	p := startProxy(t, configFor(f, f.SCRAM256User))
-	raw := dialRaw(t, p)
-	_ = roundTripRaw(t, raw, appendMsg(nil, 1, 0, pingDoc()))
-	endSession(p.sess)
-	_ = raw.SetReadDeadline(time.Now().Add(testTimeout))
-	if _, err := raw.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
-		t.Errorf("the idle connection stays open: %v", err)
-	}
-}
-
-func pingDoc() bsoncore.Document {
-	return bsoncore.NewDocumentBuilder().AppendInt32("ping", 1).AppendString("$db", "admin").Build()
 }
