@@ -226,13 +226,14 @@ func (c *served) wasEnded() bool {
 }
 
 // Interrupt stops the connection's work upstream (common.Conn): it stops
-// forwarding the client's bytes; if a request is waiting for its answer
-// (or, when nothing is recorded, whatever runs), it sends the database a
-// CancelRequest for the backend and waits up to endCancelWait for the
-// answer, which the server->client pump still relays; if none comes, it
-// stops that pump and terminates the backend with pg_terminate_backend
-// over a fresh connection logged in with the same credentials. It then
-// closes the upstream connection, which rolls back an open transaction.
+// forwarding the client's bytes, and the server's after the message in
+// flight (they are still read and recorded). If a request waits for its
+// answer, it sends the database a CancelRequest for the backend and waits
+// up to endCancelWait for the answer (57014, then ReadyForQuery, seen by
+// the observer); if none comes, or nothing is recorded so that nothing can
+// tell, it terminates the backend with pg_terminate_backend over a fresh
+// connection logged in with the same credentials. It then closes the
+// upstream connection, which rolls back an open transaction.
 func (c *served) Interrupt(ctx context.Context) {
 	c.mu.Lock()
 	c.ending = true
