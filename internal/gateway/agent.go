@@ -401,8 +401,10 @@ func (a *Agent) terminate(ctx context.Context, id, reason, message string) {
 		reason = tunnel.EndTerminated
 	}
 	a.mu.Lock()
+	// The session stays in the registry until it has ended, so that a
+	// second ending (the server's expiry racing the gateway's own timer)
+	// also waits for its connections to end before it is answered.
 	s := a.sessions[id]
-	delete(a.sessions, id)
 	now := a.cfg.Now()
 	// Remember it past any session's end (projects allow at most 30 days);
 	// after that its certificate has expired and TLS refuses it anyway.
@@ -427,8 +429,16 @@ func (a *Agent) terminate(ctx context.Context, id, reason, message string) {
 	ctx, cancel := context.WithTimeout(ctx, endTimeout)
 	defer cancel()
 	start := time.Now()
+	first := !s.Ended()
 	s.End(ctx, reason, message)
-	a.log.Info("session ended", "session", id, "reason", reason, "took", time.Since(start).Round(time.Millisecond))
+	a.mu.Lock()
+	if a.sessions[id] == s {
+		delete(a.sessions, id)
+	}
+	a.mu.Unlock()
+	if first {
+		a.log.Info("session ended", "session", id, "reason", reason, "took", time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // endAll ends every live session, as the gateway shuts down.

@@ -244,3 +244,69 @@ func TestGatewayMalformedStream(t *testing.T) {
 		t.Errorf("after malformed streams: %+v", res)
 	}
 }
+
+// TestGatewayConcurrentEnds ends one session twice at once, as the server's
+// expiry may race the gateway's own timer: neither is answered before the
+// session's connections have ended.
+func TestGatewayConcurrentEnds(t *testing.T) {
+	db := testenv.SharedPostgres(t)
+	ca := newCA(t, "org1")
+	a, name := newTestAgent(t, ca)
+	h := tunnel.Header{Type: tunnel.TypeData, SessionID: "twice", Target: pgTarget(db, db.Cluster.SCRAMUser), ExpiresAt: time.Now().Add(time.Hour).Unix()}
+	pg := dataConn(t, a, ca, name, h)
+	a.mu.Lock()
+	s := a.sessions["twice"]
+	a.mu.Unlock()
+	running := make(chan error, 1)
+	go func() {
+		_, err := queryOne(t, pg, "SELECT pg_sleep(30)::text")
+		running <- err
+	}()
+	// The sleep is running once the server says so.
+	waitActive(t, db, "SELECT pg_sleep(30)::text")
+
+	conns := make(chan int, 2)
+	go func() {
+		a.terminate(context.Background(), "twice", tunnel.EndExpired, "")
+		conns <- s.Conns()
+	}()
+	go func() {
+		request(t, a, tunnel.Header{Type: tunnel.TypeTerminate, SessionID: "twice", Reason: tunnel.EndExpired, Message: "session expired"})
+		conns <- s.Conns()
+	}()
+	for range 2 {
+		if n := <-conns; n != 0 {
+			t.Errorf("an end returned with %d connections still served", n)
+		}
+	}
+	if err := <-running; err == nil {
+		t.Error("the sleep survived the session")
+	}
+}
+
+// waitActive waits until a backend of db runs query.
+func waitActive(t *testing.T, db testenv.Database, query string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, db.SuperURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for {
+		res := conn.ExecParams(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = $1",
+			[][]byte{[]byte(query)}, nil, nil, nil).Read()
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		if string(res.Rows[0][0]) != "0" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no backend ran %q", query)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
