@@ -283,3 +283,36 @@ func TestEndClientKeepsSending(t *testing.T) {
 		t.Fatal("the client can still write")
 	}
 }
+
+// TestEndDuringLargeResult ends a session while a large result streams to
+// the client: the rows stop at a message boundary and the client reads the
+// goodbye as the query's error, not a broken stream.
+func TestEndDuringLargeResult(t *testing.T) {
+	db := testenv.SharedPostgres(t)
+	cfg := accountConfig(db, db.Cluster.SCRAMUser, verifiedTLS(db))
+	p, rec := startRecording(t, db, cfg)
+	conn := p.connect(t, "")
+	ctx := testContext(t)
+
+	const query = "SELECT repeat('x', 1000) FROM generate_series(1, 10000000)"
+	rows, err := conn.Query(ctx, query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		n++
+		if n == 1000 {
+			go endSession(p.sess)
+		}
+	}
+	checkGoodbye(t, rows.Err(), terminatedMessage)
+	if n >= 10000000 {
+		t.Fatal("the whole result arrived")
+	}
+	for _, ev := range rec.all() {
+		if ev.Statement == query && ev.Outcome != OutcomeCancelled && ev.Outcome != OutcomeUnknown {
+			t.Errorf("the query was recorded as %q", ev.Outcome)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"testing"
 
@@ -85,3 +86,54 @@ func FuzzRelay(f *testing.F) {
 		}
 	})
 }
+
+// FuzzToBoundary splits a stream of backend messages at arbitrary points
+// and checks scanner.toBoundary against the messages' real ends: writing
+// the bytes it returns always leaves the stream at a message boundary.
+func FuzzToBoundary(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4}, uint8(3), uint8(7))
+	f.Add([]byte("hello world"), uint8(0), uint8(1))
+	f.Fuzz(func(t *testing.T, payload []byte, cut1, cut2 uint8) {
+		var stream []byte
+		var ends []int // offsets where a message ends
+		for i := 0; i < 4; i++ {
+			body := payload[:min(len(payload), i*3)]
+			stream = append(stream, 'D', 0, 0, 0, 0)
+			binary.BigEndian.PutUint32(stream[len(stream)-4:], uint32(4+len(body)))
+			stream = append(stream, body...)
+			ends = append(ends, len(stream))
+		}
+		a := min(int(cut1), len(stream))
+		b := min(a+int(cut2), len(stream))
+		chunks := [][]byte{stream[:a], stream[a:b], stream[b:]}
+		s := scanner{decode: backendDecode}
+		pos := 0
+		for _, c := range chunks {
+			n := s.toBoundary(c)
+			if n < 0 || n > len(c) {
+				t.Fatalf("toBoundary = %d for a chunk of %d", n, len(c))
+			}
+			end := pos + n
+			atEnd := end == pos && s.atBoundary()
+			for _, e := range ends {
+				atEnd = atEnd || e == end
+			}
+			if n < len(c) && !atEnd {
+				t.Fatalf("toBoundary stops at %d, not a message end %v", end, ends)
+			}
+			for _, e := range ends {
+				if pos < e && e < end {
+					t.Fatalf("toBoundary goes on to %d past the message end %d", end, e)
+				}
+			}
+			if err := s.feed(c, nopHandler{}); err != nil {
+				t.Fatal(err)
+			}
+			pos += len(c)
+		}
+	})
+}
+
+type nopHandler struct{}
+
+func (nopHandler) message(byte, []byte, int) error { return nil }
