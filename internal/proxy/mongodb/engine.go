@@ -309,6 +309,9 @@ func (cc *clientConn) connect(req *request) error {
 	at := cc.e.cfg.Clock()
 	conn, err := cc.dial()
 	if err != nil {
+		if cc.served.wasEnded() {
+			return cc.interrupted(req, nil)
+		}
 		if cc.ctx.Err() != nil {
 			return cc.ctx.Err()
 		}
