@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,6 +115,33 @@ func TestEndingExpiryStopsTheWork(t *testing.T) {
 	}
 	p.Wait(t, 40*time.Second)
 	w.waitOutcome(id, query, "cancelled")
+}
+
+// TestEndingGatewayShutdown stops the gateway while an autocommit UPDATE
+// sleeps: the gateway ends its sessions first, so the statement never
+// commits and the client is told why.
+func TestEndingGatewayShutdown(t *testing.T) {
+	w := newWorld(t)
+	counters := w.counterTable(1)
+	w.account("app", w.pg.SCRAMUser)
+	_, url := w.access(w.admin, "app")
+	c := connect(t, url)
+
+	const query = "UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(8) IS NOT NULL"
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), query)
+		errc <- err
+	}()
+	w.waitForActive(query)
+	w.gw.Stop(syscall.SIGTERM)
+
+	checkGoodbye(t, waitErr(t, errc), "the gateway is shutting down")
+	time.Sleep(time.Until(start.Add(9 * time.Second)))
+	if v := counters(1); v != 0 {
+		t.Fatalf("v = %d: the UPDATE committed after the gateway stopped", v)
+	}
 }
 
 // counterTable creates counters(id, v) with a row (id, 0) for each id,
