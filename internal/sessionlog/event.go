@@ -36,7 +36,13 @@ type Event struct {
 	Collection string   `json:"collection,omitempty"`
 	Command    string   `json:"command,omitempty"` // MongoDB command name
 
-	// Outcome: the command tag (SELECT 5, INSERT 0 3), "ok", or "error".
+	// Outcome: the command tag (SELECT 5, INSERT 0 3), "ok", or "error";
+	// "cancelled" for a request stopped by the cancel the gateway sent when
+	// its session ended; "outcome unknown" for one whose connection was cut
+	// before an answer (it may have run, even committed); "terminated" for
+	// the disconnect of a connection ended by its session's end, whose
+	// ErrorCode is the end's reason (expired, terminated...) and ErrorMsg
+	// the words its client was told. See the engines' package docs.
 	Outcome    string `json:"outcome,omitempty"`
 	ErrorCode  string `json:"errorCode,omitempty"` // SQLSTATE or MongoDB code
 	ErrorMsg   string `json:"errorMessage,omitempty"`
