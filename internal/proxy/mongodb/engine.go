@@ -145,7 +145,7 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Sessio
 		served:  c,
 		sess:    sess,
 		cfg:     cfg,
-		log:     e.cfg.Logger.With("session", sess.ID(), "conn", connID, "client", remoteAddr(client)),
+		log:     e.cfg.Logger.With("session", sess.ID(), "conn", connID, "client", common.RemoteAddr(client)),
 		maxSize: DefaultMaxMessageSize,
 	}
 	if sess.Recorder() != nil {
@@ -245,7 +245,7 @@ func (cc *clientConn) refuse(pe *ProtocolError) error {
 		_ = cc.client().SetWriteDeadline(time.Now().Add(writeTimeout))
 		_ = cc.writeDoc(pe.Legacy, pe.RequestID, doc)
 	}
-	lingerClose(cc.client())
+	common.LingerClose(cc.client())
 	return pe
 }
 
@@ -534,31 +534,4 @@ func (cc *clientConn) fail(p *pending, err error) {
 	p.res.outcome = "error"
 	p.res.msg = err.Error()
 	cc.rec.finish(p, cc.e.cfg.Clock())
-}
-
-// Bounds of lingerClose.
-const (
-	lingerTimeout = time.Second
-	lingerBytes   = 64 << 10
-)
-
-// lingerClose closes a connection whose client may still be sending, so
-// that the error just written reaches it: it shuts the sending side,
-// discards what the client still sends (bounded in bytes and time), and
-// closes.
-func lingerClose(c net.Conn) {
-	defer c.Close()
-	cw, ok := c.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
-	_, _ = io.CopyN(io.Discard, c, lingerBytes)
-}
-
-func remoteAddr(c net.Conn) string {
-	if a := c.RemoteAddr(); a != nil {
-		return a.String()
-	}
-	return ""
 }

@@ -149,7 +149,7 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Sessio
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	log := e.cfg.Logger.With("session", sess.ID(), "client", remoteAddr(client))
+	log := e.cfg.Logger.With("session", sess.ID(), "client", common.RemoteAddr(client))
 	c := newServed(e, client, cancel, cfg, log)
 	if err := sess.Add(c); err != nil {
 		_ = client.Close()
@@ -226,31 +226,9 @@ func (e *Engine) rejectStartup(ctx context.Context, client net.Conn, log *slog.L
 		return fmt.Errorf("postgres: read the client's startup packet: %w", err)
 	}
 	e.refuse(client, sqlStateProtocolViolation, "airlock: "+se.Error())
-	lingerClose(client)
+	common.LingerClose(client)
 	log.Warn("rejected the client's opening", "reason", se.reason)
 	return se
-}
-
-// Bounds of lingerClose.
-const (
-	lingerTimeout = time.Second
-	lingerBytes   = 64 << 10
-)
-
-// lingerClose closes a connection whose client may still be sending, so that
-// the ErrorResponse just written reaches it: closing a TCP connection with
-// unread input makes the kernel send a reset, which can destroy the response
-// before the client reads it. It shuts the sending side, discards what the
-// client still sends (at most lingerBytes, for at most lingerTimeout), and
-// closes.
-func lingerClose(c net.Conn) {
-	defer c.Close()
-	cw, ok := c.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
-	_, _ = io.CopyN(io.Discard, c, lingerBytes)
 }
 
 // forwardCancel sends the cancel a client asked for to the database, if its
@@ -589,11 +567,4 @@ func writeErrorResponse(w io.Writer, sqlState, message string) error {
 	}
 	_, err = w.Write(buf)
 	return err
-}
-
-func remoteAddr(c net.Conn) string {
-	if a := c.RemoteAddr(); a != nil {
-		return a.String()
-	}
-	return ""
 }

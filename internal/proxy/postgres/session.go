@@ -344,15 +344,7 @@ func (c *served) Goodbye(message string) {
 	// Discard what the client still sends, briefly, so that closing with
 	// unread input does not reset the connection before the goodbye is
 	// read; a client that keeps sending is closed all the same.
-	if cw, ok := c.client.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		_ = c.client.SetReadDeadline(time.Now().Add(endLinger))
-		buf := make([]byte, 4096)
-		for {
-			if _, err := c.client.Read(buf); err != nil {
-				break
-			}
-		}
-	}
+	common.Linger(c.client, endLinger)
 }
 
 // Close closes both connections (common.Conn).
