@@ -48,6 +48,8 @@
 //
 // # Also here
 //
-// DescribeTLSError turns TLS failures into messages a user can act on, and
-// Redact removes a password from a message as a last line of defence.
+// DescribeTLSError turns TLS failures into messages a user can act on;
+// Redact removes a password from a message as a last line of defence;
+// Linger and LingerClose let an error written to a client reach it before
+// the connection closes (conn.go).
 package common
