@@ -328,14 +328,9 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *common.Session, cfg
 	}
 	defer keys.unregister(pid)
 
-	_ = c.client.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.client.Write(greeting(op, hc, pid, secret)); err != nil {
-		return fmt.Errorf("postgres: greet the client: %w", err)
-	}
-	_ = c.client.SetWriteDeadline(time.Time{})
-
-	log.Info("client connected", "backend_pid", hc.PID, "tls", hc.TLSConfig != nil,
-		"application_name", op.params["application_name"], "connect_time", time.Since(start).Round(time.Millisecond))
+	// The relay's state is known before the client is greeted, so that a
+	// session ending from now on waits for the greeting and then says
+	// goodbye after it, at a message boundary.
 	r := &relay{
 		upstream:  upstream,
 		target:    target,
@@ -344,6 +339,19 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *common.Session, cfg
 		frontDone: make(chan struct{}),
 		backDone:  make(chan struct{}),
 	}
+	if !c.startRelay(r) {
+		return ErrSessionClosed
+	}
+	_ = c.client.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.client.Write(greeting(op, hc, pid, secret)); err != nil {
+		close(r.frontDone)
+		close(r.backDone) // backClean stays false: no goodbye after a broken greeting
+		return fmt.Errorf("postgres: greet the client: %w", err)
+	}
+	_ = c.client.SetWriteDeadline(time.Time{})
+
+	log.Info("client connected", "backend_pid", hc.PID, "tls", hc.TLSConfig != nil,
+		"application_name", op.params["application_name"], "connect_time", time.Since(start).Round(time.Millisecond))
 	if clog != nil {
 		clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeOK, "", "")
 	}
@@ -429,9 +437,6 @@ func (e *Engine) relay(c *served, r *relay) (fromClient, toClient int64, err err
 		backObs = newBackendObserver(r.clog)
 		back = backObs
 		r.back = backObs
-	}
-	if !c.startRelay(r) {
-		return 0, 0, nil
 	}
 	var backErr error
 	go func() {

@@ -177,8 +177,8 @@ func (c *served) setUpstream(upstream net.Conn) bool {
 	return true
 }
 
-// startRelay records the relay's state; it reports false if the
-// connection is ending or closed already.
+// startRelay records the relay's state, before the client is greeted; it
+// reports false if the connection is ending or closed already.
 func (c *served) startRelay(r *relay) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
