@@ -3,13 +3,16 @@ package mongodb
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
@@ -33,6 +36,11 @@ func TestEndPendingCommand(t *testing.T) {
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "n", Value: 1}}); err != nil {
 		t.Fatal(err)
 	}
+
+	// An idle connection of the same session, which has no reply to wait
+	// for: it is only closed.
+	idle := dialRaw(t, p)
+	_ = roundTripRaw(t, idle, appendMsg(nil, 1, 0, bsoncore.NewDocumentBuilder().AppendInt32("ping", 1).AppendString("$db", "admin").Build()))
 
 	link.hold("pending_marker")
 	errc := make(chan error, 1)
@@ -73,6 +81,14 @@ func TestEndPendingCommand(t *testing.T) {
 	}
 	if n := p.sess.Conns(); n != 0 {
 		t.Errorf("%d connections still served after the end", n)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(testTimeout))
+	if _, err := idle.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !isReset(err) {
+		t.Errorf("the idle connection stays open: %v", err)
+	}
+	// The client's own connection is closed too: its next command fails.
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "n", Value: 3}}); err == nil {
+		t.Error("a command succeeded after the session ended")
 	}
 	for _, err := range p.serveErrors() {
 		if err != nil && !isSessionClosed(err) {
