@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,10 +37,30 @@ func TestEndingTerminateStopsTheWork(t *testing.T) {
 		errc <- err
 	}()
 	w.waitForActive(query)
+	// psql, too, runs a statement of the session.
+	const psqlQuery = "SELECT pg_sleep(30), 'psql'"
+	psql := exec.Command("/usr/lib/postgresql/15/bin/psql", "-X", "-c", psqlQuery, url)
+	var psqlOut strings.Builder
+	psql.Stdout, psql.Stderr = &psqlOut, &psqlOut
+	if err := psql.Start(); err != nil {
+		t.Fatal(err)
+	}
+	psqlDone := make(chan error, 1)
+	go func() { psqlDone <- psql.Wait() }()
+	w.waitForActive(psqlQuery)
 	w.admin.Must("", "sessions", "terminate", id)
 
 	err := waitErr(t, errc)
 	checkGoodbye(t, err, "terminated by an administrator")
+	select {
+	case err := <-psqlDone:
+		if err == nil || !strings.Contains(psqlOut.String(), "FATAL:  airlock: session terminated by an administrator") {
+			t.Errorf("psql: %v, output %q; want the FATAL of the termination", err, psqlOut.String())
+		}
+	case <-time.After(60 * time.Second):
+		_ = psql.Process.Kill()
+		t.Error("psql still runs after the termination")
+	}
 	if n := w.activeCount(query); n != 0 {
 		t.Errorf("%d backends still run the UPDATE after the session ended", n)
 	}
