@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"strings"
@@ -314,6 +315,52 @@ func TestEndDuringLargeResult(t *testing.T) {
 	for _, ev := range rec.all() {
 		if ev.Statement == query && ev.Outcome != OutcomeCancelled && ev.Outcome != OutcomeUnknown {
 			t.Errorf("the query was recorded as %q", ev.Outcome)
+		}
+	}
+}
+
+// TestEndDuringCopyIn ends a session in the middle of a COPY FROM STDIN:
+// none of the rows sent so far is committed, and the client is told why.
+func TestEndDuringCopyIn(t *testing.T) {
+	db := testenv.SharedPostgres(t)
+	counterTable(t, db)
+	cfg := accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{})
+	p, rec := startRecording(t, db, cfg)
+	conn := p.connect(t, "")
+	ctx := testContext(t)
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.PgConn().CopyFrom(ctx, pr, "COPY t FROM STDIN")
+		errc <- err
+	}()
+	for i := range 1000 {
+		if _, err := fmt.Fprintf(pw, "%d\t%d\n", i, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rows have reached the server once it holds them in its COPY.
+	waitForActive(t, db, "COPY t FROM STDIN")
+	endSession(p.sess)
+	checkGoodbye(t, <-errc, terminatedMessage)
+
+	superConn, err := pgx.Connect(ctx, db.SuperURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer superConn.Close(context.Background())
+	var n int
+	if err := superConn.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d rows of the ended COPY were committed", n)
+	}
+	for _, ev := range rec.all() {
+		if ev.Statement == "COPY t FROM STDIN" && ev.Outcome != OutcomeCancelled && ev.Outcome != OutcomeUnknown {
+			t.Errorf("the COPY was recorded as %q", ev.Outcome)
 		}
 	}
 }
