@@ -21,7 +21,8 @@ import (
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
-// HeartbeatInterval is how often the server pings each gateway.
+// HeartbeatInterval is how often the server pings each gateway (more often
+// when the session service's presence interval is shorter).
 const HeartbeatInterval = 10 * time.Second
 
 // Config configures the relay service.
@@ -185,7 +186,11 @@ func (s *Service) heartbeat(gc *gatewayConn, version string) {
 		}
 	}
 	record()
-	t := time.NewTicker(HeartbeatInterval)
+	every := HeartbeatInterval
+	if s.sessions != nil {
+		every = min(every, s.sessions.PresenceInterval())
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -280,6 +285,22 @@ func (s *Service) Validate(ctx context.Context, gatewayID string, t tunnel.Targe
 func (s *Service) OpenData(gatewayID string, h tunnel.Header) (net.Conn, error) {
 	h.Type = tunnel.TypeData
 	return s.open(gatewayID, h)
+}
+
+// UpdateOnGateway sends a live session new settings (h.SessionID,
+// h.MaskPatterns, h.RedactValues): the gateway applies them from the
+// session's next statement on.
+func (s *Service) UpdateOnGateway(ctx context.Context, gatewayID string, h tunnel.Header) error {
+	const op = "relay.(*Service).UpdateOnGateway"
+	h.Type = tunnel.TypeUpdate
+	res, err := s.request(ctx, gatewayID, h)
+	if err != nil {
+		return err
+	}
+	if !res.OK {
+		return errs.E(op, errs.Unavailable, "the gateway did not apply the settings: "+res.Message)
+	}
+	return nil
 }
 
 // TerminateOnGateway tells the gateway to end a session: cancel what runs on
