@@ -94,20 +94,32 @@ func newProjectsCommand(o *options) *cobra.Command {
 				{"Your role", p.Role}, {"Max session", p.MaxSessionDuration}, {"Created", fmtTime(p.CreatedAt)}})
 		},
 	}
+	var forceDelete bool
 	del := &cobra.Command{
-		Use: "delete ID", Short: "Delete a project and everything in it", Args: cobra.ExactArgs(1),
+		Use: "delete ID", Short: "Delete a project and everything in it (its session logs stay readable by organization admins)",
+		Long: `Delete a project with its resources, accounts, secrets and members.
+
+A project with live or recorded sessions is deleted only with --force: its live
+sessions end, and its session logs stay readable (sessions show/logs/verify) by
+organization admins.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := loggedInClient()
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+			var q url.Values
+			if forceDelete {
+				q = url.Values{"force": {"true"}}
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(args[0]), q, nil, nil); err != nil {
 				return err
 			}
 			_, err = o.stdout.Write([]byte("Deleted project " + args[0] + ".\n"))
 			return err
 		},
 	}
+	del.Flags().BoolVar(&forceDelete, "force", false, "delete even with live sessions (they end) or recorded sessions (their logs stay)")
 	var upDesc, upMax string
 	var upMasks []string
 	var clearMasks, redact bool
