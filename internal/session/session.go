@@ -1,8 +1,18 @@
 // Package session holds access sessions: a user's time-boxed access to one
 // account. Creating a session signs the CLI's own key for it (the client
-// certificate expires with the session); the relay asks this package whether
-// a session may carry connections; sessions end by the user, by an admin, or
-// at expiry (expiry.go), and every end closes the session's connections.
+// certificate expires with the session) and records the login (token family)
+// it was started under.
+//
+// access.go holds the rules a live session is held to: the relay asks
+// AuthorizeConnection for every new connection (from the store, so a
+// revocation takes effect at the next connection and a changed password is
+// used at once), and EnforceAccess ends every session that breaks a rule as
+// soon as a revoking change commits. expiry.go ends sessions past their end,
+// whose gateway or CLI has been gone too long (after a grace period from the
+// server's start), and re-checks access every tick. Sessions end by their
+// owner, by a project admin, at expiry, by revocation, or when their gateway
+// or CLI is lost; every end (finish) is recorded once with its reason and a
+// message, and closes the session's connections, gateway first.
 package session
 
 import (
@@ -438,7 +448,7 @@ func (s *Service) Register(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "end-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/end", Tags: tags,
-		Summary: "End your session", Security: api.Secured, Errors: []int{403, 404, 409},
+		Summary: "End your session (an ended session is returned as it is)", Security: api.Secured, Errors: []int{403, 404},
 	}, func(ctx context.Context, in *struct {
 		SessionID string `path:"sessionId" maxLength:"64"`
 	}) (*struct{ Body *Session }, error) {
@@ -447,7 +457,8 @@ func (s *Service) Register(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "terminate-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/terminate", Tags: tags,
-		Summary: "Terminate a session and close its connections (project admins)", Security: api.Secured, Errors: []int{403, 404, 409},
+		Summary: "Terminate a session and close its connections (project admins; an ended session is returned as it is)",
+		Security: api.Secured, Errors: []int{403, 404},
 	}, func(ctx context.Context, in *struct {
 		SessionID string `path:"sessionId" maxLength:"64"`
 	}) (*struct{ Body *Session }, error) {
