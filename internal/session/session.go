@@ -457,7 +457,7 @@ func (s *Service) Register(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "terminate-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/terminate", Tags: tags,
-		Summary: "Terminate a session and close its connections (project admins; an ended session is returned as it is)",
+		Summary:  "Terminate a session and close its connections (project admins; an ended session is returned as it is)",
 		Security: api.Secured, Errors: []int{403, 404},
 	}, func(ctx context.Context, in *struct {
 		SessionID string `path:"sessionId" maxLength:"64"`
