@@ -49,8 +49,8 @@ type Me struct {
 func (s *Service) registerAuth(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "login", Method: http.MethodPost, Path: "/api/v1/auth/login", Tags: []string{"Auth"},
-		Summary: "Log in with email and password",
-		Errors:  []int{401, 422, 423, 429},
+		Summary: "Log in with email and password (a disabled user gets 403)",
+		Errors:  []int{401, 403, 422, 423, 429},
 	}, func(ctx context.Context, in *loginInput) (*tokenOutput, error) {
 		pair, err := s.Login(ctx, in.Body.Email, in.Body.Password)
 		if err != nil {
