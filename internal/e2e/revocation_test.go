@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/airlockpam/airlock/internal/e2e"
+	"github.com/airlockpam/airlock/internal/testenv"
 )
 
 // TestRevocationEndsLiveAccess: each way of taking access away ends a
@@ -136,5 +139,40 @@ func TestProjectDeleteNeedsForceAndKeepsLogs(t *testing.T) {
 	}
 	if out := w.admin.Must("", "sessions", "verify", id); !strings.Contains(out, "is whole") {
 		t.Fatalf("verify: %q", out)
+	}
+}
+
+// TestChangedPasswordUsedAtOnce: every new connection of a running `db
+// access` is authorized when it opens and gets the account's current
+// credentials, so a password changed while the session runs (a rotation)
+// is used by the next connection; open connections keep working.
+func TestChangedPasswordUsedAtOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	super, err := pgx.Connect(ctx, w.pg.SuperURL(testenv.AppDatabase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	if _, err := super.Exec(ctx, `CREATE ROLE rotating LOGIN PASSWORD 'first password 1'`); err != nil {
+		t.Fatal(err)
+	}
+	w.admin.Must("first password 1", "accounts", "create", "--project-id", w.project, "--resource", "main-db", "--name", "rot",
+		"--username", "rotating", "--password-stdin")
+	_, url, _ := w.svAccessOn(w.admin, "main-db", "rot")
+	before := connect(t, url)
+
+	if _, err := super.Exec(ctx, `ALTER ROLE rotating PASSWORD 'second password 2'`); err != nil {
+		t.Fatal(err)
+	}
+	w.admin.Must("second password 2", "accounts", "update", "rot", "--project-id", w.project, "--password-stdin")
+
+	after := connect(t, url)
+	for name, c := range map[string]*pgx.Conn{"the new connection": after, "the open connection": before} {
+		var user string
+		if err := c.QueryRow(ctx, "SELECT current_user").Scan(&user); err != nil || user != "rotating" {
+			t.Fatalf("%s: %q %v", name, user, err)
+		}
 	}
 }
