@@ -119,7 +119,21 @@ func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 		tconn.Close()
 		return
 	}
-	gc := &gatewayConn{id: id, mux: mux, addr: clientHost(r)}
+	s.serveGatewayMux(id, clientHost(r), r.Header.Get("X-Airlock-Version"), mux)
+}
+
+// AttachGateway serves mux as the live connection of gateway id, as if the
+// gateway had connected and authenticated (for an in-process gateway, and
+// for tests that play the gateway's side). It returns when the connection
+// ends.
+func (s *Service) AttachGateway(id, version string, mux *tunnel.Mux) {
+	s.serveGatewayMux(id, "in-process", version, mux)
+}
+
+// serveGatewayMux registers an authenticated gateway connection, serves the
+// streams the gateway opens and heartbeats it until the connection ends.
+func (s *Service) serveGatewayMux(id, addr, version string, mux *tunnel.Mux) {
+	gc := &gatewayConn{id: id, mux: mux, addr: addr}
 	s.mu.Lock()
 	if old := s.gateways[id]; old != nil {
 		old.mux.Close()
@@ -128,7 +142,7 @@ func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	slog.Info("gateway connected", "gateway", id, "remote", gc.addr)
 	go s.acceptGatewayStreams(gc)
-	s.heartbeat(gc, r.Header.Get("X-Airlock-Version"))
+	s.heartbeat(gc, version)
 }
 
 func clientHost(r *http.Request) string {

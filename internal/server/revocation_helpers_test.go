@@ -3,12 +3,15 @@ package server_test
 import (
 	"context"
 	"crypto/sha256"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // fixture is a project with a gateway, a resource and an account, stored
@@ -162,4 +165,58 @@ func (f *fixture) heartbeat() {
 func newV7(t *testing.T) string {
 	t.Helper()
 	return uuid.Must(uuid.NewV7()).String()
+}
+
+// fakeGateway plays the gateway's side of the fixture's gateway connection:
+// it answers every request stream with OK and records its header.
+type fakeGateway struct {
+	mu      sync.Mutex
+	headers []tunnel.Header
+}
+
+// attachGateway connects a fakeGateway as the fixture's gateway.
+func (f *fixture) attachGateway() *fakeGateway {
+	f.t.Helper()
+	a, b := net.Pipe()
+	srvSide, _ := tunnel.MuxClient(a)
+	gwSide, _ := tunnel.MuxServer(b)
+	g := &fakeGateway{}
+	go f.e.srv.Relay.AttachGateway(f.gateway, "test", srvSide)
+	go func() {
+		for {
+			st, err := gwSide.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer st.Close()
+				var h tunnel.Header
+				if tunnel.ReadFrame(st, &h) != nil {
+					return
+				}
+				g.mu.Lock()
+				g.headers = append(g.headers, h)
+				g.mu.Unlock()
+				_ = tunnel.WriteFrame(st, tunnel.Result{OK: true})
+			}()
+		}
+	}()
+	f.t.Cleanup(func() { gwSide.Close() })
+	for !f.e.srv.Relay.Connected(f.gateway) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return g
+}
+
+// got returns the headers of the streams of type typ for session id.
+func (g *fakeGateway) got(typ, id string) []tunnel.Header {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []tunnel.Header
+	for _, h := range g.headers {
+		if h.Type == typ && h.SessionID == id {
+			out = append(out, h)
+		}
+	}
+	return out
 }

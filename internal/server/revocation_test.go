@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // TestRevocationEndsLiveSessions: each way of taking access away ends the
@@ -258,4 +259,45 @@ func (f *fixture) ownResource(sid string) string {
 		f.t.Fatal(err)
 	}
 	return id
+}
+
+// TestGatewayIsToldWhy: a revoked session's gateway is told to end it, with
+// reason revoked and the message its clients get, before the API call
+// returns; a project's new log settings reach the gateway of each of its
+// live sessions; deleting a gateway ends its sessions on it first.
+func TestGatewayIsToldWhy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		g := f.attachGateway()
+		dev := f.member("dev@example.com", "member")
+		revoked, live := f.session(dev), f.session(f.admin)
+		_, devID := dev.me()
+		f.mustCall(f.admin, "DELETE", "/api/v1/projects/"+f.project+"/members/user/"+devID, nil, 204)
+		hs := g.got(tunnel.TypeTerminate, revoked)
+		if len(hs) != 1 || hs[0].Reason != tunnel.EndRevoked || hs[0].Message != "session ended: access was revoked: user removed from the project" {
+			t.Fatalf("terminate streams for the revoked session: %+v", hs)
+		}
+		if hs := g.got(tunnel.TypeTerminate, live); len(hs) != 0 {
+			t.Fatalf("the live session was terminated: %+v", hs)
+		}
+
+		f.mustCall(f.admin, "PATCH", "/api/v1/projects/"+f.project, map[string]any{"logMaskPatterns": []string{"card-[0-9]+"}, "logRedactValues": true}, 200)
+		deadline := time.Now().Add(30 * time.Second)
+		for len(g.got(tunnel.TypeUpdate, live)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		up := g.got(tunnel.TypeUpdate, live)
+		if len(up) != 1 || len(up[0].MaskPatterns) != 1 || up[0].MaskPatterns[0] != "card-[0-9]+" || !up[0].RedactValues {
+			t.Fatalf("update streams for the live session: %+v", up)
+		}
+		if up := g.got(tunnel.TypeUpdate, revoked); len(up) != 0 {
+			t.Fatalf("an ended session was updated: %+v", up)
+		}
+
+		f.mustCall(f.admin, "DELETE", "/api/v1/gateways/"+f.gateway, nil, 204)
+		hs = g.got(tunnel.TypeTerminate, live)
+		if len(hs) != 1 || hs[0].Reason != tunnel.EndGatewayLost || !strings.Contains(hs[0].Message, "the gateway was deleted") {
+			t.Fatalf("terminate streams after the gateway's deletion: %+v", hs)
+		}
+	})
 }
