@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +300,66 @@ func TestGatewayIsToldWhy(t *testing.T) {
 		if len(hs) != 1 || hs[0].Reason != tunnel.EndGatewayLost || !strings.Contains(hs[0].Message, "the gateway was deleted") {
 			t.Fatalf("terminate streams after the gateway's deletion: %+v", hs)
 		}
+	})
+}
+
+// TestRelayAuthorizesEachStream: a CLI relay connection that is already up
+// gets no new gateway stream once its owner is removed from the project,
+// even when the removal was written by another replica (no hook ran here,
+// and no expiry job runs in this test): the next stream is refused, the
+// session ends, and its gateway is told.
+func TestRelayAuthorizesEachStream(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		g := f.attachGateway()
+		dev := f.member("dev@example.com", "member")
+		sid := f.session(dev)
+		ctx := context.Background()
+		conn, err := tunnel.Dial(ctx, f.e.http.URL, "/api/v1/relay/sessions/"+sid, http.Header{"Authorization": {"Bearer " + dev.token}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux, _ := tunnel.MuxClient(conn)
+		defer mux.Close()
+		open := func() {
+			st, err := mux.OpenStream()
+			if err == nil {
+				_, _ = st.Write([]byte{0})
+			}
+		}
+		waitFor := func(what string, cond func() bool) {
+			t.Helper()
+			deadline := time.Now().Add(30 * time.Second)
+			for !cond() {
+				if time.Now().After(deadline) {
+					t.Fatalf("waiting for %s", what)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		open()
+		waitFor("the first data stream", func() bool { return len(g.got(tunnel.TypeData, sid)) == 1 })
+		if h := g.got(tunnel.TypeData, sid)[0]; h.Target == nil || h.Target.Password != "first password" {
+			t.Fatalf("first data stream: %+v", h.Target)
+		}
+		var seen int64
+		if err := f.e.sqlDB().QueryRow(`SELECT client_seen_at FROM sessions WHERE id = $1`, sid).Scan(&seen); err != nil || seen == 0 {
+			t.Fatalf("the CLI's presence was not recorded: %d %v", seen, err)
+		}
+
+		_, devID := dev.me()
+		f.exec(`DELETE FROM project_members WHERE subject_id = $1`, devID)
+		open()
+		waitFor("the session's end", func() bool { status, _, _ := f.state(sid); return status == "ended" })
+		if _, reason, msg := f.state(sid); reason != "revoked" || !strings.Contains(msg, "user removed from the project") {
+			t.Fatalf("after removal: %s %q", reason, msg)
+		}
+		if n := len(g.got(tunnel.TypeData, sid)); n != 1 {
+			t.Fatalf("%d data streams reached the gateway, want 1", n)
+		}
+		if n := len(g.got(tunnel.TypeTerminate, sid)); n != 1 {
+			t.Fatalf("%d terminate streams reached the gateway, want 1", n)
+		}
+		waitFor("the relay connection to close", func() bool { return mux.IsClosed() })
 	})
 }
