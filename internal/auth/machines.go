@@ -146,14 +146,15 @@ func (s *Service) CreateMachineIdentity(ctx context.Context, name string) (NewMa
 	return m, nil
 }
 
-// DeleteMachineIdentity removes a machine identity, its tokens and memberships.
+// DeleteMachineIdentity removes a machine identity, its tokens and
+// memberships; its live sessions end.
 func (s *Service) DeleteMachineIdentity(ctx context.Context, id string) error {
 	const op = "auth.(*Service).DeleteMachineIdentity"
 	p, err := requireOrgAdmin(ctx, op)
 	if err != nil {
 		return err
 	}
-	return s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM machine_identities WHERE id = $1 AND org_id = $2`, id, p.OrgID)
 		if err != nil {
 			return errs.Wrap(op, errs.Unavailable, "deleting the machine identity failed", err)
@@ -169,4 +170,9 @@ func (s *Service) DeleteMachineIdentity(ctx context.Context, id string) error {
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "machine_identity.delete", TargetKind: api.SubjectMachine, TargetID: id}))
 	})
+	if err != nil {
+		return err
+	}
+	s.accessRevoked(ctx) // its live sessions end
+	return nil
 }

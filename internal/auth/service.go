@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -65,6 +66,20 @@ type Service struct {
 	cfg       Config
 	byAddress *limiter
 	byAccount *limiter
+	// revoked, when set, is called after a change that may take access
+	// away commits (logout, reuse detection, a user disabled or deleted,
+	// tokens revoked, a machine identity deleted).
+	revoked func(ctx context.Context)
+}
+
+// OnAccessRevoked sets the function called after a change that may revoke
+// live sessions' access commits (the session service's EnforceAccess).
+func (s *Service) OnAccessRevoked(f func(ctx context.Context)) { s.revoked = f }
+
+func (s *Service) accessRevoked(ctx context.Context) {
+	if s.revoked != nil {
+		s.revoked(ctx)
+	}
 }
 
 // New returns a Service.

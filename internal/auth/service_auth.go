@@ -49,8 +49,8 @@ type Me struct {
 func (s *Service) registerAuth(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "login", Method: http.MethodPost, Path: "/api/v1/auth/login", Tags: []string{"Auth"},
-		Summary: "Log in with email and password",
-		Errors:  []int{401, 422, 423, 429},
+		Summary: "Log in with email and password (a disabled user gets 403)",
+		Errors:  []int{401, 403, 422, 423, 429},
 	}, func(ctx context.Context, in *loginInput) (*tokenOutput, error) {
 		pair, err := s.Login(ctx, in.Body.Email, in.Body.Password)
 		if err != nil {
@@ -97,6 +97,7 @@ func (s *Service) registerAuth(a huma.API) {
 		if err != nil {
 			return nil, api.Err(ctx, errs.Wrap("auth.logout", errs.Unavailable, "logging out failed", err))
 		}
+		s.accessRevoked(ctx) // the sessions started under this login end
 		return nil, nil
 	})
 	huma.Register(a, huma.Operation{
@@ -149,6 +150,16 @@ func (s *Service) Login(ctx context.Context, email, password string) (TokenPair,
 		return TokenPair{}, errs.E(op, errs.Unauthenticated, errBadCredentials)
 	}
 	now := s.cfg.Now()
+	if u.disabled {
+		if ok, _ := VerifyPassword(u.passwordHash, password); !ok {
+			if err := s.recordFailure(ctx, u, email); err != nil {
+				return TokenPair{}, errs.Wrap(op, errs.Unavailable, "recording the failed login failed", err)
+			}
+			return TokenPair{}, errs.E(op, errs.Unauthenticated, errBadCredentials)
+		}
+		s.auditLoginFailure(ctx, u.orgID, u.id, email, "user disabled")
+		return TokenPair{}, errs.E(op, errs.Forbidden, ErrDisabled)
+	}
 	if until := store.Time(u.lockedUntil); now.Before(until) {
 		s.auditLoginFailure(ctx, u.orgID, u.id, email, "account locked")
 		return TokenPair{}, errs.Ef(op, errs.Locked,
@@ -269,8 +280,9 @@ func (s *Service) Refresh(ctx context.Context, raw string) (TokenPair, error) {
 	const op = "auth.(*Service).Refresh"
 	var pair TokenPair
 	var authErr error
+	reused := false
 	err := s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
-		authErr = nil
+		authErr, reused = nil, false
 		r, err := s.lookup(ctx, tx, raw)
 		if err != nil {
 			return err
@@ -279,8 +291,12 @@ func (s *Service) Refresh(ctx context.Context, raw string) (TokenPair, error) {
 		case r == nil || r.kind != kindRefresh || !r.subjectExists:
 			authErr = errs.E(op, errs.Unauthenticated, "the refresh token is not valid: run `airlock login` again")
 			return nil
+		case r.disabled:
+			authErr = errs.E(op, errs.Unauthenticated, ErrDisabled)
+			return nil
 		case r.revoked != 0:
 			authErr = errs.E(op, errs.Unauthenticated, "the refresh token was already used or revoked; for safety every token of that login is now revoked: run `airlock login` again")
+			reused = true
 			if err := s.revokeFamily(ctx, tx, r.family); err != nil {
 				return err
 			}
@@ -298,6 +314,9 @@ func (s *Service) Refresh(ctx context.Context, raw string) (TokenPair, error) {
 	})
 	if err != nil {
 		return TokenPair{}, errs.Wrap(op, errs.Unavailable, "refreshing the token failed", err)
+	}
+	if reused {
+		s.accessRevoked(ctx) // the sessions started under the stolen login end
 	}
 	return pair, authErr
 }

@@ -79,18 +79,19 @@ type tokenRow struct {
 	id, kind, family, subjectKind, subjectID, orgID string
 	expires, revoked                                int64
 	name                                            string
-	orgAdmin, subjectExists                         bool
+	orgAdmin, subjectExists, disabled               bool
 }
 
 func (s *Service) lookup(ctx context.Context, q store.Querier, raw string) (*tokenRow, error) {
 	var r tokenRow
 	err := q.QueryRowContext(ctx, `SELECT t.id, t.kind, t.family_id, t.subject_kind, t.subject_id, t.org_id, t.expires_at, t.revoked_at,
-			COALESCE(u.email, m.name, ''), COALESCE(u.org_admin, FALSE), (u.id IS NOT NULL OR m.id IS NOT NULL)
+			COALESCE(u.email, m.name, ''), COALESCE(u.org_admin, FALSE), (u.id IS NOT NULL OR m.id IS NOT NULL),
+			COALESCE(u.disabled, FALSE)
 		FROM auth_tokens t
 		LEFT JOIN users u ON t.subject_kind = 'user' AND u.id = t.subject_id AND u.org_id = t.org_id
 		LEFT JOIN machine_identities m ON t.subject_kind = 'machine' AND m.id = t.subject_id AND m.org_id = t.org_id
 		WHERE t.token_hash = $1`, hashToken(raw)).
-		Scan(&r.id, &r.kind, &r.family, &r.subjectKind, &r.subjectID, &r.orgID, &r.expires, &r.revoked, &r.name, &r.orgAdmin, &r.subjectExists)
+		Scan(&r.id, &r.kind, &r.family, &r.subjectKind, &r.subjectID, &r.orgID, &r.expires, &r.revoked, &r.name, &r.orgAdmin, &r.subjectExists, &r.disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -113,13 +114,18 @@ func (s *Service) Authenticate(ctx context.Context, raw string) (*api.Principal,
 	switch {
 	case r == nil || r.kind != kindAccess || !r.subjectExists:
 		return nil, errs.E(op, errs.Unauthenticated, "the token is not valid here: run `airlock login` again")
+	case r.disabled:
+		return nil, errs.E(op, errs.Unauthenticated, ErrDisabled)
 	case r.revoked != 0:
-		return nil, errs.E(op, errs.Unauthenticated, "the token was revoked (logged out): run `airlock login` again")
+		return nil, errs.E(op, errs.Unauthenticated, "the token was revoked (logged out, or an organization admin revoked your tokens): run `airlock login` again")
 	case s.cfg.Now().After(store.Time(r.expires)):
 		return nil, errs.E(op, errs.Unauthenticated, "the access token has expired: refresh it or run `airlock login` again")
 	}
 	return &api.Principal{Kind: r.subjectKind, ID: r.subjectID, OrgID: r.orgID, Name: r.name, OrgAdmin: r.orgAdmin, TokenFamily: r.family}, nil
 }
+
+// ErrDisabled is the message a disabled user gets.
+const ErrDisabled = "this user is disabled; ask an organization admin to enable it"
 
 // revokeFamily revokes every token of one login.
 func (s *Service) revokeFamily(ctx context.Context, q store.Querier, family string) error {

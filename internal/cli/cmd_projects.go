@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -94,20 +95,32 @@ func newProjectsCommand(o *options) *cobra.Command {
 				{"Your role", p.Role}, {"Max session", p.MaxSessionDuration}, {"Created", fmtTime(p.CreatedAt)}})
 		},
 	}
+	var forceDelete bool
 	del := &cobra.Command{
-		Use: "delete ID", Short: "Delete a project and everything in it", Args: cobra.ExactArgs(1),
+		Use: "delete ID", Short: "Delete a project and everything in it (its session logs stay readable by organization admins)",
+		Long: `Delete a project with its resources, accounts, secrets and members.
+
+A project with live or recorded sessions is deleted only with --force: its live
+sessions end, and its session logs stay readable (sessions show/logs/verify) by
+organization admins.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := loggedInClient()
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+			var q url.Values
+			if forceDelete {
+				q = url.Values{"force": {"true"}}
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(args[0]), q, nil, nil); err != nil {
 				return err
 			}
 			_, err = o.stdout.Write([]byte("Deleted project " + args[0] + ".\n"))
 			return err
 		},
 	}
+	del.Flags().BoolVar(&forceDelete, "force", false, "delete even with live sessions (they end) or recorded sessions (their logs stay)")
 	var upDesc, upMax string
 	var upMasks []string
 	var clearMasks, redact bool
@@ -197,13 +210,48 @@ func newMembersCommand(o *options) *cobra.Command {
 			return o.printObject(m, [][2]string{{"Member", m.Name}, {"Kind", m.Kind}, {"Role", m.Role}})
 		},
 	}
-	for _, c := range []*cobra.Command{list, set} {
+	remove := &cobra.Command{
+		Use: "remove", Short: "Remove a member; their live sessions in the project end at once", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (email == "") == (machineID == "") {
+				return errors.New("give exactly one of --email (a user) or --machine-identity-id")
+			}
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			base := "/api/v1/projects/" + url.PathEscape(projectID) + "/members"
+			kind, id := "machine", machineID
+			if email != "" {
+				var ms []member
+				if err := c.do(cmd.Context(), http.MethodGet, base, nil, nil, &ms); err != nil {
+					return err
+				}
+				for _, m := range ms {
+					if m.Kind == "user" && strings.EqualFold(m.Name, email) {
+						kind, id = "user", m.ID
+					}
+				}
+				if kind != "user" {
+					return fmt.Errorf("%s is not a member of the project (`airlock projects members list --project-id %s` shows them)", email, projectID)
+				}
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, base+"/"+kind+"/"+url.PathEscape(id), nil, nil, nil); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(o.stdout, "Removed; the member's live sessions in the project have ended.")
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{list, set, remove} {
 		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
 		_ = c.MarkFlagRequired("project-id")
 	}
-	set.Flags().StringVar(&email, "email", "", "the user's email")
-	set.Flags().StringVar(&machineID, "machine-identity-id", "", "the machine identity's id")
+	for _, c := range []*cobra.Command{set, remove} {
+		c.Flags().StringVar(&email, "email", "", "the user's email")
+		c.Flags().StringVar(&machineID, "machine-identity-id", "", "the machine identity's id")
+	}
 	set.Flags().StringVar(&role, "role", "member", "admin, member or viewer")
-	cmd.AddCommand(list, set)
+	cmd.AddCommand(list, set, remove)
 	return cmd
 }

@@ -26,7 +26,7 @@ func generateRootKey() string { return keyring.GenerateRootKey() }
 type serverFlags struct {
 	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile string
 	trustProxyHeaders                                          bool
-	accessTokenTTL                                             time.Duration
+	accessTokenTTL, gatewayLostAfter, clientLostAfter          time.Duration
 }
 
 func newServerCommand(o *options) *cobra.Command {
@@ -59,6 +59,7 @@ organization admin; afterwards they are ignored.`,
 				return fmt.Errorf("--access-token-ttl %s is too short: use at least 1s (default 15m)", f.accessTokenTTL)
 			}
 			cfg.Auth.AccessTTL = f.accessTokenTTL
+			cfg.GatewayLostAfter, cfg.ClientLostAfter = f.gatewayLostAfter, f.clientLostAfter
 			return runServer(cmd.Context(), o, cfg, nil)
 		},
 	}
@@ -70,6 +71,10 @@ organization admin; afterwards they are ignored.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fl.StringVar(&f.rootKeyFile, "root-key-file", "", "file holding the base64 root key (instead of AIRLOCK_ROOT_KEY)")
 	fl.BoolVar(&f.trustProxyHeaders, "trust-proxy-headers", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+	fl.DurationVar(&f.gatewayLostAfter, "gateway-lost-after", 2*time.Minute,
+		"how long a session's gateway may stay disconnected before the session ends as gateway_lost (the server's own restart counts as a grace period)")
+	fl.DurationVar(&f.clientLostAfter, "client-lost-after", 2*time.Minute,
+		"how long a session's `db access` may stay disconnected before the session ends as client_lost (the server's own restart counts as a grace period)")
 	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
 	return cmd
 }

@@ -15,6 +15,7 @@ type user struct {
 	Name        string     `json:"name"`
 	OrgAdmin    bool       `json:"orgAdmin"`
 	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
+	Disabled    bool       `json:"disabled"`
 	CreatedAt   time.Time  `json:"createdAt"`
 }
 
@@ -64,9 +65,9 @@ func newUsersCommand(o *options) *cobra.Command {
 				if u.LockedUntil != nil {
 					locked = fmtTime(*u.LockedUntil)
 				}
-				rows = append(rows, []string{u.ID, u.Email, fmt.Sprint(u.OrgAdmin), locked, fmtTime(u.CreatedAt)})
+				rows = append(rows, []string{u.ID, u.Email, fmt.Sprint(u.OrgAdmin), fmt.Sprint(u.Disabled), locked, fmtTime(u.CreatedAt)})
 			}
-			return o.printTable(us, []string{"ID", "EMAIL", "ORG ADMIN", "LOCKED UNTIL", "CREATED"}, rows)
+			return o.printTable(us, []string{"ID", "EMAIL", "ORG ADMIN", "DISABLED", "LOCKED UNTIL", "CREATED"}, rows)
 		},
 	}
 	unlock := &cobra.Command{
@@ -83,7 +84,35 @@ func newUsersCommand(o *options) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, unlock)
+	// userAction posts to /api/v1/users/ID/<action> and prints done.
+	userAction := func(use, short, method, action, done string) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " USER_ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := loggedInClient()
+				if err != nil {
+					return err
+				}
+				path := "/api/v1/users/" + url.PathEscape(args[0])
+				if action != "" {
+					path += "/" + action
+				}
+				if err := c.do(cmd.Context(), method, path, nil, nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintln(o.stdout, done)
+				return nil
+			},
+		}
+	}
+	disable := userAction("disable", "Disable a user: revoke their tokens and end their live sessions at once",
+		http.MethodPost, "disable", "Disabled; the user's live sessions have ended.")
+	enable := userAction("enable", "Enable a disabled user (they log in again)", http.MethodPost, "enable", "Enabled.")
+	del := userAction("delete", "Delete a user, their tokens and memberships; their live sessions end (their session logs stay)",
+		http.MethodDelete, "", "Deleted; the user's live sessions have ended.")
+	revoke := userAction("revoke-tokens", "Revoke every token of a user (all their logins); the sessions started under them end",
+		http.MethodPost, "revoke-tokens", "Revoked every token of the user; the sessions started under them have ended.")
+	cmd.AddCommand(create, list, unlock, disable, enable, del, revoke)
 	return cmd
 }
 

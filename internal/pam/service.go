@@ -71,6 +71,19 @@ func (c *Config) CheckAndSetDefaults() error {
 type Service struct {
 	cfg Config
 	db  *store.DB
+	// revoked, when set, is called after an account or resource is deleted:
+	// it ends the live sessions that used them.
+	revoked func(ctx context.Context)
+}
+
+// OnAccessRevoked sets the function called after a change that may revoke
+// live sessions' access commits (the session service's EnforceAccess).
+func (s *Service) OnAccessRevoked(f func(ctx context.Context)) { s.revoked = f }
+
+func (s *Service) accessRevoked(ctx context.Context) {
+	if s.revoked != nil {
+		s.revoked(ctx)
+	}
 }
 
 // New returns a Service.
@@ -161,6 +174,31 @@ func (s *Service) TargetFor(ctx context.Context, projectID, resource, account st
 		return nil, nil, tunnel.Target{}, errs.Wrap(op, errs.Internal, "opening the account's password failed", err)
 	}
 	s.fillGatewayNames(ctx, &r.Resource)
+	return &r.Resource, &a.Account, r.target(a.ID, a.Username, string(pw)), nil
+}
+
+// SessionTarget returns a session's resource and account as they are now,
+// and the decrypted Target with the account's current password, without
+// checking the caller: the session service calls it for each new connection
+// of a session whose owner it has checked. A deleted resource or account is
+// a NotFound error.
+func (s *Service) SessionTarget(ctx context.Context, projectID, resourceID, accountID string) (*Resource, *Account, tunnel.Target, error) {
+	const op = "pam.(*Service).SessionTarget"
+	if projectID == "" || resourceID == "" || accountID == "" {
+		return nil, nil, tunnel.Target{}, errs.E(op, errs.Invalid, "a session target needs a project, a resource and an account")
+	}
+	r, err := resourceByRef(ctx, s.db, projectID, resourceID)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
+	a, err := accountByRef(ctx, s.db, projectID, r.ID, accountID)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
+	pw, err := s.cfg.Keyring.Open(ctx, projectID, passwordAAD(a.ID), a.passwordSealed)
+	if err != nil {
+		return nil, nil, tunnel.Target{}, errs.Wrap(op, errs.Internal, "opening the account's password failed", err)
+	}
 	return &r.Resource, &a.Account, r.target(a.ID, a.Username, string(pw)), nil
 }
 

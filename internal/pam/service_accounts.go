@@ -270,6 +270,7 @@ func (s *Service) DeleteAccount(ctx context.Context, projectID, resource, ref st
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the account failed", err)
 	}
+	s.accessRevoked(ctx) // its live sessions end; their logs stay
 	return nil
 }
 

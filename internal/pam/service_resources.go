@@ -255,6 +255,7 @@ func (s *Service) DeleteResource(ctx context.Context, projectID, ref string) err
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the resource failed", err)
 	}
+	s.accessRevoked(ctx) // its live sessions end; their logs stay
 	return nil
 }
 

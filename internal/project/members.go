@@ -51,7 +51,8 @@ func (s *Service) Members(ctx context.Context, projectID string) ([]Member, erro
 }
 
 // SetMember adds a user (by email) or a machine identity (by id) to a
-// project, or changes its role.
+// project, or changes its role. Lowering a role below member ends the
+// member's live sessions in the project (reason revoked).
 func (s *Service) SetMember(ctx context.Context, projectID, email, machineID string, role Role) (*Member, error) {
 	const op = "project.(*Service).SetMember"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
@@ -103,17 +104,21 @@ func (s *Service) SetMember(ctx context.Context, projectID, email, machineID str
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "saving the member failed", err)
 	}
+	if role.rank() < RoleMember.rank() {
+		s.accessRevoked(ctx) // a viewer no longer uses accounts: their live sessions end
+	}
 	return m, nil
 }
 
-// RemoveMember takes a user or machine identity out of a project.
+// RemoveMember takes a user or machine identity out of a project; their live
+// sessions in it end (reason revoked).
 func (s *Service) RemoveMember(ctx context.Context, projectID, kind, subjectID string) error {
 	const op = "project.(*Service).RemoveMember"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {
 		return err
 	}
-	return s.db.InTx(ctx, func(tx *sql.Tx) error {
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.keepAnAdmin(ctx, tx, proj.ID, kind, subjectID); err != nil {
 			return err
 		}
@@ -127,6 +132,11 @@ func (s *Service) RemoveMember(ctx context.Context, projectID, kind, subjectID s
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.member.remove", TargetKind: kind, TargetID: subjectID, ProjectID: proj.ID}))
 	})
+	if err != nil {
+		return err
+	}
+	s.accessRevoked(ctx) // their live sessions in this project end
+	return nil
 }
 
 // keepAnAdmin fails when the subject is the project's last admin.

@@ -76,6 +76,28 @@ type Service struct {
 	db      *store.DB
 	keyring *keyring.Keyring
 	now     func() time.Time
+	// revoked, when set, is called after a change that may take access
+	// away commits (a member removed or demoted, a project deleted).
+	revoked func(ctx context.Context)
+	// settingsChanged, when set, is called after a project's session-log
+	// settings change.
+	settingsChanged func(ctx context.Context, projectID string)
+}
+
+// OnAccessRevoked sets the function called after a change that may revoke
+// live sessions' access commits (the session service's EnforceAccess).
+func (s *Service) OnAccessRevoked(f func(ctx context.Context)) { s.revoked = f }
+
+// OnLogSettingsChanged sets the function called after a project's log mask
+// patterns or redact setting change: it pushes them to live sessions.
+func (s *Service) OnLogSettingsChanged(f func(ctx context.Context, projectID string)) {
+	s.settingsChanged = f
+}
+
+func (s *Service) accessRevoked(ctx context.Context) {
+	if s.revoked != nil {
+		s.revoked(ctx)
+	}
 }
 
 // New returns a Service. now may be nil (time.Now).
@@ -293,25 +315,43 @@ func (s *Service) Update(ctx context.Context, projectID string, description, max
 		return nil, errs.Wrap(op, errs.Unavailable, "updating the project failed", err)
 	}
 	proj.UpdatedAt = store.Time(store.Micros(now))
+	if (masks != nil || redact != nil) && s.settingsChanged != nil {
+		s.settingsChanged(ctx, proj.ID)
+	}
 	return proj, nil
 }
 
-// Delete removes a project and everything in it.
-func (s *Service) Delete(ctx context.Context, projectID string) error {
+// Delete removes a project and everything in it: resources, accounts,
+// secrets, members. Its sessions and their logs stay, and so does its data
+// key, which seals the logs: organization admins can still read and verify
+// them. A project with live sessions or recorded sessions is deleted only
+// with force, which also ends its live sessions (reason revoked).
+func (s *Service) Delete(ctx context.Context, projectID string, force bool) error {
 	const op = "project.(*Service).Delete"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {
 		return err
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		var live, recorded int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(CASE WHEN status = 'active' THEN 1 END), COUNT(*) FROM sessions WHERE project_id = $1`,
+			proj.ID).Scan(&live, &recorded); err != nil {
+			return err
+		}
+		if (live > 0 || recorded > 0) && !force {
+			return errs.Ef(op, errs.Conflict, "project %q has %d live session(s) and %d recorded session(s); deleting it ends the live ones, "+
+				"and the session logs stay readable by organization admins. To delete it anyway, repeat with force=true "+
+				"(`airlock projects delete %s --force`)", proj.Name, live, recorded, proj.ID)
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM projects WHERE id = $1`, proj.ID); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.delete", TargetKind: "project", TargetID: proj.ID,
-			ProjectID: proj.ID, Details: map[string]any{"name": proj.Name}}))
+			ProjectID: proj.ID, Details: map[string]any{"name": proj.Name, "liveSessions": live, "sessions": recorded, "force": force}}))
 	})
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the project failed", err)
 	}
+	s.accessRevoked(ctx) // its live sessions end
 	return nil
 }

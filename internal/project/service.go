@@ -65,10 +65,14 @@ func (s *Service) Register(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "delete-project", Method: http.MethodDelete, Path: "/api/v1/projects/{projectId}", Tags: tags,
-		Summary: "Delete a project and everything in it (project admins)", Security: api.Secured,
-		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404},
-	}, func(ctx context.Context, in *ProjectPath) (*struct{}, error) {
-		return nil, api.Err(ctx, s.Delete(ctx, in.ProjectID))
+		Summary:     "Delete a project and everything in it (project admins); its session logs stay readable by organization admins",
+		Description: "A project with live or recorded sessions is refused with 409 unless force=true; with it, the live sessions end (reason revoked).",
+		Security:    api.Secured, DefaultStatus: http.StatusNoContent, Errors: []int{403, 404, 409},
+	}, func(ctx context.Context, in *struct {
+		ProjectPath
+		Force bool `query:"force" doc:"delete even though the project has live sessions (they end) or recorded sessions (their logs stay)"`
+	}) (*struct{}, error) {
+		return nil, api.Err(ctx, s.Delete(ctx, in.ProjectID, in.Force))
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "list-project-members", Method: http.MethodGet, Path: "/api/v1/projects/{projectId}/members", Tags: tags,

@@ -277,7 +277,8 @@ func (s *Service) ListGateways(ctx context.Context) ([]Gateway, error) {
 	return out, rows.Err()
 }
 
-// DeleteGateway removes a gateway; its connection is closed.
+// DeleteGateway removes a gateway; its live sessions end and its connection
+// is closed.
 func (s *Service) DeleteGateway(ctx context.Context, nameOrID string) error {
 	const op = "relay.(*Service).DeleteGateway"
 	p, err := api.MustPrincipal(ctx)
@@ -300,6 +301,11 @@ func (s *Service) DeleteGateway(ctx context.Context, nameOrID string) error {
 	})
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the gateway failed", err)
+	}
+	// Its sessions end at once (gateway_lost, "the gateway was deleted"),
+	// while the gateway is still connected to cancel what they run.
+	if s.sessions != nil {
+		s.sessions.EnforceAccess(ctx)
 	}
 	s.disconnect(g.ID)
 	return nil

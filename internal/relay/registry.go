@@ -21,7 +21,8 @@ import (
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
-// HeartbeatInterval is how often the server pings each gateway.
+// HeartbeatInterval is how often the server pings each gateway (more often
+// when the session service's presence interval is shorter).
 const HeartbeatInterval = 10 * time.Second
 
 // Config configures the relay service.
@@ -118,7 +119,21 @@ func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 		tconn.Close()
 		return
 	}
-	gc := &gatewayConn{id: id, mux: mux, addr: clientHost(r)}
+	s.serveGatewayMux(id, clientHost(r), r.Header.Get("X-Airlock-Version"), mux)
+}
+
+// AttachGateway serves mux as the live connection of gateway id, as if the
+// gateway had connected and authenticated (for an in-process gateway, and
+// for tests that play the gateway's side). It returns when the connection
+// ends.
+func (s *Service) AttachGateway(id, version string, mux *tunnel.Mux) {
+	s.serveGatewayMux(id, "in-process", version, mux)
+}
+
+// serveGatewayMux registers an authenticated gateway connection, serves the
+// streams the gateway opens and heartbeats it until the connection ends.
+func (s *Service) serveGatewayMux(id, addr, version string, mux *tunnel.Mux) {
+	gc := &gatewayConn{id: id, mux: mux, addr: addr}
 	s.mu.Lock()
 	if old := s.gateways[id]; old != nil {
 		old.mux.Close()
@@ -127,7 +142,7 @@ func (s *Service) serveGateway(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	slog.Info("gateway connected", "gateway", id, "remote", gc.addr)
 	go s.acceptGatewayStreams(gc)
-	s.heartbeat(gc, r.Header.Get("X-Airlock-Version"))
+	s.heartbeat(gc, version)
 }
 
 func clientHost(r *http.Request) string {
@@ -185,7 +200,11 @@ func (s *Service) heartbeat(gc *gatewayConn, version string) {
 		}
 	}
 	record()
-	t := time.NewTicker(HeartbeatInterval)
+	every := HeartbeatInterval
+	if s.sessions != nil {
+		every = min(every, s.sessions.PresenceInterval())
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -280,6 +299,22 @@ func (s *Service) Validate(ctx context.Context, gatewayID string, t tunnel.Targe
 func (s *Service) OpenData(gatewayID string, h tunnel.Header) (net.Conn, error) {
 	h.Type = tunnel.TypeData
 	return s.open(gatewayID, h)
+}
+
+// UpdateOnGateway sends a live session new settings (h.SessionID,
+// h.MaskPatterns, h.RedactValues): the gateway applies them from the
+// session's next statement on.
+func (s *Service) UpdateOnGateway(ctx context.Context, gatewayID string, h tunnel.Header) error {
+	const op = "relay.(*Service).UpdateOnGateway"
+	h.Type = tunnel.TypeUpdate
+	res, err := s.request(ctx, gatewayID, h)
+	if err != nil {
+		return err
+	}
+	if !res.OK {
+		return errs.E(op, errs.Unavailable, "the gateway did not apply the settings: "+res.Message)
+	}
+	return nil
 }
 
 // TerminateOnGateway tells the gateway to end a session: cancel what runs on

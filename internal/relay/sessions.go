@@ -32,8 +32,19 @@ type SessionAuthorizer interface {
 	// AuthorizeRelay checks that the caller owns the session and that it is
 	// active, and returns it with its target.
 	AuthorizeRelay(ctx context.Context, sessionID string) (*ClientSession, error)
+	// AuthorizeConnection checks, from the store and without the caller's
+	// token, that the session may open a new connection now, and returns
+	// it with its current target and log settings. A session that may not
+	// is ended (and its connections closed) before the refusal returns.
+	AuthorizeConnection(ctx context.Context, sessionID string) (*ClientSession, error)
 	// MarkStarted records the session's first connection.
 	MarkStarted(ctx context.Context, sessionID string)
+	// ClientSeen records that the session's CLI relay connection is up.
+	ClientSeen(ctx context.Context, sessionID string)
+	// EnforceAccess ends every active session whose access no longer holds.
+	EnforceAccess(ctx context.Context) int
+	// PresenceInterval is how often a live connection is recorded.
+	PresenceInterval() time.Duration
 }
 
 // Authenticator resolves a bearer token.
@@ -88,8 +99,8 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 	defer s.removeClient(cs.ID, mux)
 	expiry := time.AfterFunc(time.Until(cs.ExpiresAt), func() { mux.Close() })
 	defer expiry.Stop()
+	go s.recordPresence(context.WithoutCancel(ctx), cs.ID, mux)
 
-	header := tunnel.Header{SessionID: cs.ID, Target: &cs.Target, ExpiresAt: cs.ExpiresAt.Unix(), MaskPatterns: cs.MaskPatterns, RedactValues: cs.RedactValues}
 	var started sync.Once
 	for {
 		st, err := mux.AcceptStream()
@@ -97,7 +108,19 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		go func() {
-			gw, err := s.OpenData(cs.GatewayID, header)
+			// Each connection is authorized when it is opened, from the
+			// store: the owner may have been removed, the login revoked or
+			// the account deleted since the last one; and a changed
+			// password is used at once.
+			now, err := s.sessions.AuthorizeConnection(context.WithoutCancel(ctx), cs.ID)
+			if err != nil {
+				slog.Info("a session connection was refused", "session", cs.ID, "why", publicMessage(err))
+				st.Close()
+				return
+			}
+			header := tunnel.Header{SessionID: now.ID, Target: &now.Target, ExpiresAt: now.ExpiresAt.Unix(),
+				MaskPatterns: now.MaskPatterns, RedactValues: now.RedactValues}
+			gw, err := s.OpenData(now.GatewayID, header)
 			if err != nil {
 				slog.Warn("opening a gateway stream failed", "session", cs.ID, "err", err)
 				st.Close()
@@ -106,6 +129,29 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 			started.Do(func() { s.sessions.MarkStarted(context.WithoutCancel(ctx), cs.ID) })
 			tunnel.Splice(st, gw)
 		}()
+	}
+}
+
+// recordPresence records the CLI's presence on the session while its relay
+// connection is up: at connect, every presence interval while the CLI
+// answers pings, and at disconnect. A CLI that stops answering is cut off,
+// so that a session whose CLI is gone ends as client_lost.
+func (s *Service) recordPresence(ctx context.Context, sessionID string, mux *tunnel.Mux) {
+	s.sessions.ClientSeen(ctx, sessionID)
+	defer s.sessions.ClientSeen(ctx, sessionID)
+	t := time.NewTicker(s.sessions.PresenceInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-mux.CloseChan():
+			return
+		case <-t.C:
+			if _, err := mux.Ping(); err != nil {
+				mux.Close()
+				return
+			}
+			s.sessions.ClientSeen(ctx, sessionID)
+		}
 	}
 }
 

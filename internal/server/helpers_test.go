@@ -117,6 +117,7 @@ func (e *env) close() {
 // client is a caller of the API, anonymous until it logs in.
 type client struct {
 	e     *env
+	email string // of a user logged in with login
 	token string
 	pair  map[string]any
 	last  *problem // the problem of the last failed call
@@ -134,7 +135,7 @@ func (e *env) login(email, password string) *client {
 	if st := c.call("POST", "/api/v1/auth/login", map[string]any{"email": email, "password": password}, &pair); st != 200 {
 		e.t.Fatalf("login as %s: status %d", email, st)
 	}
-	c.token, c.pair = pair["accessToken"].(string), pair
+	c.token, c.pair, c.email = pair["accessToken"].(string), pair, email
 	return c
 }
 

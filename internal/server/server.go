@@ -55,6 +55,14 @@ type Config struct {
 	TrustProxyHeaders bool
 	// Auth tunes the identity service (clock, token lifetimes, lockout).
 	Auth auth.Config
+	// GatewayLostAfter is how long a session's gateway may stay
+	// disconnected before the session ends as gateway_lost; default
+	// session.GatewayLostAfter (2 minutes).
+	GatewayLostAfter time.Duration
+	// ClientLostAfter is how long a session's CLI may stay disconnected
+	// from the relay before the session ends as client_lost; default
+	// session.ClientLostAfter (2 minutes).
+	ClientLostAfter time.Duration
 }
 
 // CheckAndSetDefaults validates cfg.
@@ -68,6 +76,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errs.E(op, errs.Invalid, "give both --tls-cert and --tls-key, or neither")
+	}
+	if c.GatewayLostAfter < 0 || (c.GatewayLostAfter > 0 && c.GatewayLostAfter < time.Second) {
+		return errs.E(op, errs.Invalid, "--gateway-lost-after must be at least 1s (default 2m)")
+	}
+	if c.ClientLostAfter < 0 || (c.ClientLostAfter > 0 && c.ClientLostAfter < time.Second) {
+		return errs.E(op, errs.Invalid, "--client-lost-after must be at least 1s (default 2m)")
 	}
 	if c.DatabaseURL == "" && c.DataDir == "" {
 		return errs.E(op, errs.Invalid, "give --data-dir (embedded store) or --database-url (PostgreSQL)")
@@ -134,7 +148,18 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
+	s.Sessions.SetCurrentTargets(s.currentTarget)
+	s.Sessions.SetLiveness(s.cfg.GatewayLostAfter, s.cfg.ClientLostAfter)
 	s.Relay.SetSessions(s.Sessions)
+	// Every change that may take access away ends the live sessions that
+	// lost it as soon as it commits (the expiry job checks again each tick).
+	revoked := func(ctx context.Context) { s.Sessions.EnforceAccess(ctx) }
+	s.Auth.OnAccessRevoked(revoked)
+	s.Projects.OnAccessRevoked(revoked)
+	s.PAM.OnAccessRevoked(revoked)
+	s.Projects.OnLogSettingsChanged(func(ctx context.Context, projectID string) {
+		go s.Sessions.PushSettings(context.WithoutCancel(ctx), projectID)
+	})
 	s.Events = sessionlog.NewStore(s.DB, s.Keyring, authCfg.Now)
 	s.Relay.SetEventSink(s.Events)
 	s.Sessions.SetEvents(s.Events)

@@ -32,7 +32,9 @@ func (s *Service) List(ctx context.Context, projectID string, f Filter) ([]Sessi
 	const op = "session.(*Service).List"
 	proj, err := s.projects.Authorize(ctx, projectID, project.RoleViewer)
 	if err != nil {
-		return nil, err
+		if proj, err = s.deletedProject(ctx, projectID, err); err != nil {
+			return nil, err
+		}
 	}
 	if f.Status != "" && f.Status != StatusActive && f.Status != StatusEnded {
 		return nil, errs.InvalidField(op, "query.status", "status must be active or ended")
@@ -87,6 +89,26 @@ func (s *Service) List(ctx context.Context, projectID string, f Filter) ([]Sessi
 		out = append(out, *x)
 	}
 	return out, rows.Err()
+}
+
+// deletedProject lets an organization admin list the sessions of a deleted
+// project (their logs outlive it); for anyone else, or a project that
+// exists, it returns authErr, the project check's refusal.
+func (s *Service) deletedProject(ctx context.Context, projectID string, authErr error) (*project.Project, error) {
+	p := api.PrincipalFrom(ctx)
+	if p == nil || !p.OrgAdmin || !errs.Is(authErr, errs.NotFound) {
+		return nil, authErr
+	}
+	var orphaned int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions s WHERE s.project_id = $1 AND s.org_id = $2
+		AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = s.project_id)`, projectID, p.OrgID).Scan(&orphaned)
+	if err != nil {
+		return nil, errs.Wrap("session.deletedProject", errs.Unavailable, "reading the sessions failed", err)
+	}
+	if orphaned == 0 {
+		return nil, authErr
+	}
+	return &project.Project{ID: projectID, Name: "(deleted)", Role: project.RoleAdmin}, nil
 }
 
 func (s *Service) registerList(a huma.API) {

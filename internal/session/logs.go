@@ -8,7 +8,6 @@ import (
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
-	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
@@ -59,7 +58,7 @@ func (s *Service) Verify(ctx context.Context, id string) (*sessionlog.VerifyResu
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleAdmin); err != nil {
+	if err := s.authorizeAdmin(ctx, x); err != nil {
 		return nil, err
 	}
 	res, err := s.events.Verify(ctx, x.ID)

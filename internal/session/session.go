@@ -1,8 +1,18 @@
 // Package session holds access sessions: a user's time-boxed access to one
 // account. Creating a session signs the CLI's own key for it (the client
-// certificate expires with the session); the relay asks this package whether
-// a session may carry connections; sessions end by the user, by an admin, or
-// at expiry (expiry.go), and every end closes the session's connections.
+// certificate expires with the session) and records the login (token family)
+// it was started under.
+//
+// access.go holds the rules a live session is held to: the relay asks
+// AuthorizeConnection for every new connection (from the store, so a
+// revocation takes effect at the next connection and a changed password is
+// used at once), and EnforceAccess ends every session that breaks a rule as
+// soon as a revoking change commits. expiry.go ends sessions past their end,
+// whose gateway or CLI has been gone too long (after a grace period from the
+// server's start), and re-checks access every tick. Sessions end by their
+// owner, by a project admin, at expiry, by revocation, or when their gateway
+// or CLI is lost; every end (finish) is recorded once with its reason and a
+// message, and closes the session's connections, gateway first.
 package session
 
 import (
@@ -31,10 +41,12 @@ const (
 	StatusActive = "active"
 	StatusEnded  = "ended"
 
-	EndedByUser = "ended_by_user"
-	Expired     = "expired"
-	Terminated  = "terminated"
-	GatewayLost = "gateway_lost"
+	EndedByUser = tunnel.EndByUser
+	Expired     = tunnel.EndExpired
+	Terminated  = tunnel.EndTerminated
+	Revoked     = tunnel.EndRevoked
+	ClientLost  = tunnel.EndClientLost
+	GatewayLost = tunnel.EndGatewayLost
 	DefaultTTL  = time.Hour
 	minimumTTL  = 10 * time.Second
 	accessCLI   = "cli"
@@ -62,7 +74,8 @@ type Session struct {
 	EndedAt         *time.Time `json:"endedAt,omitempty"`
 	Duration        string     `json:"duration" doc:"how long the session lasted (so far, while active)"`
 	Status          string     `json:"status" enum:"active,ended"`
-	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,gateway_lost"`
+	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,revoked,client_lost,gateway_lost" doc:"why the session ended: ended_by_user (its owner ended it), expired (its duration was over), terminated (a project admin ended it), revoked (its owner, login, role, account, resource or project went away), client_lost (its airlock CLI was gone for too long), gateway_lost (its gateway was gone for too long, or deleted)"`
+	EndMessage      string     `json:"endMessage,omitempty" doc:"why the session ended, in words, such as \"access was revoked: user removed from the project\""`
 }
 
 // Target is a resolved resource account.
@@ -83,8 +96,13 @@ type Service struct {
 	pki      *pki.Manager
 	relay    *relay.Service
 	targets  TargetResolver
+	current  CurrentTargetResolver
 	events   EventStore
 	now      func() time.Time
+	// started is when this service started: sessions get a grace period
+	// from it before their gateway or CLI counts as lost.
+	started time.Time
+	liveness
 }
 
 // New returns a Service. now may be nil.
@@ -92,19 +110,20 @@ func New(db *store.DB, projects *project.Service, p *pki.Manager, r *relay.Servi
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{db: db, projects: projects, pki: p, relay: r, targets: targets, now: now}
+	return &Service{db: db, projects: projects, pki: p, relay: r, targets: targets, now: now, started: now(),
+		liveness: liveness{gatewayLostAfter: GatewayLostAfter, clientLostAfter: ClientLostAfter}}
 }
 
 const columns = `id, project_id, subject_kind, subject_id, subject_name, resource_id, resource_name, resource_kind,
 	account_id, account_name, account_username, gateway_id, access_method, client_addr, created_at, started_at,
-	expires_at, ended_at, end_reason, status`
+	expires_at, ended_at, end_reason, status, end_message`
 
 func (s *Service) scan(row interface{ Scan(...any) error }) (*Session, error) {
 	var x Session
 	var created, started, expires, ended int64
 	err := row.Scan(&x.ID, &x.ProjectID, &x.UserKind, &x.UserID, &x.UserName, &x.ResourceID, &x.ResourceName, &x.ResourceKind,
 		&x.AccountID, &x.AccountName, &x.AccountUsername, &x.GatewayID, &x.AccessMethod, &x.ClientAddr, &created, &started,
-		&expires, &ended, &x.EndReason, &x.Status)
+		&expires, &ended, &x.EndReason, &x.Status, &x.EndMessage)
 	if err != nil {
 		return nil, err
 	}
@@ -185,10 +204,10 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 		return nil, errs.Wrap(op, errs.Internal, "signing the session certificate failed", err)
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (org_id, `+columns+`) VALUES
-			($18, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, 0, '', $17)`,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (org_id, token_family, `+columns+`) VALUES
+			($18, $19, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, 0, '', $17, '')`,
 			id, proj.ID, p.Kind, p.ID, p.Name, t.ResourceID, t.ResourceName, t.Kind, t.AccountID, t.AccountName, t.Username,
-			t.GatewayID, accessCLI, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID); err != nil {
+			t.GatewayID, accessCLI, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID, p.TokenFamily); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
@@ -216,7 +235,8 @@ func (s *Service) get(ctx context.Context, id string) (*Session, error) {
 	return x, nil
 }
 
-// Get returns a session to its owner or to an admin of its project.
+// Get returns a session to its owner or to an admin of its project (an
+// organization admin, once the project is deleted).
 func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
 	p, err := api.MustPrincipal(ctx)
 	if err != nil {
@@ -232,13 +252,35 @@ func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
 	if x.UserKind == p.Kind && x.UserID == p.ID {
 		return x, nil
 	}
-	if _, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleAdmin); err != nil {
+	if err := s.authorizeAdmin(ctx, x); err != nil {
 		return nil, errs.Ef("session.Get", errs.NotFound, "no session %q", id)
 	}
 	return x, nil
 }
 
-// AuthorizeRelay implements relay.SessionAuthorizer.
+// authorizeAdmin checks that the caller administers the session's project.
+// The sessions of a deleted project stay readable (and their logs
+// verifiable) by the organization's admins.
+func (s *Service) authorizeAdmin(ctx context.Context, x *Session) error {
+	_, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleAdmin)
+	p := api.PrincipalFrom(ctx)
+	if err == nil || p == nil || !p.OrgAdmin || !errs.Is(err, errs.NotFound) {
+		return err
+	}
+	var orphaned int
+	if qerr := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions s WHERE s.id = $1 AND s.org_id = $2
+		AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.id = s.project_id)`, x.ID, p.OrgID).Scan(&orphaned); qerr != nil {
+		return errs.Wrap("session.authorizeAdmin", errs.Unavailable, "reading the session failed", qerr)
+	}
+	if orphaned == 0 {
+		return err
+	}
+	return nil
+}
+
+// AuthorizeRelay implements relay.SessionAuthorizer: the caller (from its
+// access token) must own the session, and the session must pass
+// AuthorizeConnection.
 func (s *Service) AuthorizeRelay(ctx context.Context, id string) (*relay.ClientSession, error) {
 	const op = "session.(*Service).AuthorizeRelay"
 	p, err := api.MustPrincipal(ctx)
@@ -255,22 +297,7 @@ func (s *Service) AuthorizeRelay(ctx context.Context, id string) (*relay.ClientS
 	if x.UserKind != p.Kind || x.UserID != p.ID {
 		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
 	}
-	if x.Status != StatusActive || !s.now().Before(x.ExpiresAt) {
-		reason := x.EndReason
-		if reason == "" {
-			reason = Expired
-		}
-		return nil, errs.Ef(op, errs.Conflict, "the session has ended (%s); start a new one with `airlock db access`", reason)
-	}
-	proj, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleMember)
-	if err != nil {
-		return nil, err
-	}
-	t, err := s.targets(ctx, x.ProjectID, x.ResourceID, x.AccountID)
-	if err != nil {
-		return nil, err
-	}
-	return &relay.ClientSession{ID: x.ID, GatewayID: t.GatewayID, ExpiresAt: x.ExpiresAt, Target: t.Wire, MaskPatterns: proj.LogMaskPatterns, RedactValues: proj.LogRedactValues}, nil
+	return s.AuthorizeConnection(ctx, id)
 }
 
 // MarkStarted implements relay.SessionAuthorizer.
@@ -278,63 +305,93 @@ func (s *Service) MarkStarted(ctx context.Context, id string) {
 	_, _ = s.db.ExecContext(ctx, `UPDATE sessions SET started_at = $1 WHERE id = $2 AND started_at = 0`, store.Micros(s.now()), id)
 }
 
-// End ends a session for a reason: the owner ends their own; only a
-// project admin terminates.
+// End ends a session for a reason: the owner ends their own (reason
+// EndedByUser); only an admin of its project terminates it (Terminated).
+// Ending a session that has already ended answers it as it is, unchanged
+// and without a second audit event. A caller who may not terminate a
+// session of another user is told it does not exist.
 func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) {
 	const op = "session.(*Service).End"
+	if reason != EndedByUser && reason != Terminated {
+		return nil, errs.Ef(op, errs.Internal, "unexpected end reason %q", reason)
+	}
 	x, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	p := api.PrincipalFrom(ctx)
+	own := x.UserKind == p.Kind && x.UserID == p.ID
 	action := "session.end"
 	if reason == Terminated {
-		if _, err := s.projects.Authorize(ctx, x.ProjectID, project.RoleAdmin); err != nil {
-			return nil, err
+		if err := s.authorizeAdmin(ctx, x); err != nil {
+			if own {
+				return nil, errs.E(op, errs.Forbidden, "only project admins terminate sessions; end your own with `airlock sessions end "+id+"`")
+			}
+			return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
 		}
 		action = "session.terminate"
-	} else if x.UserKind != p.Kind || x.UserID != p.ID {
-		return nil, errs.E(op, errs.Forbidden, "only the session's owner ends it; project admins terminate it")
+	} else if !own {
+		return nil, errs.E(op, errs.Forbidden, "only the session's owner ends it; project admins terminate it (`airlock sessions terminate "+id+"`)")
 	}
-	ended, err := s.finish(ctx, id, reason, audit.By(ctx, audit.Entry{Action: action}))
-	if err != nil {
+	if x.Status != StatusActive {
+		return x, nil
+	}
+	if _, err := s.finish(ctx, id, reason, "", audit.By(ctx, audit.Entry{Action: action})); err != nil {
 		return nil, err
-	}
-	if !ended {
-		return nil, errs.Ef(op, errs.Conflict, "the session has already ended (%s)", x.EndReason)
 	}
 	return s.get(ctx, id)
 }
 
-// finish marks an active session ended, audits it, and closes its connections.
-func (s *Service) finish(ctx context.Context, id, reason string, ev audit.Entry) (bool, error) {
+// finish marks an active session ended for reason (detail, when not empty,
+// says why in words), audits it, and closes its connections: first on the
+// gateway, then the CLI's. It reports whether this call ended the session
+// (false when it had already ended).
+func (s *Service) finish(ctx context.Context, id, reason, detail string, ev audit.Entry) (bool, error) {
 	var orgID, projectID, gatewayID string
 	var expires int64
 	now := s.now()
 	ended := false
+	var message string
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `UPDATE sessions SET status = $1, end_reason = $2, ended_at = $3
-			WHERE id = $4 AND status = $5 RETURNING org_id, project_id, gateway_id, expires_at`,
-			StatusEnded, reason, store.Micros(now), id, StatusActive).Scan(&orgID, &projectID, &gatewayID, &expires)
+		err := tx.QueryRowContext(ctx, `SELECT org_id, project_id, gateway_id, expires_at FROM sessions WHERE id = $1 AND status = $2`,
+			id, StatusActive).Scan(&orgID, &projectID, &gatewayID, &expires)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		message = EndMessage(reason, store.Time(expires))
+		if detail != "" {
+			message += ": " + detail
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE sessions SET status = $1, end_reason = $2, ended_at = $3, end_message = $4
+			WHERE id = $5 AND status = $6`, StatusEnded, reason, store.Micros(now), message, id, StatusActive)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // another replica ended it first
+		}
 		ended = true
 		ev.OrgID, ev.ProjectID, ev.TargetKind, ev.TargetID = orgID, projectID, "session", id
+		if ev.Outcome == "" {
+			ev.Outcome = audit.Success
+		}
 		if ev.Details == nil {
 			ev.Details = map[string]any{}
 		}
 		ev.Details["reason"] = reason
+		if detail != "" {
+			ev.Details["message"] = detail
+		}
 		return audit.Record(ctx, tx, ev)
 	})
 	if err != nil {
 		return false, errs.Wrap("session.finish", errs.Unavailable, "ending the session failed", err)
 	}
 	if ended {
-		s.relay.CloseSession(ctx, id, gatewayID, reason, EndMessage(reason, store.Time(expires)))
+		s.relay.CloseSession(ctx, id, gatewayID, reason, message)
 	}
 	return ended, nil
 }
@@ -350,10 +407,10 @@ func EndMessage(reason string, expires time.Time) string {
 	case EndedByUser:
 		return "session ended by its owner"
 	case GatewayLost:
-		return "session ended: its gateway was unreachable for too long"
-	case tunnel.EndClientLost:
+		return "session ended: its gateway was lost"
+	case ClientLost:
 		return "session ended: its airlock CLI was unreachable for too long"
-	case tunnel.EndRevoked:
+	case Revoked:
 		return "session ended: access was revoked"
 	}
 	return "session ended (" + reason + ")"
@@ -391,7 +448,7 @@ func (s *Service) Register(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "end-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/end", Tags: tags,
-		Summary: "End your session", Security: api.Secured, Errors: []int{403, 404, 409},
+		Summary: "End your session (an ended session is returned as it is)", Security: api.Secured, Errors: []int{403, 404},
 	}, func(ctx context.Context, in *struct {
 		SessionID string `path:"sessionId" maxLength:"64"`
 	}) (*struct{ Body *Session }, error) {
@@ -400,7 +457,8 @@ func (s *Service) Register(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "terminate-session", Method: http.MethodPost, Path: "/api/v1/sessions/{sessionId}/terminate", Tags: tags,
-		Summary: "Terminate a session and close its connections (project admins)", Security: api.Secured, Errors: []int{403, 404, 409},
+		Summary:  "Terminate a session and close its connections (project admins; an ended session is returned as it is)",
+		Security: api.Secured, Errors: []int{403, 404},
 	}, func(ctx context.Context, in *struct {
 		SessionID string `path:"sessionId" maxLength:"64"`
 	}) (*struct{ Body *Session }, error) {
