@@ -243,7 +243,7 @@ func (c *client) refreshIfNeeded(ctx context.Context, force bool) error {
 	stored, err := loadCredentials()
 	switch {
 	case errors.Is(err, errNotLoggedIn):
-		return &loginGoneError{"your login was removed from this machine (`airlock logout`): run `airlock login`"}
+		return &loginGoneError{"your login was revoked (`airlock logout` removed it from this machine): run `airlock login`"}
 	case err != nil:
 		return err
 	case stored.Domain != c.creds.Domain:
