@@ -1,8 +1,11 @@
+//lint:file-ignore SA1019 OP_QUERY is deprecated, but the refusal must answer it.
+
 package cli
 
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -11,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	mongoopts "go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
 )
 
 // refusingListener answers every connection with r in kind's protocol.
@@ -69,5 +74,49 @@ func TestRefusalReachesAMongoClient(t *testing.T) {
 	err = client.Ping(ctx, nil)
 	if err == nil || !strings.Contains(err.Error(), "airlock: the server is away") {
 		t.Fatalf("ping: %v", err)
+	}
+}
+
+// TestRefusalAnswersALegacyHello: a client that opens with an OP_QUERY
+// hello (as old drivers and mongosh's first probe do) gets an OP_REPLY
+// holding the error document.
+func TestRefusalAnswersALegacyHello(t *testing.T) {
+	addr := refusingListener(t, "mongodb", refuseOtherUser("alice (uid 1000)", "bob (uid 1001)"))
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	idx, msg := wiremessage.AppendHeaderStart(nil, 42, 0, wiremessage.OpQuery)
+	msg = wiremessage.AppendQueryFlags(msg, 0)
+	msg = wiremessage.AppendQueryFullCollectionName(msg, "admin.$cmd")
+	msg = wiremessage.AppendQueryNumberToSkip(msg, 0)
+	msg = wiremessage.AppendQueryNumberToReturn(msg, -1)
+	msg = append(msg, bsoncore.NewDocumentBuilder().AppendInt32("isMaster", 1).Build()...)
+	msg = bsoncore.UpdateLength(msg, idx, int32(len(msg[idx:])))
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	length, _, responseTo, op, rem, ok := wiremessage.ReadHeader(reply)
+	if !ok || int(length) != len(reply) || responseTo != 42 || op != wiremessage.OpReply {
+		t.Fatalf("reply header: ok %v length %d/%d responseTo %d op %v", ok, length, len(reply), responseTo, op)
+	}
+	_, rem, _ = wiremessage.ReadReplyFlags(rem)
+	_, rem, _ = wiremessage.ReadReplyCursorID(rem)
+	_, rem, _ = wiremessage.ReadReplyStartingFrom(rem)
+	n, rem, _ := wiremessage.ReadReplyNumberReturned(rem)
+	doc := bsoncore.Document(rem)
+	if n != 1 || doc.Validate() != nil {
+		t.Fatalf("reply body: %d documents, %v", n, doc.Validate())
+	}
+	code, _ := doc.Lookup("code").Int32OK()
+	errmsg, _ := doc.Lookup("errmsg").StringValueOK()
+	if ok, _ := doc.Lookup("ok").DoubleOK(); ok != 0 || code != 13 || !strings.HasPrefix(errmsg, "airlock: this proxy serves only alice (uid 1000)") {
+		t.Fatalf("reply document: %s", doc)
 	}
 }
