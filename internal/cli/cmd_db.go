@@ -655,7 +655,11 @@ func (p *proxy) serve(local net.Conn) {
 	if err != nil {
 		st.Close()
 		slog.Warn("the gateway refused the connection", "err", err)
-		p.refuseAndClose(local, refuseUnavailable("the session's gateway did not accept the connection; see the output of airlock db access"))
+		why := "the session's gateway refused the connection: see the output of airlock db access"
+		if errors.Is(err, context.DeadlineExceeded) {
+			why = "neither the Airlock server nor the session's gateway answered within 20 seconds: try again in a moment"
+		}
+		p.refuseAndClose(local, refuseUnavailable(why))
 		return
 	}
 	tunnel.Splice(local, tc)
