@@ -13,13 +13,18 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
-// client calls the Airlock API.
+// client calls the Airlock API. Its methods may be called from several
+// goroutines (a running `db access` reconnects, checks and ends its session
+// concurrently).
 type client struct {
-	base  string
-	http  *http.Client
+	base string
+	http *http.Client
+
+	mu    sync.Mutex   // guards creds, and serializes refreshes in this process
 	creds *Credentials // nil for anonymous calls
 }
 
@@ -110,23 +115,56 @@ func (e *apiError) Error() string {
 	return msg
 }
 
+// errLoginGone marks the errors that say the stored login can no longer be
+// used (revoked, logged out, expired): only `airlock login` helps, so a
+// long-running command stops instead of retrying.
+var errLoginGone = errors.New("the login is gone")
+
+// loginGoneError is an errLoginGone with a message for the user.
+type loginGoneError struct{ msg string }
+
+func (e *loginGoneError) Error() string        { return e.msg }
+func (e *loginGoneError) Is(target error) bool { return target == errLoginGone }
+
+// Refresh margins.
+const (
+	// refreshBefore is how long before its expiry an access token is
+	// refreshed, so that a request never starts with a token about to lapse.
+	refreshBefore = 30 * time.Second
+	// adoptAtLeast is how much life a token that another process stored
+	// must have left to be used instead of refreshing again.
+	adoptAtLeast = 2 * time.Second
+)
+
+// token returns the current access token ("" for an anonymous client).
+func (c *client) token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.creds == nil {
+		return ""
+	}
+	return c.creds.AccessToken
+}
+
 // do sends a request with a JSON body (nil for none) and decodes a JSON
-// answer into out (nil to discard it).
+// answer into out (nil to discard it). A logged-in client refreshes its
+// token first when it has aged, and once more when the server answers 401.
 func (c *client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
-	if c.creds != nil {
+	loggedIn := c.creds != nil
+	if loggedIn {
 		if err := c.refreshIfNeeded(ctx, false); err != nil {
 			return err
 		}
 	}
-	status, respBody, err := c.send(ctx, method, path, query, body)
+	status, respBody, err := c.send(ctx, method, path, query, body, c.token())
 	if err != nil {
 		return err
 	}
-	if status == http.StatusUnauthorized && c.creds != nil && c.creds.RefreshToken != "" {
+	if status == http.StatusUnauthorized && loggedIn {
 		if err := c.refreshIfNeeded(ctx, true); err != nil {
 			return err
 		}
-		if status, respBody, err = c.send(ctx, method, path, query, body); err != nil {
+		if status, respBody, err = c.send(ctx, method, path, query, body, c.token()); err != nil {
 			return err
 		}
 	}
@@ -145,7 +183,8 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 	return nil
 }
 
-func (c *client) send(ctx context.Context, method, path string, query url.Values, body any) (int, []byte, error) {
+// send makes one request, with token as the bearer token unless it is "".
+func (c *client) send(ctx context.Context, method, path string, query url.Values, body any, token string) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -166,8 +205,8 @@ func (c *client) send(ctx context.Context, method, path string, query url.Values
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if c.creds != nil && c.creds.AccessToken != "" {
-		req.Header.Set("Authorization", "Bearer "+c.creds.AccessToken)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -181,31 +220,67 @@ func (c *client) send(ctx context.Context, method, path string, query url.Values
 	return resp.StatusCode, b, nil
 }
 
-// refreshIfNeeded exchanges the refresh token when the access token has
-// expired (or force is set) and saves the new pair.
+// refreshIfNeeded exchanges the refresh token for a new pair when the
+// access token has aged (or force is set: the server refused it), and saves
+// the new pair. Every airlock process of the user shares the credentials
+// file, and a refresh token used twice revokes the whole login, so it works
+// under the file's lock: it re-reads the file, and when another process has
+// already refreshed (or the user logged in again) it adopts those tokens
+// instead of refreshing. A login that cannot be refreshed any more is an
+// errLoginGone; a server that cannot be reached is an ordinary error, and the
+// refresh token is then still unused.
 func (c *client) refreshIfNeeded(ctx context.Context, force bool) error {
-	if !force && time.Until(c.creds.AccessExpiresAt) > 30*time.Second {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !force && time.Until(c.creds.AccessExpiresAt) > refreshBefore {
 		return nil
 	}
-	if time.Now().After(c.creds.RefreshExpiresAt) {
-		return errors.New("your login has expired: run `airlock login` again")
-	}
-	var pair tokenPair
-	creds := c.creds
-	c.creds = nil // the refresh call itself is anonymous
-	status, body, err := c.send(ctx, http.MethodPost, "/api/v1/auth/refresh", nil, map[string]string{"refreshToken": creds.RefreshToken})
-	c.creds = creds
+	unlock, err := lockCredentials(ctx)
 	if err != nil {
 		return err
 	}
-	if status != http.StatusOK {
-		return errors.New("your login is no longer valid: run `airlock login` again")
+	defer unlock()
+	stored, err := loadCredentials()
+	switch {
+	case errors.Is(err, errNotLoggedIn):
+		return &loginGoneError{"your login was revoked (`airlock logout` removed it from this machine): run `airlock login`"}
+	case err != nil:
+		return err
+	case stored.Domain != c.creds.Domain:
+		return &loginGoneError{fmt.Sprintf("you are now logged in to %s, not %s: run `airlock login --domain %s` to use %s again",
+			stored.Domain, c.creds.Domain, c.creds.Domain, c.creds.Domain)}
 	}
+	if stored.RefreshToken != c.creds.RefreshToken {
+		// Another process refreshed, or the user logged in again: use
+		// those tokens rather than spend a refresh token twice.
+		refused := c.creds.AccessToken
+		*c.creds = *stored
+		if time.Until(c.creds.AccessExpiresAt) > adoptAtLeast && (!force || c.creds.AccessToken != refused) {
+			return nil
+		}
+	}
+	if time.Now().After(c.creds.RefreshExpiresAt) {
+		return &loginGoneError{"your login has expired: run `airlock login` again"}
+	}
+	status, body, err := c.send(ctx, http.MethodPost, "/api/v1/auth/refresh", nil, map[string]string{"refreshToken": c.creds.RefreshToken}, "")
+	if err != nil {
+		return fmt.Errorf("refreshing your login: %w", err)
+	}
+	switch {
+	case status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return &loginGoneError{"your login was revoked (logged out elsewhere, or by an administrator): run `airlock login`"}
+	case status != http.StatusOK:
+		return fmt.Errorf("refreshing your login failed: the server answered %d %s; try again shortly", status, http.StatusText(status))
+	}
+	var pair tokenPair
 	if err := json.Unmarshal(body, &pair); err != nil {
-		return fmt.Errorf("the server's answer could not be read: %w", err)
+		return fmt.Errorf("the server's answer to the refresh could not be read: %w", err)
 	}
 	pair.apply(c.creds)
-	return saveCredentials(c.creds)
+	if err := saveCredentials(c.creds); err != nil {
+		return fmt.Errorf("saving the refreshed login: %w", err)
+	}
+	return nil
 }
 
 type tokenPair struct {

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,10 +49,18 @@ type createdSession struct {
 	Database          string      `json:"database"`
 }
 
+// accessFlags are the flags of `airlock db access`.
+type accessFlags struct {
+	resource, account, projectID, duration, domain string
+	port                                           int
+	unixSocketDir                                  string
+	allowOtherUsers                                bool
+	checkEvery                                     time.Duration
+}
+
 func newDBCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "db", Short: "Access databases"}
-	var resource, account, projectID, duration, domain string
-	var port int
+	var f accessFlags
 	access := &cobra.Command{
 		Use:   "access",
 		Short: "Open a local proxy to a database account for a while, without its password",
@@ -59,15 +69,34 @@ func newDBCommand(o *options) *cobra.Command {
 The proxy listens on 127.0.0.1 and prints a connection URL without a password;
 psql, pgAdmin, DBeaver or any driver connect to it, as many connections as they
 like, until the session expires or you press Ctrl+C. The credentials are
-injected by the gateway; they never reach this machine.`,
+injected by the gateway; they never reach this machine.
+
+Only you can use the proxy: a connection from another OS user of this machine
+is refused with an error in that user's client, and a warning is printed here.
+(On Linux the owner of a TCP connection is read from the kernel's socket table;
+where that cannot be done, as on macOS, the proxy does not listen on TCP: use
+--unix-socket, or accept the risk with --allow-other-local-users.)
+
+--unix-socket DIR listens on a socket file in the directory DIR instead of on
+TCP. The file is created with mode 0600 and removed at the end. Its name is the
+one clients look for in DIR: .s.PGSQL.<port> for PostgreSQL (psql, libpq, pgx:
+psql "host=DIR port=<port> user=... dbname=..."), mongodb-<port>.sock for
+MongoDB. <port> is --port, by default 5432 (PostgreSQL) or 27017 (MongoDB); no
+TCP port is opened.
+
+If the Airlock server becomes unreachable, the proxy reconnects until the
+session expires; new connections meanwhile are refused with an error that says
+so. If your login is revoked, or the session is ended (by you, an
+administrator, expiry or revocation), the proxy says why, closes its
+connections and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loggedInClient()
 			if err != nil {
 				return err
 			}
-			if domain != "" {
-				want, err := normalizeDomain(domain)
+			if f.domain != "" {
+				want, err := normalizeDomain(f.domain)
 				if err != nil {
 					return err
 				}
@@ -75,76 +104,180 @@ injected by the gateway; they never reach this machine.`,
 					return fmt.Errorf("you are logged in to %s, not %s: run `airlock login --domain %s` first", c.base, want, want)
 				}
 			}
-			if port < 0 || port > 65535 {
-				return fmt.Errorf("--port %d is not a port number (1-65535, or 0 for a free one)", port)
+			if f.port < 0 || f.port > 65535 {
+				return fmt.Errorf("--port %d is not a port number (1-65535, or 0 for a free one)", f.port)
 			}
-			return o.access(cmd.Context(), c, projectID, resource, account, duration, port)
+			if f.checkEvery <= 0 {
+				return fmt.Errorf("--check-interval %s must be positive", f.checkEvery)
+			}
+			return o.access(cmd.Context(), c, f)
 		},
 	}
 	fl := access.Flags()
-	fl.StringVar(&resource, "resource", "", "resource name")
-	fl.StringVar(&account, "account", "", "account name")
-	fl.StringVar(&projectID, "project-id", "", "the project's id")
-	fl.StringVar(&duration, "duration", "1h", "how long the session lasts, e.g. 30m, 1h, 2h30m")
-	fl.StringVar(&domain, "domain", "", "the Airlock server (default: the one you logged in to)")
-	fl.IntVar(&port, "port", 0, "local port to listen on (default: a free one)")
-	for _, f := range []string{"resource", "account", "project-id"} {
-		_ = access.MarkFlagRequired(f)
+	fl.StringVar(&f.resource, "resource", "", "resource name")
+	fl.StringVar(&f.account, "account", "", "account name")
+	fl.StringVar(&f.projectID, "project-id", "", "the project's id")
+	fl.StringVar(&f.duration, "duration", "1h", "how long the session lasts, e.g. 30m, 1h, 2h30m")
+	fl.StringVar(&f.domain, "domain", "", "the Airlock server (default: the one you logged in to)")
+	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: a free one; with --unix-socket, the port in the socket's name)")
+	fl.StringVar(&f.unixSocketDir, "unix-socket", "", "listen on a socket file (mode 0600) in this existing directory instead of on TCP: DIR/.s.PGSQL.<port> for PostgreSQL, DIR/mongodb-<port>.sock for MongoDB")
+	fl.BoolVar(&f.allowOtherUsers, "allow-other-local-users", false, "DANGEROUS: let every OS user of this machine use the proxy (what they run is recorded as yours)")
+	fl.DurationVar(&f.checkEvery, "check-interval", 30*time.Second, "how often to check that the session and your login are still valid")
+	_ = fl.MarkHidden("check-interval")
+	for _, name := range []string{"resource", "account", "project-id"} {
+		_ = access.MarkFlagRequired(name)
 	}
 	cmd.AddCommand(access)
 	return cmd
 }
 
 // access runs a session until it ends.
-func (o *options) access(ctx context.Context, c *client, projectID, resource, account, duration string, port int) error {
+func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
+	if f.unixSocketDir == "" && !tcpPeerCheckSupported && !f.allowOtherUsers {
+		return errors.New("on this system airlock cannot tell which OS user opens a TCP connection, so another user of this machine could use your session: " +
+			"use --unix-socket DIR (psql, libpq and pgx connect through it), or accept the risk with --allow-other-local-users")
+	}
+	if f.unixSocketDir != "" && !unixPeerCheckSupported && !f.allowOtherUsers {
+		return errors.New("on this system airlock cannot tell which OS user opens a unix socket connection: accept the risk with --allow-other-local-users")
+	}
+	if f.unixSocketDir != "" {
+		fi, err := os.Stat(f.unixSocketDir)
+		if err != nil || !fi.IsDir() {
+			return fmt.Errorf("--unix-socket %s must be an existing directory: the socket file is created in it", f.unixSocketDir)
+		}
+	}
 	key, csrPEM, err := pki.NewKeyAndCSR("airlock cli")
 	if err != nil {
 		return err
 	}
-	// Listen before creating the session, so a busy port costs nothing.
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return fmt.Errorf("cannot listen on 127.0.0.1:%d (is it in use? pick another with --port, or omit it): %w", port, err)
+	// Listen on TCP before creating the session, so a busy port costs
+	// nothing. A socket file's name depends on the kind of resource, which
+	// the session tells.
+	var ln net.Listener
+	if f.unixSocketDir == "" {
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.port))
+		if err != nil {
+			return fmt.Errorf("cannot listen on 127.0.0.1:%d (is it in use? pick another with --port, or omit it): %w", f.port, err)
+		}
+		defer ln.Close()
 	}
-	defer ln.Close()
 
 	var cs createdSession
-	body := map[string]string{"resource": resource, "account": account, "duration": duration, "csr": string(csrPEM)}
-	if err := c.do(ctx, http.MethodPost, "/api/v1/projects/"+url.PathEscape(projectID)+"/sessions", nil, body, &cs); err != nil {
+	body := map[string]string{"resource": f.resource, "account": f.account, "duration": f.duration, "csr": string(csrPEM)}
+	if err := c.do(ctx, http.MethodPost, "/api/v1/projects/"+url.PathEscape(f.projectID)+"/sessions", nil, body, &cs); err != nil {
 		return err
 	}
+	p := &proxy{
+		o: o, c: c, id: cs.Session.ID, kind: cs.Session.ResourceKind,
+		owner: uint32(os.Getuid()), checkOwner: !f.allowOtherUsers, checkEvery: f.checkEvery,
+		conns: map[net.Conn]bool{},
+	}
+	p.ownerLabel = userLabel(p.owner)
+	socketPort := f.port
+	if f.unixSocketDir != "" {
+		if socketPort == 0 {
+			socketPort = 5432
+			if p.kind == "mongodb" {
+				socketPort = 27017
+			}
+		}
+		path := filepath.Join(f.unixSocketDir, socketName(p.kind, socketPort))
+		if ln, err = listenUnix(path); err != nil {
+			p.end(context.WithoutCancel(ctx))
+			return err
+		}
+		defer func() {
+			ln.Close()
+			os.Remove(path)
+		}()
+	}
+	p.ln = ln
 	block, _ := pem.Decode([]byte(cs.ClientCertificate))
 	if block == nil {
+		p.end(context.WithoutCancel(ctx))
 		return errors.New("the server sent no client certificate")
 	}
 	leaf, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return err
+		p.end(context.WithoutCancel(ctx))
+		return fmt.Errorf("the server sent a client certificate that cannot be read: %w", err)
 	}
 	caPool, err := pki.PoolFromPEM([]byte(cs.CACertificate))
 	if err != nil {
+		p.end(context.WithoutCancel(ctx))
 		return err
 	}
-	p := &proxy{
-		o: o, c: c, id: cs.Session.ID, ln: ln,
-		tls: &tls.Config{
-			Certificates:       []tls.Certificate{{Certificate: [][]byte{block.Bytes}, PrivateKey: key, Leaf: leaf}},
-			RootCAs:            caPool,
-			ServerName:         cs.GatewayServerName,
-			MinVersion:         tls.VersionTLS13,
-			ClientSessionCache: tls.NewLRUClientSessionCache(64),
-		},
-		conns: map[net.Conn]bool{},
+	p.tls = &tls.Config{
+		Certificates:       []tls.Certificate{{Certificate: [][]byte{block.Bytes}, PrivateKey: key, Leaf: leaf}},
+		RootCAs:            caPool,
+		ServerName:         cs.GatewayServerName,
+		MinVersion:         tls.VersionTLS13,
+		ClientSessionCache: tls.NewLRUClientSessionCache(64),
 	}
 	if err := p.connect(ctx); err != nil {
 		p.end(context.WithoutCancel(ctx))
 		return err
 	}
-	o.printAccess(cs, ln.Addr().(*net.TCPAddr).Port)
+	if f.allowOtherUsers {
+		fmt.Fprintln(o.stderr, "Warning: --allow-other-local-users is set: every OS user of this machine can use this session through the proxy, and what they run is recorded as yours.")
+	}
+	if f.unixSocketDir != "" {
+		o.printAccessUnix(cs, f.unixSocketDir, socketPort, p.checkOwner)
+	} else {
+		o.printAccess(cs, ln.Addr().(*net.TCPAddr).Port, p.checkOwner)
+	}
 	return p.run(ctx, cs.Session.ExpiresAt)
 }
 
-func (o *options) printAccess(cs createdSession, port int) {
+// socketName is the file name clients look for in a socket directory.
+func socketName(kind string, port int) string {
+	if kind == "mongodb" {
+		return fmt.Sprintf("mongodb-%d.sock", port)
+	}
+	return fmt.Sprintf(".s.PGSQL.%d", port)
+}
+
+// listenUnix listens on a socket file at path with mode 0600. The socket is
+// bound in a new private directory (mode 0700) beside path, given mode 0600
+// there, then renamed to path: no other user can connect to it at any
+// moment, and the process umask is left alone. A stale socket file left by a
+// crashed process is replaced; a live one is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another process listens on %s: end it, or pick another --port or --unix-socket directory", path)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket: remove it, or pick another --port or --unix-socket directory", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale socket %s: %w", path, err)
+		}
+	}
+	tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".airlock-")
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the socket in %s: %w", filepath.Dir(path), err)
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on a socket in %s: %w", filepath.Dir(path), err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("setting the mode of the socket: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("cannot create the socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func (o *options) printAccess(cs createdSession, port int, ownerOnly bool) {
 	s := cs.Session
 	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n\n",
 		s.ID, s.AccountName, s.ResourceName, fmtTime(s.ExpiresAt), time.Until(s.ExpiresAt).Round(time.Second))
@@ -160,35 +293,88 @@ func (o *options) printAccess(cs createdSession, port int) {
 		fmt.Fprintf(o.stdout, "GUI clients:  host 127.0.0.1, port %d, user %s, database %s, empty password, SSL disabled\n",
 			port, cs.Username, cs.Database)
 	}
+	o.printAccessEnd(ownerOnly)
+}
+
+func (o *options) printAccessUnix(cs createdSession, dir string, port int, ownerOnly bool) {
+	s := cs.Session
+	abs, err := filepath.Abs(dir)
+	if err == nil {
+		dir = abs
+	}
+	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n\n",
+		s.ID, s.AccountName, s.ResourceName, fmtTime(s.ExpiresAt), time.Until(s.ExpiresAt).Round(time.Second))
+	switch s.ResourceKind {
+	case "mongodb":
+		u := fmt.Sprintf("mongodb://%s/?directConnection=true", url.PathEscape(filepath.Join(dir, socketName(s.ResourceKind, port))))
+		fmt.Fprintf(o.stdout, "%s\n\n", u)
+		fmt.Fprintf(o.stdout, "mongosh:  mongosh \"%s\"\n", u)
+	default:
+		kv := fmt.Sprintf("host=%s port=%d user=%s dbname=%s", pgQuote(dir), port, pgQuote(cs.Username), pgQuote(cs.Database))
+		fmt.Fprintf(o.stdout, "%s\n\n", kv)
+		fmt.Fprintf(o.stdout, "psql:    psql \"%s\"\n", kv)
+		fmt.Fprintf(o.stdout, "socket:  %s\n", filepath.Join(dir, socketName(s.ResourceKind, port)))
+	}
+	o.printAccessEnd(ownerOnly)
+}
+
+func (o *options) printAccessEnd(ownerOnly bool) {
+	if ownerOnly {
+		fmt.Fprintf(o.stdout, "\nOnly your OS user, %s, can connect.", userLabel(uint32(os.Getuid())))
+	}
 	fmt.Fprintf(o.stdout, "\nPress Ctrl+C to end the session.\n")
+}
+
+// pgQuote quotes a libpq keyword value when it needs it.
+func pgQuote(v string) string {
+	if v != "" && !strings.ContainsAny(v, " '\\\"") {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
 
 // proxy carries local connections through the relay to the gateway.
 type proxy struct {
-	o   *options
-	c   *client
-	id  string
-	ln  net.Listener
-	tls *tls.Config
+	o          *options
+	c          *client
+	id         string
+	kind       string // "postgres" or "mongodb"
+	ln         net.Listener
+	tls        *tls.Config
+	owner      uint32 // the OS user who may connect
+	ownerLabel string
+	checkOwner bool          // false with --allow-other-local-users
+	checkEvery time.Duration // how often the session and login are checked
 
 	mu    sync.Mutex
 	mux   *tunnel.Mux
 	conns map[net.Conn]bool
 }
 
-// connect opens the session's relay connection.
+// connect opens the session's relay connection. A relay that refuses the
+// access token (revoked, or expired between the check and the dial) gets
+// one more try after a forced refresh.
 func (p *proxy) connect(ctx context.Context) error {
-	if err := p.c.refreshIfNeeded(ctx, false); err != nil {
-		return err
-	}
 	var serverTLS *tls.Config
 	if tr, ok := p.c.http.Transport.(*http.Transport); ok {
 		serverTLS = tr.TLSClientConfig
 	}
-	hdr := http.Header{"Authorization": {"Bearer " + p.c.creds.AccessToken}}
-	conn, err := tunnel.Dial(ctx, p.c.base, "/api/v1/relay/sessions/"+url.PathEscape(p.id), hdr, serverTLS)
-	if err != nil {
-		return err
+	var conn net.Conn
+	for attempt := 0; ; attempt++ {
+		if err := p.c.refreshIfNeeded(ctx, attempt > 0); err != nil {
+			return err
+		}
+		hdr := http.Header{"Authorization": {"Bearer " + p.c.token()}}
+		var err error
+		conn, err = tunnel.Dial(ctx, p.c.base, "/api/v1/relay/sessions/"+url.PathEscape(p.id), hdr, serverTLS)
+		var refused *tunnel.RefusedError
+		if attempt == 0 && errors.As(err, &refused) && refused.Status == http.StatusUnauthorized {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
 	mux, err := tunnel.MuxClient(conn)
 	if err != nil {
@@ -201,95 +387,244 @@ func (p *proxy) connect(ctx context.Context) error {
 	return nil
 }
 
+// errSessionGone says that the session is no longer active (or no longer
+// visible to its owner): explainEnd says why.
 var errSessionGone = errors.New("session gone")
 
-// run serves local connections until the session ends.
+// run serves local connections until the session ends, the login is
+// revoked, or ctx ends (Ctrl+C), and says which.
 func (p *proxy) run(ctx context.Context, expires time.Time) error {
 	go p.accept()
 	expiry := time.NewTimer(time.Until(expires))
 	defer expiry.Stop()
+	check := time.NewTicker(p.checkEvery)
+	defer check.Stop()
 	for {
 		p.mu.Lock()
 		closed := p.mux.CloseChan()
 		p.mu.Unlock()
+		var err error
 		select {
 		case <-ctx.Done():
-			p.closeAll()
-			p.end(context.WithoutCancel(ctx))
-			fmt.Fprintln(p.o.stdout, "Session ended.")
-			return nil
+			return p.stop(ctx)
 		case <-expiry.C:
 			p.closeAll()
 			fmt.Fprintf(p.o.stdout, "The session expired at %s; its connections are closed. Start a new one with `airlock db access`.\n", fmtTime(expires))
 			return nil
+		case <-check.C:
+			// The server closes the relay when it ends the session; this
+			// also notices a revoked login while nothing else calls the API.
+			err = p.check(ctx)
 		case <-closed:
 			// The server closed the relay: find out why, or reconnect.
-			if err := p.reconnect(ctx, expires); err != nil {
-				p.closeAll()
-				if errors.Is(err, errSessionGone) {
-					return p.explainEnd(ctx, expires)
-				}
-				return err
-			}
+			err = p.reconnect(ctx, expires)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, errLoginGone):
+			p.closeAll()
+			p.end(context.WithoutCancel(ctx)) // if the server still takes it
+			return fmt.Errorf("%w; the session's connections are closed", err)
+		case errors.Is(err, errSessionGone):
+			p.closeAll()
+			return p.explainEnd(ctx, expires)
+		case ctx.Err() != nil:
+			return p.stop(ctx) // Ctrl+C during a reconnect
+		default:
+			p.closeAll()
+			return err
 		}
 	}
 }
 
+// stop ends the session at the user's request (Ctrl+C).
+func (p *proxy) stop(ctx context.Context) error {
+	p.closeAll()
+	p.end(context.WithoutCancel(ctx))
+	fmt.Fprintln(p.o.stdout, "Session ended.")
+	return nil
+}
+
+// check asks the server whether the session is still active. A network
+// error is not an answer: the relay connection handles an outage.
+func (p *proxy) check(ctx context.Context) error {
+	var s sessionInfo
+	err := p.c.do(ctx, http.MethodGet, "/api/v1/sessions/"+url.PathEscape(p.id), nil, nil, &s)
+	switch {
+	case errors.Is(err, errLoginGone):
+		return err
+	case isStatus(err, http.StatusNotFound, http.StatusForbidden):
+		return errSessionGone
+	case err != nil:
+		slog.Debug("checking the session failed", "err", err)
+		return nil
+	case s.Status != "active":
+		return errSessionGone
+	}
+	return nil
+}
+
+// isStatus reports whether err is an API error with one of the statuses.
+func isStatus(err error, statuses ...int) bool {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	for _, s := range statuses {
+		if ae.Status == s {
+			return true
+		}
+	}
+	return false
+}
+
+// reconnect brings the relay connection back, with backoff, until the
+// session expires. An unreachable server is retried (new local connections
+// are refused meanwhile with an error that says so); an ended session or a
+// revoked login stops it. Failing calls do not spend the refresh token: a
+// refresh that does not reach the server changes nothing.
 func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
-	backoff := 500 * time.Millisecond
+	const maxBackoff = 5 * time.Second
+	backoff := 250 * time.Millisecond
+	warned := false
 	for time.Now().Before(expires) {
 		var s sessionInfo
 		err := p.c.do(ctx, http.MethodGet, "/api/v1/sessions/"+url.PathEscape(p.id), nil, nil, &s)
-		if err == nil && s.Status != "active" {
+		switch {
+		case errors.Is(err, errLoginGone):
+			return err
+		case isStatus(err, http.StatusNotFound, http.StatusForbidden):
 			return errSessionGone
-		}
-		if err == nil {
+		case err == nil && s.Status != "active":
+			return errSessionGone
+		case err == nil:
 			if err = p.connect(ctx); err == nil {
-				slog.Info("reconnected to the relay")
+				if warned {
+					fmt.Fprintln(p.o.stderr, "Reconnected to the Airlock server; the proxy accepts connections again.")
+				}
 				return nil
 			}
 			var refused *tunnel.RefusedError
-			if errors.As(err, &refused) && refused.Status == http.StatusConflict {
+			if errors.As(err, &refused) && (refused.Status == http.StatusConflict || refused.Status == http.StatusNotFound || refused.Status == http.StatusForbidden) {
 				return errSessionGone
 			}
+			if errors.Is(err, errLoginGone) {
+				return err
+			}
 		}
-		slog.Warn("the relay connection was lost; reconnecting", "err", err)
+		if !warned {
+			fmt.Fprintf(p.o.stderr, "Warning: lost the connection to the Airlock server (%v); reconnecting until the session expires at %s. New connections are refused meanwhile.\n",
+				err, fmtTime(expires))
+			warned = true
+		} else {
+			slog.Debug("reconnecting to the relay failed", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
+		backoff = min(backoff*2, maxBackoff)
 	}
 	return errSessionGone
 }
 
 // explainEnd says why the server ended the session. The server may close the
 // relay at expiry a moment before it records the reason, so a session past
-// its end (with a second of clock skew) counts as expired.
+// its end (with a second of clock skew) counts as expired. Only expiry is a
+// normal end (exit 0).
 func (p *proxy) explainEnd(ctx context.Context, expires time.Time) error {
 	var s sessionInfo
 	err := p.c.do(context.WithoutCancel(ctx), http.MethodGet, "/api/v1/sessions/"+url.PathEscape(p.id), nil, nil, &s)
-	switch {
-	case err == nil && s.EndReason == "terminated":
-		return fmt.Errorf("the session was terminated by an administrator at %s; its connections are closed", fmtTime(*s.EndedAt))
-	case err == nil && s.EndReason == "ended_by_user":
-		return errors.New("the session was ended from another place; its connections are closed")
-	case (err == nil && s.EndReason == "expired") || time.Now().After(expires.Add(-time.Second)):
+	if err == nil && s.Status == "active" && time.Now().Before(expires) {
+		// Seen as gone a moment ago (the relay refused it): say so plainly.
+		return errors.New("the server no longer accepts this session; its connections are closed: start a new one with `airlock db access`")
+	}
+	if (err == nil && s.EndReason == "expired") || ((err != nil || s.EndReason == "") && time.Now().After(expires.Add(-time.Second))) {
 		fmt.Fprintf(p.o.stdout, "The session expired at %s; its connections are closed. Start a new one with `airlock db access`.\n", fmtTime(expires))
 		return nil
 	}
-	return errors.New("the session has ended; its connections are closed")
+	if errors.Is(err, errLoginGone) {
+		return fmt.Errorf("%w; the session's connections are closed", err)
+	}
+	if err != nil {
+		return errors.New("the session is no longer available to you (it ended, or your access to its project was removed); its connections are closed")
+	}
+	return errors.New(endExplanation(s))
+}
+
+// endExplanation says in words why a session ended, for its owner.
+func endExplanation(s sessionInfo) string {
+	at := ""
+	if s.EndedAt != nil {
+		at = " at " + fmtTime(*s.EndedAt)
+	}
+	switch s.EndReason {
+	case tunnel.EndTerminated:
+		return "the session was terminated by an administrator" + at + "; its connections are closed"
+	case tunnel.EndByUser:
+		return "the session was ended by you" + at + " (Ctrl+C or `airlock sessions end` elsewhere); its connections are closed"
+	case tunnel.EndExpired:
+		return "the session expired" + at + "; its connections are closed: start a new one with `airlock db access`"
+	case tunnel.EndRevoked:
+		return "the session was ended" + at + " because access was revoked (your login, your role in the project, the account or the resource went away); its connections are closed"
+	case tunnel.EndClientLost:
+		return "the session was ended" + at + " because this airlock could not reach the server for too long (machine asleep, or network down); its connections are closed: start a new one with `airlock db access`"
+	case tunnel.EndGatewayLost, tunnel.EndGatewayStop:
+		return "the session was ended" + at + " because its gateway was unreachable; its connections are closed: check `airlock gateways list`, then start a new one"
+	case "":
+		return "the session has ended" + at + "; its connections are closed"
+	}
+	return "the session has ended" + at + " (" + s.EndReason + "); its connections are closed"
 }
 
 func (p *proxy) accept() {
 	for {
 		local, err := p.ln.Accept()
 		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			slog.Warn("accepting a local connection failed", "err", err)
+			time.Sleep(100 * time.Millisecond) // e.g. out of file descriptors
+			continue
+		}
+		go p.handle(local)
+	}
+}
+
+// handle serves one local connection, after checking that its owner is
+// the user who started the proxy. A refused connection never reaches the
+// server.
+func (p *proxy) handle(local net.Conn) {
+	if p.checkOwner {
+		uid, err := peerUID(local)
+		if err != nil || uid != p.owner {
+			who := "an OS user airlock could not identify"
+			if err == nil {
+				who = userLabel(uid)
+			}
+			fmt.Fprintf(p.o.stderr, "Warning: refused a connection from %s: this proxy serves only %s.\n", who, p.ownerLabel)
+			if err != nil {
+				slog.Warn("the owner of a local connection is unknown", "err", err)
+			}
+			p.refuseAndClose(local, refuseOtherUser(p.ownerLabel, who))
 			return
 		}
-		go p.serve(local)
 	}
+	p.serve(local)
+}
+
+// refuseAndClose tells the client why it is refused, then closes it.
+func (p *proxy) refuseAndClose(local net.Conn, r refusal) {
+	if err := refuse(local, p.kind, r); err != nil {
+		slog.Debug("telling a refused client why failed", "err", err)
+	}
+	local.Close()
 }
 
 func (p *proxy) serve(local net.Conn) {
@@ -303,9 +638,14 @@ func (p *proxy) serve(local net.Conn) {
 		p.mu.Unlock()
 		local.Close()
 	}()
+	if mux == nil || mux.IsClosed() {
+		p.refuseAndClose(local, refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
+		return
+	}
 	st, err := mux.OpenStream()
 	if err != nil {
 		slog.Warn("cannot open a connection through the relay", "err", err)
+		p.refuseAndClose(local, refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
 		return
 	}
 	tc := tls.Client(st, p.tls)
@@ -315,6 +655,11 @@ func (p *proxy) serve(local net.Conn) {
 	if err != nil {
 		st.Close()
 		slog.Warn("the gateway refused the connection", "err", err)
+		why := "the session's gateway refused the connection: see the output of airlock db access"
+		if errors.Is(err, context.DeadlineExceeded) {
+			why = "neither the Airlock server nor the session's gateway answered within 20 seconds: try again in a moment"
+		}
+		p.refuseAndClose(local, refuseUnavailable(why))
 		return
 	}
 	tunnel.Splice(local, tc)
@@ -332,13 +677,15 @@ func (p *proxy) closeAll() {
 	p.mu.Unlock()
 }
 
+// end asks the server to end the session (best effort: the session may
+// have ended already, or the login may be gone).
 func (p *proxy) end(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := p.c.do(ctx, http.MethodPost, "/api/v1/sessions/"+url.PathEscape(p.id)+"/end", nil, nil, nil); err != nil {
-		var ae *apiError
-		if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
-			fmt.Fprintf(os.Stderr, "Warning: ending the session on the server failed: %v\n", err)
+		if errors.Is(err, errLoginGone) || isStatus(err, http.StatusConflict, http.StatusNotFound) {
+			return
 		}
+		fmt.Fprintf(p.o.stderr, "Warning: ending the session on the server failed: %v\n", err)
 	}
 }

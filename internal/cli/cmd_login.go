@@ -64,7 +64,13 @@ The token is stored in your config directory (~/.config/airlock) with mode 0600.
 			}
 			creds := &Credentials{Domain: c.base, CAFile: caFile}
 			pair.apply(creds)
-			if err := saveCredentials(creds); err != nil {
+			unlock, err := lockCredentials(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("saving the token: %w", err)
+			}
+			err = saveCredentials(creds)
+			unlock()
+			if err != nil {
 				return fmt.Errorf("saving the token: %w", err)
 			}
 			fmt.Fprintf(o.stdout, "Logged in to %s as %s.\n", c.base, who)
@@ -131,7 +137,13 @@ func newLogoutCommand(o *options) *cobra.Command {
 				return nil
 			}
 			revokeErr := c.do(cmd.Context(), http.MethodPost, "/api/v1/auth/logout", nil, nil, nil)
-			if _, err := removeCredentials(); err != nil {
+			unlock, err := lockCredentials(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("removing the stored token: %w", err)
+			}
+			_, err = removeCredentials()
+			unlock()
+			if err != nil {
 				return fmt.Errorf("removing the stored token: %w", err)
 			}
 			if revokeErr != nil {

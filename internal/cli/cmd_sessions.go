@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 func (o *options) printSession(s sessionInfo) error {
@@ -28,7 +30,7 @@ func (o *options) printSession(s sessionInfo) error {
 }
 
 func newSessionsCommand(o *options) *cobra.Command {
-	cmd := &cobra.Command{Use: "sessions", Short: "Inspect and terminate access sessions"}
+	cmd := &cobra.Command{Use: "sessions", Short: "Inspect, end and terminate access sessions"}
 	show := &cobra.Command{
 		Use: "show ID", Short: "Show a session", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -55,6 +57,20 @@ func newSessionsCommand(o *options) *cobra.Command {
 				return err
 			}
 			return o.printSession(s)
+		},
+	}
+	end := &cobra.Command{
+		Use: "end ID", Short: "End your own session and close its connections", Args: cobra.ExactArgs(1),
+		Long: `End one of your own sessions: its connections are closed, and the
+airlock db access that serves it explains why and exits. Ending a session that
+has already ended changes nothing and says when and why it ended. Project
+admins end other people's sessions with airlock sessions terminate.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			return o.endSession(cmd.Context(), c, args[0])
 		},
 	}
 	var projectID, resource, account, user, status, from, to string
@@ -137,8 +153,75 @@ func newSessionsCommand(o *options) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, show, logs, verify, terminate)
+	cmd.AddCommand(list, show, logs, verify, end, terminate)
 	return cmd
+}
+
+// endSession ends the caller's session id. It is idempotent: a session
+// that had already ended is reported as such (the server answers 409, or
+// 200 with the ended session), and that is not an error.
+func (o *options) endSession(ctx context.Context, c *client, id string) error {
+	path := "/api/v1/sessions/" + url.PathEscape(id)
+	var before sessionInfo
+	if err := c.do(ctx, http.MethodGet, path, nil, nil, &before); err != nil {
+		return err
+	}
+	var s sessionInfo
+	already := before.Status != "active"
+	if already {
+		s = before
+	} else {
+		err := c.do(ctx, http.MethodPost, path+"/end", nil, nil, &s)
+		switch {
+		case isStatus(err, http.StatusConflict):
+			// It ended between the two calls.
+			already = true
+			if err := c.do(ctx, http.MethodGet, path, nil, nil, &s); err != nil {
+				return err
+			}
+		case err != nil:
+			return fmt.Errorf("ending session %s: %w", id, err)
+		case s.ID == "":
+			// An answer without the session: read it.
+			if err := c.do(ctx, http.MethodGet, path, nil, nil, &s); err != nil {
+				return err
+			}
+		}
+	}
+	if o.output == "json" {
+		return o.printJSON(s)
+	}
+	if already {
+		fmt.Fprintf(o.stdout, "Session %s had already ended: %s.\n", s.ID, endedInWords(s))
+		return nil
+	}
+	fmt.Fprintf(o.stdout, "Session %s ended; its connections are closed.\n", s.ID)
+	return nil
+}
+
+// endedInWords says when and why a session ended, for `sessions end`.
+func endedInWords(s sessionInfo) string {
+	at := ""
+	if s.EndedAt != nil {
+		at = " at " + fmtTime(*s.EndedAt)
+	}
+	switch s.EndReason {
+	case tunnel.EndByUser:
+		return "ended by its owner" + at
+	case tunnel.EndExpired:
+		return "expired" + at
+	case tunnel.EndTerminated:
+		return "terminated by an administrator" + at
+	case tunnel.EndRevoked:
+		return "ended" + at + " because access was revoked"
+	case tunnel.EndClientLost:
+		return "ended" + at + " because its airlock db access was unreachable for too long"
+	case tunnel.EndGatewayLost, tunnel.EndGatewayStop:
+		return "ended" + at + " because its gateway was unreachable"
+	case "":
+		return "ended" + at
+	}
+	return "ended" + at + " (" + s.EndReason + ")"
 }
 
 type logEvent struct {

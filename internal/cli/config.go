@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +14,10 @@ import (
 // EnvConfigDir overrides where the CLI keeps its credentials.
 const EnvConfigDir = "AIRLOCK_CONFIG_DIR"
 
-// Credentials is what `airlock login` stores (mode 0600).
+// Credentials is what `airlock login` stores (mode 0600). Every airlock
+// process of the user shares the file: a process that refreshes the tokens
+// holds the lock file beside it (see lockCredentials), so that a refresh
+// token is never used twice, which the server would take for theft.
 type Credentials struct {
 	Domain           string    `json:"domain"`
 	CAFile           string    `json:"caFile,omitempty"`
@@ -42,8 +46,25 @@ func credentialsPath() (string, error) {
 	return filepath.Join(d, "credentials.json"), nil
 }
 
-// loadCredentials returns the stored credentials, or an error telling the
-// user to log in.
+// errNotLoggedIn says that no credentials file exists.
+var errNotLoggedIn = errors.New("you are not logged in: run `airlock login --domain https://airlock.example.com`")
+
+// lockCredentials takes the lock that guards the credentials file
+// (credentials.lock beside it) and returns the function that releases it.
+// Hold it from reading tokens that are to be refreshed until the new ones
+// are saved, and while logging in or out.
+func lockCredentials(ctx context.Context) (func(), error) {
+	p, err := credentialsPath()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", filepath.Dir(p), err)
+	}
+	return lockFile(ctx, filepath.Join(filepath.Dir(p), "credentials.lock"))
+}
+
+// loadCredentials returns the stored credentials, or errNotLoggedIn.
 func loadCredentials() (*Credentials, error) {
 	p, err := credentialsPath()
 	if err != nil {
@@ -51,7 +72,7 @@ func loadCredentials() (*Credentials, error) {
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errors.New("you are not logged in: run `airlock login --domain https://airlock.example.com`")
+		return nil, errNotLoggedIn
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p, err)
@@ -63,7 +84,9 @@ func loadCredentials() (*Credentials, error) {
 	return &c, nil
 }
 
-// saveCredentials writes c atomically with mode 0600.
+// saveCredentials writes c atomically with mode 0600 (a new file renamed
+// over the old one, so a reader sees the old tokens or the new ones, never
+// half of either). Callers hold lockCredentials.
 func saveCredentials(c *Credentials) error {
 	p, err := credentialsPath()
 	if err != nil {
@@ -86,6 +109,10 @@ func saveCredentials(c *Credentials) error {
 		return err
 	}
 	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -1,0 +1,32 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEveryEndReasonIsExplained: db access and `sessions end` say in words
+// why a session ended, for every reason the server records.
+func TestEveryEndReasonIsExplained(t *testing.T) {
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	cases := map[string]struct{ access, end string }{
+		"ended_by_user":   {"ended by you", "ended by its owner"},
+		"expired":         {"session expired", "expired"},
+		"terminated":      {"terminated by an administrator", "terminated by an administrator"},
+		"revoked":         {"because access was revoked", "because access was revoked"},
+		"client_lost":     {"could not reach the server for too long", "unreachable for too long"},
+		"gateway_lost":    {"its gateway was unreachable", "its gateway was unreachable"},
+		"gateway_stopped": {"its gateway was unreachable", "its gateway was unreachable"},
+		"a_new_reason":    {"(a_new_reason)", "(a_new_reason)"},
+	}
+	for reason, want := range cases {
+		s := sessionInfo{Status: "ended", EndReason: reason, EndedAt: &at}
+		if got := endExplanation(s); !strings.Contains(got, want.access) || !strings.Contains(got, " at "+fmtTime(at)) {
+			t.Errorf("%s: db access says %q, want %q and the time", reason, got, want.access)
+		}
+		if got := endedInWords(s); !strings.Contains(got, want.end) || !strings.Contains(got, " at "+fmtTime(at)) {
+			t.Errorf("%s: sessions end says %q, want %q and the time", reason, got, want.end)
+		}
+	}
+}
