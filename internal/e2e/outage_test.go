@@ -9,13 +9,14 @@ import (
 )
 
 // TestServerOutageEndsNoSession: the server process dies and stays down
-// for longer than its GatewayLostAfter and ClientLostAfter (30 s here)
-// while the gateway and `db access` are fine. Started again on the same
-// data directory and address, it gives both the grace period to reconnect:
-// once that is over, the session is still active and takes new connections.
+// for 3 minutes, longer than its GatewayLostAfter and ClientLostAfter (the
+// 2-minute defaults: real timing), while the gateway and `db access` are
+// fine. Started again on the same data directory and address, it gives
+// both the grace period to reconnect: once that is over, the session is
+// still active and takes new connections.
 func TestServerOutageEndsNoSession(t *testing.T) {
 	t.Parallel()
-	args := []string{"--gateway-lost-after", "30s", "--client-lost-after", "30s"}
+	var args []string
 	w := svNewWorld(t, args...)
 	w.svAccountOn("main-db", "app")
 	p, url, id := w.svAccessOn(w.admin, "main-db", "app")
@@ -26,10 +27,10 @@ func TestServerOutageEndsNoSession(t *testing.T) {
 	}
 
 	w.srv.Proc.Stop(syscall.SIGKILL)
-	time.Sleep(40 * time.Second) // the outage, longer than both lost-after settings
+	time.Sleep(3 * time.Minute) // the outage, longer than both lost-after settings
 	svRestartServer(t, w.srv, args...)
 	w.waitGateway("dc1", true)
-	time.Sleep(35 * time.Second) // past the grace period after the restart
+	time.Sleep(2*time.Minute + 5*time.Second) // past the grace period after the restart
 
 	if s := w.svSession(id); s.Status != "active" {
 		t.Fatalf("after the outage: %+v", s)
