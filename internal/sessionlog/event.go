@@ -56,3 +56,12 @@ type Event struct {
 type Recorder interface {
 	Record(ev Event)
 }
+
+// HealthReporter is implemented by a Recorder that can fail to persist
+// events (the gateway's spool: disk full, over its size cap). While Err
+// returns an error, the engines refuse new statements of the sessions
+// recording into it (fail closed) with that error's words; a recorder that
+// does not implement it is taken as always healthy.
+type HealthReporter interface {
+	Err() error
+}

@@ -25,7 +25,8 @@ const (
 	TypeData      = "data"      // a client connection of a session
 	TypeValidate  = "validate"  // try to log in with Target's credentials
 	TypeTerminate = "terminate" // end SessionID: cancel its work, tell its clients Reason, close
-	TypeUpdate    = "update"    // apply new settings (MaskPatterns, RedactValues) to live SessionID
+	TypeUpdate    = "update"    // apply new settings (MaskPatterns, RedactValues, statement limits) to live SessionID
+	TypeRenew     = "renew"     // gateway -> server: CSR for a new certificate; Result.Certificate answers
 	TypeHeartbeat = "heartbeat"
 	TypeEvents    = "events" // gateway -> server: a batch of session events follows
 )
@@ -64,7 +65,20 @@ type Target struct {
 	TLS        TLS    `json:"tls"`
 	Username   string `json:"username"`
 	Password   string `json:"password"`
+	// AuthMethods are the upstream PostgreSQL authentication methods the
+	// gateway may answer with the password, beyond SCRAM-SHA-256 (always
+	// allowed): AuthMD5 and AuthCleartext, only when an organization admin
+	// allowed them for the resource. A server that asks for another method
+	// gets nothing and the connection ends.
+	AuthMethods []string `json:"authMethods,omitempty"`
 }
+
+// Upstream authentication methods an organization admin may allow for a
+// PostgreSQL resource (Target.AuthMethods).
+const (
+	AuthMD5       = "md5"
+	AuthCleartext = "password"
+)
 
 // String describes the target without its password.
 func (t Target) String() string {
@@ -88,6 +102,16 @@ type Header struct {
 	// Reason is why a session ends (terminate streams): one of the End*
 	// constants.
 	Reason string `json:"reason,omitempty"`
+	// MaxStatementBytes is the project's limit on a recorded statement (data
+	// and update streams); 0 means the default, 1 MiB.
+	MaxStatementBytes int64 `json:"maxStatementBytes,omitempty"`
+	// OversizeStatements says what happens to a statement over the limit:
+	// OversizeRefuse (the default, when empty) refuses it with a clear error;
+	// OversizeRecordEnds forwards it and records its first and last parts
+	// and its SHA-256.
+	OversizeStatements string `json:"oversizeStatements,omitempty"`
+	// CSR is a PEM certificate request (renew streams).
+	CSR string `json:"csr,omitempty"`
 	// Message says why in words for the session's clients (terminate
 	// streams), such as "session terminated by an administrator"; the
 	// gateway sends it to every client connection, prefixed "airlock: ".
@@ -106,9 +130,17 @@ const (
 	EndGatewayStop = "gateway_stopped" // the gateway shut down (gateway side only)
 )
 
+// What happens to a statement over Header.MaxStatementBytes.
+const (
+	OversizeRefuse     = "refuse"
+	OversizeRecordEnds = "record_ends"
+)
+
 // Result answers a request stream.
 type Result struct {
 	OK bool `json:"ok"`
+	// Certificate is the new PEM certificate (renew streams).
+	Certificate string `json:"certificate,omitempty"`
 	// Code classifies a failure: see the Code* constants.
 	Code string `json:"code,omitempty"`
 	// Message says what went wrong in words a user can act on; it never
