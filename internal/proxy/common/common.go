@@ -1,6 +1,7 @@
 package common
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -69,3 +70,9 @@ func Redact(msg, password string) string {
 	}
 	return Withheld
 }
+
+// DialFunc opens a network connection to a database, as net.Dialer's
+// DialContext does. The gateway passes one that enforces its target policy
+// (which addresses it may reach) to every engine, for validation logins and
+// for served connections alike.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
