@@ -38,6 +38,7 @@ type sessionInfo struct {
 	Duration        string     `json:"duration"`
 	Status          string     `json:"status"`
 	EndReason       string     `json:"endReason,omitempty"`
+	EndMessage      string     `json:"endMessage,omitempty"`
 }
 
 type createdSession struct {
@@ -553,29 +554,19 @@ func (p *proxy) explainEnd(ctx context.Context, expires time.Time) error {
 	return errors.New(endExplanation(s))
 }
 
-// endExplanation says in words why a session ended, for its owner.
+// endExplanation says in words why a session ended, for its owner's
+// `db access`: endedInWords, and what to do next.
 func endExplanation(s sessionInfo) string {
-	at := ""
-	if s.EndedAt != nil {
-		at = " at " + fmtTime(*s.EndedAt)
-	}
+	next := ""
 	switch s.EndReason {
-	case tunnel.EndTerminated:
-		return "the session was terminated by an administrator" + at + "; its connections are closed"
 	case tunnel.EndByUser:
-		return "the session was ended by you" + at + " (Ctrl+C or `airlock sessions end` elsewhere); its connections are closed"
-	case tunnel.EndExpired:
-		return "the session expired" + at + "; its connections are closed: start a new one with `airlock db access`"
-	case tunnel.EndRevoked:
-		return "the session was ended" + at + " because access was revoked (your login, your role in the project, the account or the resource went away); its connections are closed"
-	case tunnel.EndClientLost:
-		return "the session was ended" + at + " because this airlock could not reach the server for too long (machine asleep, or network down); its connections are closed: start a new one with `airlock db access`"
+		next = " (Ctrl+C or `airlock sessions end` elsewhere)"
+	case tunnel.EndExpired, tunnel.EndClientLost:
+		next = ": start a new one with `airlock db access`"
 	case tunnel.EndGatewayLost, tunnel.EndGatewayStop:
-		return "the session was ended" + at + " because its gateway was unreachable; its connections are closed: check `airlock gateways list`, then start a new one"
-	case "":
-		return "the session has ended" + at + "; its connections are closed"
+		next = ": check `airlock gateways list`, then start a new one"
 	}
-	return "the session has ended" + at + " (" + s.EndReason + "); its connections are closed"
+	return "the session " + endedInWords(s) + "; its connections are closed" + next
 }
 
 func (p *proxy) accept() {

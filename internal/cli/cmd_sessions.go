@@ -192,14 +192,16 @@ func (o *options) endSession(ctx context.Context, c *client, id string) error {
 		return o.printJSON(s)
 	}
 	if already {
-		fmt.Fprintf(o.stdout, "Session %s had already ended: %s.\n", s.ID, endedInWords(s))
+		fmt.Fprintf(o.stdout, "Session %s had already ended: it %s.\n", s.ID, endedInWords(s))
 		return nil
 	}
 	fmt.Fprintf(o.stdout, "Session %s ended; its connections are closed.\n", s.ID)
 	return nil
 }
 
-// endedInWords says when and why a session ended, for `sessions end`.
+// endedInWords says when and why a session ended ("terminated by an
+// administrator at ..."), for `sessions end` and `db access`. For a
+// revocation it adds the server's words for what went away.
 func endedInWords(s sessionInfo) string {
 	at := ""
 	if s.EndedAt != nil {
@@ -207,21 +209,25 @@ func endedInWords(s sessionInfo) string {
 	}
 	switch s.EndReason {
 	case tunnel.EndByUser:
-		return "ended by its owner" + at
+		return "was ended by its owner" + at
 	case tunnel.EndExpired:
 		return "expired" + at
 	case tunnel.EndTerminated:
-		return "terminated by an administrator" + at
+		return "was terminated by an administrator" + at
 	case tunnel.EndRevoked:
-		return "ended" + at + " because access was revoked"
+		why := ""
+		if _, m, ok := strings.Cut(s.EndMessage, "access was revoked: "); ok && m != "" {
+			why = ": " + m
+		}
+		return "was ended" + at + " because access was revoked" + why
 	case tunnel.EndClientLost:
-		return "ended" + at + " because its airlock db access was unreachable for too long"
+		return "was ended" + at + " because its airlock db access could not reach the server for too long (machine asleep, or network down)"
 	case tunnel.EndGatewayLost, tunnel.EndGatewayStop:
-		return "ended" + at + " because its gateway was unreachable"
+		return "was ended" + at + " because its gateway was unreachable"
 	case "":
-		return "ended" + at
+		return "has ended" + at
 	}
-	return "ended" + at + " (" + s.EndReason + ")"
+	return "has ended" + at + " (" + s.EndReason + ")"
 }
 
 type logEvent struct {

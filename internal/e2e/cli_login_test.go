@@ -135,7 +135,7 @@ func TestCLISessionsEnd(t *testing.T) {
 	if !strings.Contains(out, "Session "+id+" ended") {
 		t.Fatalf("sessions end printed %q", out)
 	}
-	if code := p.Wait(t, 30*time.Second); code == 0 || !strings.Contains(p.Stderr(), "the session was ended by you") {
+	if code := p.Wait(t, 30*time.Second); code == 0 || !strings.Contains(p.Stderr(), "the session was ended by its owner") {
 		t.Fatalf("db access after sessions end: exit %d, stderr %q", code, p.Stderr())
 	}
 	if err := c.Ping(context.Background()); err == nil {
@@ -148,7 +148,7 @@ func TestCLISessionsEnd(t *testing.T) {
 	}
 
 	out, errOut, code := dev.Run("", "sessions", "end", id)
-	if code != 0 || !regexp.MustCompile(`Session \S+ had already ended: ended by its owner at \d{4}-`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`Session \S+ had already ended: it was ended by its owner at \d{4}-`).MatchString(out) {
 		t.Fatalf("ending it again: exit %d: %s%s", code, out, errOut)
 	}
 }
