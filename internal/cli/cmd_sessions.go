@@ -19,6 +19,9 @@ func (o *options) printSession(s sessionInfo) error {
 	ended, reason := "-", "-"
 	if s.EndedAt != nil {
 		ended, reason = fmtTime(*s.EndedAt), s.EndReason
+		if s.EndMessage != "" {
+			reason += " (" + s.EndMessage + ")"
+		}
 	}
 	started := "-"
 	if s.StartedAt != nil {
