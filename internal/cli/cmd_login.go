@@ -136,10 +136,21 @@ func newLogoutCommand(o *options) *cobra.Command {
 				fmt.Fprintln(o.stdout, "Not logged in.")
 				return nil
 			}
-			revokeErr := c.do(cmd.Context(), http.MethodPost, "/api/v1/auth/logout", nil, nil, nil)
+			// Refresh first if needed, then revoke and remove the file
+			// under the credentials lock: another airlock process (a
+			// running db access) that finds its login gone then finds the
+			// file gone too, and says it was logged out here.
+			revokeErr := c.refreshIfNeeded(cmd.Context(), false)
 			unlock, err := lockCredentials(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("removing the stored token: %w", err)
+			}
+			if revokeErr == nil {
+				var status int
+				status, _, revokeErr = c.send(cmd.Context(), http.MethodPost, "/api/v1/auth/logout", nil, nil, c.token())
+				if revokeErr == nil && status >= 300 && status != http.StatusUnauthorized {
+					revokeErr = fmt.Errorf("the server answered %d %s", status, http.StatusText(status))
+				}
 			}
 			_, err = removeCredentials()
 			unlock()
