@@ -2,73 +2,29 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/airlockpam/airlock/internal/e2e"
-	"github.com/airlockpam/airlock/internal/keyring"
-	"github.com/airlockpam/airlock/internal/testenv"
 )
 
-// startServerArgs runs `airlock server` like e2e.StartServer, with extra
-// command-line flags (such as --access-token-ttl 2s).
+// startServerArgs runs `airlock server` with extra command-line flags
+// (such as --access-token-ttl 2s).
 func startServerArgs(t *testing.T, args ...string) *e2e.Server {
 	t.Helper()
-	s := &e2e.Server{DataDir: t.TempDir(), RootKey: keyring.GenerateRootKey(), AdminEmail: "root@example.com", AdminPassword: "root password 123"}
-	s.URL = "http://" + e2e.FreeAddr(t)
-	s.Proc = runServer(t, s, args...)
-	return s
+	return e2e.StartServerWith(t, nil, args...)
 }
 
-// runServer starts (or starts again) the server s on its address, data
-// directory and root key, and waits until it is ready.
+// runServer starts the stopped server s again with args and returns its
+// process.
 func runServer(t *testing.T, s *e2e.Server, args ...string) *e2e.Process {
 	t.Helper()
-	env := []string{"AIRLOCK_ROOT_KEY=" + s.RootKey, "AIRLOCK_BOOTSTRAP_EMAIL=" + s.AdminEmail, "AIRLOCK_BOOTSTRAP_PASSWORD=" + s.AdminPassword}
-	p := e2e.Start(t, env, append([]string{"server", "--listen", strings.TrimPrefix(s.URL, "http://"), "--data-dir", s.DataDir}, args...)...)
-	e2e.WaitReady(t, s.URL)
-	return p
-}
-
-// newWorldWith is newWorldOn with a server the test started itself: a
-// gateway, a PostgreSQL cluster, a project and its resource main-db.
-func newWorldWith(t *testing.T, srv *e2e.Server) *world {
-	t.Helper()
-	w := &world{t: t, pg: testenv.StartPostgres(t), srv: srv}
-	w.admin = e2e.NewUser(t)
-	w.admin.Login(w.srv, w.srv.AdminEmail, w.srv.AdminPassword)
-	w.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(w.caFile, w.pg.CA.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(context.Background(), w.pg.SuperURL(testenv.AppDatabase))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	for _, stmt := range []string{`CREATE TABLE items (id int PRIMARY KEY, name text)`, `GRANT ALL ON items TO PUBLIC`} {
-		if _, err := conn.Exec(context.Background(), stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var gw struct{ EnrollmentToken string }
-	w.admin.JSON(&gw, "", "gateways", "create", "dc1")
-	w.gwDir = t.TempDir()
-	w.gw = e2e.Start(t, nil, "gateway", "--domain", w.srv.URL, "--token", gw.EnrollmentToken, "--data-dir", w.gwDir)
-	w.waitGateway("dc1", true)
-	w.project = strings.TrimSpace(w.admin.Must("", "projects", "create", "payments"))
-	w.admin.Must("", "resources", "create", "postgres", "--project-id", w.project, "--name", "main-db", "--gateway", "dc1",
-		"--host", "127.0.0.1", "--port", fmt.Sprint(w.pg.Port), "--database", testenv.AppDatabase, "--ssl-ca-file", w.caFile)
-	return w
+	s.Restart(t, args...)
+	return s.Proc
 }
 
 // psqlResult is what a psql run printed and how it exited.

@@ -180,19 +180,36 @@ type Server struct {
 	AdminEmail    string
 	AdminPassword string
 	Proc          *Process
+	env           []string // the extra environment it was started with
 }
 
 // StartServer runs `airlock server` on a free port with an embedded store.
 func StartServer(t testing.TB, extraEnv ...string) *Server {
 	t.Helper()
+	return StartServerWith(t, extraEnv)
+}
+
+// StartServerWith runs `airlock server` on a free port with an embedded
+// store, extra environment and extra command-line arguments (such as
+// --access-token-ttl 2s).
+func StartServerWith(t testing.TB, extraEnv []string, args ...string) *Server {
+	t.Helper()
 	s := &Server{DataDir: t.TempDir(), RootKey: keyring.GenerateRootKey(), AdminEmail: "root@example.com", AdminPassword: "root password 123"}
-	addr := FreeAddr(t)
-	s.URL = "http://" + addr
-	env := append([]string{"AIRLOCK_ROOT_KEY=" + s.RootKey, "AIRLOCK_BOOTSTRAP_EMAIL=" + s.AdminEmail,
-		"AIRLOCK_BOOTSTRAP_PASSWORD=" + s.AdminPassword}, extraEnv...)
-	s.Proc = Start(t, env, "server", "--listen", addr, "--data-dir", s.DataDir)
-	WaitReady(t, s.URL)
+	s.URL = "http://" + FreeAddr(t)
+	s.env = extraEnv
+	s.Restart(t, args...)
 	return s
+}
+
+// Restart starts the server's process (again, after it was stopped) on its
+// address, data directory and root key, with args, and waits until it is
+// ready; Proc is the new process.
+func (s *Server) Restart(t testing.TB, args ...string) {
+	t.Helper()
+	env := append([]string{"AIRLOCK_ROOT_KEY=" + s.RootKey, "AIRLOCK_BOOTSTRAP_EMAIL=" + s.AdminEmail,
+		"AIRLOCK_BOOTSTRAP_PASSWORD=" + s.AdminPassword}, s.env...)
+	s.Proc = Start(t, env, append([]string{"server", "--listen", strings.TrimPrefix(s.URL, "http://"), "--data-dir", s.DataDir}, args...)...)
+	WaitReady(t, s.URL)
 }
 
 // WaitReady waits until url's /readyz answers 200.

@@ -55,7 +55,15 @@ func newWorld(t *testing.T) *world { return newWorldOn(t) }
 // newWorldOn starts the world with extra environment for the server (such
 // as AIRLOCK_DATABASE_URL for a PostgreSQL store).
 func newWorldOn(t *testing.T, serverEnv ...string) *world {
-	w := &world{t: t, pg: testenv.StartPostgres(t), srv: e2e.StartServer(t, serverEnv...)}
+	return newWorldWith(t, e2e.StartServer(t, serverEnv...))
+}
+
+// newWorldWith starts the world on a server the test started: a
+// PostgreSQL cluster with a table every role can use, a gateway dc1, a
+// project and its resource main-db.
+func newWorldWith(t *testing.T, srv *e2e.Server) *world {
+	t.Helper()
+	w := &world{t: t, pg: testenv.StartPostgres(t), srv: srv}
 	w.admin = e2e.NewUser(t)
 	w.admin.Login(w.srv, w.srv.AdminEmail, w.srv.AdminPassword)
 	w.caFile = filepath.Join(t.TempDir(), "ca.pem")

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,46 +14,26 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/airlockpam/airlock/internal/e2e"
-	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
 
-// svStartServer runs `airlock server` like e2e.StartServer, with extra
-// command-line arguments (such as --client-lost-after 30s).
+// svStartServer runs `airlock server` with extra command-line arguments
+// (such as --client-lost-after 30s).
 func svStartServer(t *testing.T, args ...string) *e2e.Server {
 	t.Helper()
-	s := &e2e.Server{DataDir: t.TempDir(), RootKey: keyring.GenerateRootKey(), AdminEmail: "root@example.com", AdminPassword: "root password 123"}
-	s.URL = "http://" + e2e.FreeAddr(t)
-	svRestartServer(t, s, args...)
-	return s
+	return e2e.StartServerWith(t, nil, args...)
 }
 
-// svRestartServer starts s's server process (again) on its data dir and
-// address.
+// svRestartServer starts s's server process again with args.
 func svRestartServer(t *testing.T, s *e2e.Server, args ...string) {
 	t.Helper()
-	env := []string{"AIRLOCK_ROOT_KEY=" + s.RootKey, "AIRLOCK_BOOTSTRAP_EMAIL=" + s.AdminEmail, "AIRLOCK_BOOTSTRAP_PASSWORD=" + s.AdminPassword}
-	s.Proc = e2e.Start(t, env, append([]string{"server", "--listen", strings.TrimPrefix(s.URL, "http://"), "--data-dir", s.DataDir}, args...)...)
-	e2e.WaitReady(t, s.URL)
+	s.Restart(t, args...)
 }
 
 // svNewWorld is newWorld on a server started with extra arguments.
 func svNewWorld(t *testing.T, args ...string) *world {
-	w := &world{t: t, pg: testenv.StartPostgres(t), srv: svStartServer(t, args...)}
-	w.admin = e2e.NewUser(t)
-	w.admin.Login(w.srv, w.srv.AdminEmail, w.srv.AdminPassword)
-	w.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(w.caFile, w.pg.CA.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var gw struct{ EnrollmentToken string }
-	w.admin.JSON(&gw, "", "gateways", "create", "dc1")
-	w.gwDir = t.TempDir()
-	w.gw = e2e.Start(t, nil, "gateway", "--domain", w.srv.URL, "--token", gw.EnrollmentToken, "--data-dir", w.gwDir)
-	w.waitGateway("dc1", true)
-	w.project = strings.TrimSpace(w.admin.Must("", "projects", "create", "payments"))
-	w.svResource("main-db")
-	return w
+	t.Helper()
+	return newWorldWith(t, svStartServer(t, args...))
 }
 
 // svResource adds a PostgreSQL resource of the world's cluster named name.
