@@ -17,7 +17,8 @@ const DefaultMemoryBudget = 256 << 20
 // budget, whatever they declare. One Budget is shared by all the engines
 // of a gateway (pass the same one to each), or each engine makes its own.
 //
-// A Budget is safe for concurrent use.
+// A Budget is safe for concurrent use. A nil *Budget bounds nothing: its
+// Acquire always succeeds.
 type Budget struct {
 	limit int64
 
@@ -49,7 +50,7 @@ func (e *BudgetError) Error() string {
 // if fewer than n are free. It never waits: a connection that cannot get
 // memory is refused rather than left holding what it has.
 func (b *Budget) Acquire(n int64) error {
-	if n <= 0 {
+	if b == nil || n <= 0 {
 		return nil
 	}
 	b.mu.Lock()
@@ -64,7 +65,7 @@ func (b *Budget) Acquire(n int64) error {
 
 // Release gives back n bytes taken by Acquire.
 func (b *Budget) Release(n int64) {
-	if n <= 0 {
+	if b == nil || n <= 0 {
 		return
 	}
 	b.mu.Lock()

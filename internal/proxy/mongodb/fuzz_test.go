@@ -27,7 +27,7 @@ func FuzzReadMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		for range 4 {
-			msg, err := readMessage(r, fuzzMaxSize)
+			msg, err := readMessage(r, readLimits{maxSize: fuzzMaxSize})
 			if err != nil {
 				var pe *ProtocolError
 				if !errors.As(err, &pe) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -49,8 +49,8 @@ func FuzzReadMessage(f *testing.F) {
 			if req.command == "" || req.database == "" {
 				t.Fatalf("accepted a request without command or database: %+v", req)
 			}
-			_ = statement(req, false)
-			_ = statement(req, true)
+			_ = statement(req, false, 0).String()
+			_ = statement(req, true, 4096).String()
 			_ = collectionOf(req)
 			if isHello(req.command) {
 				_ = rewriteHelloRequest(req)

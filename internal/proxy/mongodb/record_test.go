@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
+
+	"github.com/airlockpam/airlock/internal/proxy/common"
 )
 
 func TestStatement(t *testing.T) {
@@ -43,12 +45,12 @@ func TestStatement(t *testing.T) {
 	for _, tc := range cases {
 		req := &request{body: tc.body}
 		req.command = func() string { e, _ := tc.body.IndexErr(0); return e.Key() }()
-		if got := statement(req, tc.redact); got != tc.want {
+		if got := statement(req, tc.redact, 0).String(); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
 		}
 	}
 
-	// A document sequence is recorded as its field, and cut short.
+	// A document sequence is recorded as its field, every document of it.
 	req := &request{command: "insert", body: bsoncore.NewDocumentBuilder().AppendString("insert", "c").AppendString("$db", "d").Build()}
 	big := bsoncore.NewDocumentBuilder().AppendString("pad", strings.Repeat("x", 1000)).Build()
 	seq := docSequence{identifier: "documents"}
@@ -56,9 +58,15 @@ func TestStatement(t *testing.T) {
 		seq.docs = append(seq.docs, big)
 	}
 	req.seqs = []docSequence{seq}
-	got := statement(req, false)
-	if !strings.HasPrefix(got, `{"insert":"c","documents":[{"pad":"xxx`) || !strings.Contains(got, "more documents") || len(got) > maxStatement+100 {
+	st := statement(req, false, 0)
+	got := st.String()
+	if !strings.HasPrefix(got, `{"insert":"c","documents":[{"pad":"xxx`) || strings.Count(got, `{"pad":`) != 100 || st.Over() {
 		t.Errorf("sequence statement (%d bytes): %.200s … %s", len(got), got, got[max(0, len(got)-100):])
+	}
+	// Over the limit, it is its ends and a hash.
+	st = statement(req, false, 50_000)
+	if got := st.String(); !st.Over() || !strings.Contains(got, "bytes, sha256 ") || len(got) > 2*common.StatementEndsBytes+200 {
+		t.Errorf("over-limit statement (%d bytes): %.200s", len(got), got)
 	}
 }
 
