@@ -155,7 +155,8 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 //
 // It returns nil when the client closed the connection, ErrSessionClosed
 // when sess ended it, ctx's error when ctx ended, a *ProtocolError when
-// the client broke the protocol, and a *ConnectError when the deployment
+// the client broke the protocol (or stalled in a message, or sent one that
+// the memory budget cannot hold), and a *ConnectError when the deployment
 // could not be reached or refused the login. In those last two cases the
 // client is sent an error reply first, where the protocol allows one.
 func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Session, cfg Config) error {
