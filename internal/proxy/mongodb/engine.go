@@ -252,14 +252,9 @@ func (cc *clientConn) client() net.Conn { return cc.served.client }
 // run reads and answers the client's messages until the connection ends.
 func (cc *clientConn) run() error {
 	budget := cc.e.cfg.MemoryBudget
+	startBody := func() { cc.served.setReadDeadline(time.Now().Add(cc.e.cfg.MessageTimeout)) }
 	for {
-		msg, err := readMessage(cc.client(), readLimits{
-			maxSize: cc.maxSize,
-			budget:  budget,
-			startBody: func() {
-				cc.served.setReadDeadline(time.Now().Add(cc.e.cfg.MessageTimeout))
-			},
-		})
+		msg, err := readMessage(cc.client(), readLimits{maxSize: cc.maxSize, budget: budget, startBody: startBody})
 		cc.served.setReadDeadline(time.Time{})
 		if err != nil {
 			return cc.readFailed(err)

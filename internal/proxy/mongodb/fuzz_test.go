@@ -73,7 +73,17 @@ func FuzzReadMessage(f *testing.F) {
 				if req.command == "" || req.database == "" {
 					t.Fatalf("accepted a request without command or database: %+v", req)
 				}
-				_ = statement(req, false, 0).String()
+				for _, redact := range []bool{false, true} {
+					// Small commands are rendered in one piece, large
+					// ones in pieces: the text must be the same.
+					if js, err := statementWhole(req, redact); err == nil {
+						st := common.NewStatement(1 << 30)
+						statementStream(req, redact, st)
+						if st.String() != string(js) {
+							t.Fatalf("the statement in pieces differs from the whole:\n%s\n%s", st.String(), js)
+						}
+					}
+				}
 				st := statement(req, true, 256)
 				if s := st.String(); st.Over() && len(s) > 256+200 {
 					t.Fatalf("an over-limit statement of %d bytes", len(s))

@@ -50,10 +50,7 @@ func TestHardening(t *testing.T) {
 		if !replyOK(doc) || rowsOf(doc) != 3 {
 			t.Fatalf("delete: %s", doc)
 		}
-		evs := p.rec.commands("delete")
-		if len(evs) != 1 {
-			t.Fatalf("%d delete events", len(evs))
-		}
+		evs := mghCommands(t, p.rec, "delete", 1)
 		st := evs[0].Statement
 		if !strings.Contains(st, `{"q":{"pad":"ppp`) || !strings.HasSuffix(st, `,{"q":{},"limit":0}]}`) {
 			t.Errorf("the delete's entries are not all recorded: %.200s … %s", st, st[max(0, len(st)-200):])
@@ -91,17 +88,14 @@ func TestHardening(t *testing.T) {
 		if doc := replyBody(t, roundTripRaw(t, conn, appendMsg(nil, 7, 0, body))); !replyOK(doc) {
 			t.Fatalf("raw insert: %s", doc)
 		}
-		ins := p.rec.commands("insert")
-		if len(ins) != 2 {
-			t.Fatalf("%d insert events", len(ins))
-		}
+		ins := mghCommands(t, p.rec, "insert", 2)
 		for _, ev := range ins {
 			if n := strings.Count(ev.Statement, `"card":"***"`); n != 50 {
 				t.Errorf("insert statement masks %d of 50 cards: %.300s", n, ev.Statement)
 			}
 		}
-		up := p.rec.commands("update")
-		if len(up) != 1 || !strings.Contains(up[0].Statement, `"q":{"owner":"ada"},"u":{"$set":{"card":"***"}}`) {
+		up := mghCommands(t, p.rec, "update", 1)
+		if !strings.Contains(up[0].Statement, `"q":{"owner":"ada"},"u":{"$set":{"card":"***"}}`) {
 			t.Errorf("update events: %+v", up)
 		}
 		noSecret(t, p.rec, "4111", "5500")
@@ -138,8 +132,8 @@ func TestHardening(t *testing.T) {
 			if n := count(t, p); n != 2 {
 				t.Errorf("%d documents left: the refused delete ran", n)
 			}
-			evs := p.rec.commands("delete")
-			if len(evs) != 1 || evs[0].Outcome != "error" || evs[0].ErrorCode != "10334" || !strings.Contains(evs[0].Statement, `"$gte":`) {
+			evs := mghCommands(t, p.rec, "delete", 1)
+			if evs[0].Outcome != "error" || evs[0].ErrorCode != "10334" || !strings.Contains(evs[0].Statement, `"$gte":`) {
 				t.Errorf("refusal not recorded with the statement's ends: %d events", len(evs))
 			}
 			_ = p.connect(t).Database("batch").Collection("padded").Drop(testContext(t))
@@ -149,8 +143,8 @@ func TestHardening(t *testing.T) {
 			if _, err := padded(t, p); err != nil {
 				t.Fatal(err)
 			}
-			evs := p.rec.commands("delete")
-			if len(evs) != 1 || evs[0].Rows != 2 {
+			evs := mghCommands(t, p.rec, "delete", 1)
+			if evs[0].Rows != 2 {
 				t.Fatalf("delete events: %d", len(evs))
 			}
 			st := evs[0].Statement
@@ -193,8 +187,8 @@ func TestHardening(t *testing.T) {
 				t.Errorf("%s.dups holds %d documents (%v): the refused command ran", db, n, err)
 			}
 		}
-		evs := p.rec.commands("insert")
-		if len(evs) != 1 || evs[0].Outcome != "error" || evs[0].ErrorCode != "2" || !strings.Contains(evs[0].ErrorMsg, `"$db"`) {
+		evs := mghCommands(t, p.rec, "insert", 1)
+		if evs[0].Outcome != "error" || evs[0].ErrorCode != "2" || !strings.Contains(evs[0].ErrorMsg, `"$db"`) {
 			t.Errorf("refusal events: %+v", evs)
 		}
 	})
@@ -486,4 +480,17 @@ func TestDuplicateKeys(t *testing.T) {
 			t.Errorf("%s: dup %q, want %q", tc.name, req.dup, tc.dup)
 		}
 	}
+}
+
+// mghCommands waits until rec holds n command events named name (an event
+// is recorded once its reply is on its way to the client) and returns
+// them; more than n fails the test.
+func mghCommands(t *testing.T, rec *memRecorder, name string, n int) []sessionlog.Event {
+	t.Helper()
+	mghWait(t, func() bool { return len(rec.commands(name)) >= n })
+	evs := rec.commands(name)
+	if len(evs) != n {
+		t.Fatalf("%d %s events, want %d", len(evs), name, n)
+	}
+	return evs
 }

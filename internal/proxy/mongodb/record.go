@@ -146,6 +146,89 @@ func collectionOf(req *request) string {
 // limit.
 func statement(req *request, redact bool, limit int64) *common.Statement {
 	st := common.NewStatement(limit)
+	if rawSize(req) <= wholeRender {
+		// A small command is rendered in one piece: the same text,
+		// for a fraction of the work.
+		if js, err := statementWhole(req, redact); err == nil {
+			_, _ = st.Write(js)
+			return st
+		}
+	}
+	statementStream(req, redact, st)
+	return st
+}
+
+// wholeRender is the size of a command's BSON (body and document
+// sequences) up to which statement renders it in one piece.
+const wholeRender = 64 << 10
+
+// rawSize returns the bytes of req's body and document sequences.
+func rawSize(req *request) int {
+	n := len(req.body)
+	for _, s := range req.seqs {
+		for _, d := range s.docs {
+			n += len(d)
+		}
+	}
+	return n
+}
+
+// statementWhole renders req as statementStream does, in one piece: it
+// builds the document to record (bookkeeping left out, sequences as
+// fields, written values redacted) and renders it at once.
+func statementWhole(req *request, redact bool) ([]byte, error) {
+	idx, dst := bsoncore.AppendDocumentStart(nil)
+	elems, _ := req.body.Elements()
+	for _, el := range elems {
+		k := el.Key()
+		if bookkeeping[k] {
+			continue
+		}
+		v := el.Value()
+		written := redact && isWrittenField(req.command, k)
+		switch {
+		case k == "pwd":
+			dst = bsoncore.AppendStringElement(dst, k, masked)
+		case written && v.Type == bsoncore.TypeArray:
+			vals, _ := bsoncore.Array(v.Data).Values()
+			dst = appendArrayElement(dst, k, vals, func(e bsoncore.Value) bsoncore.Value { return redactWrittenElem(req.command, e) })
+		case written:
+			dst = bsoncore.AppendValueElement(dst, k, redactValue(v))
+		default:
+			dst = bsoncore.AppendValueElement(dst, k, v)
+		}
+	}
+	for _, s := range req.seqs {
+		written := redact && isWrittenField(req.command, s.identifier)
+		vals := make([]bsoncore.Value, len(s.docs))
+		for i, d := range s.docs {
+			vals[i] = bsoncore.Value{Type: bsoncore.TypeEmbeddedDocument, Data: d}
+		}
+		dst = appendArrayElement(dst, s.identifier, vals, func(e bsoncore.Value) bsoncore.Value {
+			if written {
+				return redactWrittenElem(req.command, e)
+			}
+			return e
+		})
+	}
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	return bson.MarshalExtJSON(bson.Raw(dst), false, false)
+}
+
+// appendArrayElement appends the array of vals, each through conv, as the
+// element k.
+func appendArrayElement(dst []byte, k string, vals []bsoncore.Value, conv func(bsoncore.Value) bsoncore.Value) []byte {
+	aidx, dst := bsoncore.AppendArrayElementStart(dst, k)
+	for i, e := range vals {
+		dst = bsoncore.AppendValueElement(dst, strconv.Itoa(i), conv(e))
+	}
+	dst, _ = bsoncore.AppendArrayEnd(dst, aidx)
+	return dst
+}
+
+// statementStream renders req into st one element or array entry at a
+// time (see statement).
+func statementStream(req *request, redact bool, st *common.Statement) {
 	_, _ = st.WriteString("{")
 	n := 0
 	field := func(k string) {
@@ -196,7 +279,6 @@ func statement(req *request, redact bool, limit int64) *common.Statement {
 		})
 	}
 	_, _ = st.WriteString("}")
-	return st
 }
 
 // writeJSONArray writes vals, each through conv, as a JSON array.

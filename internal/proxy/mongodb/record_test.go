@@ -37,6 +37,22 @@ func TestStatement(t *testing.T) {
 					AppendDocument("u", bsoncore.NewDocumentBuilder().AppendDocument("$set", doc("card", "4111")).Build()).
 					AppendBoolean("upsert", true).Build()).Build()).AppendString("$db", "d").Build(),
 			true, `{"update":"c","updates":[{"q":{"id":"7"},"u":{"$set":{"card":"***"}},"upsert":true}]}`},
+		{"every delete entry",
+			bsoncore.NewDocumentBuilder().AppendString("delete", "c").
+				AppendArray("deletes", bsoncore.NewArrayBuilder().
+					AppendDocument(bsoncore.NewDocumentBuilder().AppendDocument("q", doc("id", "7")).AppendInt32("limit", 1).Build()).
+					AppendDocument(bsoncore.NewDocumentBuilder().AppendDocument("q", bsoncore.NewDocumentBuilder().Build()).AppendInt32("limit", 0).Build()).
+					Build()).AppendString("$db", "d").Build(),
+			true, `{"delete":"c","deletes":[{"q":{"id":"7"},"limit":1},{"q":{},"limit":0}]}`},
+		{"bulkWrite redacted, filters kept",
+			bsoncore.NewDocumentBuilder().AppendInt32("bulkWrite", 1).
+				AppendArray("ops", bsoncore.NewArrayBuilder().
+					AppendDocument(bsoncore.NewDocumentBuilder().AppendInt32("insert", 0).AppendDocument("document", doc("card", "4111")).Build()).
+					AppendDocument(bsoncore.NewDocumentBuilder().AppendInt32("update", 0).AppendDocument("filter", doc("id", "7")).
+						AppendDocument("updateMods", bsoncore.NewDocumentBuilder().AppendDocument("$set", doc("card", "4111")).Build()).Build()).
+					AppendDocument(bsoncore.NewDocumentBuilder().AppendInt32("delete", 0).AppendDocument("filter", doc("id", "8")).Build()).
+					Build()).AppendString("$db", "admin").Build(),
+			true, `{"bulkWrite":1,"ops":[{"insert":0,"document":{"card":"***"}},{"update":0,"filter":{"id":"7"},"updateMods":{"$set":{"card":"***"}}},{"delete":0,"filter":{"id":"8"}}]}`},
 		{"not redacted without the option",
 			bsoncore.NewDocumentBuilder().AppendString("insert", "c").
 				AppendArray("documents", bsoncore.NewArrayBuilder().AppendDocument(doc("card", "4111")).Build()).AppendString("$db", "d").Build(),
@@ -47,6 +63,11 @@ func TestStatement(t *testing.T) {
 		req.command = func() string { e, _ := tc.body.IndexErr(0); return e.Key() }()
 		if got := statement(req, tc.redact, 0).String(); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
+		}
+		st := common.NewStatement(0)
+		statementStream(req, tc.redact, st)
+		if got := st.String(); got != tc.want {
+			t.Errorf("%s, rendered in pieces:\n got %s\nwant %s", tc.name, got, tc.want)
 		}
 	}
 
