@@ -384,10 +384,11 @@ func (cc *clientConn) refuseAuth(req *request) error {
 }
 
 // refuseDuplicate answers a command that has a top-level field twice
-// with an error, records the refusal (with the whole document, both fields
-// shown) and forwards nothing: the server could read the other of the two
-// (two $db: the log would name one database and the command run in the
-// other).
+// with an error, records the refusal (its statement, with both fields
+// unless they are bookkeeping such as $db, and the field named in the
+// error message) and forwards nothing: the server could read the other of
+// the two (two $db: the log would name one database and the command run
+// in the other).
 func (cc *clientConn) refuseDuplicate(req *request) error {
 	msg := fmt.Sprintf("airlock: the command document has the field %q more than once: it is refused, since the database and the session log could read different values; send each field once", req.dup)
 	cc.refuseCommand(req, codeBadValue, msg)
