@@ -46,10 +46,26 @@
 // session's connections are gone. The engines record the end's reason and
 // message on each connection's disconnect event.
 //
+// # Statement limits, fail closed, bounded memory
+//
+// A Session also holds the project's limit on a recorded statement
+// (WithStatementLimit, SetStatementLimit while live; MaxStatementBytes,
+// default 1 MiB, and OversizeStatements: refuse, the default, or record the
+// ends). Statement collects a statement's text in bounded memory: whole up
+// to the limit, beyond it the first and last StatementEndsBytes around a
+// marker "[N bytes, sha256 HEX]". RecorderErr says why the session's
+// recorder cannot persist events (sessionlog.HealthReporter); while it
+// returns an error the engines refuse the session's new statements and
+// forward nothing. Budget is a semaphore of bytes that bounds what the
+// engines buffer of client messages across connections; a gateway shares
+// one among its engines.
+//
 // # Also here
 //
 // DescribeTLSError turns TLS failures into messages a user can act on;
 // Redact removes a password from a message as a last line of defence;
+// DialFunc is the dialer, enforcing the gateway's target policy, that every
+// engine uses for upstream connections;
 // Linger and LingerClose let an error written to a client reach it before
 // the connection closes (conn.go).
 package common

@@ -74,6 +74,19 @@ func WithRedactValues(on bool) SessionOption {
 	return func(s *Session) { s.redact.Store(on) }
 }
 
+// DefaultMaxStatementBytes is the limit on a recorded statement when the
+// project sets none (tunnel.Header.MaxStatementBytes is 0): 1 MiB.
+const DefaultMaxStatementBytes = 1 << 20
+
+// WithStatementLimit sets the project's limit on a recorded statement, in
+// bytes (0 or less: DefaultMaxStatementBytes), and what happens to a
+// statement over it: tunnel.OversizeRefuse (the default, also for an empty
+// or unknown policy) or tunnel.OversizeRecordEnds. They can be changed
+// while the session is live with SetStatementLimit.
+func WithStatementLimit(maxBytes int64, policy string) SessionOption {
+	return func(s *Session) { s.SetStatementLimit(maxBytes, policy) }
+}
+
 // Session is one access session on a gateway: every client connection of
 // the session, whatever its protocol, is served with the same *Session. It
 // holds what the engines share (the recorder, the project's log settings,
@@ -87,6 +100,7 @@ type Session struct {
 	recorder sessionlog.Recorder
 	patterns atomic.Pointer[[]*regexp.Regexp]
 	redact   atomic.Bool
+	limit    atomic.Pointer[statementLimit]
 
 	mu      sync.Mutex
 	ended   bool
@@ -137,6 +151,57 @@ func (s *Session) RedactValues() bool { return s.redact.Load() }
 // SetRedactValues turns the redaction of written values on or off, from
 // each connection's next command on.
 func (s *Session) SetRedactValues(on bool) { s.redact.Store(on) }
+
+// statementLimit is a project's limit on recorded statements.
+type statementLimit struct {
+	maxBytes int64
+	policy   string
+}
+
+// SetStatementLimit replaces the limit on a recorded statement (maxBytes
+// in bytes, 0 or less for DefaultMaxStatementBytes) and the policy for a
+// statement over it (tunnel.OversizeRefuse, also for an empty or unknown
+// policy, or tunnel.OversizeRecordEnds); every connection applies them
+// from its next statement on.
+func (s *Session) SetStatementLimit(maxBytes int64, policy string) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxStatementBytes
+	}
+	if policy != tunnel.OversizeRecordEnds {
+		policy = tunnel.OversizeRefuse
+	}
+	s.limit.Store(&statementLimit{maxBytes: maxBytes, policy: policy})
+}
+
+// MaxStatementBytes returns the limit on a recorded statement, in bytes:
+// DefaultMaxStatementBytes unless the project set another.
+func (s *Session) MaxStatementBytes() int64 {
+	if l := s.limit.Load(); l != nil {
+		return l.maxBytes
+	}
+	return DefaultMaxStatementBytes
+}
+
+// OversizeStatements returns what happens to a statement over
+// MaxStatementBytes: tunnel.OversizeRefuse (the default) or
+// tunnel.OversizeRecordEnds.
+func (s *Session) OversizeStatements() string {
+	if l := s.limit.Load(); l != nil {
+		return l.policy
+	}
+	return tunnel.OversizeRefuse
+}
+
+// RecorderErr returns why the session's recorder cannot persist events
+// now, when it implements sessionlog.HealthReporter and says so; nil
+// otherwise. While it is not nil, the engines refuse the session's new
+// statements (fail closed), and forward nothing.
+func (s *Session) RecorderErr() error {
+	if h, ok := s.recorder.(sessionlog.HealthReporter); ok {
+		return h.Err()
+	}
+	return nil
+}
 
 // Add starts tracking c, a connection about to be served; it returns
 // ErrSessionEnded if the session has ended.

@@ -20,12 +20,26 @@
 //     handshake, so clients do not use it. A message that breaks the
 //     protocol (a length out of bounds, an unknown op code, invalid BSON,
 //     an unknown required flag) is answered with ok: 0 and an errmsg where
-//     the header was readable, and the connection is closed;
+//     the header was readable, and the connection is closed.
+//     Memory is bounded: the body is read incrementally, into a buffer of
+//     16 KiB at most that doubles as bytes arrive (so a declared length
+//     costs nothing until it is sent), and every growth is first taken
+//     from a budget of bytes shared by all connections
+//     (EngineConfig.MemoryBudget, a common.Budget, 256 MiB unless the
+//     gateway gives one) and given back once the message is answered. A
+//     message the budget cannot hold is answered with code 146
+//     (ExceededMemoryLimit) and the connection closed. Once a header has
+//     come, the rest of its message must arrive within
+//     EngineConfig.MessageTimeout (30 s), or the client is answered with
+//     code 89 (NetworkTimeout) and cut off; an idle client between
+//     messages is not;
 //  2. at the first message, checks out one connection from the session's
 //     driver topology for the Config (the driver does SRV lookup,
 //     replica-set discovery and selection of the primary, TLS as the
 //     resource says, and SCRAM-SHA-256 or SCRAM-SHA-1 against the auth
-//     database). The connection belongs to this client until it leaves,
+//     database; every TCP connection, monitoring included, is opened with
+//     the engine's dialer, WithDialer, by which the gateway enforces its
+//     target policy). The connection belongs to this client until it leaves,
 //     and is then closed, never returned to the pool. If it cannot be
 //     made, the client's message is answered with the reason (code 18
 //     AuthenticationFailed for a refused login, 6 HostUnreachable
@@ -43,7 +57,20 @@
 //     on. An OP_QUERY is answered with an OP_REPLY;
 //  4. answers the client's own saslStart, saslContinue, authenticate,
 //     logout and getnonce with code 18 and "Airlock injects the
-//     credentials; connect without a password", without forwarding them;
+//     credentials; connect without a password", without forwarding them.
+//     It refuses, without forwarding them and recording the refusal: a
+//     command document with a top-level field twice (in its body, in its
+//     body and a document sequence, or in two sequences; in an OP_QUERY,
+//     also in the $query wrapper), with code 2 (BadValue), since the
+//     server and the session log could read different values (two $db:
+//     the log would name one database and the command run in the other);
+//     every command but the handshake while the session's recorder
+//     reports that it cannot persist events (common.Session.RecorderErr,
+//     sessionlog.HealthReporter), with code 1 and "the session log cannot
+//     be written (why): new commands are refused until it can" (fail
+//     closed); and a command whose statement is over the project's limit
+//     when the project refuses such commands (see the session log below),
+//     with code 10334 (BSONObjectTooLarge);
 //  5. forwards every other OP_MSG as it came, and relays the server's
 //     reply: requestIDs need no mapping, since the upstream connection
 //     serves this client only. A reply is paired with its request by
@@ -91,7 +118,9 @@
 // command's value when it is a string, getMore's collection), the command
 // document as relaxed extended JSON without the driver's bookkeeping (lsid,
 // $clusterTime, $db, txnNumber, $readPreference, apiVersion...), with
-// document sequences as the fields they stand for, cut at 16 KiB; the
+// document sequences as the fields they stand for, every entry of every
+// batch whole (each document of an insert, each statement of an update or
+// delete, each operation of a bulkWrite); the
 // outcome (ok, error or unacknowledged; outcome unknown for a command cut
 // by the session's end), the error's code and message (from the reply, its
 // first write error or its write concern error), rows (the documents of
@@ -100,8 +129,22 @@
 // as "***"; with common.WithRedactValues(true) (or
 // common.Session.SetRedactValues, from the next command on), so are the
 // values of the documents a command writes (insert's documents, update's u,
-// findAndModify's update), whose field names stay. A client's own
+// findAndModify's update, bulkWrite's document, updateMods and
+// replacement), whose field names (update operators such as $set
+// included) stay; filters (q, filter) stay visible. A client's own
 // authentication commands are recorded without their document.
+//
+// A statement is recorded whole up to the project's limit
+// (common.Session.MaxStatementBytes, 1 MiB by default; it can change while
+// the session is live). It is rendered one element or batch entry at a
+// time into a common.Statement, so that a command of tens of megabytes is
+// never held as text. A command over the limit is, as the project says
+// (common.Session.OversizeStatements): refused, by default, with code
+// 10334 (BSONObjectTooLarge) and "airlock: command of N bytes is over this
+// project's recording limit of M bytes", nothing forwarded, and the
+// refusal recorded (outcome error, code 10334) with the statement's ends;
+// or forwarded and recorded by its first and last 8 KiB around "[N bytes,
+// sha256 HEX]", the length and hash of the whole statement.
 //
 // # Files
 //
@@ -111,12 +154,13 @@
 //     as Serve, the selection of a writable server, and the classification
 //     of connection failures into tunnel.Result codes.
 //   - engine.go: Engine, its options, Serve and the per-connection loop.
-//   - wire.go: reading and parsing client messages and server replies,
-//     and building OP_MSG and OP_REPLY answers.
+//   - wire.go: reading client messages within their memory bounds,
+//     parsing them (duplicate fields included) and server replies, and
+//     building OP_MSG and OP_REPLY answers.
 //   - handshake.go: the rewriting of hello and the commands answered by
 //     the engine.
-//   - record.go: session-log events, statements and their redaction,
-//     outcomes.
+//   - record.go: session-log events, statements (every entry, within the
+//     project's limit) and their redaction, outcomes.
 //   - session.go: a session's topologies, and the connection being served
 //     (served) with its part of the session's end.
 package mongodb

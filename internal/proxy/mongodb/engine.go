@@ -47,7 +47,28 @@ type EngineConfig struct {
 	// Clock gives the time of session-log events and their durations.
 	// Default: time.Now.
 	Clock func() time.Time
+	// MessageTimeout bounds the arrival of the rest of a client message
+	// once its header has come: a client that stalls half-way through a
+	// message is answered with code 89 (NetworkTimeout) and cut off, and
+	// the memory it held is freed. Waiting between messages is not
+	// bounded. Default: DefaultMessageTimeout.
+	MessageTimeout time.Duration
+	// MemoryBudget bounds the bytes of client messages buffered at once,
+	// across every connection that shares it (see common.Budget); a
+	// message that does not fit is answered with code 146
+	// (ExceededMemoryLimit) and its connection closed. A gateway passes
+	// the same Budget to all its engines. Default: a Budget of
+	// common.DefaultMemoryBudget for this Engine alone.
+	MemoryBudget *common.Budget
+	// Dial opens the TCP connections to the database's servers, for
+	// served connections, the driver's monitoring and Validate alike; the
+	// gateway passes one that enforces its target policy. Default: the
+	// driver's own dialer.
+	Dial common.DialFunc
 }
+
+// DefaultMessageTimeout is EngineConfig.MessageTimeout's default.
+const DefaultMessageTimeout = 30 * time.Second
 
 // CheckAndSetDefaults validates the configuration and fills in defaults.
 func (c *EngineConfig) CheckAndSetDefaults() error {
@@ -56,6 +77,15 @@ func (c *EngineConfig) CheckAndSetDefaults() error {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	if c.MessageTimeout < 0 {
+		return errors.New("mongodb: the message timeout is negative: give a positive duration, or zero for the default")
+	}
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = DefaultMessageTimeout
+	}
+	if c.MemoryBudget == nil {
+		c.MemoryBudget = common.NewBudget(0)
 	}
 	return nil
 }
@@ -68,6 +98,18 @@ func WithLogger(l *slog.Logger) Option { return func(c *EngineConfig) { c.Logger
 
 // WithClock sets EngineConfig.Clock.
 func WithClock(now func() time.Time) Option { return func(c *EngineConfig) { c.Clock = now } }
+
+// WithMessageTimeout sets EngineConfig.MessageTimeout.
+func WithMessageTimeout(d time.Duration) Option {
+	return func(c *EngineConfig) { c.MessageTimeout = d }
+}
+
+// WithMemoryBudget sets EngineConfig.MemoryBudget.
+func WithMemoryBudget(b *common.Budget) Option { return func(c *EngineConfig) { c.MemoryBudget = b } }
+
+// WithDialer sets EngineConfig.Dial, the dialer of every upstream
+// connection.
+func WithDialer(d common.DialFunc) Option { return func(c *EngineConfig) { c.Dial = d } }
 
 // Engine serves MongoDB client connections with credential injection. One
 // Engine serves any number of connections of any number of sessions at
@@ -113,7 +155,8 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 //
 // It returns nil when the client closed the connection, ErrSessionClosed
 // when sess ended it, ctx's error when ctx ended, a *ProtocolError when
-// the client broke the protocol, and a *ConnectError when the deployment
+// the client broke the protocol (or stalled in a message, or sent one that
+// the memory budget cannot hold), and a *ConnectError when the deployment
 // could not be reached or refused the login. In those last two cases the
 // client is sent an error reply first, where the protocol allows one.
 func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Session, cfg Config) error {
@@ -180,7 +223,7 @@ func (e *Engine) Kind() string { return tunnel.KindMongoDB }
 
 // Validate tries to log in with target's credentials (common.Engine).
 func (e *Engine) Validate(ctx context.Context, target tunnel.Target) tunnel.Result {
-	return Validate(ctx, ConfigFromTarget(target))
+	return validate(ctx, ConfigFromTarget(target), e.cfg.Dial)
 }
 
 // HandleConnection serves client with target's credentials
@@ -208,32 +251,55 @@ func (cc *clientConn) client() net.Conn { return cc.served.client }
 
 // run reads and answers the client's messages until the connection ends.
 func (cc *clientConn) run() error {
+	budget := cc.e.cfg.MemoryBudget
+	startBody := func() { cc.served.setReadDeadline(time.Now().Add(cc.e.cfg.MessageTimeout)) }
 	for {
-		msg, err := readMessage(cc.client(), cc.maxSize)
+		msg, err := readMessage(cc.client(), readLimits{maxSize: cc.maxSize, budget: budget, startBody: startBody})
+		cc.served.setReadDeadline(time.Time{})
 		if err != nil {
-			var pe *ProtocolError
-			switch {
-			case errors.As(err, &pe):
-				return cc.refuse(pe)
-			case errors.Is(err, io.EOF):
-				return nil
-			case cc.ctx.Err() != nil:
-				return cc.ctx.Err()
-			}
-			return fmt.Errorf("mongodb: read the client's message: %w", err)
+			return cc.readFailed(err)
 		}
-		req, err := parseRequest(msg)
+		err = cc.handleMessage(msg)
+		budget.Release(int64(cap(msg)))
 		if err != nil {
-			var pe *ProtocolError
-			if errors.As(err, &pe) {
-				return cc.refuse(pe)
-			}
-			return err
-		}
-		if err := cc.handle(req); err != nil {
 			return err
 		}
 	}
+}
+
+// handleMessage parses and answers one client message.
+func (cc *clientConn) handleMessage(msg []byte) error {
+	req, err := parseRequest(msg)
+	if err != nil {
+		var pe *ProtocolError
+		if errors.As(err, &pe) {
+			return cc.refuse(pe)
+		}
+		return err
+	}
+	return cc.handle(req)
+}
+
+// readFailed ends the connection after a failed read of a client message:
+// the client left, broke the protocol, or stalled in a message.
+func (cc *clientConn) readFailed(err error) error {
+	var pe *ProtocolError
+	var be *bodyError
+	switch {
+	case errors.As(err, &pe):
+		return cc.refuse(pe)
+	case errors.Is(err, io.EOF):
+		return nil
+	case cc.ctx.Err() != nil || cc.served.wasEnded():
+		return cc.ctx.Err()
+	case errors.As(err, &be) && common.IsNetTimeout(err):
+		return cc.refuse(&ProtocolError{
+			Reason: fmt.Sprintf("the rest of a message of %d bytes did not arrive within %s (%d bytes came): the connection is closed",
+				be.h.length, cc.e.cfg.MessageTimeout, be.got),
+			Code: codeNetworkTimeout, RequestID: be.h.requestID, Answerable: true, Legacy: be.h.opCode == opQuery,
+		})
+	}
+	return fmt.Errorf("mongodb: read the client's message: %w", err)
 }
 
 // refuse answers a message the engine cannot accept with an error, when
@@ -241,7 +307,11 @@ func (cc *clientConn) run() error {
 func (cc *clientConn) refuse(pe *ProtocolError) error {
 	cc.log.Warn("rejected a client message", "reason", pe.Reason)
 	if pe.Answerable {
-		doc := errorDoc(codeProtocolError, "ProtocolError", "airlock: "+pe.Reason)
+		code := pe.Code
+		if code == 0 {
+			code = codeProtocolError
+		}
+		doc := errorDoc(code, codeName(code), "airlock: "+pe.Reason)
 		_ = cc.client().SetWriteDeadline(time.Now().Add(writeTimeout))
 		_ = cc.writeDoc(pe.Legacy, pe.RequestID, doc)
 	}
@@ -275,8 +345,18 @@ func (cc *clientConn) answer(req *request, doc bsoncore.Document) error {
 
 // handle answers one client request.
 func (cc *clientConn) handle(req *request) error {
+	if req.dup != "" {
+		return cc.refuseDuplicate(req)
+	}
 	if isAuthCommand(req.command) {
 		return cc.refuseAuth(req)
+	}
+	if !isHello(req.command) {
+		// The handshake changes nothing and is not recorded: a client
+		// connects, and hears why on its first command.
+		if err := cc.sess.RecorderErr(); err != nil {
+			return cc.refuseUnrecordable(req, err)
+		}
 	}
 	if cc.upstream == nil {
 		if err := cc.connect(req); err != nil {
@@ -301,6 +381,53 @@ func (cc *clientConn) refuseAuth(req *request) error {
 		cc.rec.finish(p, now)
 	}
 	return cc.answer(req, errorDoc(codeAuthenticationFailed, "AuthenticationFailed", authMessage))
+}
+
+// refuseDuplicate answers a command that has a top-level field twice
+// with an error, records the refusal (its statement, with both fields
+// unless they are bookkeeping such as $db, and the field named in the
+// error message) and forwards nothing: the server could read the other of
+// the two (two $db: the log would name one database and the command run
+// in the other).
+func (cc *clientConn) refuseDuplicate(req *request) error {
+	msg := fmt.Sprintf("airlock: the command document has the field %q more than once: it is refused, since the database and the session log could read different values; send each field once", req.dup)
+	cc.refuseCommand(req, codeBadValue, msg)
+	return cc.answer(req, errorDoc(codeBadValue, "BadValue", msg))
+}
+
+// refuseUnrecordable answers a command of a session whose log cannot be
+// written with an error that says why, and forwards nothing (fail
+// closed).
+func (cc *clientConn) refuseUnrecordable(req *request, cause error) error {
+	msg := "airlock: the session log cannot be written (" + cause.Error() + "): new commands are refused until it can; nothing was run"
+	cc.log.Warn("refused a command: the session log cannot be written", "command", req.command, "reason", cause.Error())
+	cc.refuseCommand(req, codeInternalError, msg)
+	return cc.answer(req, errorDoc(codeInternalError, "InternalError", msg))
+}
+
+// refuseOversize answers a command whose statement is over the session's
+// MaxStatementBytes (when the project refuses such commands) with an
+// error, records the refusal with the statement's ends and hash (p), and
+// forwards nothing.
+func (cc *clientConn) refuseOversize(req *request, p *pending) error {
+	msg := fmt.Sprintf("airlock: command of %d bytes is over this project's recording limit of %d bytes: it is refused; send it in smaller parts (fewer documents per batch), or ask an administrator to raise the limit",
+		p.stmtLen, cc.sess.MaxStatementBytes())
+	p.res = result{outcome: "error", code: strconv.Itoa(codeBSONObjectTooLarge), msg: msg}
+	cc.rec.finish(p, cc.e.cfg.Clock())
+	return cc.answer(req, errorDoc(codeBSONObjectTooLarge, "BSONObjectTooLarge", msg))
+}
+
+// refuseCommand records a command refused before it was forwarded, when
+// it is recorded: with its statement (ends and hash, if over the limit),
+// outcome error, code and msg.
+func (cc *clientConn) refuseCommand(req *request, code int32, msg string) {
+	if cc.rec == nil {
+		return
+	}
+	now := cc.e.cfg.Clock()
+	p := cc.rec.begin(req, now)
+	p.res = result{outcome: "error", code: strconv.Itoa(int(code)), msg: msg}
+	cc.rec.finish(p, now)
 }
 
 // connect makes the upstream connection. On failure, the client's request
@@ -340,7 +467,7 @@ func (cc *clientConn) connect(req *request) error {
 }
 
 func (cc *clientConn) dial() (*mnet.Connection, error) {
-	topo, err := topologyFor(cc.sess, cc.cfg)
+	topo, err := topologyFor(cc.sess, cc.cfg, cc.e.cfg.Dial)
 	if err != nil {
 		return nil, err
 	}
@@ -353,6 +480,10 @@ func codeName(code int32) string {
 		return "AuthenticationFailed"
 	case codeProtocolError:
 		return "ProtocolError"
+	case codeNetworkTimeout:
+		return "NetworkTimeout"
+	case codeExceededMemoryLimit:
+		return "ExceededMemoryLimit"
 	}
 	return "HostUnreachable"
 }
@@ -427,6 +558,9 @@ func (cc *clientConn) hello(req *request) error {
 // an OP_REPLY.
 func (cc *clientConn) legacyCommand(req *request) error {
 	p := cc.begin(req)
+	if cc.refusesOversize(p) {
+		return cc.refuseOversize(req, p)
+	}
 	rp, _, err := cc.roundTrip(appendMsg(nil, wiremessage.NextRequestID(), 0, commandBody(req)))
 	if err != nil {
 		if cc.served.wasEnded() {
@@ -453,6 +587,9 @@ func (cc *clientConn) legacyCommand(req *request) error {
 // with moreToCome (a write with w: 0) has no reply.
 func (cc *clientConn) forward(req *request) error {
 	p := cc.begin(req)
+	if cc.refusesOversize(p) {
+		return cc.refuseOversize(req, p)
+	}
 	if err := cc.upstream.Write(cc.ctx, req.raw); err != nil {
 		if cc.served.wasEnded() {
 			return cc.interrupted(req, p)
@@ -524,6 +661,13 @@ func (cc *clientConn) begin(req *request) *pending {
 		return nil
 	}
 	return cc.rec.begin(req, cc.e.cfg.Clock())
+}
+
+// refusesOversize reports whether the command of p must be refused: its
+// statement is over the session's limit and the project refuses such
+// commands (tunnel.OversizeRefuse) rather than record their ends.
+func (cc *clientConn) refusesOversize(p *pending) bool {
+	return p != nil && p.over && cc.sess.OversizeStatements() != tunnel.OversizeRecordEnds
 }
 
 // fail records p as ended by err.

@@ -24,6 +24,7 @@ import (
 	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/testenv"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // TestEngine runs the engine against one FerretDB, as the SCRAM-SHA-256
@@ -122,7 +123,10 @@ func TestEngine(t *testing.T) {
 	})
 
 	t.Run("LargeCursor", func(t *testing.T) {
-		p := startProxy(t, cfg)
+		// The 100,000 documents go in one insert of about 2 MB, whose
+		// statement is recorded whole: over the default limit, which
+		// InsertMany10MBRefused tests.
+		p := startProxy(t, cfg, common.WithStatementLimit(8<<20, ""))
 		ctx := testContext(t)
 		coll := p.connect(t).Database("big").Collection("many")
 		const n = 100_000
@@ -156,33 +160,70 @@ func TestEngine(t *testing.T) {
 		}
 	})
 
-	t.Run("InsertMany10MB", func(t *testing.T) {
-		p := startProxy(t, cfg)
-		ctx := testContext(t)
+	// A 10 MB insertMany is one command of 10 MB: over the default
+	// recording limit (1 MiB) it is refused, whole, and nothing is
+	// inserted; under a project limit that fits it, it is recorded whole;
+	// with OversizeRecordEnds it runs and is recorded by its ends.
+	insert10MB := func(t *testing.T, p *proxy) error {
 		coll := p.connect(t).Database("big").Collection("large")
 		pad := strings.Repeat("x", 10_000)
 		docs := make([]any, 1000)
 		for i := range docs {
 			docs[i] = bson.D{{Key: "_id", Value: i}, {Key: "pad", Value: pad}}
 		}
-		res, err := coll.InsertMany(ctx, docs)
-		if err != nil || len(res.InsertedIDs) != 1000 {
-			t.Fatalf("insertMany: %v", err)
+		_, err := coll.InsertMany(testContext(t), docs)
+		return err
+	}
+	count := func(t *testing.T, p *proxy) int64 {
+		n, err := p.connect(t).Database("big").Collection("large").CountDocuments(testContext(t), bson.D{})
+		if err != nil {
+			t.Fatalf("count: %v", err)
 		}
-		n, err := coll.CountDocuments(ctx, bson.D{})
-		if err != nil || n != 1000 {
-			t.Fatalf("count: %d %v", n, err)
+		return n
+	}
+	t.Run("InsertMany10MBRefused", func(t *testing.T) {
+		p := startProxy(t, cfg)
+		err := insert10MB(t, p)
+		if err == nil || !strings.Contains(err.Error(), "over this project's recording limit of 1048576 bytes") {
+			t.Fatalf("insertMany over the limit: %v", err)
 		}
-		var rows int64
-		for _, ev := range p.rec.commands("insert") {
-			rows += ev.Rows
-			if len(ev.Statement) > maxStatement+200 {
-				t.Errorf("statement of %d bytes", len(ev.Statement))
-			}
+		if n := count(t, p); n != 0 {
+			t.Errorf("%d documents inserted by a refused command", n)
 		}
-		if rows != 1000 {
-			t.Errorf("insert events count %d rows", rows)
+		evs := mghCommands(t, p.rec, "insert", 1)
+		if evs[0].Outcome != "error" || evs[0].ErrorCode != "10334" || !strings.Contains(evs[0].Statement, "bytes, sha256 ") {
+			t.Errorf("refusal events: %+v", evs)
 		}
+	})
+	t.Run("InsertMany10MBWithinLimit", func(t *testing.T) {
+		p := startProxy(t, cfg, common.WithStatementLimit(32<<20, ""))
+		if err := insert10MB(t, p); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(t, p); n != 1000 {
+			t.Fatalf("count: %d", n)
+		}
+		evs := mghCommands(t, p.rec, "insert", 1)
+		if evs[0].Rows != 1000 || strings.Count(evs[0].Statement, `"pad":`) != 1000 {
+			t.Errorf("insert events: %d, rows %d", len(evs), evs[0].Rows)
+		}
+		_ = p.connect(t).Database("big").Drop(testContext(t))
+	})
+	t.Run("InsertMany10MBRecordEnds", func(t *testing.T) {
+		p := startProxy(t, cfg, common.WithStatementLimit(0, tunnel.OversizeRecordEnds))
+		if err := insert10MB(t, p); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(t, p); n != 1000 {
+			t.Fatalf("count: %d", n)
+		}
+		evs := mghCommands(t, p.rec, "insert", 1)
+		st := evs[0].Statement
+		if evs[0].Rows != 1000 || len(st) > 2*common.StatementEndsBytes+200 || !strings.Contains(st, "bytes, sha256 ") ||
+			!strings.Contains(st, `"documents":[{"_id":0,"pad":"xxx`) || !strings.HasSuffix(st, `xxx"}]}`) {
+			t.Errorf("insert event: rows %d, statement of %d bytes: %.300s … %s", evs[0].Rows, len(st), st, st[max(0, len(st)-300):])
+		}
+		_ = p.connect(t).Database("big").Drop(testContext(t))
 	})
 
 	t.Run("Concurrent", func(t *testing.T) {
@@ -394,7 +435,7 @@ func TestEngine(t *testing.T) {
 					_ = conn.(*net.TCPConn).CloseWrite()
 				}
 				_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-				rep, err := readMessage(conn, DefaultMaxMessageSize)
+				rep, err := readMessage(conn, readLimits{maxSize: DefaultMaxMessageSize})
 				if tc.answer {
 					if err != nil {
 						t.Fatalf("no error reply: %v", err)
@@ -405,7 +446,7 @@ func TestEngine(t *testing.T) {
 					}
 					_, msg := errorOf(rp.body)
 					t.Logf("answered: %s", msg)
-					_, err = readMessage(conn, DefaultMaxMessageSize)
+					_, err = readMessage(conn, readLimits{maxSize: DefaultMaxMessageSize})
 					if !errors.Is(err, io.EOF) && !isReset(err) {
 						t.Fatalf("connection not closed after the error: %v", err)
 					}
@@ -619,7 +660,7 @@ func roundTripRaw(t testing.TB, c net.Conn, msg []byte) []byte {
 	if _, err := c.Write(msg); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := readMessage(c, DefaultMaxMessageSize)
+	rep, err := readMessage(c, readLimits{maxSize: DefaultMaxMessageSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,11 @@ const (
 	codeProtocolError        = 17
 	codeInterrupted          = 11601 // the session ended under the operation; drivers do not retry it
 	codeAuthenticationFailed = 18
+	codeBadValue             = 2     // a command document with a field twice
+	codeInternalError        = 1     // the session log cannot be written
+	codeNetworkTimeout       = 89    // a message stalled half-way
+	codeExceededMemoryLimit  = 146   // the gateway's memory budget for messages is spent
+	codeBSONObjectTooLarge   = 10334 // a command over the project's recording limit
 )
 
 // authMessage is the answer to a client's own authentication.

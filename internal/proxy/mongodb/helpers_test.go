@@ -89,8 +89,14 @@ type proxy struct {
 // with a recorder (and opts).
 func startProxy(t testing.TB, cfg Config, opts ...common.SessionOption) *proxy {
 	t.Helper()
+	return startProxyWith(t, cfg, nil, opts...)
+}
+
+// startProxyWith is startProxy with an Engine configured by engOpts too.
+func startProxyWith(t testing.TB, cfg Config, engOpts []Option, opts ...common.SessionOption) *proxy {
+	t.Helper()
 	logs := &syncBuffer{}
-	eng, err := NewEngine(WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	eng, err := NewEngine(append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, engOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

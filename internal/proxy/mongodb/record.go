@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -12,17 +11,6 @@ import (
 
 	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
-)
-
-// Bounds of a recorded statement.
-const (
-	// maxStatement is the longest statement recorded, in bytes; a longer
-	// one is cut and marked.
-	maxStatement = 16 << 10
-	// sequenceBudget bounds the raw bytes of document-sequence documents
-	// turned into JSON for a statement: an insertMany of 10 MB is
-	// recorded by its first documents and a count of the rest.
-	sequenceBudget = 8 << 10
 )
 
 // masked replaces passwords and, on request, the values of written
@@ -83,6 +71,10 @@ type pending struct {
 	ev    sessionlog.Event
 	start time.Time
 	res   result
+	// over says the statement is longer than the session's
+	// MaxStatementBytes (of stmtLen bytes); ev.Statement holds its ends.
+	over    bool
+	stmtLen int64
 }
 
 // begin starts the event of a command the client sent.
@@ -91,10 +83,14 @@ func (r *recorder) begin(req *request, at time.Time) *pending {
 	ev.Command = req.command
 	ev.Database = req.database
 	ev.Collection = collectionOf(req)
+	p := &pending{start: at}
 	if !isAuthCommand(req.command) {
-		ev.Statement = r.mask(statement(req, r.sess.RedactValues()))
+		st := statement(req, r.sess.RedactValues(), r.sess.MaxStatementBytes())
+		ev.Statement = r.mask(st.String())
+		p.over, p.stmtLen = st.Over(), st.Len()
 	}
-	return &pending{ev: ev, start: at}
+	p.ev = ev
+	return p
 }
 
 // finish records the event with its outcome.
@@ -139,11 +135,48 @@ func collectionOf(req *request) string {
 	return ""
 }
 
-// statement returns the command document as relaxed extended JSON, without
-// the driver's bookkeeping, with document sequences as the fields they
-// stand for, pwd masked and, if redact, the values of written documents
-// masked too.
-func statement(req *request, redact bool) string {
+// statement renders the command document as relaxed extended JSON into a
+// common.Statement of the given limit: without the driver's bookkeeping,
+// with document sequences as the fields they stand for, every entry of
+// every array (every document of an insert, every statement of an update
+// or delete, every operation of a bulkWrite) in full, pwd masked and, if
+// redact, the values of written documents masked too. It renders one
+// element or array entry at a time, so a command of tens of megabytes is
+// never held as text: the Statement keeps its ends and hash once over the
+// limit.
+func statement(req *request, redact bool, limit int64) *common.Statement {
+	st := common.NewStatement(limit)
+	if rawSize(req) <= wholeRender {
+		// A small command is rendered in one piece: the same text,
+		// for a fraction of the work.
+		if js, err := statementWhole(req, redact); err == nil {
+			_, _ = st.Write(js)
+			return st
+		}
+	}
+	statementStream(req, redact, st)
+	return st
+}
+
+// wholeRender is the size of a command's BSON (body and document
+// sequences) up to which statement renders it in one piece.
+const wholeRender = 64 << 10
+
+// rawSize returns the bytes of req's body and document sequences.
+func rawSize(req *request) int {
+	n := len(req.body)
+	for _, s := range req.seqs {
+		for _, d := range s.docs {
+			n += len(d)
+		}
+	}
+	return n
+}
+
+// statementWhole renders req as statementStream does, in one piece: it
+// builds the document to record (bookkeeping left out, sequences as
+// fields, written values redacted) and renders it at once.
+func statementWhole(req *request, redact bool) ([]byte, error) {
 	idx, dst := bsoncore.AppendDocumentStart(nil)
 	elems, _ := req.body.Elements()
 	for _, el := range elems {
@@ -152,55 +185,145 @@ func statement(req *request, redact bool) string {
 			continue
 		}
 		v := el.Value()
+		written := redact && isWrittenField(req.command, k)
 		switch {
 		case k == "pwd":
 			dst = bsoncore.AppendStringElement(dst, k, masked)
-		case redact && isWrittenField(req.command, k):
-			dst = bsoncore.AppendValueElement(dst, k, redactWritten(req.command, v))
+		case written && v.Type == bsoncore.TypeArray:
+			vals, _ := bsoncore.Array(v.Data).Values()
+			dst = appendArrayElement(dst, k, vals, func(e bsoncore.Value) bsoncore.Value { return redactWrittenElem(req.command, e) })
+		case written:
+			dst = bsoncore.AppendValueElement(dst, k, redactValue(v))
 		default:
 			dst = bsoncore.AppendValueElement(dst, k, v)
 		}
 	}
-	budget := sequenceBudget
 	for _, s := range req.seqs {
-		var aidx int32
-		aidx, dst = bsoncore.AppendArrayElementStart(dst, s.identifier)
+		written := redact && isWrittenField(req.command, s.identifier)
+		vals := make([]bsoncore.Value, len(s.docs))
 		for i, d := range s.docs {
-			if budget <= 0 {
-				dst = bsoncore.AppendStringElement(dst, strconv.Itoa(i),
-					"… ["+strconv.Itoa(len(s.docs)-i)+" more documents]")
-				break
-			}
-			budget -= len(d)
-			v := bsoncore.Value{Type: bsoncore.TypeEmbeddedDocument, Data: d}
-			if redact && isWrittenField(req.command, s.identifier) {
-				v = redactWrittenElem(req.command, v)
-			}
-			dst = bsoncore.AppendValueElement(dst, strconv.Itoa(i), v)
+			vals[i] = bsoncore.Value{Type: bsoncore.TypeEmbeddedDocument, Data: d}
 		}
-		dst, _ = bsoncore.AppendArrayEnd(dst, aidx)
+		dst = appendArrayElement(dst, s.identifier, vals, func(e bsoncore.Value) bsoncore.Value {
+			if written {
+				return redactWrittenElem(req.command, e)
+			}
+			return e
+		})
 	}
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
-	js, err := bson.MarshalExtJSON(bson.Raw(dst), false, false)
-	if err != nil {
-		return "[command " + req.command + " cannot be shown as JSON: " + err.Error() + "]"
-	}
-	return truncate(string(js))
+	return bson.MarshalExtJSON(bson.Raw(dst), false, false)
 }
 
-func truncate(s string) string {
-	if len(s) <= maxStatement {
-		return s
+// appendArrayElement appends the array of vals, each through conv, as the
+// element k.
+func appendArrayElement(dst []byte, k string, vals []bsoncore.Value, conv func(bsoncore.Value) bsoncore.Value) []byte {
+	aidx, dst := bsoncore.AppendArrayElementStart(dst, k)
+	for i, e := range vals {
+		dst = bsoncore.AppendValueElement(dst, strconv.Itoa(i), conv(e))
 	}
-	cut := maxStatement
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
+	dst, _ = bsoncore.AppendArrayEnd(dst, aidx)
+	return dst
+}
+
+// statementStream renders req into st one element or array entry at a
+// time (see statement).
+func statementStream(req *request, redact bool, st *common.Statement) {
+	_, _ = st.WriteString("{")
+	n := 0
+	field := func(k string) {
+		if n > 0 {
+			_, _ = st.WriteString(",")
+		}
+		n++
+		writeJSONKey(st, k)
 	}
-	return s[:cut] + "… [truncated: statement of " + strconv.Itoa(len(s)) + " bytes]"
+	elems, _ := req.body.Elements()
+	for _, el := range elems {
+		k := el.Key()
+		if bookkeeping[k] {
+			continue
+		}
+		v := el.Value()
+		field(k)
+		written := redact && isWrittenField(req.command, k)
+		switch {
+		case k == "pwd":
+			writeJSONValue(st, bsoncore.Value{Type: bsoncore.TypeString, Data: bsoncore.AppendString(nil, masked)})
+		case v.Type == bsoncore.TypeArray:
+			vals, _ := bsoncore.Array(v.Data).Values()
+			writeJSONArray(st, vals, func(e bsoncore.Value) bsoncore.Value {
+				if written {
+					return redactWrittenElem(req.command, e)
+				}
+				return e
+			})
+		case written:
+			writeJSONValue(st, redactValue(v))
+		default:
+			writeJSONValue(st, v)
+		}
+	}
+	for _, s := range req.seqs {
+		field(s.identifier)
+		written := redact && isWrittenField(req.command, s.identifier)
+		vals := make([]bsoncore.Value, len(s.docs))
+		for i, d := range s.docs {
+			vals[i] = bsoncore.Value{Type: bsoncore.TypeEmbeddedDocument, Data: d}
+		}
+		writeJSONArray(st, vals, func(e bsoncore.Value) bsoncore.Value {
+			if written {
+				return redactWrittenElem(req.command, e)
+			}
+			return e
+		})
+	}
+	_, _ = st.WriteString("}")
+}
+
+// writeJSONArray writes vals, each through conv, as a JSON array.
+func writeJSONArray(st *common.Statement, vals []bsoncore.Value, conv func(bsoncore.Value) bsoncore.Value) {
+	_, _ = st.WriteString("[")
+	for i, e := range vals {
+		if i > 0 {
+			_, _ = st.WriteString(",")
+		}
+		writeJSONValue(st, conv(e))
+	}
+	_, _ = st.WriteString("]")
+}
+
+// writeJSONKey writes k, quoted as the driver quotes a key, and a colon.
+func writeJSONKey(st *common.Statement, k string) {
+	doc := bsoncore.BuildDocumentFromElements(nil, bsoncore.AppendNullElement(nil, k))
+	js, err := bson.MarshalExtJSON(bson.Raw(doc), false, false)
+	if err != nil || len(js) < len("{:null}") {
+		_, _ = st.WriteString(`"[a key that cannot be shown as JSON]":`)
+		return
+	}
+	_, _ = st.Write(js[1 : len(js)-len("null}")])
+}
+
+// writeJSONValue writes v as relaxed extended JSON, exactly as the driver
+// renders it inside a document.
+func writeJSONValue(st *common.Statement, v bsoncore.Value) {
+	doc := bsoncore.BuildDocumentFromElements(nil, bsoncore.AppendValueElement(nil, "", v))
+	js, err := bson.MarshalExtJSON(bson.Raw(doc), false, false)
+	const prefix = `{"":`
+	if err != nil || len(js) < len(prefix)+1 || string(js[:len(prefix)]) != prefix {
+		msg := "a value that cannot be shown as JSON"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		writeJSONValue(st, bsoncore.Value{Type: bsoncore.TypeString, Data: bsoncore.AppendString(nil, "["+msg+"]")})
+		return
+	}
+	_, _ = st.Write(js[len(prefix) : len(js)-1])
 }
 
 // isWrittenField reports whether field of cmd holds the documents it
-// writes: insert's documents, update's updates, findAndModify's update.
+// writes: insert's documents, update's updates, findAndModify's update,
+// bulkWrite's ops.
 func isWrittenField(cmd, field string) bool {
 	switch strings.ToLower(cmd) {
 	case "insert":
@@ -209,33 +332,27 @@ func isWrittenField(cmd, field string) bool {
 		return field == "updates"
 	case "findandmodify":
 		return field == "update"
+	case "bulkwrite":
+		return field == "ops"
 	}
 	return false
 }
 
-// redactWritten masks a written field: every document of insert's
-// documents; the u of each of update's statements (their q, upsert, multi
-// stay); findAndModify's update.
-func redactWritten(cmd string, v bsoncore.Value) bsoncore.Value {
-	if strings.EqualFold(cmd, "findAndModify") {
-		return redactValue(v)
-	}
-	arr, ok := v.ArrayOK()
-	if !ok {
-		return redactValue(v)
-	}
-	vals, _ := arr.Values()
-	idx, dst := bsoncore.AppendArrayStart(nil)
-	for i, el := range vals {
-		dst = bsoncore.AppendValueElement(dst, strconv.Itoa(i), redactWrittenElem(cmd, el))
-	}
-	dst, _ = bsoncore.AppendArrayEnd(dst, idx)
-	return bsoncore.Value{Type: bsoncore.TypeArray, Data: dst}
+// writtenKeys are, for the commands whose written field holds statements
+// rather than documents, the keys of a statement whose values are written:
+// update's u; bulkWrite's document (insert), updateMods (update) and
+// replacement. The other keys of a statement (q, filter, upsert, multi...)
+// stay visible.
+var writtenKeys = map[string]map[string]bool{
+	"update":    {"u": true},
+	"bulkwrite": {"document": true, "updateMods": true, "replacement": true},
 }
 
-// redactWrittenElem masks one element of a written field.
+// redactWrittenElem masks one element of a written field: a whole
+// document, or the written keys of a statement.
 func redactWrittenElem(cmd string, v bsoncore.Value) bsoncore.Value {
-	if !strings.EqualFold(cmd, "update") {
+	keys := writtenKeys[strings.ToLower(cmd)]
+	if keys == nil {
 		return redactValue(v)
 	}
 	doc, ok := v.DocumentOK()
@@ -245,8 +362,8 @@ func redactWrittenElem(cmd string, v bsoncore.Value) bsoncore.Value {
 	idx, dst := bsoncore.AppendDocumentStart(nil)
 	elems, _ := doc.Elements()
 	for _, el := range elems {
-		if el.Key() == "u" {
-			dst = bsoncore.AppendValueElement(dst, "u", redactValue(el.Value()))
+		if keys[el.Key()] {
+			dst = bsoncore.AppendValueElement(dst, el.Key(), redactValue(el.Value()))
 			continue
 		}
 		dst = bsoncore.AppendValueElement(dst, el.Key(), el.Value())

@@ -37,7 +37,7 @@ type topologiesKey struct{}
 // topologyFor returns the session's topology for cfg, creating and
 // connecting it (which starts the driver's monitoring, in the background)
 // on first use.
-func topologyFor(sess *common.Session, cfg Config) (*topology.Topology, error) {
+func topologyFor(sess *common.Session, cfg Config, dial common.DialFunc) (*topology.Topology, error) {
 	v, err := sess.Value(topologiesKey{}, func() (any, error) {
 		return &topologies{topos: map[string]*topology.Topology{}}, nil
 	})
@@ -54,7 +54,7 @@ func topologyFor(sess *common.Session, cfg Config) (*topology.Topology, error) {
 	if t, ok := ts.topos[key]; ok {
 		return t, nil
 	}
-	t, err := newTopology(cfg)
+	t, err := newTopology(cfg, dial)
 	if err != nil {
 		return nil, err
 	}
@@ -80,11 +80,15 @@ func (ts *topologies) Close() {
 	wg.Wait()
 }
 
-// newTopology builds and connects a driver topology for cfg.
-func newTopology(cfg Config) (*topology.Topology, error) {
+// newTopology builds and connects a driver topology for cfg, whose
+// connections are opened with dial (nil: the driver's own dialer).
+func newTopology(cfg Config, dial common.DialFunc) (*topology.Topology, error) {
 	opts, err := cfg.clientOptions()
 	if err != nil {
 		return nil, err
+	}
+	if dial != nil {
+		opts.SetDialer(dialer(dial))
 	}
 	tc, err := topology.NewConfig(opts, nil) // no cluster clock: the client gossips its own
 	if err != nil {
@@ -129,6 +133,25 @@ func (c *served) close() {
 	_ = c.client.Close()
 }
 
+// setReadDeadline sets the client connection's read deadline, unless
+// Session.End is ending the connection: Interrupt's deadline, in the past,
+// stays.
+func (c *served) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ending {
+		return
+	}
+	_ = c.client.SetReadDeadline(t)
+}
+
+// dialer adapts a common.DialFunc to the driver's options.ContextDialer.
+type dialer common.DialFunc
+
+func (d dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d(ctx, network, addr)
+}
+
 func (c *served) wasEnded() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -144,8 +167,8 @@ func (c *served) wasEnded() bool {
 func (c *served) Interrupt(ctx context.Context) {
 	c.mu.Lock()
 	c.ending = true
-	c.mu.Unlock()
 	_ = c.client.SetReadDeadline(pastDeadline)
+	c.mu.Unlock()
 	// A reply being relayed to a client that does not read must not hold
 	// the end up.
 	_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))

@@ -26,10 +26,16 @@ import (
 // classified by its Code (tunnel.Code*) with a message a user can act on.
 // The message never holds the password.
 func Validate(ctx context.Context, cfg Config) tunnel.Result {
+	return validate(ctx, cfg, nil)
+}
+
+// validate is Validate with the connections opened by dial (nil: the
+// driver's own dialer), as Engine.Validate does with the engine's dialer.
+func validate(ctx context.Context, cfg Config, dial common.DialFunc) tunnel.Result {
 	if err := cfg.Check(); err != nil {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
 	}
-	topo, err := newTopology(cfg)
+	topo, err := newTopology(cfg, dial)
 	if err != nil {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
 	}

@@ -11,6 +11,8 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
+
+	"github.com/airlockpam/airlock/internal/proxy/common"
 )
 
 // Message sizes.
@@ -38,11 +40,14 @@ const (
 const msgFlagsKnown = wiremessage.ChecksumPresent | wiremessage.MoreToCome | wiremessage.ExhaustAllowed
 
 // ProtocolError is a client message the engine cannot accept: a length out
-// of bounds, an op code it does not relay, or a body that is not valid BSON.
+// of bounds, an op code it does not relay, a body that is not valid BSON, a
+// message that does not fit the gateway's memory budget or stalls half-way.
 // The connection is answered with an error, where the protocol allows one,
 // and closed.
 type ProtocolError struct {
 	Reason string
+	// Code is the error code of the reply; zero means 17 (ProtocolError).
+	Code int32
 	// RequestID is the offending message's requestID, for the error reply;
 	// zero when the header itself could not be read.
 	RequestID int32
@@ -63,10 +68,50 @@ type header struct {
 	opCode     wiremessage.OpCode
 }
 
+// firstChunk is the most readMessage allocates for a message before its
+// bytes arrive; it grows the buffer, doubling, as they do.
+const firstChunk = 16 << 10
+
+// readLimits bounds the reading of one client message.
+type readLimits struct {
+	// maxSize is the largest message accepted, and so the most one
+	// connection buffers.
+	maxSize int32
+	// budget is shared by every connection: the bytes of a message's
+	// buffer are taken from it before they are allocated. Nil: no shared
+	// bound.
+	budget *common.Budget
+	// startBody, if not nil, is called once the header is read, before
+	// the body is: it sets the deadline of the rest of the message.
+	startBody func()
+}
+
+// bodyError is the failure of reading the rest of a message whose header
+// was read: the client closed the connection or stalled (Err is then a
+// network timeout).
+type bodyError struct {
+	h   header
+	got int // bytes of the message that arrived
+	err error
+}
+
+func (e *bodyError) Error() string {
+	return fmt.Sprintf("read the rest of a message of %d bytes (%d arrived): %v", e.h.length, e.got, e.err)
+}
+
+func (e *bodyError) Unwrap() error { return e.err }
+
 // readMessage reads one whole wire message from r: the 16-byte header, then
 // the rest of the length it declares, which must be at least 16 and at most
-// maxSize. It allocates nothing before the length is checked.
-func readMessage(r io.Reader, maxSize int32) ([]byte, error) {
+// lim.maxSize. The message is read incrementally: its buffer starts at
+// firstChunk bytes at most and doubles as bytes arrive, each growth taken
+// from lim.budget first, so that a declared length costs nothing until
+// the client sends the bytes, and never more than the budget allows (a
+// *ProtocolError with code ExceededMemoryLimit). The returned message's
+// capacity is what it holds of the budget: the caller gives it back with
+// lim.budget.Release(int64(cap(msg))) when it has done with the message.
+// On error, readMessage has given back what it took.
+func readMessage(r io.Reader, lim readLimits) ([]byte, error) {
 	var hb [headerLen]byte
 	if _, err := io.ReadFull(r, hb[:]); err != nil {
 		return nil, err
@@ -80,19 +125,50 @@ func readMessage(r io.Reader, maxSize int32) ([]byte, error) {
 	switch {
 	case h.length < headerLen:
 		return nil, &ProtocolError{Reason: fmt.Sprintf("message length %d is shorter than a header", h.length), RequestID: h.requestID, Answerable: false}
-	case h.length > maxSize:
+	case h.length > lim.maxSize:
 		// The body is not read: the connection is closed after the
 		// reply, so there is no need to skip it.
-		return nil, &ProtocolError{Reason: fmt.Sprintf("message of %d bytes exceeds the maximum of %d", h.length, maxSize),
+		return nil, &ProtocolError{Reason: fmt.Sprintf("message of %d bytes exceeds the maximum of %d", h.length, lim.maxSize),
 			RequestID: h.requestID, Answerable: true, Legacy: h.opCode == opQuery}
 	}
-	msg := make([]byte, h.length)
-	copy(msg, hb[:])
-	if _, err := io.ReadFull(r, msg[headerLen:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if lim.startBody != nil && h.length > headerLen {
+		lim.startBody()
+	}
+	total := int(h.length)
+	var msg []byte
+	grow := func(size int) error {
+		if err := lim.budget.Acquire(int64(size)); err != nil {
+			return &ProtocolError{Reason: fmt.Sprintf("message of %d bytes refused: %v", h.length, err), Code: codeExceededMemoryLimit,
+				RequestID: h.requestID, Answerable: true, Legacy: h.opCode == opQuery}
 		}
+		grown := make([]byte, len(msg), size)
+		copy(grown, msg)
+		lim.budget.Release(int64(cap(msg)))
+		msg = grown
+		return nil
+	}
+	fail := func(err error) ([]byte, error) {
+		lim.budget.Release(int64(cap(msg)))
 		return nil, err
+	}
+	if err := grow(min(total, firstChunk)); err != nil {
+		return nil, err
+	}
+	msg = append(msg, hb[:]...)
+	for len(msg) < total {
+		if len(msg) == cap(msg) {
+			if err := grow(min(total, 2*cap(msg))); err != nil {
+				return fail(err)
+			}
+		}
+		n, err := r.Read(msg[len(msg):cap(msg)])
+		msg = msg[:len(msg)+n]
+		if err != nil && len(msg) < total {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fail(&bodyError{h: h, got: len(msg), err: err})
+		}
 	}
 	return msg, nil
 }
@@ -117,6 +193,26 @@ type request struct {
 	// Derived.
 	command  string // the first key of body
 	database string // $db, or the namespace's database for OP_QUERY
+	// dup is a top-level field the command has twice (in its body, or in
+	// its body and a document sequence, or in two sequences); empty when
+	// none. Such a command is refused: the server and the session log
+	// could each read another of the two.
+	dup string
+}
+
+// duplicateKey returns the first top-level key of doc that occurs twice, or
+// that is in seen already, and adds doc's keys to seen.
+func duplicateKey(doc bsoncore.Document, seen map[string]bool) string {
+	elems, _ := doc.Elements()
+	dup := ""
+	for _, el := range elems {
+		k := el.Key()
+		if seen[k] && dup == "" {
+			dup = k
+		}
+		seen[k] = true
+	}
+	return dup
 }
 
 // docSequence is an OP_MSG kind 1 section: documents that belong to one
@@ -220,6 +316,14 @@ func (r *request) parseMsg(rem []byte) error {
 	if r.body == nil {
 		return errors.New("no body section")
 	}
+	seen := map[string]bool{}
+	r.dup = duplicateKey(r.body, seen)
+	for _, sq := range r.seqs {
+		if seen[sq.identifier] && r.dup == "" {
+			r.dup = sq.identifier
+		}
+		seen[sq.identifier] = true
+	}
 	if v, err := r.body.LookupErr("$db"); err == nil {
 		db, ok := v.StringValueOK()
 		if !ok {
@@ -268,9 +372,13 @@ func (r *request) parseQuery(rem []byte) error {
 	}
 	// A command with read preference comes wrapped: {$query: {...},
 	// $readPreference: {...}}.
+	r.dup = duplicateKey(q, map[string]bool{})
 	if first, err := q.IndexErr(0); err == nil && (first.Key() == "$query" || first.Key() == "query") {
 		if inner, ok := first.Value().DocumentOK(); ok {
 			q = inner
+			if d := duplicateKey(q, map[string]bool{}); r.dup == "" {
+				r.dup = d
+			}
 		}
 	}
 	r.namespace = ns
