@@ -29,6 +29,9 @@ const (
 	DefaultStartupTimeout = 30 * time.Second
 	// DefaultCancelTimeout bounds the forwarding of one CancelRequest.
 	DefaultCancelTimeout = 10 * time.Second
+	// DefaultMessageTimeout bounds the rest of a client's message once its
+	// header is read.
+	DefaultMessageTimeout = 30 * time.Second
 )
 
 // writeTimeout bounds writing a greeting or an error to a client that does
@@ -49,12 +52,29 @@ type EngineConfig struct {
 	// Random is the source of the synthetic cancel keys. Default:
 	// crypto/rand.Reader. It need not be safe for concurrent use.
 	Random io.Reader
+	// Dial opens every connection to a database: the logins of served
+	// connections and of Validate, cancel requests and the terminations
+	// of backends. The gateway passes one that enforces its target
+	// policy. Default: nil, a net.Dialer (Config.Dial).
+	Dial common.DialFunc
+	// MessageTimeout bounds how long a client may take to send the rest of
+	// a message it has started (its 5-byte header read): a client that
+	// stops in the middle of a message has its connection closed. An idle
+	// client, between messages, is not timed. Default:
+	// DefaultMessageTimeout.
+	MessageTimeout time.Duration
 }
 
 // CheckAndSetDefaults validates the configuration and fills in defaults.
 func (c *EngineConfig) CheckAndSetDefaults() error {
 	if c.StartupTimeout < 0 {
 		return fmt.Errorf("postgres: negative startup timeout %s", c.StartupTimeout)
+	}
+	if c.MessageTimeout < 0 {
+		return fmt.Errorf("postgres: negative message timeout %s", c.MessageTimeout)
+	}
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = DefaultMessageTimeout
 	}
 	if c.CancelTimeout < 0 {
 		return fmt.Errorf("postgres: negative cancel timeout %s", c.CancelTimeout)
@@ -88,6 +108,15 @@ func WithStartupTimeout(d time.Duration) Option {
 // WithCancelTimeout sets EngineConfig.CancelTimeout.
 func WithCancelTimeout(d time.Duration) Option {
 	return func(c *EngineConfig) { c.CancelTimeout = d }
+}
+
+// WithDialer sets EngineConfig.Dial: the dialer of every connection to a
+// database (logins, Validate, cancels, terminations).
+func WithDialer(d common.DialFunc) Option { return func(c *EngineConfig) { c.Dial = d } }
+
+// WithMessageTimeout sets EngineConfig.MessageTimeout.
+func WithMessageTimeout(d time.Duration) Option {
+	return func(c *EngineConfig) { c.MessageTimeout = d }
 }
 
 // WithRandom sets EngineConfig.Random.
@@ -145,6 +174,9 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Sessio
 		_ = client.Close()
 		return errors.New("postgres: Serve needs a Session")
 	}
+	if cfg.Dial == nil {
+		cfg.Dial = e.cfg.Dial
+	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -179,13 +211,22 @@ func (e *Engine) Kind() string { return tunnel.KindPostgres }
 
 // Validate tries to log in with target's credentials (common.Engine).
 func (e *Engine) Validate(ctx context.Context, target tunnel.Target) tunnel.Result {
-	return Validate(ctx, ConfigFromTarget(target))
+	return Validate(ctx, e.config(target))
+}
+
+// config returns the Config of target, with the engine's dialer.
+func (e *Engine) config(target tunnel.Target) Config {
+	cfg := ConfigFromTarget(target)
+	if cfg.Dial == nil {
+		cfg.Dial = e.cfg.Dial
+	}
+	return cfg
 }
 
 // HandleConnection serves client with target's credentials
 // (common.Engine): see Serve.
 func (e *Engine) HandleConnection(ctx context.Context, client net.Conn, sess *common.Session, target tunnel.Target) error {
-	return e.Serve(ctx, client, sess, ConfigFromTarget(target))
+	return e.Serve(ctx, client, sess, e.config(target))
 }
 
 func (e *Engine) serve(ctx context.Context, c *served, sess *common.Session, cfg Config, log *slog.Logger) error {
@@ -387,6 +428,7 @@ func hijack(ctx context.Context, pg *pgconn.PgConn) (*pgconn.HijackedConn, error
 		_ = pg.Conn().Close()
 		return nil, err
 	}
+	hc.Conn = unwrapGuard(hc.Conn)
 	_ = hc.Conn.SetDeadline(time.Time{})
 	return hc, nil
 }
