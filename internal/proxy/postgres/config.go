@@ -61,6 +61,16 @@ type Config struct {
 	// server that asks for anything else gets no byte of the password, and
 	// the login fails with an error that says which method it asked for.
 	AuthMethods []string
+	// MaxStatementBytes is the project's recording limit of a statement,
+	// in bytes: a Query or Parse whose statement is larger is refused, or
+	// forwarded and recorded by its ends (OversizeStatements). Zero means
+	// the session's limit (tunnel.Header.MaxStatementBytes, when the
+	// common.Session carries it), else DefaultMaxStatementBytes (1 MiB).
+	MaxStatementBytes int64
+	// OversizeStatements is tunnel.OversizeRefuse or
+	// tunnel.OversizeRecordEnds; empty means the session's setting, else
+	// refuse.
+	OversizeStatements string
 	// Dial opens the TCP connections to the database (logins, cancels,
 	// terminations). Nil means a net.Dialer; the gateway passes one that
 	// enforces its target policy (Engine's WithDialer).

@@ -490,8 +490,16 @@ func (e *Engine) relay(c *served, r *relay) (fromClient, toClient int64, err err
 		}
 		c.pumpStopped()
 	}()
-	fromClient, _, err = pump(r.upstream, c.client, front)
+	var fo frontObserver = frameObserver{scan: &scanner{decode: &noDecode}}
+	if front != nil {
+		fo = front.(*frontendObserver)
+	}
+	fromClient, err = e.pumpFront(r.upstream, c.client, r, fo)
 	close(r.frontDone)
+	var rf *refusal
+	if errors.As(err, &rf) {
+		c.refuse(r, rf)
+	}
 	c.pumpStopped()
 	<-r.backDone
 	if backObs != nil {
@@ -538,6 +546,124 @@ func pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, bool, error) 
 		rb.Adapt(len(p))
 	}
 }
+
+// frontObserver sees each chunk of the client's bytes before it is
+// forwarded, and says how much of it to forward.
+type frontObserver interface {
+	observeFront(chunk []byte) (int, error)
+	midMessage() bool
+}
+
+// noDecode is the decode set of a scanner that only follows the framing.
+var noDecode [256]bool
+
+// frameObserver follows the framing of the client's messages when nothing
+// is recorded, so that a client stalled in the middle of a message is
+// timed out all the same.
+type frameObserver struct{ scan *scanner }
+
+func (o frameObserver) observeFront(chunk []byte) (int, error) {
+	return len(chunk), o.scan.feed(chunk, o)
+}
+func (o frameObserver) midMessage() bool                { return !o.scan.atBoundary() }
+func (o frameObserver) message(byte, []byte, int) error { return nil }
+
+// errStalled ends a connection whose client stopped in the middle of a
+// message for longer than EngineConfig.MessageTimeout.
+var errStalled = errors.New("postgres: the client stopped sending in the middle of a message")
+
+// pumpFront copies the client's bytes to the server through a
+// tunnel.ReadBuffer, showing each chunk to obs first and forwarding only
+// what obs allows. While the client is in the middle of a message, each
+// read must come within EngineConfig.MessageTimeout, or the relay stops
+// with errStalled; between messages, the client may idle as long as it
+// likes. It returns the bytes forwarded and obs's error (a *refusal, a
+// broken stream) or errStalled; the connections' own errors end the copy
+// but are not returned.
+func (e *Engine) pumpFront(dst io.Writer, src net.Conn, r *relay, obs frontObserver) (int64, error) {
+	var rb tunnel.ReadBuffer
+	defer rb.Release()
+	var written int64
+	timed := false // a read deadline is set
+	for {
+		p, rerr := rb.ReadOnce(src)
+		if len(p) > 0 {
+			fwd, err := obs.observeFront(p)
+			if fwd > 0 {
+				w, werr := dst.Write(p[:fwd])
+				written += int64(w)
+				if werr != nil {
+					return written, nil
+				}
+			}
+			if err != nil {
+				return written, err
+			}
+			changed := true
+			switch mid := obs.midMessage(); {
+			case mid:
+				_ = src.SetReadDeadline(time.Now().Add(e.cfg.MessageTimeout))
+				timed = true
+			case timed:
+				_ = src.SetReadDeadline(time.Time{})
+				timed = false
+			default:
+				changed = false
+			}
+			if changed && r.draining.Load() {
+				// The session's end has stopped the reads (Interrupt),
+				// which the deadline just set must not undo.
+				return written, nil
+			}
+		}
+		if rerr != nil {
+			if timed && isNetTimeout(rerr) && !r.draining.Load() {
+				return written, errStalled
+			}
+			return written, nil
+		}
+		rb.Adapt(len(p))
+	}
+}
+
+// refuse ends a connection whose client sent a request the engine does not
+// forward: once the answers to the client's earlier requests have reached
+// it (up to refuseWait), the server's bytes stop, and, at a message
+// boundary, the client is sent a FATAL ErrorResponse with rf's code and
+// message; then both connections are closed.
+func (c *served) refuse(r *relay, rf *refusal) {
+	if r.clog != nil {
+		t := time.NewTimer(refuseWait)
+		select {
+		case <-r.clog.idle():
+		case <-r.backDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
+	ending := c.ending
+	c.refusing = !ending // the server->client pump stops without closing
+	c.mu.Unlock()
+	if ending {
+		return // the session's end says goodbye
+	}
+	defer c.close()
+	r.draining.Store(true)
+	c.stopBack(r)
+	if !r.backClean {
+		return
+	}
+	_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	if err := writeErrorResponse(c.client, rf.code, rf.message); err != nil {
+		return
+	}
+	common.Linger(c.client, endLinger)
+}
+
+// refuseWait bounds the wait for the answers to the requests a client sent
+// before one the engine refuses.
+const refuseWait = 5 * time.Second
 
 // pumpBack is pump for the observed server->client direction, which can
 // be drained: once r.draining is set (the session is ending), the
