@@ -298,10 +298,6 @@ func (c Config) requireAuth() string {
 	return strings.Join(methods, ",")
 }
 
-// allows reports whether the account may answer the server's request for
-// method (tunnel.AuthMD5 or tunnel.AuthCleartext).
-func (c Config) allows(method string) bool { return slices.Contains(c.AuthMethods, method) }
-
 // tlsConfig returns the TLS settings for the upstream connection, or nil when
 // TLS is off.
 func (c Config) tlsConfig() (*tls.Config, error) {
