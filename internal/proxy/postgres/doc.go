@@ -271,8 +271,10 @@
 // each way, 2 KiB while idle); a decoded message's body, gathered only when
 // it spans reads: a Query or Parse up to the recording limit (1 MiB by
 // default: the project's limit is the bound), other decoded messages up to
-// 1 MiB, beyond which a Bind's values and a FunctionCall's arguments are
-// not recorded (their first 8 KiB is kept for the names); a statement over
+// 1 MiB; a Bind larger than that is parsed as it passes (bigbind.go), its
+// values recorded as a small Bind's are, keeping at most 1 MiB of them (a
+// value past that is recorded by its size); a larger FunctionCall has its
+// arguments not recorded (its first 8 KiB is kept); a statement over
 // the limit, 8 KiB and a hash; the requests awaiting answers (262,144 at
 // most) and the text of the prepared statements (16 MiB). Nothing is
 // allocated by a declared length. A client that stops in the middle of a
@@ -306,6 +308,7 @@
 //   - mask.go: MaskStatement, the masking of passwords and project patterns.
 //   - guard.go: the login guard, which ends a login whose server does not
 //     answer as PostgreSQL.
+//   - bigbind.go: the parser of a Bind larger than 1 MiB, as its bytes pass.
 //   - oversize.go: the statement limits, a statement over the limit read in
 //     bounded memory, and the refusals (limit, session log unwritable).
 //   - startup.go: readStartup, the parser of the client's opening packets,

@@ -251,6 +251,7 @@ type frontendObserver struct {
 	copyIn int64      // CopyData payload so far
 
 	big *bigStatement // the statement over the limit being read
+	bb  *bigBind      // the Bind larger than maxDecodeLen being read
 	// holdAt is where the current chunk stops being forwarded (-1: it
 	// is forwarded whole); holding is set once a refused message has
 	// started: nothing more is forwarded.
@@ -325,6 +326,10 @@ func (f *frontendObserver) begin(typ byte, size, keep, at int) (int, error) {
 			return keep, &refusal{code: sqlStateIOError, message: msg}
 		}
 	}
+	if typ == 'B' && size > maxDecodeLen {
+		f.bb = newBigBind()
+		return -1, nil
+	}
 	if typ != 'Q' && typ != 'P' {
 		return keep, nil
 	}
@@ -350,8 +355,11 @@ func (f *frontendObserver) begin(typ byte, size, keep, at int) (int, error) {
 
 // part takes the body bytes of a statement over the limit.
 func (f *frontendObserver) part(p []byte) {
-	if f.big != nil {
+	switch {
+	case f.big != nil:
 		f.big.write(p)
+	case f.bb != nil:
+		f.bb.write(p)
 	}
 }
 
@@ -405,6 +413,11 @@ func (f *frontendObserver) add(kind pendingKind) *pending {
 func (f *frontendObserver) message(typ byte, body []byte, size int) error {
 	if f.big != nil && (typ == 'Q' || typ == 'P') {
 		return f.endBig()
+	}
+	if f.bb != nil && typ == 'B' {
+		f.bb.finish(f, f.add(pendingBind))
+		f.bb = nil
+		return nil
 	}
 	switch typ {
 	case 'Q':

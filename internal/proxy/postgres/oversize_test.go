@@ -298,3 +298,42 @@ func TestStatementOverLimitEnds(t *testing.T) {
 		t.Errorf("the client side keeps a buffer of %d bytes", cap(h.front.scan.buf))
 	}
 }
+
+// TestLargeBindValuesRecorded: a Bind larger than maxDecodeLen, cut in
+// chunks of any size, has its values recorded as a small Bind's would be:
+// text cut at maxParamLen, binary ones decoded by type or shown in
+// hexadecimal, NULL as NULL.
+func TestLargeBindValuesRecorded(t *testing.T) {
+	bigText := strings.Repeat("y", 1536<<10)
+	bigBin := make([]byte, 20<<10)
+	for i := range bigBin {
+		bigBin[i] = byte(i)
+	}
+	for _, chunk := range []int{7, 1000, 1 << 16} {
+		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+			h := newHarness(t)
+			msgs := encode(t,
+				&pgproto3.Parse{Name: "s", Query: "SELECT $1::text, $2::int4, $3::text, $4::bytea, $5::text", ParameterOIDs: []uint32{25, 23, 25, 17, 25}},
+				&pgproto3.Bind{PreparedStatement: "s", ParameterFormatCodes: []int16{0, 1, 0, 1, 0},
+					Parameters: [][]byte{[]byte(bigText), {0, 0, 0, 42}, nil, bigBin, []byte("small")}},
+				&pgproto3.Execute{}, &pgproto3.Sync{})
+			for b := msgs; len(b) > 0; {
+				n := min(chunk, len(b))
+				if err := h.front.observe(b[:n]); err != nil {
+					t.Fatal(err)
+				}
+				b = b[n:]
+			}
+			h.server(parseOK, bindOK, row, tag("SELECT 1"), rfq)
+			evs := h.rec.all()
+			if len(evs) != 1 {
+				t.Fatalf("%d events", len(evs))
+			}
+			want := []string{strings.Repeat("y", maxParamLen) + fmt.Sprintf("… [%d bytes]", len(bigText)), "42", "NULL",
+				`\x` + hex.EncodeToString(bigBin[:maxParamLen/2]) + fmt.Sprintf("… [%d bytes]", len(bigBin)), "small"}
+			if got := evs[0].Params; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("params %.300q\nwant %.300q", got, want)
+			}
+		})
+	}
+}
