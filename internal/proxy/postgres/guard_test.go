@@ -60,6 +60,34 @@ func startFakeService(t *testing.T, serve func(conn net.Conn)) *fakeService {
 	return s
 }
 
+// settled returns what the service received once it holds at least n
+// whole StartupMessages (the service reads concurrently with the engine's
+// end of the connection), or after a few seconds.
+func (s *fakeService) settled(n int) []byte {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _ := s.received()
+		if countStartups(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// countStartups counts the whole StartupMessages at the start of b.
+func countStartups(b []byte) int {
+	n := 0
+	for len(b) >= 8 {
+		l := int(binary.BigEndian.Uint32(b))
+		if l < 8 || l > len(b) || !bytes.Equal(b[4:8], []byte{0, 3, 0, 0}) {
+			break
+		}
+		b = b[l:]
+		n++
+	}
+	return n
+}
+
 func (s *fakeService) received() ([]byte, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,8 +187,8 @@ func TestRogueServerGetsNoPassword(t *testing.T) {
 			if err := p.nextResult(t); !errors.As(err, &ce) || ce.Code != tunnel.CodeAuthFailed {
 				t.Errorf("Serve = %v, want a ConnectError auth_failed", err)
 			}
-			got, conns := srv.received()
-			if conns != 2 {
+			got := srv.settled(2)
+			if _, conns := srv.received(); conns != 2 {
 				t.Errorf("%d connections reached the server, want 2", conns)
 			}
 			if bytes.Contains(got, []byte(cfg.Password)) {
@@ -176,7 +204,7 @@ func TestRogueServerGetsNoPassword(t *testing.T) {
 			if res.Code != tunnel.CodeAuthFailed || !strings.Contains(res.Message, "wrong username or password") {
 				t.Errorf("Validate with %s allowed = %+v, want the server's refusal of the password", tt.method, res)
 			}
-			got, _ = srv.received()
+			got = srv.settled(3)
 			if rest := skipStartups(t, got, 3); len(rest) == 0 || rest[0] != 'p' {
 				t.Errorf("with %s allowed, no password message was sent: %q", tt.method, rest)
 			}
@@ -226,7 +254,7 @@ func TestNotPostgresUpstream(t *testing.T) {
 				t.Errorf("client error = %v, want one saying the service is not a PostgreSQL server", err)
 			}
 			_ = p.nextResult(t)
-			got, _ := srv.received()
+			got := srv.settled(2)
 			// Two StartupMessages (validation, client), and not a byte
 			// more: not even pgconn's Terminate.
 			if rest := skipStartups(t, got, 2); len(rest) > 0 {
