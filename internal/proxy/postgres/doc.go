@@ -280,10 +280,14 @@
 // allocated by a declared length. A client that stops in the middle of a
 // message (its header read) for EngineConfig.MessageTimeout (30 s) has its
 // connection closed, recorded or not; between messages a client may idle.
-// There is no bound across connections: 50 connections declaring 48 MB
-// each hold about 3 MB, but 50 connections each sending a whole statement
-// of just under the limit hold up to 50 times the limit until they are
-// answered.
+// Across connections, the bytes held for large messages (64 KiB and more,
+// gathered to be recorded; a large Bind counts 1 MiB) are bounded by
+// EngineConfig.MaxBufferedBytes (128 MiB): while it is spent, a new large
+// message is refused like a statement over the limit, with SQLSTATE 53200
+// and "airlock: the gateway is holding too many large statements right now
+// ...; try again shortly", and recorded as refused. A connection gives its
+// share back when its message ends or it closes. 50 connections declaring
+// 48 MB each hold about 3 MB in all.
 //
 // # Files
 //

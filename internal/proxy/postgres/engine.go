@@ -57,6 +57,11 @@ type EngineConfig struct {
 	// of backends. The gateway passes one that enforces its target
 	// policy. Default: nil, a net.Dialer (Config.Dial).
 	Dial common.DialFunc
+	// MaxBufferedBytes bounds the bytes held for large client messages
+	// (64 KiB and more, gathered to be recorded) across all connections:
+	// while it is spent, a new large message is refused (SQLSTATE 53200)
+	// and its connection ends. Default: DefaultMaxBufferedBytes.
+	MaxBufferedBytes int64
 	// MessageTimeout bounds how long a client may take to send the rest of
 	// a message it has started (its 5-byte header read): a client that
 	// stops in the middle of a message has its connection closed. An idle
@@ -75,6 +80,12 @@ func (c *EngineConfig) CheckAndSetDefaults() error {
 	}
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = DefaultMessageTimeout
+	}
+	if c.MaxBufferedBytes < 0 {
+		return fmt.Errorf("postgres: negative buffer budget %d", c.MaxBufferedBytes)
+	}
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	if c.CancelTimeout < 0 {
 		return fmt.Errorf("postgres: negative cancel timeout %s", c.CancelTimeout)
@@ -119,6 +130,9 @@ func WithMessageTimeout(d time.Duration) Option {
 	return func(c *EngineConfig) { c.MessageTimeout = d }
 }
 
+// WithMaxBufferedBytes sets EngineConfig.MaxBufferedBytes.
+func WithMaxBufferedBytes(n int64) Option { return func(c *EngineConfig) { c.MaxBufferedBytes = n } }
+
 // WithRandom sets EngineConfig.Random.
 func WithRandom(r io.Reader) Option { return func(c *EngineConfig) { c.Random = r } }
 
@@ -129,6 +143,7 @@ type Engine struct {
 	cfg EngineConfig
 
 	randMu sync.Mutex // serializes reads of cfg.Random
+	budget *byteBudget
 }
 
 // NewEngine returns an Engine configured by opts.
@@ -140,7 +155,7 @@ func NewEngine(opts ...Option) (*Engine, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg}, nil
+	return &Engine{cfg: cfg, budget: &byteBudget{max: cfg.MaxBufferedBytes}}, nil
 }
 
 // ConnectError is Serve's error when the database could not be reached or
@@ -306,6 +321,7 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *common.Session, cfg
 	var clog *connLog
 	if sess.Recorder() != nil {
 		clog = newConnLog(sess, cfg, uuid.Must(uuid.NewV7()).String())
+		clog.budget = e.budget
 		log = log.With("conn", clog.connID)
 	}
 	// refused records a login that failed, in the session log.
@@ -495,6 +511,9 @@ func (e *Engine) relay(c *served, r *relay) (fromClient, toClient int64, err err
 		fo = front.(*frontendObserver)
 	}
 	fromClient, err = e.pumpFront(r.upstream, c.client, r, fo)
+	if front != nil {
+		front.(*frontendObserver).releaseBudget()
+	}
 	close(r.frontDone)
 	var rf *refusal
 	if errors.As(err, &rf) {

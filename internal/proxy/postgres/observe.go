@@ -258,6 +258,9 @@ type frontendObserver struct {
 	holdAt  int
 	holding bool
 	checked bool // the session log's health was checked for this chunk
+	// reserved is what the current message holds of the engine's budget
+	// for large messages.
+	reserved int
 }
 
 func newFrontendObserver(l *connLog) *frontendObserver {
@@ -310,6 +313,41 @@ func (f *frontendObserver) observeFront(chunk []byte) (int, error) {
 // recording limit is read as it passes (bigStatement), and, unless the
 // project records the ends of such statements, held back and refused.
 func (f *frontendObserver) begin(typ byte, size, keep, at int) (int, error) {
+	keep, err := f.decide(typ, size, keep, at)
+	if err != nil {
+		return keep, err
+	}
+	hold := keep
+	switch {
+	case keep < 0 && f.bb != nil:
+		hold = bigBindBudget
+	case keep < 0:
+		hold = 2 * endsLen
+	}
+	if hold >= largeMessage {
+		if !f.log.budget.reserve(hold) {
+			f.bb, f.big = nil, nil
+			f.holdAt, f.holding = at, true
+			msg := busyMessage(size)
+			it := &pending{kind: pendingQuery, time: f.log.now()}
+			it.err = &failure{code: sqlStateOutOfMemory, message: msg, time: it.time}
+			f.log.emit(it, sessionlog.KindQuery, "[not read: the gateway's memory for large messages is in use]", nil, OutcomeRefused, it.time)
+			return keep, &refusal{code: sqlStateOutOfMemory, message: msg}
+		}
+		f.reserved = hold
+	}
+	return keep, nil
+}
+
+// releaseBudget gives back what the current message held of the engine's
+// budget: at its end, or when the connection ends in its middle.
+func (f *frontendObserver) releaseBudget() {
+	f.log.budget.release(f.reserved)
+	f.reserved = 0
+}
+
+// decide is begin without the engine's overall budget.
+func (f *frontendObserver) decide(typ byte, size, keep, at int) (int, error) {
 	switch typ {
 	case 'Q', 'P', 'B', 'E', 'F':
 	default:
@@ -411,6 +449,9 @@ func (f *frontendObserver) add(kind pendingKind) *pending {
 }
 
 func (f *frontendObserver) message(typ byte, body []byte, size int) error {
+	if f.reserved > 0 {
+		defer f.releaseBudget()
+	}
 	if f.big != nil && (typ == 'Q' || typ == 'P') {
 		return f.endBig()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/airlockpam/airlock/internal/sessionlog"
@@ -235,4 +236,46 @@ func validSuffix(s string) string {
 		}
 	}
 	return s
+}
+
+// DefaultMaxBufferedBytes bounds, across all the connections of an Engine,
+// the bytes held for large client messages (EngineConfig.MaxBufferedBytes).
+const DefaultMaxBufferedBytes = 128 << 20
+
+// largeMessage is the size from which a client message held to be decoded
+// counts against the engine's overall budget.
+const largeMessage = 64 << 10
+
+// sqlStateOutOfMemory is out_of_memory: the engine's overall budget for
+// large messages is spent.
+const sqlStateOutOfMemory = "53200"
+
+// byteBudget is an engine-wide count of bytes held for large messages.
+type byteBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// reserve takes n bytes of the budget, if they are free.
+func (b *byteBudget) reserve(n int) bool {
+	if b == nil {
+		return true
+	}
+	if b.used.Add(int64(n)) > b.max {
+		b.used.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (b *byteBudget) release(n int) {
+	if b != nil && n > 0 {
+		b.used.Add(-int64(n))
+	}
+}
+
+// busyMessage is what the client is told when the engine's overall budget
+// for large messages is spent.
+func busyMessage(size int) string {
+	return fmt.Sprintf("airlock: the gateway is holding too many large statements right now to record a message of %d bytes; try again shortly", size)
 }

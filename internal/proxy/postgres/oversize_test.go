@@ -337,3 +337,62 @@ func TestLargeBindValuesRecorded(t *testing.T) {
 		})
 	}
 }
+
+// TestOverallBufferBudget: across connections, the engine holds no more
+// than its budget for large messages; a message that would go over it is
+// refused (53200) and the budget is given back when a connection ends in
+// the middle of its message.
+func TestOverallBufferBudget(t *testing.T) {
+	db := testenv.SharedPostgres(t)
+	log, _ := newLogger(t)
+	rec := &memRecorder{}
+	eng := newEngine(t, WithLogger(log), WithMaxBufferedBytes(1<<20))
+	p := startProxy(t, eng, common.NewSession("sess-budget", common.WithRecorder(rec)), accountConfig(db, db.Cluster.SCRAMUser, verifiedTLS(db)))
+	stmt := "SELECT length('" + strings.Repeat("b", 800<<10) + "')"
+
+	// A connection that holds 800 KiB of the budget: its message stalls.
+	staller, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe := pgproto3.NewFrontend(staller, staller)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "x"}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = staller.SetReadDeadline(time.Now().Add(testTimeout))
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	full := encode(t, &pgproto3.Query{String: stmt})
+	if _, err := staller.Write(full[:100<<10]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	conn := p.connect(t, "")
+	_, err = conn.Exec(testContext(t), stmt, pgx.QueryExecModeSimpleProtocol)
+	if pgErr := pgError(t, err); pgErr.Code != sqlStateOutOfMemory || !strings.Contains(pgErr.Message, "too many large statements") {
+		t.Errorf("over the budget: %s %q", pgErr.Code, pgErr.Message)
+	}
+
+	_ = staller.Close()
+	deadline := time.Now().Add(testTimeout)
+	for eng.budget.used.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the budget was not given back: %d bytes held", eng.budget.used.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conn2 := p.connect(t, "")
+	var n int
+	if err := conn2.QueryRow(testContext(t), stmt, pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 800<<10 {
+		t.Errorf("after the budget was given back: %d, %v", n, err)
+	}
+}

@@ -72,6 +72,7 @@ type connLog struct {
 	maxStatement int64
 	oversize     string
 	health       sessionlog.HealthReporter // nil: the recorder cannot fail
+	budget       *byteBudget               // the engine's, for large messages; nil: none
 	now          func() time.Time
 
 	// cancelling is set when the session's end has sent a cancel for the
