@@ -1,18 +1,21 @@
 package postgres
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
@@ -51,18 +54,40 @@ type Config struct {
 	// ConnectTimeout bounds one connection attempt; zero means
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
+	// AuthMethods are the authentication methods, beyond SCRAM-SHA-256,
+	// that the database may ask for and get the password through:
+	// tunnel.AuthMD5 and tunnel.AuthCleartext, when an organization admin
+	// allowed them for the resource. Empty means SCRAM-SHA-256 only: a
+	// server that asks for anything else gets no byte of the password, and
+	// the login fails with an error that says which method it asked for.
+	AuthMethods []string
+	// MaxStatementBytes is the project's recording limit of a statement,
+	// in bytes: a Query or Parse whose statement is larger is refused, or
+	// forwarded and recorded by its ends (OversizeStatements). Zero means
+	// the session's limit (tunnel.Header.MaxStatementBytes, when the
+	// common.Session carries it), else DefaultMaxStatementBytes (1 MiB).
+	MaxStatementBytes int64
+	// OversizeStatements is tunnel.OversizeRefuse or
+	// tunnel.OversizeRecordEnds; empty means the session's setting, else
+	// refuse.
+	OversizeStatements string
+	// Dial opens the TCP connections to the database (logins, cancels,
+	// terminations). Nil means a net.Dialer; the gateway passes one that
+	// enforces its target policy (Engine's WithDialer).
+	Dial common.DialFunc
 }
 
 // ConfigFromTarget returns the Config for a PostgreSQL target sent by the
 // server.
 func ConfigFromTarget(t tunnel.Target) Config {
 	return Config{
-		Host:     t.Host,
-		Port:     t.Port,
-		Database: t.Database,
-		User:     t.Username,
-		Password: t.Password,
-		TLS:      t.TLS,
+		Host:        t.Host,
+		Port:        t.Port,
+		Database:    t.Database,
+		User:        t.Username,
+		Password:    t.Password,
+		TLS:         t.TLS,
+		AuthMethods: t.AuthMethods,
 	}
 }
 
@@ -135,6 +160,11 @@ func (c Config) Check() error {
 	if strings.ContainsRune(c.User, 0) || strings.ContainsRune(c.Database, 0) || strings.ContainsRune(c.Password, 0) {
 		errs = append(errs, errors.New("the user, database or password contains a NUL byte"))
 	}
+	for _, m := range c.AuthMethods {
+		if m != tunnel.AuthMD5 && m != tunnel.AuthCleartext {
+			errs = append(errs, fmt.Errorf("the authentication method %q is not one an admin can allow (%q or %q)", m, tunnel.AuthMD5, tunnel.AuthCleartext))
+		}
+	}
 	if c.TLS.Enabled && c.TLS.RejectUnauthorized && strings.TrimSpace(c.TLS.CAPEM) != "" {
 		if !x509.NewCertPool().AppendCertsFromPEM([]byte(c.TLS.CAPEM)) {
 			errs = append(errs, errors.New("the CA certificate is not a PEM-encoded X.509 certificate"))
@@ -159,7 +189,15 @@ func (c Config) Check() error {
 //     empty) if TLS.RejectUnauthorized, and not verified otherwise;
 //   - Fallbacks are cleared, so pgconn never retries without TLS;
 //   - RuntimeParams start empty; the caller adds the client's;
-//   - ConnectTimeout bounds the whole attempt, and the dialer's too.
+//   - ConnectTimeout bounds the whole attempt, and the dialer's too;
+//   - RequireAuth is "scram-sha-256", plus "md5" and "password" when
+//     AuthMethods allow them: pgconn refuses any other request of the
+//     server before it sends a byte derived from the password (a server
+//     that sends AuthenticationOk without any exchange is refused too);
+//   - AfterNetConnect puts a guard on the connection that ends it as soon
+//     as the server's answers to the login are not PostgreSQL messages
+//     (guard.go), so that nothing more is sent to, nor much read from, a
+//     service that is not a PostgreSQL server.
 //
 // One environment variable still has an effect: a PGSERVICE naming a service
 // that cannot be read makes the parse fail (with an error that says so).
@@ -194,7 +232,7 @@ func (c Config) PgConnConfig() (*pgconn.Config, error) {
 		"min_protocol_version=3.0",
 		"max_protocol_version=3.0",
 		"channel_binding=prefer",
-		"require_auth=''",
+		"require_auth=scram-sha-256",
 	}
 	// Allow exactly these keys, so that no value, however quoted, can add
 	// another one.
@@ -220,19 +258,44 @@ func (c Config) PgConnConfig() (*pgconn.Config, error) {
 	pc.SSLNegotiation = "postgres"
 	pc.SSLCertMode = "disable" // the gateway has no client certificate to offer
 	pc.ConnectTimeout = timeout
-	pc.DialFunc = (&net.Dialer{Timeout: timeout, KeepAlive: keepAlive}).DialContext
+	dial := pgconn.DialFunc((&net.Dialer{Timeout: timeout, KeepAlive: keepAlive}).DialContext)
+	if c.Dial != nil {
+		dial = pgconn.DialFunc(c.Dial)
+	}
+	guard := new(loginState)
+	pc.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if guard.notPostgres.Load() {
+			// pgconn sends a CancelRequest on a new connection when a
+			// login fails while reading: not to a service that is not
+			// PostgreSQL.
+			return nil, ErrNotPostgres
+		}
+		return dial(ctx, network, addr)
+	}
 	pc.RuntimeParams = make(map[string]string)
 	pc.KerberosSrvName = ""
 	pc.KerberosSpn = ""
 	pc.ValidateConnect = nil
 	pc.AfterConnect = nil
-	pc.AfterNetConnect = nil
+	pc.AfterNetConnect = guard.wrap
 	pc.OAuthTokenProvider = nil
 	pc.MinProtocolVersion = "3.0"
 	pc.MaxProtocolVersion = "3.0"
 	pc.ChannelBinding = "prefer"
-	pc.RequireAuth = ""
+	pc.RequireAuth = c.requireAuth()
 	return pc, nil
+}
+
+// requireAuth returns pgconn's RequireAuth for the account: SCRAM-SHA-256,
+// and the methods an admin allowed.
+func (c Config) requireAuth() string {
+	methods := []string{"scram-sha-256"}
+	for _, m := range []string{tunnel.AuthMD5, tunnel.AuthCleartext} {
+		if slices.Contains(c.AuthMethods, m) {
+			methods = append(methods, m)
+		}
+	}
+	return strings.Join(methods, ",")
 }
 
 // tlsConfig returns the TLS settings for the upstream connection, or nil when

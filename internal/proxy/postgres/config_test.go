@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func TestPgConnConfigIgnoresEnvironment(t *testing.T) {
 			t.Errorf("connect timeout %s", pc.ConnectTimeout)
 		}
 		if pc.SSLNegotiation != "postgres" || pc.MinProtocolVersion != "3.0" || pc.MaxProtocolVersion != "3.0" ||
-			pc.ChannelBinding != "prefer" || pc.RequireAuth != "" {
+			pc.ChannelBinding != "prefer" || pc.RequireAuth != "scram-sha-256" {
 			t.Errorf("sslnegotiation %q, protocol %s-%s, channel binding %q, require_auth %q",
 				pc.SSLNegotiation, pc.MinProtocolVersion, pc.MaxProtocolVersion, pc.ChannelBinding, pc.RequireAuth)
 		}
@@ -206,9 +207,9 @@ func TestConfigHidesPassword(t *testing.T) {
 
 func TestConfigFromTarget(t *testing.T) {
 	target := tunnel.Target{Kind: tunnel.KindPostgres, Host: "h", Port: 1, Database: "d", Username: "u", Password: "p",
-		TLS: tunnel.TLS{Enabled: true}}
-	want := Config{Host: "h", Port: 1, Database: "d", User: "u", Password: "p", TLS: tunnel.TLS{Enabled: true}}
-	if got := ConfigFromTarget(target); got != want {
+		TLS: tunnel.TLS{Enabled: true}, AuthMethods: []string{tunnel.AuthMD5}}
+	want := Config{Host: "h", Port: 1, Database: "d", User: "u", Password: "p", TLS: tunnel.TLS{Enabled: true}, AuthMethods: []string{tunnel.AuthMD5}}
+	if got := ConfigFromTarget(target); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %s, want %s", got, want)
 	}
 }

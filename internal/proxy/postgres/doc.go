@@ -11,16 +11,35 @@
 //  1. reads the client's opening packet, bounded in size (10,000 bytes, as
 //     PostgreSQL does) and in time (EngineConfig.StartupTimeout), and answers
 //     SSLRequest and GSSENCRequest with 'N': the tunnel is already encrypted;
+//     a startup parameter whose name or value holds a control character
+//     (CR, LF, NUL, any byte below 0x20, DEL), a name over 128 bytes or a
+//     value over 4 KiB is refused with a FATAL 08P01 that names it, and
+//     nothing is sent upstream;
 //  2. on a CancelRequest, looks the key up among the synthetic keys of the
 //     same session and, if it is one, sends a cancel for the real backend
 //     (over TLS when the upstream connection uses TLS); unknown keys are
 //     ignored, as PostgreSQL ignores them;
-//  3. on a StartupMessage, connects upstream with pgx's pgconn (TLS,
-//     SCRAM-SHA-256, MD5 and cleartext are its job), as the account's user and
-//     the resource's database whatever the client asked for, passing the
+//  3. on a StartupMessage, connects upstream with pgx's pgconn (TLS and
+//     SCRAM-SHA-256 are its job), through the engine's dialer (WithDialer:
+//     the gateway's target policy), as the account's user and the
+//     resource's database whatever the client asked for, passing the
 //     client's other parameters (application_name, client_encoding, options...)
 //     on; a failure reaches the client as an ErrorResponse that never holds
-//     the password;
+//     the password. The password goes only where it can be checked: pgconn's
+//     require_auth lets the server have it through SCRAM-SHA-256 (with
+//     channel binding when the server offers it over TLS) and, only when an
+//     organization admin allowed them for the resource (Config.AuthMethods,
+//     tunnel.Target.AuthMethods), MD5 or cleartext; a server that asks for
+//     anything else, or lets the user in without any exchange (trust), gets
+//     no byte derived from the password and the login fails saying which
+//     method it asked for and who can allow it. A guard on the connection
+//     (guard.go) checks that the server's answers to the login are
+//     PostgreSQL messages of the login's kinds and of bounded length (64
+//     KiB): a service that answers otherwise (mail, web, noise) has its
+//     connection closed at its first bytes; it received the StartupMessage
+//     and nothing else (not even pgconn's CancelRequest), and the error
+//     says "is not a PostgreSQL server" without repeating what it sent.
+//     Validate and the terminations of backends log in the same way;
 //  4. hijacks the authenticated connection, sends the client a synthetic
 //     AuthenticationOk, the upstream's ParameterStatus values, a synthetic
 //     BackendKeyData (registered in the session for cancels) and
@@ -159,13 +178,39 @@
 // Passwords are masked before anything is recorded: MaskStatement replaces
 // the literal after PASSWORD (CREATE or ALTER ROLE or USER, user mappings,
 // verifiers such as psql's \password sends, conninfo strings) with '***',
-// and the values bound to a statement that mentions a password are all
+// also where that SQL is itself in a literal: the body of a DO block or a
+// function ($$...$$ or '...'), an EXECUTE string (the password's quotes
+// doubled inside it), a string concatenated after one that ends with PASSWORD
+// ('... PASSWORD ' || quote_literal('secret')) and the arguments of a
+// format() string with a placeholder after PASSWORD (format('ALTER ROLE %I
+// PASSWORD %L', 'bob', 'secret') masks 'bob' and 'secret'), nested up to
+// four levels; and the values bound to a statement that mentions a password are all
 // recorded as ***. An error message about such a statement has the masked
 // values replaced too. The project's patterns (common.WithMaskPatterns,
 // changed on a live session with common.Session.SetMaskPatterns) are then
 // applied to statements, values and error messages, as they are when each
 // is seen: a change applies from the next statement on. The server itself
 // receives the statement unchanged.
+//
+// What masking cannot catch, as it reads the statement's text and not what
+// the server will run:
+//   - a password built at run time: from a variable, a table, a function's
+//     result, chr() or decode(), pieces concatenated, or a format() string
+//     kept in a variable rather than written in the call;
+//   - SQL nested deeper than four levels of literals;
+//   - a password handed to something other than PASSWORD, a user mapping,
+//     a connection string or a verifier (an extension's function that takes
+//     one as an argument, a COPY FROM STDIN of a table of passwords: COPY
+//     data is never recorded);
+//   - a password in an UPDATE or INSERT of a column not named password,
+//     written as a literal or bound as a value of a statement that does not
+//     mention PASSWORD.
+//
+// SQL inside an E'...' string is not read: such a string that mentions a
+// password is masked whole. The last part of a statement over the recording
+// limit is withheld whole when the statement mentions a password anywhere.
+// The project's own patterns (common.WithMaskPatterns) are the remedy for
+// values of a known shape.
 //
 // The relay is built for speed: each direction reads whatever the
 // connection has into a pooled buffer, lets its observer find the message
@@ -177,13 +222,72 @@
 // by hand to avoid allocating, and ParameterDescription, only when it gives
 // types the Parse did not); DataRow and CopyData are only counted, with no
 // allocation, and everything else is only skipped. A message body is copied only when
-// it must be decoded and spans two reads. Messages larger than 1 MiB
-// (PostgreSQL allows 1 GB) stream through without being held: the first
-// 8 KiB of a statement is recorded, followed by "… [truncated: statement
-// of N bytes]", and the values of such a Bind are not recorded. A client
+// it must be decoded and spans two reads. A client
 // that pipelines more than 262,144 requests without reading the answers
 // has its connection closed, and so does a stream with an invalid message
 // length: the engine does not relay what it cannot record.
+//
+// # Statement limits and failing closed
+//
+// A statement is recorded whole up to the project's recording limit
+// (Config.MaxStatementBytes, else the session's
+// tunnel.Header.MaxStatementBytes, else 1 MiB; for a Parse, the limit
+// counts the statement's name and parameter types too). A Query or Parse
+// whose statement is over it is decided on at its header, before any of
+// its bytes is forwarded:
+//
+//   - by default (tunnel.OversizeRefuse) it is not forwarded: it is read as
+//     it passes, keeping only its first and last 4 KiB and its running
+//     SHA-256, and recorded with outcome "refused", SQLSTATE 54000 and the
+//     statement as its first 4 KiB, "… [N bytes, sha256 H] …" and its last
+//     4 KiB; the client is told "airlock: statement of N bytes is over this
+//     project's recording limit of M bytes; ask a project admin to raise
+//     it";
+//   - with tunnel.OversizeRecordEnds it is forwarded and recorded in that
+//     same form, with its outcome, so that a DROP TABLE behind a megabyte
+//     of padding shows in the log.
+//
+// While the session's recorder reports that it cannot persist events
+// (sessionlog.HealthReporter), the next Query, Parse, Bind, Execute or
+// FunctionCall is not forwarded, whatever it is: the client is told
+// "airlock: the session log cannot be written, so statements are refused
+// until it can (why)" with SQLSTATE 58030, and an event with outcome
+// "refused" is offered to the recorder. New connections are served; each
+// is refused at its first statement until the recorder recovers.
+//
+// A refusal ends the connection: the engine waits (up to 5 s) for the
+// answers to the client's earlier requests to reach it, then sends the
+// ErrorResponse, with severity FATAL, at a message boundary, and closes
+// both connections. The server never sees the refused message; closing
+// its connection rolls back an open transaction, so nothing of the
+// refused statement's transaction commits. (A non-fatal error would need
+// the engine to answer, in protocol order, every message the client
+// pipelined after it.)
+//
+// # Memory
+//
+// What the engine holds per connection is bounded whatever the client
+// declares: the opening packet (10,000 bytes); the relay's buffers (32 KiB
+// each way, 2 KiB while idle); a decoded message's body, gathered only when
+// it spans reads: a Query or Parse up to the recording limit (1 MiB by
+// default: the project's limit is the bound), other decoded messages up to
+// 1 MiB; a Bind larger than that is parsed as it passes (bigbind.go), its
+// values recorded as a small Bind's are, keeping at most 1 MiB of them (a
+// value past that is recorded by its size); a larger FunctionCall has its
+// arguments not recorded (its first 8 KiB is kept); a statement over
+// the limit, 8 KiB and a hash; the requests awaiting answers (262,144 at
+// most) and the text of the prepared statements (16 MiB). Nothing is
+// allocated by a declared length. A client that stops in the middle of a
+// message (its header read) for EngineConfig.MessageTimeout (30 s) has its
+// connection closed, recorded or not; between messages a client may idle.
+// Across connections, the bytes held for large messages (64 KiB and more,
+// gathered to be recorded; a large Bind counts 1 MiB) are bounded by
+// EngineConfig.MaxBufferedBytes (128 MiB): while it is spent, a new large
+// message is refused like a statement over the limit, with SQLSTATE 53200
+// and "airlock: the gateway is holding too many large statements right now
+// ...; try again shortly", and recorded as refused. A connection gives its
+// share back when its message ends or it closes. 50 connections declaring
+// 48 MB each hold about 3 MB in all.
 //
 // # Files
 //
@@ -206,7 +310,13 @@
 //   - param.go: the binary values of a Bind, kept until the server answers
 //     it, and their decoding with pgtype by the parameters' types.
 //   - mask.go: MaskStatement, the masking of passwords and project patterns.
-//   - startup.go: readStartup, the parser of the client's opening packets.
+//   - guard.go: the login guard, which ends a login whose server does not
+//     answer as PostgreSQL.
+//   - bigbind.go: the parser of a Bind larger than 1 MiB, as its bytes pass.
+//   - oversize.go: the statement limits, a statement over the limit read in
+//     bounded memory, and the refusals (limit, session log unwritable).
+//   - startup.go: readStartup, the parser of the client's opening packets,
+//     and the check of the startup parameters.
 //     It reads exactly the bytes of each packet and decodes them with
 //     pgproto3's message types, rather than through a pgproto3.Backend, whose
 //     buffered reader could swallow bytes that the client sent after its

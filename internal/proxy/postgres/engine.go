@@ -29,6 +29,9 @@ const (
 	DefaultStartupTimeout = 30 * time.Second
 	// DefaultCancelTimeout bounds the forwarding of one CancelRequest.
 	DefaultCancelTimeout = 10 * time.Second
+	// DefaultMessageTimeout bounds the rest of a client's message once its
+	// header is read.
+	DefaultMessageTimeout = 30 * time.Second
 )
 
 // writeTimeout bounds writing a greeting or an error to a client that does
@@ -49,12 +52,40 @@ type EngineConfig struct {
 	// Random is the source of the synthetic cancel keys. Default:
 	// crypto/rand.Reader. It need not be safe for concurrent use.
 	Random io.Reader
+	// Dial opens every connection to a database: the logins of served
+	// connections and of Validate, cancel requests and the terminations
+	// of backends. The gateway passes one that enforces its target
+	// policy. Default: nil, a net.Dialer (Config.Dial).
+	Dial common.DialFunc
+	// MaxBufferedBytes bounds the bytes held for large client messages
+	// (64 KiB and more, gathered to be recorded) across all connections:
+	// while it is spent, a new large message is refused (SQLSTATE 53200)
+	// and its connection ends. Default: DefaultMaxBufferedBytes.
+	MaxBufferedBytes int64
+	// MessageTimeout bounds how long a client may take to send the rest of
+	// a message it has started (its 5-byte header read): a client that
+	// stops in the middle of a message has its connection closed. An idle
+	// client, between messages, is not timed. Default:
+	// DefaultMessageTimeout.
+	MessageTimeout time.Duration
 }
 
 // CheckAndSetDefaults validates the configuration and fills in defaults.
 func (c *EngineConfig) CheckAndSetDefaults() error {
 	if c.StartupTimeout < 0 {
 		return fmt.Errorf("postgres: negative startup timeout %s", c.StartupTimeout)
+	}
+	if c.MessageTimeout < 0 {
+		return fmt.Errorf("postgres: negative message timeout %s", c.MessageTimeout)
+	}
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = DefaultMessageTimeout
+	}
+	if c.MaxBufferedBytes < 0 {
+		return fmt.Errorf("postgres: negative buffer budget %d", c.MaxBufferedBytes)
+	}
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	if c.CancelTimeout < 0 {
 		return fmt.Errorf("postgres: negative cancel timeout %s", c.CancelTimeout)
@@ -90,6 +121,18 @@ func WithCancelTimeout(d time.Duration) Option {
 	return func(c *EngineConfig) { c.CancelTimeout = d }
 }
 
+// WithDialer sets EngineConfig.Dial: the dialer of every connection to a
+// database (logins, Validate, cancels, terminations).
+func WithDialer(d common.DialFunc) Option { return func(c *EngineConfig) { c.Dial = d } }
+
+// WithMessageTimeout sets EngineConfig.MessageTimeout.
+func WithMessageTimeout(d time.Duration) Option {
+	return func(c *EngineConfig) { c.MessageTimeout = d }
+}
+
+// WithMaxBufferedBytes sets EngineConfig.MaxBufferedBytes.
+func WithMaxBufferedBytes(n int64) Option { return func(c *EngineConfig) { c.MaxBufferedBytes = n } }
+
 // WithRandom sets EngineConfig.Random.
 func WithRandom(r io.Reader) Option { return func(c *EngineConfig) { c.Random = r } }
 
@@ -100,6 +143,7 @@ type Engine struct {
 	cfg EngineConfig
 
 	randMu sync.Mutex // serializes reads of cfg.Random
+	budget *byteBudget
 }
 
 // NewEngine returns an Engine configured by opts.
@@ -111,7 +155,7 @@ func NewEngine(opts ...Option) (*Engine, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg}, nil
+	return &Engine{cfg: cfg, budget: &byteBudget{max: cfg.MaxBufferedBytes}}, nil
 }
 
 // ConnectError is Serve's error when the database could not be reached or
@@ -144,6 +188,9 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Sessio
 	if sess == nil {
 		_ = client.Close()
 		return errors.New("postgres: Serve needs a Session")
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = e.cfg.Dial
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -179,13 +226,22 @@ func (e *Engine) Kind() string { return tunnel.KindPostgres }
 
 // Validate tries to log in with target's credentials (common.Engine).
 func (e *Engine) Validate(ctx context.Context, target tunnel.Target) tunnel.Result {
-	return Validate(ctx, ConfigFromTarget(target))
+	return Validate(ctx, e.config(target))
+}
+
+// config returns the Config of target, with the engine's dialer.
+func (e *Engine) config(target tunnel.Target) Config {
+	cfg := ConfigFromTarget(target)
+	if cfg.Dial == nil {
+		cfg.Dial = e.cfg.Dial
+	}
+	return cfg
 }
 
 // HandleConnection serves client with target's credentials
 // (common.Engine): see Serve.
 func (e *Engine) HandleConnection(ctx context.Context, client net.Conn, sess *common.Session, target tunnel.Target) error {
-	return e.Serve(ctx, client, sess, ConfigFromTarget(target))
+	return e.Serve(ctx, client, sess, e.config(target))
 }
 
 func (e *Engine) serve(ctx context.Context, c *served, sess *common.Session, cfg Config, log *slog.Logger) error {
@@ -265,6 +321,7 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *common.Session, cfg
 	var clog *connLog
 	if sess.Recorder() != nil {
 		clog = newConnLog(sess, cfg, uuid.Must(uuid.NewV7()).String())
+		clog.budget = e.budget
 		log = log.With("conn", clog.connID)
 	}
 	// refused records a login that failed, in the session log.
@@ -387,6 +444,7 @@ func hijack(ctx context.Context, pg *pgconn.PgConn) (*pgconn.HijackedConn, error
 		_ = pg.Conn().Close()
 		return nil, err
 	}
+	hc.Conn = unwrapGuard(hc.Conn)
 	_ = hc.Conn.SetDeadline(time.Time{})
 	return hc, nil
 }
@@ -448,8 +506,19 @@ func (e *Engine) relay(c *served, r *relay) (fromClient, toClient int64, err err
 		}
 		c.pumpStopped()
 	}()
-	fromClient, _, err = pump(r.upstream, c.client, front)
+	var fo frontObserver = frameObserver{scan: &scanner{decode: &noDecode}}
+	if front != nil {
+		fo = front.(*frontendObserver)
+	}
+	fromClient, err = e.pumpFront(r.upstream, c.client, r, fo)
+	if front != nil {
+		front.(*frontendObserver).releaseBudget()
+	}
 	close(r.frontDone)
+	var rf *refusal
+	if errors.As(err, &rf) {
+		c.refuse(r, rf)
+	}
 	c.pumpStopped()
 	<-r.backDone
 	if backObs != nil {
@@ -496,6 +565,124 @@ func pump(dst io.Writer, src io.Reader, obs chunkObserver) (int64, bool, error) 
 		rb.Adapt(len(p))
 	}
 }
+
+// frontObserver sees each chunk of the client's bytes before it is
+// forwarded, and says how much of it to forward.
+type frontObserver interface {
+	observeFront(chunk []byte) (int, error)
+	midMessage() bool
+}
+
+// noDecode is the decode set of a scanner that only follows the framing.
+var noDecode [256]bool
+
+// frameObserver follows the framing of the client's messages when nothing
+// is recorded, so that a client stalled in the middle of a message is
+// timed out all the same.
+type frameObserver struct{ scan *scanner }
+
+func (o frameObserver) observeFront(chunk []byte) (int, error) {
+	return len(chunk), o.scan.feed(chunk, o)
+}
+func (o frameObserver) midMessage() bool                { return !o.scan.atBoundary() }
+func (o frameObserver) message(byte, []byte, int) error { return nil }
+
+// errStalled ends a connection whose client stopped in the middle of a
+// message for longer than EngineConfig.MessageTimeout.
+var errStalled = errors.New("postgres: the client stopped sending in the middle of a message")
+
+// pumpFront copies the client's bytes to the server through a
+// tunnel.ReadBuffer, showing each chunk to obs first and forwarding only
+// what obs allows. While the client is in the middle of a message, each
+// read must come within EngineConfig.MessageTimeout, or the relay stops
+// with errStalled; between messages, the client may idle as long as it
+// likes. It returns the bytes forwarded and obs's error (a *refusal, a
+// broken stream) or errStalled; the connections' own errors end the copy
+// but are not returned.
+func (e *Engine) pumpFront(dst io.Writer, src net.Conn, r *relay, obs frontObserver) (int64, error) {
+	var rb tunnel.ReadBuffer
+	defer rb.Release()
+	var written int64
+	timed := false // a read deadline is set
+	for {
+		p, rerr := rb.ReadOnce(src)
+		if len(p) > 0 {
+			fwd, err := obs.observeFront(p)
+			if fwd > 0 {
+				w, werr := dst.Write(p[:fwd])
+				written += int64(w)
+				if werr != nil {
+					return written, nil
+				}
+			}
+			if err != nil {
+				return written, err
+			}
+			changed := true
+			switch mid := obs.midMessage(); {
+			case mid:
+				_ = src.SetReadDeadline(time.Now().Add(e.cfg.MessageTimeout))
+				timed = true
+			case timed:
+				_ = src.SetReadDeadline(time.Time{})
+				timed = false
+			default:
+				changed = false
+			}
+			if changed && r.draining.Load() {
+				// The session's end has stopped the reads (Interrupt),
+				// which the deadline just set must not undo.
+				return written, nil
+			}
+		}
+		if rerr != nil {
+			if timed && isNetTimeout(rerr) && !r.draining.Load() {
+				return written, errStalled
+			}
+			return written, nil
+		}
+		rb.Adapt(len(p))
+	}
+}
+
+// refuse ends a connection whose client sent a request the engine does not
+// forward: once the answers to the client's earlier requests have reached
+// it (up to refuseWait), the server's bytes stop, and, at a message
+// boundary, the client is sent a FATAL ErrorResponse with rf's code and
+// message; then both connections are closed.
+func (c *served) refuse(r *relay, rf *refusal) {
+	if r.clog != nil {
+		t := time.NewTimer(refuseWait)
+		select {
+		case <-r.clog.idle():
+		case <-r.backDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
+	ending := c.ending
+	c.refusing = !ending // the server->client pump stops without closing
+	c.mu.Unlock()
+	if ending {
+		return // the session's end says goodbye
+	}
+	defer c.close()
+	r.draining.Store(true)
+	c.stopBack(r)
+	if !r.backClean {
+		return
+	}
+	_ = c.client.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	if err := writeErrorResponse(c.client, rf.code, rf.message); err != nil {
+		return
+	}
+	common.Linger(c.client, endLinger)
+}
+
+// refuseWait bounds the wait for the answers to the requests a client sent
+// before one the engine refuses.
+const refuseWait = 5 * time.Second
 
 // pumpBack is pump for the observed server->client direction, which can
 // be drained: once r.draining is set (the session is ending), the

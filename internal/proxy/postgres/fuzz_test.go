@@ -137,3 +137,44 @@ func FuzzToBoundary(f *testing.F) {
 type nopHandler struct{}
 
 func (nopHandler) message(byte, []byte, int) error { return nil }
+
+// FuzzBigBind feeds the streaming Bind parser any body, cut at any place:
+// it never panics, never keeps more than its budget, and agrees with
+// pgproto3's decoder on the names and the number of values of a valid Bind.
+func FuzzBigBind(f *testing.F) {
+	for _, m := range []*pgproto3.Bind{
+		{DestinationPortal: "p", PreparedStatement: "s", ParameterFormatCodes: []int16{0, 1}, Parameters: [][]byte{[]byte("a"), nil, {1, 2}}},
+		{},
+	} {
+		b, _ := m.Encode(nil)
+		f.Add(b[5:], uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, cut uint8) {
+		bb := newBigBind()
+		step := int(cut)%64 + 1
+		for p := body; len(p) > 0; {
+			n := min(step, len(p))
+			bb.write(p[:n])
+			p = p[n:]
+		}
+		kept := 0
+		for _, v := range bb.values {
+			kept += len(v.kept)
+		}
+		if kept > bigBindBudget {
+			t.Fatalf("kept %d bytes", kept)
+		}
+		var m pgproto3.Bind
+		if m.Decode(body) == nil {
+			cut := func(s string) string { return s[:min(len(s), maxNameKept)] }
+			if string(bb.portal) != cut(m.DestinationPortal) || string(bb.stmt) != cut(m.PreparedStatement) || len(bb.values) != len(m.Parameters) {
+				t.Fatalf("got %q %q %d values, pgproto3 %q %q %d", bb.portal, bb.stmt, len(bb.values), m.DestinationPortal, m.PreparedStatement, len(m.Parameters))
+			}
+			for i, v := range bb.values {
+				if v.null != (m.Parameters[i] == nil) || !v.null && v.size != len(m.Parameters[i]) {
+					t.Fatalf("value %d differs", i)
+				}
+			}
+		}
+	})
+}

@@ -212,8 +212,10 @@ func newEngine(t testing.TB, opts ...Option) *Engine {
 }
 
 // accountConfig returns the Config of role r in db, with TLS as given.
+// The md5 role's account allows md5 authentication, as an organization
+// admin would for a legacy server.
 func accountConfig(db testenv.Database, r testenv.Role, tlsSetting tunnel.TLS) Config {
-	return Config{
+	cfg := Config{
 		Host:     db.Cluster.Host,
 		Port:     db.Cluster.Port,
 		Database: db.Name,
@@ -221,6 +223,10 @@ func accountConfig(db testenv.Database, r testenv.Role, tlsSetting tunnel.TLS) C
 		Password: r.Password,
 		TLS:      tlsSetting,
 	}
+	if r.User == testenv.MD5UserName {
+		cfg.AuthMethods = []string{tunnel.AuthMD5}
+	}
+	return cfg
 }
 
 func verifiedTLS(db testenv.Database) tunnel.TLS {

@@ -106,6 +106,32 @@ func containsFold(s, sub string) bool {
 // maskPasswords lexes s as PostgreSQL does, enough to tell string literals,
 // quoted identifiers, comments and words apart, and masks passwords.
 func maskPasswords(s string) maskResult {
+	return maskLex(s, 0).maskResult
+}
+
+// maxMaskDepth bounds the nesting of SQL in literals that masking follows
+// (a DO block's body, an EXECUTE string in it, ...).
+const maxMaskDepth = 4
+
+// lexResult is maskLex's result: the masked text, and how it ends, for the
+// literal it may be the content of.
+type lexResult struct {
+	maskResult
+	// trailingPass: the text ends right after PASSWORD (or inside the
+	// literal that follows it), so that what is concatenated next is
+	// the password: 'ALTER ROLE x PASSWORD ' || 'secret'.
+	trailingPass bool
+	// formatHole: PASSWORD is followed by a format() placeholder (%L,
+	// %s...), so that the arguments after the format string hold the
+	// password.
+	formatHole bool
+}
+
+// maskLex is maskPasswords at a nesting depth: string literals and
+// dollar-quoted bodies that mention a password are SQL (a DO block, an
+// EXECUTE string, a format() string) and are masked in turn, up to
+// maxMaskDepth.
+func maskLex(s string, depth int) lexResult {
 	var (
 		out       strings.Builder
 		copied    int // s[:copied] is in out already
@@ -114,7 +140,28 @@ func maskPasswords(s string) maskResult {
 		words     int  // significant tokens so far
 		roleStmt  bool // CREATE or ALTER ROLE, USER or GROUP
 		first     string
+		res       lexResult
+		parens    int  // open parentheses
+		maskNext  bool // the next literal is a password (concatenated after PASSWORD)
+		maskFrom  = -1 // literals at this paren depth or deeper are format() arguments of a password
 	)
+	// nested masks the content of a literal that is itself SQL.
+	nested := func(content string) (lexResult, bool) {
+		if depth >= maxMaskDepth || !mayHoldPassword(content) {
+			return lexResult{}, false
+		}
+		in := maskLex(content, depth+1)
+		return in, true
+	}
+	// secretLiteral reports whether the literal starting now is a
+	// password by its place: after PASSWORD concatenated, or an argument
+	// of a format() string with a password placeholder.
+	secretLiteral := func() bool {
+		if maskFrom >= 0 && parens < maskFrom {
+			maskFrom = -1
+		}
+		return maskNext || maskFrom >= 0
+	}
 	replace := func(start, end int, with string, secret string) {
 		out.WriteString(s[copied:start])
 		out.WriteString(with)
@@ -133,7 +180,8 @@ func maskPasswords(s string) maskResult {
 		case c == '-' && i+1 < len(s) && s[i+1] == '-':
 			end := strings.IndexByte(s[i:], '\n')
 			if end < 0 {
-				return r.finish(s, &out, copied)
+				res.maskResult = r.finish(s, &out, copied)
+				return res
 			}
 			i += end + 1
 			continue
@@ -155,14 +203,44 @@ func maskPasswords(s string) maskResult {
 					end, content = alt, altContent
 				}
 			}
+			terminated := end-1 > quote && s[end-1] == s[quote]
 			switch {
 			case afterPass:
 				replace(start, end, maskedLiteral, content)
+				if !terminated && roleStmt {
+					res.trailingPass = true
+				}
+			case secretLiteral():
+				replace(start, end, maskedLiteral, content)
+				maskNext = false
 			case isVerifier(content):
 				replace(start, end, maskedLiteral, content)
 			case containsFold(content, "password"):
 				if m, ok := maskConnString(content); ok {
 					replace(quote+1, quote+1+len(content), m, "")
+					break
+				}
+				if backslash {
+					// E'...' SQL: its escapes are not followed; masked
+					// whole.
+					if depth < maxMaskDepth {
+						replace(start, end, maskedLiteral, content)
+					}
+					break
+				}
+				sql := strings.ReplaceAll(content, "''", "'")
+				if in, ok := nested(sql); ok {
+					if in.text != sql {
+						replace(quote+1, quote+1+len(content), strings.ReplaceAll(in.text, "'", "''"), "")
+						r.secrets = append(r.secrets, in.secrets...)
+					}
+					if in.text != sql || in.trailingPass || in.formatHole {
+						r.sensitive = true
+					}
+					maskNext = in.trailingPass
+					if in.formatHole {
+						maskFrom = parens
+					}
 				}
 			}
 			i = end
@@ -176,8 +254,21 @@ func maskPasswords(s string) maskResult {
 				end = body + k + len(tag)
 				content = s[body : body+k]
 			}
-			if afterPass || isVerifier(content) {
+			switch {
+			case afterPass || secretLiteral() || isVerifier(content):
 				replace(start, end, maskedLiteral, content)
+				maskNext = false
+			default:
+				// A DO block or a function's body: SQL.
+				if in, ok := nested(content); ok {
+					if in.text != content {
+						replace(body, body+len(content), in.text, "")
+						r.secrets = append(r.secrets, in.secrets...)
+					}
+					if in.text != content || in.trailingPass || in.formatHole {
+						r.sensitive = true
+					}
+				}
 			}
 			i = end
 			afterPass = false
@@ -213,13 +304,30 @@ func maskPasswords(s string) maskResult {
 			}
 		case c == '=' && afterPass:
 			i++ // PASSWORD = '...'
+		case c == '%' && afterPass:
+			// PASSWORD %L in a format() string.
+			res.formatHole = roleStmt
+			i++
+			afterPass = false
 		default:
+			switch c {
+			case '(':
+				parens++
+			case ')':
+				parens--
+			case ';':
+				maskNext, maskFrom = false, -1
+			}
 			i++
 			afterPass = false
 		}
 		words++
 	}
-	return r.finish(s, &out, copied)
+	if afterPass && roleStmt {
+		res.trailingPass = true
+	}
+	res.maskResult = r.finish(s, &out, copied)
+	return res
 }
 
 // finish completes the masked text of maskPasswords.

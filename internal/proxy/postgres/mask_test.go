@@ -47,6 +47,24 @@ func TestMaskStatement(t *testing.T) {
 		{"cut short, dollar", "ALTER ROLE bob PASSWORD $x$hunt", "ALTER ROLE bob PASSWORD '***'", true},
 		{"unterminated comment", "ALTER ROLE bob /* PASSWORD 'x'", "ALTER ROLE bob /* PASSWORD 'x'", false},
 		{"non-ASCII", "ALTER ROLE \"bébé\" PASSWORD 'pâté'", "ALTER ROLE \"bébé\" PASSWORD '***'", true},
+		{"DO block", "DO $$BEGIN ALTER ROLE bob PASSWORD 'hunter2'; END$$",
+			"DO $$BEGIN ALTER ROLE bob PASSWORD '***'; END$$", true},
+		{"DO block, tagged, language", "DO LANGUAGE plpgsql $body$ BEGIN CREATE ROLE x LOGIN PASSWORD $p$hunter2$p$; END $body$",
+			"DO LANGUAGE plpgsql $body$ BEGIN CREATE ROLE x LOGIN PASSWORD '***'; END $body$", true},
+		{"EXECUTE string", "DO $$BEGIN EXECUTE 'ALTER ROLE bob PASSWORD ''hunter2'''; END$$",
+			"DO $$BEGIN EXECUTE 'ALTER ROLE bob PASSWORD ''***'''; END$$", true},
+		{"EXECUTE concatenation", "DO $$BEGIN EXECUTE 'ALTER ROLE bob PASSWORD ' || quote_literal('hunter2'); END$$",
+			"DO $$BEGIN EXECUTE 'ALTER ROLE bob PASSWORD ' || quote_literal('***'); END$$", true},
+		{"EXECUTE quote concatenation", "DO $$BEGIN EXECUTE 'ALTER ROLE bob PASSWORD ''' || 'hunter2' || ''''; END$$",
+			"DO $$BEGIN EXECUTE 'ALTER ROLE bob PASSWORD ''***''' || '***' || ''''; END$$", true},
+		{"format", "DO $$BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', 'bob', 'hunter2'); END$$",
+			"DO $$BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', '***', '***'); END$$", true},
+		{"format outside DO", "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', 'bob', 'hunter2'), 'kept'",
+			"SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', '***', '***'), 'kept'", true},
+		{"function body", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $f$ ALTER ROLE bob PASSWORD 'hunter2' $f$",
+			"CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $f$ ALTER ROLE bob PASSWORD '***' $f$", true},
+		{"DO block without a password", "DO $$BEGIN RAISE NOTICE 'password reset'; END$$",
+			"DO $$BEGIN RAISE NOTICE 'password reset'; END$$", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +99,7 @@ func TestMaskStatementExtraPatterns(t *testing.T) {
 // FuzzMaskStatement checks that masking never panics and that a password
 // literal after PASSWORD never survives it.
 func FuzzMaskStatement(f *testing.F) {
-	for _, s := range []string{"ALTER ROLE x PASSWORD 'secretvalue'", "SELECT $a$ x $a$", "/* /* */", "E'\\", "U&'", "$$", "password=''"} {
+	for _, s := range []string{"ALTER ROLE x PASSWORD 'secretvalue'", "DO $$BEGIN EXECUTE 'ALTER ROLE b PASSWORD ''x'''; END$$", "SELECT format('ALTER ROLE %I PASSWORD %L', 'a', 'b')", "SELECT $a$ x $a$", "/* /* */", "E'\\", "U&'", "$$", "password=''"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

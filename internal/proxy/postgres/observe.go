@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/airlockpam/airlock/internal/sessionlog"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // Limits of the protocol observer.
@@ -42,11 +43,28 @@ type messageHandler interface {
 	message(typ byte, body []byte, size int) error
 }
 
+// streamHandler is a messageHandler that decides, at each header of a
+// message to decode, how much of its body the scanner gathers, and can
+// take a large body as it passes instead (the client side, for statements
+// over the recording limit).
+type streamHandler interface {
+	// begin is called at the header of a message to decode; keep is what
+	// the scanner would gather (the size, or prefixLen). at is where the
+	// header starts in the current chunk (0 if it started in an earlier
+	// one). It returns what to gather, or -1 to have the body passed to
+	// part as it comes, and an error to stop at the header.
+	begin(typ byte, size, keep, at int) (int, error)
+	// part receives the body bytes of a streamed message, in order.
+	part(p []byte)
+}
+
 // scanner splits one direction of the protocol into messages as its bytes
 // pass, chunk by chunk, without copying them: a message's body is gathered
 // only when its type is one to decode and the body spans chunks.
 type scanner struct {
-	decode *[256]bool // the types whose body the handler needs
+	decode *[256]bool    // the types whose body the handler needs
+	sh     streamHandler // nil: bodies over maxDecodeLen keep prefixLen
+	stream bool          // the current body goes to sh.part
 
 	hdr    [5]byte // a header split across chunks
 	hdrN   int
@@ -64,9 +82,14 @@ func (s *scanner) feed(p []byte, h messageHandler) error {
 	if s.broken {
 		return errBadFrame
 	}
+	chunk := len(p)
 	for len(p) > 0 {
 		if !s.inBody {
 			var length int32
+			at := chunk - len(p) - s.hdrN
+			if at < 0 {
+				at = 0
+			}
 			if s.hdrN == 0 && len(p) >= 5 {
 				s.typ = p[0]
 				length = int32(binary.BigEndian.Uint32(p[1:5]))
@@ -89,10 +112,22 @@ func (s *scanner) feed(p []byte, h messageHandler) error {
 			s.size = int(length) - 4
 			s.left = s.size
 			s.keep = 0
+			s.stream = false
 			if s.decode[s.typ] {
 				s.keep = s.size
 				if s.size > maxDecodeLen {
 					s.keep = prefixLen
+				}
+				if s.sh != nil {
+					keep, err := s.sh.begin(s.typ, s.size, s.keep, at)
+					if err != nil {
+						return err
+					}
+					if keep < 0 {
+						s.keep, s.stream = 0, true
+					} else {
+						s.keep = keep
+					}
 				}
 			}
 			if s.left == 0 {
@@ -126,7 +161,9 @@ func (s *scanner) feed(p []byte, h messageHandler) error {
 			}
 		}
 		n := min(len(p), s.left)
-		if want := s.keep - len(s.buf); want > 0 {
+		if s.stream {
+			s.sh.part(p[:n])
+		} else if want := s.keep - len(s.buf); want > 0 {
 			s.buf = append(s.buf, p[:min(n, want)]...)
 		}
 		p = p[n:]
@@ -212,16 +249,51 @@ type frontendObserver struct {
 	batch  []*pending // requests of the current chunk
 	spare  []*pending // answered requests, for reuse
 	copyIn int64      // CopyData payload so far
+
+	big *bigStatement // the statement over the limit being read
+	bb  *bigBind      // the Bind larger than maxDecodeLen being read
+	// holdAt is where the current chunk stops being forwarded (-1: it
+	// is forwarded whole); holding is set once a refused message has
+	// started: nothing more is forwarded.
+	holdAt  int
+	holding bool
+	checked bool // the session log's health was checked for this chunk
+	// reserved is what the current message holds of the engine's budget
+	// for large messages.
+	reserved int
 }
 
 func newFrontendObserver(l *connLog) *frontendObserver {
-	return &frontendObserver{log: l, scan: scanner{decode: frontendDecode}}
+	f := &frontendObserver{log: l, scan: scanner{decode: frontendDecode}}
+	f.scan.sh = f
+	return f
 }
 
 // observe reads a chunk of client bytes, before it is forwarded.
 func (f *frontendObserver) observe(chunk []byte) error {
+	_, err := f.observeFront(chunk)
+	return err
+}
+
+// midMessage reports whether the client has started a message it has not
+// finished.
+func (f *frontendObserver) midMessage() bool { return !f.scan.atBoundary() }
+
+// observeFront reads a chunk of client bytes, before it is forwarded, and
+// returns how many of them to forward: all of them, but when a request is
+// refused (a *refusal error, once the refused message is read whole), the
+// bytes before its header.
+func (f *frontendObserver) observeFront(chunk []byte) (int, error) {
 	f.now = time.Time{}
+	f.holdAt, f.checked = -1, false
+	if f.holding {
+		f.holdAt = 0
+	}
 	err := f.scan.feed(chunk, f)
+	fwd := len(chunk)
+	if f.holdAt >= 0 {
+		fwd = f.holdAt
+	}
 	f.log.copyIn.Store(f.copyIn)
 	if len(f.batch) > 0 {
 		var perr error
@@ -232,7 +304,129 @@ func (f *frontendObserver) observe(chunk []byte) error {
 		clear(f.batch)
 		f.batch = f.batch[:0]
 	}
-	return err
+	return fwd, err
+}
+
+// begin decides, at the header of a message to decode, whether the
+// session log can take it: while the session log cannot be written, every
+// request is refused; a Query or Parse whose statement is over the
+// recording limit is read as it passes (bigStatement), and, unless the
+// project records the ends of such statements, held back and refused.
+func (f *frontendObserver) begin(typ byte, size, keep, at int) (int, error) {
+	keep, err := f.decide(typ, size, keep, at)
+	if err != nil {
+		return keep, err
+	}
+	hold := keep
+	switch {
+	case keep < 0 && f.bb != nil:
+		hold = bigBindBudget
+	case keep < 0:
+		hold = 2 * endsLen
+	}
+	if hold >= largeMessage {
+		if !f.log.budget.reserve(hold) {
+			f.bb, f.big = nil, nil
+			f.holdAt, f.holding = at, true
+			msg := busyMessage(size)
+			it := &pending{kind: pendingQuery, time: f.log.now()}
+			it.err = &failure{code: sqlStateOutOfMemory, message: msg, time: it.time}
+			f.log.emit(it, sessionlog.KindQuery, "[not read: the gateway's memory for large messages is in use]", nil, OutcomeRefused, it.time)
+			return keep, &refusal{code: sqlStateOutOfMemory, message: msg}
+		}
+		f.reserved = hold
+	}
+	return keep, nil
+}
+
+// releaseBudget gives back what the current message held of the engine's
+// budget: at its end, or when the connection ends in its middle.
+func (f *frontendObserver) releaseBudget() {
+	f.log.budget.release(f.reserved)
+	f.reserved = 0
+}
+
+// decide is begin without the engine's overall budget.
+func (f *frontendObserver) decide(typ byte, size, keep, at int) (int, error) {
+	switch typ {
+	case 'Q', 'P', 'B', 'E', 'F':
+	default:
+		return keep, nil
+	}
+	if !f.checked {
+		f.checked = true
+		if herr := f.log.healthErr(); herr != nil {
+			f.holdAt, f.holding = at, true
+			msg := healthMessage(herr)
+			it := &pending{kind: pendingQuery, time: f.log.now()}
+			it.err = &failure{code: sqlStateIOError, message: msg, time: it.time}
+			f.log.emit(it, sessionlog.KindQuery, "[not read: the session log cannot be written]", nil, OutcomeRefused, it.time)
+			return keep, &refusal{code: sqlStateIOError, message: msg}
+		}
+	}
+	if typ == 'B' && size > maxDecodeLen {
+		f.bb = newBigBind()
+		return -1, nil
+	}
+	if typ != 'Q' && typ != 'P' {
+		return keep, nil
+	}
+	limit, mode := f.log.limits()
+	// The statement of a Query is its body but the final NUL; that of a
+	// Parse is at most its body but a NUL, a NUL and the count of
+	// parameter types: the limit counts the statement's name and types
+	// too.
+	stmt := int64(size - 1)
+	if typ == 'P' {
+		stmt = int64(size - 4)
+	}
+	if stmt <= limit {
+		return size, nil
+	}
+	refuse := mode != tunnel.OversizeRecordEnds
+	if refuse {
+		f.holdAt, f.holding = at, true
+	}
+	f.big = newBigStatement(typ, size, refuse)
+	return -1, nil
+}
+
+// part takes the body bytes of a statement over the limit.
+func (f *frontendObserver) part(p []byte) {
+	switch {
+	case f.big != nil:
+		f.big.write(p)
+	case f.bb != nil:
+		f.bb.write(p)
+	}
+}
+
+// endBig completes the statement over the limit that has just been read:
+// it is recorded as refused, and the relay stops, or it is queued with
+// its ends, as forwarded.
+func (f *frontendObserver) endBig() error {
+	b := f.big
+	f.big = nil
+	st := b.text(f)
+	if b.refuse {
+		limit, _ := f.log.limits()
+		msg := refusedMessage(b.n, limit)
+		it := &pending{kind: pendingQuery, time: f.log.now(), stmt: st}
+		it.err = &failure{code: sqlStateProgramLimitExceeded, message: msg, time: it.time}
+		kind := sessionlog.KindQuery
+		if b.typ == 'P' {
+			kind = sessionlog.KindExecute
+		}
+		f.log.emit(it, kind, st.text, nil, OutcomeRefused, it.time)
+		return &refusal{code: sqlStateProgramLimitExceeded, message: msg}
+	}
+	if b.typ == 'Q' {
+		f.add(pendingQuery).stmt = st
+		return nil
+	}
+	it := f.add(pendingParse)
+	it.name, it.stmt = string(b.name), st
+	return nil
 }
 
 // add queues a request of the current chunk and returns it, for its
@@ -255,6 +449,17 @@ func (f *frontendObserver) add(kind pendingKind) *pending {
 }
 
 func (f *frontendObserver) message(typ byte, body []byte, size int) error {
+	if f.reserved > 0 {
+		defer f.releaseBudget()
+	}
+	if f.big != nil && (typ == 'Q' || typ == 'P') {
+		return f.endBig()
+	}
+	if f.bb != nil && typ == 'B' {
+		f.bb.finish(f, f.add(pendingBind))
+		f.bb = nil
+		return nil
+	}
 	switch typ {
 	case 'Q':
 		f.add(pendingQuery).stmt = f.query(body, size)

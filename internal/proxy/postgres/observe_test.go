@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"regexp"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/sessionlog"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // memRecorder is an in-memory sessionlog.Recorder: the events it got, in
@@ -494,11 +496,14 @@ func TestObserverMasking(t *testing.T) {
 	}
 }
 
-// TestObserverLargeMessages checks the limits: a message larger than
-// maxDecodeLen streams through and is recorded by its start; large
-// parameter values are cut.
+// TestObserverLargeMessages checks the limits: a statement over the
+// recording limit streams through (the project records the ends of such
+// statements) and is recorded by its ends, size and hash; a Bind larger
+// than maxDecodeLen has its values recorded like a small one's; large parameter values are
+// cut.
 func TestObserverLargeMessages(t *testing.T) {
 	h := newHarness(t)
+	h.log.oversize = tunnel.OversizeRecordEnds
 	big := "SELECT '" + strings.Repeat("x", maxDecodeLen) + "'"
 	h.client(&pgproto3.Query{String: big})
 	h.server(row, tag("SELECT 1"), rfq)
@@ -517,12 +522,10 @@ func TestObserverLargeMessages(t *testing.T) {
 	if len(evs) != 5 {
 		t.Fatalf("%d events", len(evs))
 	}
-	for i, ev := range evs[:2] {
-		wantSuffix := fmt.Sprintf("… [truncated: statement of %d bytes]", len(big))
-		if i == 1 {
-			wantSuffix = fmt.Sprintf("… [truncated: Parse message of %d bytes]", len("big")+1+len(big)+1+2)
-		}
-		if !strings.HasPrefix(ev.Statement, "SELECT 'xxx") || !strings.HasSuffix(ev.Statement, wantSuffix) || len(ev.Statement) > prefixLen+100 {
+	sum := sha256.Sum256([]byte(big))
+	for _, ev := range evs[:2] {
+		if !strings.HasPrefix(ev.Statement, "SELECT 'xxx") || !strings.HasSuffix(ev.Statement, "xxx'") ||
+			!strings.Contains(ev.Statement, fmt.Sprintf("x… [%d bytes, sha256 %x] …x", len(big), sum)) || len(ev.Statement) > 2*endsLen+100 {
 			t.Errorf("statement of %d bytes: %.40q...%q", len(ev.Statement), ev.Statement, ev.Statement[max(len(ev.Statement)-60, 0):])
 		}
 		if ev.Outcome != "SELECT 1" {
@@ -534,10 +537,11 @@ func TestObserverLargeMessages(t *testing.T) {
 		p[1] != `\x`+strings.Repeat("ab", maxParamLen/2)+"… [5000 bytes]" {
 		t.Errorf("params %.80q", p)
 	}
-	if p := evs[3].Params; len(p) != 1 || !strings.HasPrefix(p[0], "[parameters not recorded: Bind message of ") || evs[3].Statement != "INSERT INTO b VALUES ($1)" {
+	if p := evs[3].Params; len(p) != 1 || p[0] != strings.Repeat("z", maxParamLen)+fmt.Sprintf("… [%d bytes]", 2*maxDecodeLen) || evs[3].Statement != "INSERT INTO b VALUES ($1)" {
 		t.Errorf("large Bind: %q %.80q", evs[3].Statement, p)
 	}
-	if s := evs[4].Statement; !strings.HasPrefix(s, "ALTER ROLE x PASSWORD '***'… [truncated") || strings.Contains(s, "sss") {
+	if s := evs[4].Statement; !strings.HasPrefix(s, "ALTER ROLE x PASSWORD '***'… [") ||
+		!strings.HasSuffix(s, "[last part withheld: the statement mentions a password]") || strings.Contains(s, "sss") {
 		t.Errorf("truncated password statement: %.100q", s)
 	}
 	if c := cap(h.front.scan.buf); c > retainLen {

@@ -66,8 +66,14 @@ type connLog struct {
 	sessionID string
 	connID    string
 	database  string
-	sess      *common.Session // for its mask patterns, which may change
-	now       func() time.Time
+	sess      *common.Session // for its mask patterns and limits, which may change
+	// maxStatement and oversize are the Config's statement limits (zero:
+	// the session's, see limits).
+	maxStatement int64
+	oversize     string
+	health       sessionlog.HealthReporter // nil: the recorder cannot fail
+	budget       *byteBudget               // the engine's, for large messages; nil: none
+	now          func() time.Time
 
 	// cancelling is set when the session's end has sent a cancel for the
 	// connection: a 57014 answer is then recorded as OutcomeCancelled.
@@ -176,6 +182,10 @@ func newConnLog(sess *common.Session, cfg Config, connID string) *connLog {
 		database:  cfg.Database,
 		sess:      sess,
 		now:       time.Now,
+
+		maxStatement: cfg.MaxStatementBytes,
+		oversize:     cfg.OversizeStatements,
+		health:       healthOf(sess.Recorder()),
 	}
 }
 
@@ -340,7 +350,7 @@ func (l *connLog) emit(it *pending, kind, stmt string, params []string, outcome 
 		outcome = OutcomeCancelled
 		ev.Outcome = outcome
 	}
-	if it.err != nil && (outcome == OutcomeError || outcome == OutcomeCancelled) {
+	if it.err != nil && (outcome == OutcomeError || outcome == OutcomeCancelled || outcome == OutcomeRefused) {
 		ev.ErrorCode = it.err.code
 		ev.ErrorMsg = it.err.message
 		if it.stmt != nil && it.stmt.sensitive {

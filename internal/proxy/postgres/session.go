@@ -143,6 +143,7 @@ type served struct {
 	upstream net.Conn
 	isClosed bool
 	ending   bool   // Session.End is ending the connection
+	refusing bool   // the relay is telling the client why it refused a request
 	relay    *relay // set once the connection is relayed
 }
 
@@ -212,7 +213,7 @@ func (c *served) close() {
 // other direction is closed too, so that it stops as well.
 func (c *served) pumpStopped() {
 	c.mu.Lock()
-	ending := c.ending
+	ending := c.ending || c.refusing
 	c.mu.Unlock()
 	if !ending {
 		c.close()

@@ -19,6 +19,12 @@ const (
 	maxStartupPacketLen = 10000
 	// minStartupPacketLen is the smallest: a length and a request code.
 	minStartupPacketLen = 8
+	// maxParamNameLen and maxParamValueLen bound a startup parameter's
+	// name and value, in bytes: PostgreSQL's names are at most 63 bytes
+	// (NAMEDATALEN), and no setting a client passes at startup is near
+	// 4 KiB.
+	maxParamNameLen  = 128
+	maxParamValueLen = 4096
 	// maxEncryptionRequests is how many SSLRequest and GSSENCRequest packets
 	// a client may send before its StartupMessage: one of each.
 	maxEncryptionRequests = 2
@@ -160,6 +166,9 @@ func readStartup(rw io.ReadWriter) (*opening, error) {
 			if err := msg.Decode(patched); err != nil {
 				return nil, invalidStartup("StartupMessage: %s", strings.TrimSpace(err.Error()))
 			}
+			if err := checkParams(msg.Parameters); err != nil {
+				return nil, err
+			}
 			return &opening{kind: openingStartup, encryptionRequests: n, minorVersion: minor, params: msg.Parameters}, nil
 		}
 	}
@@ -190,4 +199,42 @@ func readStartupPacket(r io.Reader, first bool) ([]byte, error) {
 		return nil, err
 	}
 	return body, nil
+}
+
+// checkParams refuses startup parameters that no client needs and that
+// could make the StartupMessage the engine sends upstream mean something to
+// a service other than PostgreSQL: a name or value with a control
+// character (CR and LF would end a line of a line-based protocol), or of an
+// absurd length. The error names the parameter, quoted.
+func checkParams(params map[string]string) error {
+	names := make([]string, 0, len(params))
+	for name := range params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		value := params[name]
+		switch {
+		case len(name) > maxParamNameLen:
+			return invalidStartup("a startup parameter name of %d bytes (at most %d)", len(name), maxParamNameLen)
+		case controlChar(name) >= 0:
+			return invalidStartup("the startup parameter name %q contains the control character 0x%02X", name, name[controlChar(name)])
+		case len(value) > maxParamValueLen:
+			return invalidStartup("the startup parameter %q is %d bytes long (at most %d)", name, len(value), maxParamValueLen)
+		case controlChar(value) >= 0:
+			return invalidStartup("the startup parameter %q contains the control character 0x%02X (CR, LF and other control characters are refused)", name, value[controlChar(value)])
+		}
+	}
+	return nil
+}
+
+// controlChar returns the index of the first ASCII control character of s
+// (0x00-0x1F, 0x7F), or -1.
+func controlChar(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return i
+		}
+	}
+	return -1
 }

@@ -112,6 +112,13 @@ func classify(cfg Config, err error) connectFailure {
 		return f
 	}
 
+	var notPG *notPostgresError
+	if errors.As(err, &notPG) {
+		return connectFailure{code: tunnel.CodeUnreachable, message: fmt.Sprintf("the service at %s is not a PostgreSQL server (%s); the connection was closed: check the resource's host and port", addr, notPG.reason)}
+	}
+	if f, ok := describeAuthPolicyError(cfg, err); ok {
+		return f
+	}
 	if msg, ok := describeTLSError(err); ok {
 		return connectFailure{code: tunnel.CodeTLS, message: fmt.Sprintf("TLS connection to PostgreSQL at %s failed: %s", addr, msg)}
 	}
@@ -144,6 +151,33 @@ func classify(cfg Config, err error) connectFailure {
 		return connectFailure{code: tunnel.CodeUnreachable, message: fmt.Sprintf("PostgreSQL at %s closed the connection during the login (is it a PostgreSQL server?)", addr)}
 	}
 	return connectFailure{code: tunnel.CodeInternal, message: fmt.Sprintf("cannot connect to PostgreSQL at %s: %v", addr, err)}
+}
+
+// describeAuthPolicyError explains a login that pgconn stopped because the
+// server asked for an authentication method the account may not use
+// (Config.AuthMethods): no byte of the password was sent.
+func describeAuthPolicyError(cfg Config, err error) (connectFailure, bool) {
+	text := err.Error()
+	if !strings.Contains(text, "require_auth check failed") {
+		return connectFailure{}, false
+	}
+	addr := cfg.Addr()
+	var method, allow string
+	switch {
+	case strings.Contains(text, "server requested password authentication"):
+		method, allow = "cleartext password", tunnel.AuthCleartext
+	case strings.Contains(text, "server requested md5 authentication"):
+		method, allow = "MD5 password", tunnel.AuthMD5
+	case strings.Contains(text, "server did not complete authentication"):
+		return connectFailure{code: tunnel.CodeAuthFailed, message: fmt.Sprintf("the database at %s let user %s in without asking for a password (trust authentication): Airlock logs in with SCRAM-SHA-256, so the server's pg_hba.conf must ask for scram-sha-256 (nothing was sent)", addr, cfg.User)}, true
+	default:
+		return connectFailure{code: tunnel.CodeAuthFailed, message: fmt.Sprintf("the database at %s asked for an authentication method Airlock does not use (it logs in with SCRAM-SHA-256; nothing was sent)", addr)}, true
+	}
+	return connectFailure{code: tunnel.CodeAuthFailed, message: fmt.Sprintf(
+		"the database at %s asked for %s authentication, which this resource does not allow, so the password was not sent: "+
+			"an organization admin can allow %q authentication for the resource, or the server can use scram-sha-256 "+
+			"(password_encryption = 'scram-sha-256', the password set again, and scram-sha-256 in pg_hba.conf)",
+		addr, method, allow)}, true
 }
 
 // The helpers both engines share.
