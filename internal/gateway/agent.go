@@ -55,6 +55,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Targets restricts the addresses the gateway dials (--allow-targets);
+	// nil allows every address (the dev server's built-in gateway).
+	Targets *TargetPolicy
+	// SpoolOptions are passed to the session log spool (size cap, sync,
+	// fail open).
+	SpoolOptions []sessionlog.SpoolOption
+	// RenewBefore renews the gateway's certificate when less than this
+	// fraction of its lifetime is left; default 1/3.
+	RenewBefore float64
 }
 
 // endTimeout bounds the ending of one session: the engines end each
@@ -90,6 +99,11 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger.With("gateway", cfg.Identity.Name)
+	// TODO(i13 merge): pass the dialer, once the engines have WithDialer:
+	//   postgres.NewEngine(postgres.WithLogger(log), postgres.WithDialer(dial))
+	//   mongodb.NewEngine(mongodb.WithLogger(log), mongodb.WithDialer(dial))
+	dial := targetDialer(cfg.Targets)
+	_ = dial
 	pg, err := postgres.NewEngine(postgres.WithLogger(log))
 	if err != nil {
 		return nil, err
@@ -101,7 +115,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SpoolDir == "" {
 		return nil, errors.New("gateway: no spool directory")
 	}
-	spool, err := sessionlog.OpenSpool(cfg.SpoolDir, sessionlog.WithLogger(log))
+	spool, err := sessionlog.OpenSpool(cfg.SpoolDir, append([]sessionlog.SpoolOption{sessionlog.WithLogger(log)}, cfg.SpoolOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("opening the session log spool in %s: %w", cfg.SpoolDir, err)
 	}
@@ -252,6 +266,9 @@ func (a *Agent) validate(ctx context.Context, t *tunnel.Target) tunnel.Result {
 	if !ok {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: fmt.Sprintf("this gateway does not support %q resources yet", t.Kind)}
 	}
+	if err := a.checkTarget(ctx, *t); err != nil {
+		return tunnel.Result{Code: tunnel.CodeUnreachable, Message: err.Error()}
+	}
 	vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	return e.Validate(vctx, *t)
@@ -268,6 +285,9 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	engine, ok := a.engines[h.Target.Kind]
 	if !ok {
 		return fmt.Errorf("unsupported resource kind %q", h.Target.Kind)
+	}
+	if err := a.checkTarget(ctx, *h.Target); err != nil {
+		return err
 	}
 	id := a.cfg.Identity
 	tc := tls.Server(st, &tls.Config{

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/airlockpam/airlock/internal/proxy/common"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // DefaultAllowTargets describes the policy a gateway applies when
@@ -28,7 +30,7 @@ var defaultDenied = []netip.Prefix{
 	netip.MustParsePrefix("::/128"),
 	netip.MustParsePrefix("169.254.0.0/16"),
 	netip.MustParsePrefix("fe80::/10"),
-	netip.MustParsePrefix("fd00:ec2::254/128"), // AWS IMDS over IPv6
+	netip.MustParsePrefix("fd00:ec2::254/128"),  // AWS IMDS over IPv6
 	netip.MustParsePrefix("100.100.100.200/32"), // Alibaba Cloud metadata
 }
 
@@ -225,4 +227,61 @@ func (p *TargetPolicy) DialFunc(res Resolver, d *net.Dialer) common.DialFunc {
 		}
 		return nil, firstErr
 	}
+}
+
+// targetDialer is the dialer the gateway gives its engines: the policy's, or
+// a plain one when there is no policy.
+func targetDialer(p *TargetPolicy) common.DialFunc {
+	if p == nil {
+		d := &net.Dialer{}
+		return d.DialContext
+	}
+	return p.DialFunc(nil, nil)
+}
+
+// checkTarget refuses, before an engine is involved, a target whose
+// addresses the policy refuses. The dialer checks again at dial time, on
+// the addresses it actually dials; this early check covers engines that do
+// not take the dialer yet and gives the validation its words.
+func (a *Agent) checkTarget(ctx context.Context, t tunnel.Target) error {
+	p := a.cfg.Targets
+	if p == nil {
+		return nil
+	}
+	var hosts []string
+	switch t.Kind {
+	case tunnel.KindMongoDB:
+		u, err := url.Parse(t.URI)
+		if err != nil || u.Scheme != "mongodb" {
+			return nil // mongodb+srv: checked by the dialer on each host it finds
+		}
+		for _, h := range strings.Split(u.Host, ",") {
+			if _, _, err := net.SplitHostPort(h); err != nil {
+				h = net.JoinHostPort(strings.Trim(h, "[]"), "27017")
+			}
+			hosts = append(hosts, h)
+		}
+	default:
+		hosts = []string{net.JoinHostPort(t.Host, strconv.Itoa(t.Port))}
+	}
+	for _, hp := range hosts {
+		host, portStr, err := net.SplitHostPort(hp)
+		if err != nil {
+			continue
+		}
+		port, _ := strconv.ParseUint(portStr, 10, 16)
+		var ips []netip.Addr
+		if ip, err := netip.ParseAddr(host); err == nil {
+			ips = []netip.Addr{ip}
+		} else {
+			ips, _ = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+		for _, ip := range ips {
+			if !p.Allows(ip, uint16(port)) {
+				return fmt.Errorf("cannot reach: the gateway's --allow-targets does not include %s: %w",
+					netip.AddrPortFrom(ip.Unmap(), uint16(port)), ErrTargetNotAllowed)
+			}
+		}
+	}
+	return nil
 }
