@@ -43,6 +43,10 @@ import (
 // Config configures an Agent.
 type Config struct {
 	Identity *Identity
+	// DataDir holds the gateway's identity (key, certificate, CA); the
+	// renewed certificate and key are written there. Empty: certificates
+	// are renewed in memory only.
+	DataDir string
 	// SpoolDir holds the session log spool: events are written here first
 	// and deleted once the server has stored them. Required.
 	SpoolDir string

@@ -68,7 +68,7 @@ func LoadIdentity(dir string) (*Identity, error) {
 // stores the certificate the server returns. The key never leaves dir.
 func Enroll(ctx context.Context, domain, token, dir string, httpClient *http.Client) (*Identity, error) {
 	if token == "" {
-		return nil, errors.New("this data directory has no enrolled gateway: pass --token (from `airlock gateways create NAME`)")
+		return nil, errors.New("this data directory has no enrolled gateway: give the one-time enrollment token from `airlock gateways create NAME` with --token-file FILE, --token-stdin or AIRLOCK_GATEWAY_TOKEN")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the data directory: %w", err)
