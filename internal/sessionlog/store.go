@@ -323,7 +323,8 @@ func eventAAD(id, sessionID string, seq int64) string {
 // List returns a session's events after sequence number afterSeq, oldest
 // first, decrypted, with Seq set. limit <= 0 means DefaultListLimit; more
 // than MaxListLimit is cut to it. An unknown session has no events. An event
-// that fails its integrity check fails the call with errs.DataLoss.
+// that fails its integrity check is listed in its place with only its id,
+// sequence number and Damaged set; the others are listed as usual.
 func (s *Store) List(ctx context.Context, sessionID string, afterSeq int64, limit int) ([]Event, error) {
 	const op = "sessionlog.(*Store).List"
 	switch {
@@ -364,8 +365,10 @@ func (s *Store) List(ctx context.Context, sessionID string, afterSeq int64, limi
 		ev, _, err := s.open(ctx, sessionID, r.id, r.project, r.seq, r.sealed)
 		if err != nil {
 			if errs.Is(err, errs.DataLoss) {
-				return nil, &errs.Error{Op: op, Code: errs.DataLoss, Err: err, Msg: fmt.Sprintf(
-					"event %d of session %s failed its integrity check: it was altered or moved; run `airlock sessions verify`", r.seq, sessionID)}
+				// One damaged event does not hide the rest of the page.
+				out = append(out, Event{ID: r.id, SessionID: sessionID, Seq: r.seq, Damaged: fmt.Sprintf(
+					"event %d of session %s failed its integrity check: it was altered or moved; run `airlock sessions verify`", r.seq, sessionID)})
+				continue
 			}
 			return nil, errs.Wrap(op, errs.Internal, "decrypting session events failed", err)
 		}
