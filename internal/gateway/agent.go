@@ -81,6 +81,9 @@ type Agent struct {
 	engines map[string]common.Engine // by resource kind
 	spool   *sessionlog.Spool
 
+	certMu sync.RWMutex
+	cert   tls.Certificate // presented to the relay and to clients; renewed in place
+
 	mu         sync.Mutex
 	sessions   map[string]*liveSession
 	terminated map[string]time.Time // session id -> when to forget it
@@ -127,7 +130,8 @@ func New(cfg Config) (*Agent, error) {
 	for _, e := range []common.Engine{pg, mongo} {
 		engines[e.Kind()] = e
 	}
-	return &Agent{cfg: cfg, log: log, engines: engines, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
+	return &Agent{cfg: cfg, log: log, engines: engines, spool: spool, cert: cfg.Identity.cert,
+		sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
 }
 
 // Close releases the spool, writing what it still holds in memory.
@@ -182,7 +186,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 		return err
 	}
 	tc := tls.Client(raw, &tls.Config{
-		Certificates: []tls.Certificate{id.cert},
+		Certificates: []tls.Certificate{a.currentCert()},
 		RootCAs:      id.caPool,
 		ServerName:   pki.RelayServerName,
 		MinVersion:   tls.VersionTLS13,
@@ -202,6 +206,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	a.setMux(mux)
 	defer a.setMux(nil)
 	a.log.Info("connected to the server", "domain", id.Domain)
+	go a.renewLoop(ctx, mux)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -295,7 +300,7 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	}
 	id := a.cfg.Identity
 	tc := tls.Server(st, &tls.Config{
-		Certificates: []tls.Certificate{id.cert},
+		Certificates: []tls.Certificate{a.currentCert()},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    id.caPool,
 		MinVersion:   tls.VersionTLS13,
