@@ -2,7 +2,10 @@
 // with actor, time, client address, action, target and outcome. Changes write
 // their event in the same transaction as the change itself (Record takes the
 // transaction), so a change is never stored without its event nor an event
-// without its change. service.go serves GET /api/v1/audit-logs.
+// without its change. chain.go hash-chains each organization's entries and
+// authenticates the chain's head with a key derived from the root key
+// (Verify). service.go serves GET /api/v1/audit-logs and POST
+// /api/v1/audit-logs/verify.
 package audit
 
 import (

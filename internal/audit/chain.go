@@ -178,7 +178,9 @@ func (r *Repository) verify(ctx context.Context, tx *sql.Tx, orgID string, seal 
 				return bad(head+1, "the audit log's head was wound back: it records %d entries but entry %d is stored", head, seq)
 			}
 		case seq != expect:
-			problem = func() (VerifyResult, error) { return bad(expect, "%s removed from the audit log", entryRange(expect, seq-1)) }
+			problem = func() (VerifyResult, error) {
+				return bad(expect, "%s removed from the audit log", entryRange(expect, seq-1))
+			}
 		case !bytes.Equal(prevHash, prev):
 			problem = func() (VerifyResult, error) {
 				return bad(seq, "audit entry %d was altered: it does not link to entry %d", seq, seq-1)

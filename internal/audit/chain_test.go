@@ -35,7 +35,9 @@ func forEachStore(t *testing.T, f func(t *testing.T, fx *chainFixture)) {
 		cfg  func(t *testing.T) store.Config
 	}{
 		{"sqlite", func(t *testing.T) store.Config { return store.Config{DataDir: t.TempDir()} }},
-		{"postgres", func(t *testing.T) store.Config { return store.Config{DatabaseURL: testenv.SharedPostgres(t).SuperURL()} }},
+		{"postgres", func(t *testing.T) store.Config {
+			return store.Config{DatabaseURL: testenv.SharedPostgres(t).SuperURL()}
+		}},
 	} {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()

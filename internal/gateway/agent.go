@@ -10,7 +10,9 @@
 //
 // The gateway keeps one registry of live sessions (a common.Session each,
 // whatever the protocol) and one engine per resource kind, both behind the
-// interfaces of proxy/common. A session ends in one way, common.Session.End,
+// interfaces of proxy/common. targets.go holds the --allow-targets policy,
+// checked on the resolved address of every dial; renew.go renews the
+// gateway's certificate before it expires. A session ends in one way, common.Session.End,
 // for every reason: a terminate stream from the server (terminated by an
 // administrator, ended by its user, revoked, client or gateway lost), its
 // expiry on the gateway's own clock, or the gateway's shutdown. Ending
