@@ -78,8 +78,8 @@ func headMAC(key []byte, orgID string, seq int64, hash []byte) []byte {
 	return m.Sum(nil)
 }
 
-// VerifyResult is the outcome of checking an organization's audit log.
-type VerifyResult struct {
+// Verification is the outcome of checking an organization's audit log.
+type Verification struct {
 	// OK is true when every entry is present and unaltered.
 	OK bool `json:"ok"`
 	// Entries is how many chained entries the log holds (its head).
@@ -100,19 +100,19 @@ var errNoKey = errors.New("the audit log's key is not configured")
 // Verify checks orgID's chain from its first entry to its head against the
 // authenticated head, then authenticates the head it checked (Seal). It
 // stops at the first problem.
-func (r *Repository) Verify(ctx context.Context, orgID string) (VerifyResult, error) {
+func (r *Repository) Verify(ctx context.Context, orgID string) (Verification, error) {
 	const op = "audit.(*Repository).Verify"
 	if r.macKey == nil {
-		return VerifyResult{}, errs.Wrap(op, errs.Internal, "the audit log cannot be verified without its key", errNoKey)
+		return Verification{}, errs.Wrap(op, errs.Internal, "the audit log cannot be verified without its key", errNoKey)
 	}
-	var res VerifyResult
+	var res Verification
 	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		res, err = r.verify(ctx, tx, orgID, true)
 		return err
 	})
 	if err != nil {
-		return VerifyResult{}, errs.Wrap(op, errs.Unavailable, "verifying the audit log failed", err)
+		return Verification{}, errs.Wrap(op, errs.Unavailable, "verifying the audit log failed", err)
 	}
 	return res, nil
 }
@@ -124,8 +124,8 @@ func (r *Repository) Seal(ctx context.Context, orgID string) error {
 	return err
 }
 
-func (r *Repository) verify(ctx context.Context, tx *sql.Tx, orgID string, seal bool) (VerifyResult, error) {
-	var res VerifyResult
+func (r *Repository) verify(ctx context.Context, tx *sql.Tx, orgID string, seal bool) (Verification, error) {
+	var res Verification
 	q := `SELECT seq, hash, sealed_seq, sealed_hash, sealed_mac FROM audit_heads WHERE org_id = $1`
 	if r.db.Dialect == store.Postgres {
 		q += ` FOR UPDATE`
@@ -141,7 +141,7 @@ func (r *Repository) verify(ctx context.Context, tx *sql.Tx, orgID string, seal 
 		return res, err
 	}
 	res.Entries = head
-	bad := func(seq int64, format string, args ...any) (VerifyResult, error) {
+	bad := func(seq int64, format string, args ...any) (Verification, error) {
 		res.FirstBad, res.Problem = seq, fmt.Sprintf(format, args...)
 		return res, nil
 	}
@@ -159,7 +159,7 @@ func (r *Repository) verify(ctx context.Context, tx *sql.Tx, orgID string, seal 
 	}
 	prev := make([]byte, sha256.Size)
 	expect := int64(1)
-	var problem func() (VerifyResult, error)
+	var problem func() (Verification, error)
 	for rows.Next() {
 		var ev Entry
 		var at int64
@@ -174,23 +174,23 @@ func (r *Repository) verify(ctx context.Context, tx *sql.Tx, orgID string, seal 
 		seq := ev.Seq
 		switch {
 		case seq > head:
-			problem = func() (VerifyResult, error) {
+			problem = func() (Verification, error) {
 				return bad(head+1, "the audit log's head was wound back: it records %d entries but entry %d is stored", head, seq)
 			}
 		case seq != expect:
-			problem = func() (VerifyResult, error) {
+			problem = func() (Verification, error) {
 				return bad(expect, "%s removed from the audit log", entryRange(expect, seq-1))
 			}
 		case !bytes.Equal(prevHash, prev):
-			problem = func() (VerifyResult, error) {
+			problem = func() (Verification, error) {
 				return bad(seq, "audit entry %d was altered: it does not link to entry %d", seq, seq-1)
 			}
 		case !bytes.Equal(entryHash(prev, ev, details), hash):
-			problem = func() (VerifyResult, error) {
+			problem = func() (Verification, error) {
 				return bad(seq, "audit entry %d was altered: it does not match its hash", seq)
 			}
 		case seq == sealedSeq && sealedMAC != nil && !bytes.Equal(hash, sealedHash):
-			problem = func() (VerifyResult, error) {
+			problem = func() (Verification, error) {
 				return bad(seq, "audit entry %d was altered: it is not the entry that was authenticated", seq)
 			}
 		}

@@ -61,7 +61,7 @@ func Register(a huma.API, repo *Repository, isProjectAdmin ProjectAdminCheck) {
 		Description: "Checks the hash chain of every entry and the head against its MAC (a key derived from the root key), " +
 			"reports the first entry altered, removed or cut off the end, and authenticates the head it checked.",
 		Security: api.Secured, Errors: []int{403},
-	}, func(ctx context.Context, _ *struct{}) (*struct{ Body VerifyResult }, error) {
+	}, func(ctx context.Context, _ *struct{}) (*struct{ Body Verification }, error) {
 		const op = "audit.verifyAuditLogs"
 		p, err := api.MustPrincipal(ctx)
 		if err != nil {
@@ -74,6 +74,6 @@ func Register(a huma.API, repo *Repository, isProjectAdmin ProjectAdminCheck) {
 		if err != nil {
 			return nil, api.Err(ctx, err)
 		}
-		return &struct{ Body VerifyResult }{res}, nil
+		return &struct{ Body Verification }{res}, nil
 	})
 }
