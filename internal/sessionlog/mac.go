@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/airlockpam/airlock/internal/errs"
@@ -93,9 +92,6 @@ func sealMatches(key []byte, row sessionSeal) (ok, endedUnsealed bool) {
 	}
 	return false, false
 }
-
-// errSealBroken means a session row no longer matches its MAC.
-var errSealBroken = errors.New("the session's identity fields or chain head do not match their MAC")
 
 // Reseal runs update (which may change the session's identity fields or end
 // it, in tx) and then authenticates the session's current row with a new
