@@ -2,10 +2,14 @@
 // with actor, time, client address, action, target and outcome. Changes write
 // their event in the same transaction as the change itself (Record takes the
 // transaction), so a change is never stored without its event nor an event
-// without its change. service.go serves GET /api/v1/audit-logs.
+// without its change. chain.go hash-chains each organization's entries and
+// authenticates the chain's head with a key derived from the root key
+// (Verify). service.go serves GET /api/v1/audit-logs and POST
+// /api/v1/audit-logs/verify.
 package audit
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -41,6 +45,12 @@ type Entry struct {
 	TargetID   string         `json:"targetId"`
 	ProjectID  string         `json:"projectId,omitempty"`
 	Details    map[string]any `json:"details,omitempty"`
+	// Seq is the entry's place in its organization's chain (from 1; 0 for
+	// entries from before the chain).
+	Seq int64 `json:"seq,omitempty"`
+	// Damaged says, in words, that the entry no longer matches its hash
+	// (it was altered in the store); the entry is listed all the same.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // By fills the actor and client address of ev from the request context.
@@ -62,7 +72,10 @@ func By(ctx context.Context, ev Entry) Entry {
 	return ev
 }
 
-// Record writes ev with q, normally the transaction of the change it describes.
+// Record writes ev with q, the transaction of the change it describes, at
+// the end of its organization's hash chain (see chain.go). The chain head's
+// row is locked until the transaction ends, so an organization's entries
+// are written one at a time; q must be a transaction for that to hold.
 func Record(ctx context.Context, q store.Querier, ev Entry) error {
 	const op = "audit.Record"
 	if ev.OrgID == "" || ev.Action == "" {
@@ -79,12 +92,23 @@ func Record(ctx context.Context, q store.Querier, ev Entry) error {
 		}
 		details = string(b)
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO audit_logs
-		(id, org_id, at, actor_kind, actor_id, actor_name, client_addr, action, outcome, target_kind, target_id, project_id, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		uuid.Must(uuid.NewV7()).String(), ev.OrgID, store.Micros(ev.At), ev.ActorKind, ev.ActorID, ev.ActorName,
-		ev.ClientAddr, ev.Action, ev.Outcome, ev.TargetKind, ev.TargetID, ev.ProjectID, details)
+	ev.ID = uuid.Must(uuid.NewV7()).String()
+	seq, prev, err := advanceHead(ctx, q, ev.OrgID)
 	if err != nil {
+		return errs.Wrap(op, errs.Unavailable, "writing the audit log failed", err)
+	}
+	ev.Seq = seq
+	hash := entryHash(prev, ev, details)
+	_, err = q.ExecContext(ctx, `INSERT INTO audit_logs
+		(id, org_id, at, actor_kind, actor_id, actor_name, client_addr, action, outcome, target_kind, target_id, project_id, details,
+		 seq, prev_hash, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		ev.ID, ev.OrgID, store.Micros(ev.At), ev.ActorKind, ev.ActorID, ev.ActorName,
+		ev.ClientAddr, ev.Action, ev.Outcome, ev.TargetKind, ev.TargetID, ev.ProjectID, details, seq, prev, hash)
+	if err != nil {
+		return errs.Wrap(op, errs.Unavailable, "writing the audit log failed", err)
+	}
+	if _, err := q.ExecContext(ctx, `UPDATE audit_heads SET hash = $1 WHERE org_id = $2`, hash, ev.OrgID); err != nil {
 		return errs.Wrap(op, errs.Unavailable, "writing the audit log failed", err)
 	}
 	return nil
@@ -101,11 +125,27 @@ type Filter struct {
 	Limit     int
 }
 
-// Repository reads the audit log.
-type Repository struct{ db *store.DB }
+// Repository reads and verifies the audit log.
+type Repository struct {
+	db     *store.DB
+	macKey []byte // authenticates chain heads; nil: Verify is unavailable
+}
+
+// Option configures a Repository.
+type Option func(*Repository)
+
+// WithMACKey gives the repository the key that authenticates the audit
+// log's chain heads: keyring.DeriveKey(keyring.LabelAuditLogMAC).
+func WithMACKey(key []byte) Option { return func(r *Repository) { r.macKey = key } }
 
 // NewRepository returns a Repository.
-func NewRepository(db *store.DB) *Repository { return &Repository{db: db} }
+func NewRepository(db *store.DB, opts ...Option) *Repository {
+	r := &Repository{db: db}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
 
 // List returns matching events, newest first.
 func (r *Repository) List(ctx context.Context, f Filter) ([]Entry, error) {
@@ -148,7 +188,8 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]Entry, error) {
 		add("id < ?", f.Before)
 	}
 	args = append(args, f.Limit)
-	q := `SELECT id, at, actor_kind, actor_id, actor_name, client_addr, action, outcome, target_kind, target_id, project_id, details
+	q := `SELECT id, org_id, at, actor_kind, actor_id, actor_name, client_addr, action, outcome, target_kind, target_id, project_id, details,
+		seq, prev_hash, hash
 		FROM audit_logs WHERE ` + strings.Join(where, " AND ") + ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
 	rows, err := r.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -160,11 +201,15 @@ func (r *Repository) List(ctx context.Context, f Filter) ([]Entry, error) {
 		var ev Entry
 		var at int64
 		var details string
-		if err := rows.Scan(&ev.ID, &at, &ev.ActorKind, &ev.ActorID, &ev.ActorName, &ev.ClientAddr, &ev.Action,
-			&ev.Outcome, &ev.TargetKind, &ev.TargetID, &ev.ProjectID, &details); err != nil {
+		var prev, hash []byte
+		if err := rows.Scan(&ev.ID, &ev.OrgID, &at, &ev.ActorKind, &ev.ActorID, &ev.ActorName, &ev.ClientAddr, &ev.Action,
+			&ev.Outcome, &ev.TargetKind, &ev.TargetID, &ev.ProjectID, &details, &ev.Seq, &prev, &hash); err != nil {
 			return nil, errs.Wrap(op, errs.Unavailable, "reading the audit log failed", err)
 		}
 		ev.At = store.Time(at)
+		if ev.Seq > 0 && !bytes.Equal(entryHash(prev, ev, details), hash) {
+			ev.Damaged = "this entry does not match its hash: it was altered in the store; run `airlock audit verify`"
+		}
 		if details != "{}" {
 			_ = json.Unmarshal([]byte(details), &ev.Details)
 		}

@@ -24,7 +24,7 @@ type listInput struct {
 	Limit     int       `query:"limit" minimum:"1" maximum:"1000" default:"100"`
 }
 
-// Register adds GET /api/v1/audit-logs. Organization admins read every event;
+// Register adds GET /api/v1/audit-logs and POST /api/v1/audit-logs/verify. Organization admins read every event;
 // a project admin reads the events of that project (projectId required).
 func Register(a huma.API, repo *Repository, isProjectAdmin ProjectAdminCheck) {
 	huma.Register(a, huma.Operation{
@@ -53,5 +53,27 @@ func Register(a huma.API, repo *Repository, isProjectAdmin ProjectAdminCheck) {
 			evs = []Entry{}
 		}
 		return &struct{ Body []Entry }{evs}, api.Err(ctx, err)
+	})
+
+	huma.Register(a, huma.Operation{
+		OperationID: "verify-audit-logs", Method: http.MethodPost, Path: "/api/v1/audit-logs/verify", Tags: []string{"Audit"},
+		Summary: "Verify the organization's audit log (organization admins)",
+		Description: "Checks the hash chain of every entry and the head against its MAC (a key derived from the root key), " +
+			"reports the first entry altered, removed or cut off the end, and authenticates the head it checked.",
+		Security: api.Secured, Errors: []int{403},
+	}, func(ctx context.Context, _ *struct{}) (*struct{ Body Verification }, error) {
+		const op = "audit.verifyAuditLogs"
+		p, err := api.MustPrincipal(ctx)
+		if err != nil {
+			return nil, api.Err(ctx, err)
+		}
+		if !p.OrgAdmin {
+			return nil, api.Err(ctx, errs.E(op, errs.Forbidden, "only organization admins verify the audit log"))
+		}
+		res, err := repo.Verify(ctx, p.OrgID)
+		if err != nil {
+			return nil, api.Err(ctx, err)
+		}
+		return &struct{ Body Verification }{res}, nil
 	})
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -68,9 +69,48 @@ func newAuditCommand(o *options) *cobra.Command {
 	fl.StringVar(&from, "from", "", "only events at or after this time (RFC 3339, or a duration ago such as 24h)")
 	fl.StringVar(&to, "to", "", "only events before this time (RFC 3339, or a duration ago)")
 	fl.IntVar(&limit, "limit", 100, "at most this many events (1-1000)")
-	cmd.AddCommand(list)
+	verify := &cobra.Command{
+		Use: "verify", Short: "Verify that no audit log entry was altered, removed or cut off (organization admins)", Args: cobra.NoArgs,
+		Long: `Verify the organization's admin audit log: every entry's hash chain, and the
+chain's head against its MAC, made with a key derived from the server's root
+key, which someone who can write only the store cannot forge. Exits 1 when the
+log was tampered with, naming the first entry affected.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var res struct {
+				OK            bool   `json:"ok"`
+				Entries       int64  `json:"entries"`
+				Authenticated int64  `json:"authenticated"`
+				FirstBad      int64  `json:"firstBad,omitempty"`
+				Problem       string `json:"problem,omitempty"`
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/audit-logs/verify", nil, nil, &res); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				if err := o.printJSON(res); err != nil {
+					return err
+				}
+			} else if res.OK {
+				fmt.Fprintf(o.stdout, "OK: %d audit log entries, chained and authenticated.\n", res.Entries)
+			} else {
+				fmt.Fprintf(o.stdout, "TAMPERED: %s (first affected entry: %d of %d).\n", res.Problem, res.FirstBad, res.Entries)
+			}
+			if !res.OK {
+				return errAuditTampered
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(list, verify)
 	return cmd
 }
+
+// errAuditTampered makes `airlock audit verify` exit non-zero.
+var errAuditTampered = errors.New("the audit log failed verification")
 
 // setTimeRange puts --from and --to into q as RFC 3339 times.
 func setTimeRange(q url.Values, from, to string) error {

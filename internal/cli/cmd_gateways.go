@@ -4,16 +4,21 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/airlockpam/airlock/internal/gateway"
+	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/version"
 )
 
@@ -35,7 +40,7 @@ func (o *options) printEnrollment(g gatewayInfo, domain string) error {
 	}
 	fmt.Fprintf(o.stdout, "Gateway %s (%s) registered.\n\n", g.Name, g.ID)
 	fmt.Fprintf(o.stdout, "Enrollment token (one use, valid until %s):\n\n%s\n\n", fmtTime(*g.EnrollmentExpiresAt), g.EnrollmentToken)
-	fmt.Fprintf(o.stdout, "On a machine that can reach your databases, run:\n\n  airlock gateway --domain %s --token %s --data-dir /var/lib/airlock-gateway\n", domain, g.EnrollmentToken)
+	fmt.Fprintf(o.stdout, "On a machine that can reach your databases, run (the token in the environment, not on the command line where the process list shows it):\n\n  AIRLOCK_GATEWAY_TOKEN=%s airlock gateway --domain %s --data-dir /var/lib/airlock-gateway\n\nor save the token in a file and pass --token-file FILE (or pipe it with --token-stdin).\n", g.EnrollmentToken, domain)
 	return nil
 }
 
@@ -117,7 +122,8 @@ func newGatewaysCommand(o *options) *cobra.Command {
 }
 
 func newGatewayCommand(o *options) *cobra.Command {
-	var domain, token, dataDir, caFile string
+	var domain, token, tokenFile, dataDir, caFile, allowTargets, spoolMaxSize, spoolSync, spoolFull string
+	var tokenStdin bool
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway in the database's network",
@@ -129,9 +135,41 @@ stores the certificate it gets back; its private key never leaves that
 directory. Later runs with the same --data-dir need no token.
 
 The gateway then dials out to the server and keeps one connection open; it
-needs no inbound port. It must be able to reach the databases of its resources.`,
+needs no inbound port. It must be able to reach the databases of its resources.
+
+The enrollment token is read from --token-file, from standard input
+(--token-stdin) or from AIRLOCK_GATEWAY_TOKEN; --token still works but the
+process list shows it to every local user.
+
+--allow-targets restricts the addresses the gateway dials, checked on the
+resolved address of every connection: a comma-separated list of CIDR[:port]
+entries (10.0.0.0/8, 10.1.2.3/32:5432, [fd00::/8]:27017), which replaces the
+default. The default allows every address except the gateway's own loopback
+(127.0.0.0/8, ::1), unspecified, link-local (169.254.0.0/16, fe80::/10) and
+cloud metadata addresses (169.254.169.254, fd00:ec2::254). A database on the
+gateway's own host needs --allow-targets 127.0.0.1/32:PORT.
+AIRLOCK_GATEWAY_ALLOW_TARGETS is read when the flag is not given.
+
+The session log spool (in --data-dir) holds events until the server has them.
+By default they are fsynced in batches every 50 ms, so a power loss can lose
+the last batch; --spool-sync=always fsyncs each event before its statement
+goes on. When the spool cannot persist (disk full, over --spool-max-size),
+new statements are refused until it can; --spool-full=allow lets them run
+unrecorded instead, logging and counting every dropped event.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			targets, err := gatewayTargets(cmd, allowTargets)
+			if err != nil {
+				return err
+			}
+			spoolOpts, err := spoolOptions(spoolMaxSize, spoolSync, spoolFull)
+			if err != nil {
+				return err
+			}
+			token, err := enrollmentToken(cmd, token, tokenFile, tokenStdin)
+			if err != nil {
+				return err
+			}
 			if dataDir == "" {
 				d, err := stateDir()
 				if err != nil {
@@ -169,7 +207,9 @@ needs no inbound port. It must be able to reach the databases of its resources.`
 					id.Domain = base
 				}
 			}
-			a, err := gateway.New(gateway.Config{Identity: id, ServerTLS: serverTLS, Version: version.Version, SpoolDir: filepath.Join(dataDir, "spool")})
+			slog.Info("gateway target policy", "allow_targets", targets.String())
+			a, err := gateway.New(gateway.Config{Identity: id, ServerTLS: serverTLS, Version: version.Version, SpoolDir: filepath.Join(dataDir, "spool"),
+				DataDir: dataDir, Targets: targets, SpoolOptions: spoolOpts})
 			if err != nil {
 				return err
 			}
@@ -179,8 +219,113 @@ needs no inbound port. It must be able to reach the databases of its resources.`
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&domain, "domain", "", "the Airlock server, e.g. https://airlock.example.com")
-	fl.StringVar(&token, "token", "", "one-time enrollment token (first run only)")
+	fl.StringVar(&token, "token", "", "one-time enrollment token (first run only; visible in the process list: prefer --token-file, --token-stdin or AIRLOCK_GATEWAY_TOKEN)")
+	fl.StringVar(&tokenFile, "token-file", "", "read the one-time enrollment token from this file (first run only)")
+	fl.BoolVar(&tokenStdin, "token-stdin", false, "read the one-time enrollment token from standard input (first run only)")
+	fl.StringVar(&allowTargets, "allow-targets", "", "CIDR[:port],... the gateway may dial (default: any address but loopback, link-local and cloud metadata; env AIRLOCK_GATEWAY_ALLOW_TARGETS)")
+	fl.StringVar(&spoolMaxSize, "spool-max-size", "1GiB", "the most the session log spool may hold on disk (e.g. 512MiB, 2GiB)")
+	fl.StringVar(&spoolSync, "spool-sync", "batch", "batch: fsync session events every 50 ms (a power loss can lose the last batch); always: fsync each event before its statement goes on")
+	fl.StringVar(&spoolFull, "spool-full", "refuse", "when the spool cannot persist events: refuse new statements (fail closed), or allow them unrecorded (logged and counted)")
 	fl.StringVar(&dataDir, "data-dir", "", "where the gateway keeps its key and certificate (default ~/.local/state/airlock/gateway)")
 	fl.StringVar(&caFile, "ca-file", "", "PEM CA certificate of the server's TLS certificate, when it is not publicly trusted")
 	return cmd
+}
+
+// gatewayTargets parses --allow-targets, or AIRLOCK_GATEWAY_ALLOW_TARGETS
+// when the flag is not given.
+func gatewayTargets(cmd *cobra.Command, flag string) (*gateway.TargetPolicy, error) {
+	if !cmd.Flags().Changed("allow-targets") {
+		if env, ok := os.LookupEnv("AIRLOCK_GATEWAY_ALLOW_TARGETS"); ok {
+			p, err := gateway.ParseAllowTargets(env)
+			if err != nil {
+				return nil, fmt.Errorf("AIRLOCK_GATEWAY_ALLOW_TARGETS: %w", err)
+			}
+			return p, nil
+		}
+	}
+	return gateway.ParseAllowTargets(flag)
+}
+
+// spoolOptions turns the --spool-* flags into spool options.
+func spoolOptions(maxSize, sync, full string) ([]sessionlog.SpoolOption, error) {
+	size, err := parseByteSize(maxSize)
+	if err != nil {
+		return nil, fmt.Errorf("--spool-max-size %q: %w (use a size such as 512MiB or 2GiB)", maxSize, err)
+	}
+	if size < 1<<20 {
+		return nil, fmt.Errorf("--spool-max-size %q is below 1MiB, too small to hold a batch of events", maxSize)
+	}
+	opts := []sessionlog.SpoolOption{sessionlog.WithMaxSize(size)}
+	switch sync {
+	case "batch", "":
+	case "always":
+		opts = append(opts, sessionlog.WithSyncAlways(true))
+	default:
+		return nil, fmt.Errorf("--spool-sync %q: use batch or always", sync)
+	}
+	switch full {
+	case "refuse", "":
+	case "allow":
+		slog.Warn("--spool-full=allow: when the session log spool cannot persist events, statements run UNRECORDED (each dropped event is logged and counted)")
+		opts = append(opts, sessionlog.WithFailOpen(true))
+	default:
+		return nil, fmt.Errorf("--spool-full %q: use refuse or allow", full)
+	}
+	return opts, nil
+}
+
+// parseByteSize parses 1048576, 512KiB, 64MiB, 2GiB (also KB, MB, GB as
+// powers of 1024, and K, M, G).
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, errors.New("not a positive size")
+	}
+	return n * mult, nil
+}
+
+// enrollmentToken reads the enrollment token from --token-file,
+// --token-stdin, AIRLOCK_GATEWAY_TOKEN or, with a warning, --token.
+func enrollmentToken(cmd *cobra.Command, flag, file string, stdin bool) (string, error) {
+	sources := 0
+	for _, set := range []bool{flag != "", file != "", stdin} {
+		if set {
+			sources++
+		}
+	}
+	if sources > 1 {
+		return "", errors.New("give the enrollment token one way: --token-file, --token-stdin, AIRLOCK_GATEWAY_TOKEN or --token")
+	}
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("reading the enrollment token from --token-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case stdin:
+		b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<10))
+		if err != nil {
+			return "", fmt.Errorf("reading the enrollment token from standard input: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case flag != "":
+		slog.Warn("--token is visible in the process list to every user of this machine; use --token-file, --token-stdin or AIRLOCK_GATEWAY_TOKEN")
+		return flag, nil
+	}
+	tok := strings.TrimSpace(os.Getenv("AIRLOCK_GATEWAY_TOKEN"))
+	// Not left for child processes or a later dump of the environment.
+	os.Unsetenv("AIRLOCK_GATEWAY_TOKEN")
+	return tok, nil
 }

@@ -10,7 +10,9 @@
 //
 // The gateway keeps one registry of live sessions (a common.Session each,
 // whatever the protocol) and one engine per resource kind, both behind the
-// interfaces of proxy/common. A session ends in one way, common.Session.End,
+// interfaces of proxy/common. targets.go holds the --allow-targets policy,
+// checked on the resolved address of every dial; renew.go renews the
+// gateway's certificate before it expires. A session ends in one way, common.Session.End,
 // for every reason: a terminate stream from the server (terminated by an
 // administrator, ended by its user, revoked, client or gateway lost), its
 // expiry on the gateway's own clock, or the gateway's shutdown. Ending
@@ -43,6 +45,10 @@ import (
 // Config configures an Agent.
 type Config struct {
 	Identity *Identity
+	// DataDir holds the gateway's identity (key, certificate, CA); the
+	// renewed certificate and key are written there. Empty: certificates
+	// are renewed in memory only.
+	DataDir string
 	// SpoolDir holds the session log spool: events are written here first
 	// and deleted once the server has stored them. Required.
 	SpoolDir string
@@ -55,6 +61,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Targets restricts the addresses the gateway dials (--allow-targets);
+	// nil allows every address (the dev server's built-in gateway).
+	Targets *TargetPolicy
+	// SpoolOptions are passed to the session log spool (size cap, sync,
+	// fail open).
+	SpoolOptions []sessionlog.SpoolOption
+	// RenewBefore renews the gateway's certificate when less than this
+	// fraction of its lifetime is left; default 1/3.
+	RenewBefore float64
 }
 
 // endTimeout bounds the ending of one session: the engines end each
@@ -67,6 +82,9 @@ type Agent struct {
 	log     *slog.Logger
 	engines map[string]common.Engine // by resource kind
 	spool   *sessionlog.Spool
+
+	certMu sync.RWMutex
+	cert   tls.Certificate // presented to the relay and to clients; renewed in place
 
 	mu         sync.Mutex
 	sessions   map[string]*liveSession
@@ -90,6 +108,11 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger.With("gateway", cfg.Identity.Name)
+	// TODO(i13 merge): pass the dialer, once the engines have WithDialer:
+	//   postgres.NewEngine(postgres.WithLogger(log), postgres.WithDialer(dial))
+	//   mongodb.NewEngine(mongodb.WithLogger(log), mongodb.WithDialer(dial))
+	dial := targetDialer(cfg.Targets)
+	_ = dial
 	pg, err := postgres.NewEngine(postgres.WithLogger(log))
 	if err != nil {
 		return nil, err
@@ -101,7 +124,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SpoolDir == "" {
 		return nil, errors.New("gateway: no spool directory")
 	}
-	spool, err := sessionlog.OpenSpool(cfg.SpoolDir, sessionlog.WithLogger(log))
+	spool, err := sessionlog.OpenSpool(cfg.SpoolDir, append([]sessionlog.SpoolOption{sessionlog.WithLogger(log)}, cfg.SpoolOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("opening the session log spool in %s: %w", cfg.SpoolDir, err)
 	}
@@ -109,7 +132,8 @@ func New(cfg Config) (*Agent, error) {
 	for _, e := range []common.Engine{pg, mongo} {
 		engines[e.Kind()] = e
 	}
-	return &Agent{cfg: cfg, log: log, engines: engines, spool: spool, sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
+	return &Agent{cfg: cfg, log: log, engines: engines, spool: spool, cert: cfg.Identity.cert,
+		sessions: map[string]*liveSession{}, terminated: map[string]time.Time{}}, nil
 }
 
 // Close releases the spool, writing what it still holds in memory.
@@ -164,7 +188,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 		return err
 	}
 	tc := tls.Client(raw, &tls.Config{
-		Certificates: []tls.Certificate{id.cert},
+		Certificates: []tls.Certificate{a.currentCert()},
 		RootCAs:      id.caPool,
 		ServerName:   pki.RelayServerName,
 		MinVersion:   tls.VersionTLS13,
@@ -184,6 +208,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	a.setMux(mux)
 	defer a.setMux(nil)
 	a.log.Info("connected to the server", "domain", id.Domain)
+	go a.renewLoop(ctx, mux)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -252,6 +277,9 @@ func (a *Agent) validate(ctx context.Context, t *tunnel.Target) tunnel.Result {
 	if !ok {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: fmt.Sprintf("this gateway does not support %q resources yet", t.Kind)}
 	}
+	if err := a.checkTarget(ctx, *t); err != nil {
+		return tunnel.Result{Code: tunnel.CodeUnreachable, Message: err.Error()}
+	}
 	vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	return e.Validate(vctx, *t)
@@ -269,9 +297,12 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	if !ok {
 		return fmt.Errorf("unsupported resource kind %q", h.Target.Kind)
 	}
+	if err := a.checkTarget(ctx, *h.Target); err != nil {
+		return err
+	}
 	id := a.cfg.Identity
 	tc := tls.Server(st, &tls.Config{
-		Certificates: []tls.Certificate{id.cert},
+		Certificates: []tls.Certificate{a.currentCert()},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    id.caPool,
 		MinVersion:   tls.VersionTLS13,

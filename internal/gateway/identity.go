@@ -51,7 +51,13 @@ func LoadIdentity(dir string) (*Identity, error) {
 	if err := json.Unmarshal(b, &id); err != nil {
 		return nil, fmt.Errorf("%s is damaged: %w", filepath.Join(dir, stateFile), err)
 	}
-	if id.cert, err = tls.LoadX509KeyPair(filepath.Join(dir, certFile), filepath.Join(dir, keyFile)); err != nil {
+	// A renewed pair (gateway.pem: certificate and key in one file, written
+	// atomically) takes precedence over the pair from enrollment.
+	if pair := filepath.Join(dir, pairFile); fileExists(pair) {
+		if id.cert, err = tls.LoadX509KeyPair(pair, pair); err != nil {
+			return nil, fmt.Errorf("loading the gateway's renewed certificate and key from %s: %w", pair, err)
+		}
+	} else if id.cert, err = tls.LoadX509KeyPair(filepath.Join(dir, certFile), filepath.Join(dir, keyFile)); err != nil {
 		return nil, fmt.Errorf("loading the gateway's certificate and key: %w", err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(dir, caFile))
@@ -68,7 +74,7 @@ func LoadIdentity(dir string) (*Identity, error) {
 // stores the certificate the server returns. The key never leaves dir.
 func Enroll(ctx context.Context, domain, token, dir string, httpClient *http.Client) (*Identity, error) {
 	if token == "" {
-		return nil, errors.New("this data directory has no enrolled gateway: pass --token (from `airlock gateways create NAME`)")
+		return nil, errors.New("this data directory has no enrolled gateway: give the one-time enrollment token from `airlock gateways create NAME` with --token-file FILE, --token-stdin or AIRLOCK_GATEWAY_TOKEN")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the data directory: %w", err)
@@ -111,6 +117,10 @@ func Enroll(ctx context.Context, domain, token, dir string, httpClient *http.Cli
 	if err := writeIdentity(dir, key, e.Certificate, e.CACertificate); err != nil {
 		return nil, err
 	}
+	// A pair renewed under an earlier enrollment must not take precedence.
+	if err := os.Remove(filepath.Join(dir, pairFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("removing the previous enrollment's certificate: %w", err)
+	}
 	state, _ := json.MarshalIndent(Identity{Domain: domain, GatewayID: e.GatewayID, Name: e.Name, OrgID: e.OrgID}, "", "  ")
 	if err := writeFile(filepath.Join(dir, stateFile), state, 0o600); err != nil {
 		return nil, err
@@ -130,6 +140,11 @@ func writeIdentity(dir string, key *ecdsa.PrivateKey, certPEM, caPEM string) err
 		return err
 	}
 	return writeFile(filepath.Join(dir, caFile), []byte(caPEM), 0o644)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // writeFile writes atomically with the given mode.

@@ -15,7 +15,9 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -200,4 +202,27 @@ func (k *Keyring) OpenSystem(aad string, sealed []byte) ([]byte, error) {
 			Msg: "a stored system secret (" + aad + ") failed its integrity check"}
 	}
 	return pt, nil
+}
+
+// Labels of the keys DeriveKey makes. Each names one use; a key is never
+// used for two.
+const (
+	LabelSessionLogMAC = "airlock/v1/session-log-mac"
+	LabelAuditLogMAC   = "airlock/v1/audit-log-mac"
+)
+
+// DeriveKey returns a 32-byte key for one use, named by label, derived from
+// the root key with HKDF-SHA256 (RFC 5869, no salt, label as info). Nothing
+// in the store can produce it: it authenticates what the store holds (a
+// session log's chain head, the audit log) against someone who can write
+// the store but does not hold the root key.
+func (k *Keyring) DeriveKey(label string) ([]byte, error) {
+	if label == "" {
+		return nil, errs.E("keyring.(*Keyring).DeriveKey", errs.Internal, "a derived key needs a label")
+	}
+	key, err := hkdf.Key(sha256.New, k.root.raw, nil, label, 32)
+	if err != nil {
+		return nil, errs.Wrap("keyring.(*Keyring).DeriveKey", errs.Internal, "deriving a key from the root key failed", err)
+	}
+	return key, nil
 }

@@ -1,6 +1,7 @@
 package keyring_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -108,5 +109,23 @@ func TestRootKeySources(t *testing.T) {
 	}
 	if _, err := keyring.LoadRootKey(keyring.GenerateRootKey(), path); err == nil {
 		t.Error("both sources accepted")
+	}
+}
+
+func TestDeriveKey(t *testing.T) {
+	k1, _, _ := newKeyring(t)
+	k2, _, _ := newKeyring(t)
+	a, err := k1.DeriveKey(keyring.LabelSessionLogMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := k1.DeriveKey(keyring.LabelSessionLogMAC)
+	other, _ := k1.DeriveKey(keyring.LabelAuditLogMAC)
+	otherRoot, _ := k2.DeriveKey(keyring.LabelSessionLogMAC)
+	if len(a) != 32 || !bytes.Equal(a, again) || bytes.Equal(a, other) || bytes.Equal(a, otherRoot) {
+		t.Fatal("derived keys must be 32 bytes, stable, and differ by label and by root key")
+	}
+	if _, err := k1.DeriveKey(""); err == nil {
+		t.Fatal("an empty label was accepted")
 	}
 }

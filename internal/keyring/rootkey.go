@@ -25,6 +25,7 @@ const HowToMakeKey = "make one with `openssl rand -base64 32` (or `airlock keyge
 type RootKey struct {
 	aead cipher.AEAD
 	id   string
+	raw  []byte // for HKDF only (DeriveKey); never logged or stored
 }
 
 // ID is a short, non-secret identifier of the key (a hash prefix), safe to
@@ -52,7 +53,7 @@ func ParseRootKey(s string) (*RootKey, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(append([]byte("airlock root key id|"), raw...))
-	return &RootKey{aead: a, id: hex.EncodeToString(sum[:6])}, nil
+	return &RootKey{aead: a, id: hex.EncodeToString(sum[:6]), raw: raw}, nil
 }
 
 // LoadRootKey takes the key from the environment value when set, else from

@@ -10,3 +10,6 @@ package sessionlog
 //   - options.go: SpoolOption settings and their defaults.
 //   - lock_*.go: one process per spool directory.
 //   - store.go: the server's Store: Ingest (encrypt, chain), List, Verify.
+//   - mac.go: the MAC over each session's identity fields and chain head,
+//     with a key derived from the root key, and Reseal for the session
+//     service.

@@ -49,6 +49,12 @@ type Event struct {
 	Rows       int64  `json:"rows"`            // rows returned or affected; documents for MongoDB
 	Bytes      int64  `json:"bytes,omitempty"` // COPY payload size
 	DurationUS int64  `json:"durationUs"`      // from request to outcome, in microseconds
+
+	// Damaged is set by the server's List, never by a gateway, on an event
+	// that fails its integrity check (altered, moved from another row): it
+	// says so in words, and only ID, SessionID and Seq are filled. The rest
+	// of the page is listed as usual.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // Recorder receives events from a protocol engine. Record must not block

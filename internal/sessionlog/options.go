@@ -16,6 +16,10 @@ const (
 	DefaultUploadBytes     = 1 << 20
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 10 * time.Second
+	DefaultMaxSize         = 1 << 30
+	// FreeAfter is how much fully delivered data the segment being written
+	// may hold before the writer starts a new one and removes it.
+	FreeAfter = 64 << 10
 )
 
 // SpoolOption changes a setting of OpenSpool.
@@ -32,6 +36,9 @@ type spoolConfig struct {
 	uploadBytes     int
 	minBackoff      time.Duration
 	maxBackoff      time.Duration
+	maxSize         int64
+	syncAlways      bool
+	failOpen        bool
 }
 
 func defaultSpoolConfig() spoolConfig {
@@ -46,6 +53,7 @@ func defaultSpoolConfig() spoolConfig {
 		uploadBytes:     DefaultUploadBytes,
 		minBackoff:      DefaultMinBackoff,
 		maxBackoff:      DefaultMaxBackoff,
+		maxSize:         DefaultMaxSize,
 	}
 }
 
@@ -97,8 +105,10 @@ func WithMaxBuffer(events, bytes int) SpoolOption {
 }
 
 // WithSegmentSize sets the size, in bytes, after which the writer starts a
-// new segment file. Acknowledged segments are removed whole, so this is also
-// roughly how much acknowledged data the spool may keep. Default 8 MiB.
+// new segment file. Acknowledged segments are removed whole; a segment the
+// server has acknowledged entirely is also closed and removed once it holds
+// FreeAfter (64 KiB), so a healthy spool keeps little delivered data
+// whatever this size. Default 8 MiB.
 func WithSegmentSize(bytes int64) SpoolOption {
 	return func(c *spoolConfig) {
 		if bytes > 0 {
@@ -136,4 +146,34 @@ func WithBackoff(min, max time.Duration) SpoolOption {
 			c.maxBackoff = c.minBackoff
 		}
 	}
+}
+
+// WithMaxSize caps the bytes the spool's segment files may hold on disk
+// (events not yet acknowledged, plus at most a segment of delivered ones).
+// A batch that would go over the cap is not written: the spool then reports
+// the problem through Err (fail closed) until deliveries free space, or
+// drops the batch under WithFailOpen. Default 1 GiB.
+func WithMaxSize(bytes int64) SpoolOption {
+	return func(c *spoolConfig) {
+		if bytes > 0 {
+			c.maxSize = bytes
+		}
+	}
+}
+
+// WithSyncAlways makes Record return only once its event is written and
+// fsynced (writes from concurrent sessions still share one fsync). The
+// default batches: an event is durable within one flush interval, so a
+// power loss can lose the last batch (a process crash loses only what was
+// still in memory).
+func WithSyncAlways(always bool) SpoolOption {
+	return func(c *spoolConfig) { c.syncAlways = always }
+}
+
+// WithFailOpen makes the spool drop the events it cannot persist (disk full
+// or failing, over WithMaxSize) instead of reporting them through Err: Err
+// stays nil, so sessions go on unrecorded; every drop is counted (Stats) and
+// logged at error level. The default fails closed.
+func WithFailOpen(open bool) SpoolOption {
+	return func(c *spoolConfig) { c.failOpen = open }
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/airlockpam/airlock/internal/errs"
@@ -21,21 +22,32 @@ var ErrSpoolClosed = errors.New("the session log spool is closed")
 
 var errLocked = errors.New("locked by another process")
 
+// maxWriteBytes bounds the events (by eventSize) the writer appends at once.
+const maxWriteBytes = 1 << 20
+
 // Spool is the gateway's durable queue of session events: Record puts an
 // event in memory, a writer goroutine appends the buffered events to a
 // segment file in batches and fsyncs each batch, and Run uploads what is on
 // disk, oldest first, until the server acknowledges it.
 //
 // Guarantees and their limits:
-//   - Record never drops an event and never writes to disk itself. When the
-//     in-memory buffer is full (WithMaxBuffer) it waits for the writer, which
-//     normally takes a few milliseconds; if the disk keeps failing, it waits
-//     until the disk works again: a stalled session is preferred to a lost
-//     audit record.
+//   - Record never drops an event (unless WithFailOpen) and never writes to
+//     disk itself. When the in-memory buffer is full (WithMaxBuffer) it waits
+//     for the writer, which normally takes a few milliseconds; if the disk
+//     keeps failing, it waits until the disk works again: a stalled session
+//     is preferred to a lost audit record.
+//   - When a batch cannot be persisted (a write or fsync fails, or it would
+//     take the spool over WithMaxSize), the writer keeps it in memory and
+//     retries, and Err reports why until a write succeeds: the engines then
+//     refuse new statements (fail closed). The log says so once when it
+//     starts and once when it ends, not per event. Under WithFailOpen the
+//     batch is dropped instead, counted in Stats and logged, and Err stays
+//     nil.
 //   - An event is durable once Flush returns after it was recorded, or at the
-//     latest one flush interval (50 ms) plus one fsync after Record. Events
-//     recorded but not yet written are lost if the process is killed; Close
-//     writes them.
+//     latest one flush interval (50 ms) plus one fsync after Record; with
+//     WithSyncAlways, once Record returns. Events recorded but not yet
+//     written are lost if the process is killed, and a power loss can lose
+//     the last unsynced batch; Close writes them.
 //   - Delivery is at least once, in the order events were recorded: Run sends
 //     a batch until Upload succeeds, then records the acknowledged position in
 //     the "ack" file. A batch acknowledged by the server just before a crash,
@@ -45,6 +57,10 @@ var errLocked = errors.New("locked by another process")
 //     for example for an unknown session) is not retried forever: it is
 //     appended to rejected.jsonl in the spool directory and logged, and
 //     delivery goes on.
+//   - Delivered events are freed promptly: a segment is removed once the
+//     server has acknowledged all of it, and the segment being written is
+//     closed and removed as soon as it is fully acknowledged and holds
+//     FreeAfter (64 KiB), or at once while the disk is full.
 //   - A crash can tear only the end of the newest segment; OpenSpool detects
 //     it by length and CRC-32C and truncates it. A damaged record in an older
 //     segment (a disk fault) ends that segment there; its remaining bytes are
@@ -82,8 +98,15 @@ type Spool struct {
 	ack         position      // the next event not acknowledged
 	synced      chan struct{} // closed (and replaced) whenever written data grows
 	writeErr    error         // why events were lost at Close, if they were
+	diskBytes   int64         // bytes of the segment files on disk
+	segSize     map[uint64]int64
+	health      error  // non-nil while batches cannot be persisted (fail closed)
+	dropped     uint64 // events dropped under WithFailOpen, or lost at Close
+	dropping    bool   // a fail-open drop episode is going on
+	noSegment   bool   // the writer removed its segment and has not made the next yet
 
 	kick       chan struct{} // wakes the writer
+	freed      chan struct{} // wakes the writer: deliveries were acknowledged
 	closing    chan struct{} // closed by Close
 	writerDone chan struct{}
 	runDone    sync.WaitGroup
@@ -133,6 +156,8 @@ func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 		dir: dir, cfg: cfg, log: cfg.log, lock: lock,
 		synced:     make(chan struct{}),
 		kick:       make(chan struct{}, 1),
+		freed:      make(chan struct{}, 1),
+		segSize:    map[uint64]int64{},
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
@@ -209,6 +234,8 @@ func (s *Spool) recover() error {
 		}
 		s.pending += unacked
 		keep = append(keep, n)
+		s.segSize[n] = sc.validEnd
+		s.diskBytes += sc.validEnd
 	}
 	if removed {
 		if err := syncDir(s.dir); err != nil {
@@ -228,6 +255,7 @@ func (s *Spool) recover() error {
 	s.f, s.size = f, headerSize
 	s.writeSeg, s.writeSize = next, headerSize
 	s.segs = append(keep, next)
+	s.diskBytes += headerSize
 	if start.seg == 0 {
 		start = position{seg: next, off: headerSize}
 	}
@@ -293,12 +321,78 @@ func (s *Spool) Record(ev Event) {
 	s.bufBytes += size
 	s.recorded++
 	s.pending++
-	n := len(s.buf)
+	n, target := len(s.buf), s.recorded
 	s.mu.Unlock()
+	if s.cfg.syncAlways {
+		s.wake()
+		s.waitSettled(target)
+		return
+	}
 	if n == 1 || n >= s.cfg.writeBatch {
 		s.wake()
 	}
 }
+
+// waitSettled waits until the writer has written (or, failing open, dropped)
+// the first target events recorded, or has stopped.
+func (s *Spool) waitSettled(target uint64) {
+	for {
+		s.mu.Lock()
+		done, ch := s.written+s.dropped >= target, s.synced
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-s.writerDone:
+			return
+		}
+	}
+}
+
+// Err reports why the spool cannot persist events at the moment (a write or
+// fsync fails, or the spool is at its size cap), or nil when it can. It
+// implements HealthReporter: while it is non-nil the engines refuse new
+// statements. Under WithFailOpen it is always nil.
+func (s *Spool) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+// SpoolStats are counters of a spool, for metrics.
+type SpoolStats struct {
+	Pending   int    // events recorded, not yet acknowledged by the server
+	DiskBytes int64  // bytes of the segment files
+	Dropped   uint64 // events dropped under WithFailOpen (or lost at Close)
+	Healthy   bool   // Err is nil
+}
+
+// Stats returns the spool's counters.
+func (s *Spool) Stats() SpoolStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SpoolStats{Pending: s.pending, DiskBytes: s.diskBytes, Dropped: s.dropped, Healthy: s.health == nil}
+}
+
+// SpoolError is why a spool cannot persist events. Its message is safe to
+// show to a session's client (it names no path); Unwrap gives the cause,
+// which the spool's log line holds in full.
+type SpoolError struct {
+	Full  bool  // at the size cap (WithMaxSize), rather than a failing disk
+	Cause error // the write error, or the cap
+}
+
+func (e *SpoolError) Error() string {
+	if e.Full {
+		return "the gateway cannot record statements: its session log spool is full (events not yet delivered to the server); new statements are refused until it has room"
+	}
+	return "the gateway cannot record statements: writing its session log spool fails; new statements are refused until it works again"
+}
+
+// Unwrap returns the cause.
+func (e *SpoolError) Unwrap() error { return e.Cause }
 
 // eventSize estimates the memory an event holds.
 func eventSize(ev *Event) int {
@@ -326,6 +420,10 @@ func (s *Spool) Flush(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
+	if s.written+s.dropped >= target {
+		s.mu.Unlock()
+		return s.lostErr()
+	}
 	s.flushWanted++
 	s.mu.Unlock()
 	defer func() {
@@ -337,9 +435,13 @@ func (s *Spool) Flush(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		done, ch := s.written >= target, s.synced
+		lost := !done && s.written+s.dropped >= target
 		s.mu.Unlock()
 		if done {
 			return nil
+		}
+		if lost {
+			return s.lostErr()
 		}
 		select {
 		case <-ch:
@@ -358,6 +460,16 @@ func (s *Spool) Flush(ctx context.Context) error {
 			return ErrSpoolClosed
 		}
 	}
+}
+
+// lostErr says why events recorded before a Flush were not written.
+func (s *Spool) lostErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writeErr != nil {
+		return s.writeErr
+	}
+	return errors.New("session events were dropped: the spool fails open (--spool-full=allow) and could not persist them")
 }
 
 // Pending returns how many events are recorded but not yet acknowledged by
@@ -403,7 +515,11 @@ func (s *Spool) writeLoop() {
 		s.mu.Lock()
 		for len(s.buf) == 0 && !s.closed {
 			s.mu.Unlock()
-			<-s.kick
+			select {
+			case <-s.kick:
+			case <-s.freed:
+				s.freeDelivered(false)
+			}
 			s.mu.Lock()
 		}
 		if len(s.buf) == 0 { // closed, and nothing left
@@ -415,9 +531,27 @@ func (s *Spool) writeLoop() {
 		s.linger()
 
 		s.mu.Lock()
-		batch := s.buf
-		s.buf, s.spare = s.spare[:0], nil
-		s.bufBytes = 0
+		// At most maxWriteBytes at once: a batch must fit in the space a
+		// full disk gets back.
+		n, size := len(s.buf), 0
+		for i := range s.buf {
+			sz := eventSize(&s.buf[i])
+			if i > 0 && size+sz > maxWriteBytes {
+				n = i
+				break
+			}
+			size += sz
+		}
+		var batch []Event
+		if n == len(s.buf) {
+			batch = s.buf
+			s.buf, s.spare = s.spare[:0], nil
+			s.bufBytes = 0
+		} else {
+			batch = slices.Clone(s.buf[:n])
+			s.buf = slices.Delete(s.buf, 0, n)
+			s.bufBytes -= size
+		}
 		s.space.Broadcast()
 		s.mu.Unlock()
 
@@ -427,15 +561,21 @@ func (s *Spool) writeLoop() {
 		if ok {
 			s.written += uint64(len(batch))
 			s.writeSize = s.size
-			close(s.synced)
-			s.synced = make(chan struct{})
+		} else {
+			s.dropped += uint64(len(batch))
 		}
+		close(s.synced)
+		s.synced = make(chan struct{})
 		clear(batch)
-		s.spare = batch[:0]
+		if s.spare == nil {
+			s.spare = batch[:0]
+		}
 		s.mu.Unlock()
 
 		if ok && s.size >= s.cfg.segmentSize {
 			s.rotate()
+		} else if ok {
+			s.freeDelivered(false)
 		}
 	}
 }
@@ -446,7 +586,7 @@ func (s *Spool) linger() {
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		ready := len(s.buf) >= s.cfg.writeBatch || s.flushWanted > 0 || s.closed
+		ready := len(s.buf) >= s.cfg.writeBatch || s.flushWanted > 0 || s.closed || s.cfg.syncAlways
 		s.mu.Unlock()
 		if ready {
 			return
@@ -478,11 +618,24 @@ func (s *Spool) writeBatch(batch []Event) bool {
 	}
 	delay := s.cfg.minBackoff
 	for attempt := 1; ; attempt++ {
-		err := s.appendDurable(s.enc)
+		if attempt > 1 {
+			// A full disk frees up as deliveries are acknowledged.
+			s.freeDelivered(true)
+		}
+		err := s.checkCap(len(s.enc))
 		if err == nil {
+			err = s.appendDurable(s.enc)
+		}
+		if err == nil {
+			s.setHealthy()
 			break
 		}
 		closed := s.isClosed()
+		if s.cfg.failOpen && !closed {
+			s.dropBatch(batch, err)
+			s.trimEncoding()
+			return false
+		}
 		if closed && attempt >= 3 {
 			s.mu.Lock()
 			s.writeErr = fmt.Errorf("%d session events could not be written to the spool %s and are lost: %w", len(batch), s.dir, err)
@@ -493,16 +646,84 @@ func (s *Spool) writeBatch(batch []Event) bool {
 			s.trimEncoding()
 			return false
 		}
-		s.log.Error("writing session events to the spool failed; retrying (recording waits once the memory buffer is full)",
-			"dir", s.dir, "events", len(batch), "retry_in", delay, "err", err)
+		s.setUnhealthy(err)
 		if closed {
 			delay = min(delay, time.Second)
 		}
-		time.Sleep(delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.freed:
+			t.Stop()
+		case <-s.closing:
+			t.Stop()
+		}
 		delay = min(2*delay, s.cfg.maxBackoff)
 	}
 	s.trimEncoding()
 	return true
+}
+
+// errOverCap is the cause of a SpoolError at the size cap.
+type errOverCap struct{ size, limit int64 }
+
+func (e errOverCap) Error() string {
+	return fmt.Sprintf("the spool holds %d bytes and its cap is %d bytes (--spool-max-size); it frees space as the server acknowledges events", e.size, e.limit)
+}
+
+// checkCap reports an error when n more bytes would take the spool over
+// its size cap.
+func (s *Spool) checkCap(n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.diskBytes+int64(n) > s.cfg.maxSize {
+		return errOverCap{s.diskBytes, s.cfg.maxSize}
+	}
+	return nil
+}
+
+// setUnhealthy makes Err report cause; the first failure of a run of them
+// is logged, the others are not.
+func (s *Spool) setUnhealthy(cause error) {
+	var over errOverCap
+	full := errors.As(cause, &over) || errors.Is(cause, syscall.ENOSPC)
+	s.mu.Lock()
+	first := s.health == nil
+	s.health = &SpoolError{Full: full, Cause: cause}
+	s.mu.Unlock()
+	if first {
+		s.log.Error("the session log spool cannot persist events; new statements are refused (fail closed) until it can: free disk space, raise --spool-max-size, or restore the connection to the server; events already accepted are kept in memory and written when it can",
+			"dir", s.dir, "err", cause)
+	}
+}
+
+// setHealthy clears Err, and logs the end of a run of failures or drops.
+func (s *Spool) setHealthy() {
+	s.mu.Lock()
+	was, dropping, dropped := s.health, s.dropping, s.dropped
+	s.health, s.dropping = nil, false
+	s.mu.Unlock()
+	if was != nil {
+		s.log.Info("the session log spool persists events again; statements are accepted again", "dir", s.dir)
+	}
+	if dropping {
+		s.log.Error("the session log spool persists events again, after dropping some (--spool-full=allow)", "dir", s.dir, "dropped_total", dropped)
+	}
+}
+
+// dropBatch drops a batch the disk did not take, failing open.
+func (s *Spool) dropBatch(batch []Event, cause error) {
+	s.mu.Lock()
+	first := !s.dropping
+	s.dropping = true
+	total := s.dropped + uint64(len(batch))
+	s.mu.Unlock()
+	if first {
+		s.log.Error("SESSION EVENTS ARE BEING DROPPED: the session log spool cannot persist them and the gateway fails open (--spool-full=allow); statements run unrecorded until it can",
+			"dir", s.dir, "err", cause, "dropped", len(batch), "dropped_total", total)
+	} else {
+		s.log.Error("session events dropped (--spool-full=allow)", "dropped", len(batch), "dropped_total", total)
+	}
 }
 
 func (s *Spool) trimEncoding() {
@@ -526,6 +747,11 @@ func (s *Spool) appendDurable(b []byte) error {
 			return err
 		}
 	}
+	if s.f == nil {
+		if err := s.nextSegment(); err != nil {
+			return err
+		}
+	}
 	if _, err := s.f.WriteAt(b, s.size); err != nil {
 		_ = s.f.Truncate(s.size)
 		return err
@@ -535,6 +761,9 @@ func (s *Spool) appendDurable(b []byte) error {
 		return err
 	}
 	s.size += int64(len(b))
+	s.mu.Lock()
+	s.diskBytes += int64(len(b))
+	s.mu.Unlock()
 	return nil
 }
 
@@ -552,9 +781,11 @@ func (s *Spool) rotate() {
 		_ = os.Remove(filepath.Join(s.dir, segmentName(next)))
 		return
 	}
-	old := s.f
+	old, oldSize := s.f, s.size
 	s.f, s.size = f, headerSize
 	s.mu.Lock()
+	s.segSize[s.writeSeg] = oldSize
+	s.diskBytes += headerSize
 	s.writeSeg, s.writeSize = next, headerSize
 	s.segs = append(s.segs, next)
 	close(s.synced)
@@ -563,6 +794,66 @@ func (s *Spool) rotate() {
 	if err := old.Close(); err != nil {
 		s.log.Warn("closing a session log spool segment failed", "err", err)
 	}
+}
+
+// freeDelivered removes the segment being written once the server has
+// acknowledged all of it, if it holds FreeAfter bytes or more (any size
+// when force), and starts the next one. It removes first and creates
+// second, so that a full disk gets its space back; if the creation fails,
+// the next write tries again. Removing a delivered segment before the ack
+// file says so is safe: a restart resumes at the first segment on disk.
+func (s *Spool) freeDelivered(force bool) {
+	if s.f == nil {
+		return
+	}
+	s.mu.Lock()
+	old, size := s.writeSeg, s.size
+	delivered := s.ack.seg > old || (s.ack.seg == old && s.ack.off >= size)
+	s.mu.Unlock()
+	if !delivered || size <= headerSize || (!force && size < FreeAfter) {
+		return
+	}
+	if err := s.f.Close(); err != nil {
+		s.log.Warn("closing a session log spool segment failed", "err", err)
+	}
+	s.f = nil
+	if err := os.Remove(filepath.Join(s.dir, segmentName(old))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("removing a delivered session log spool segment failed", "segment", segmentName(old), "err", err)
+	}
+	s.mu.Lock()
+	s.diskBytes -= size
+	s.noSegment = true
+	if i, found := slices.BinarySearch(s.segs, old); found {
+		s.segs = slices.Delete(s.segs, i, i+1)
+	}
+	s.mu.Unlock()
+	_ = syncDir(s.dir)
+	if err := s.nextSegment(); err != nil {
+		s.log.Debug("starting a session log spool segment failed; the next write tries again", "dir", s.dir, "err", err)
+	}
+}
+
+// nextSegment creates the segment after writeSeg and makes it the one the
+// writer appends to.
+func (s *Spool) nextSegment() error {
+	s.mu.Lock()
+	next := s.writeSeg + 1
+	s.mu.Unlock()
+	f, err := createSegment(s.dir, next)
+	if err != nil {
+		_ = os.Remove(filepath.Join(s.dir, segmentName(next)))
+		return err
+	}
+	s.f, s.size = f, headerSize
+	s.mu.Lock()
+	s.writeSeg, s.writeSize = next, headerSize
+	s.segs = append(s.segs, next)
+	s.diskBytes += headerSize
+	s.noSegment = false
+	close(s.synced)
+	s.synced = make(chan struct{})
+	s.mu.Unlock()
+	return nil
 }
 
 // segmentsAfter returns the first segment after n, if any.

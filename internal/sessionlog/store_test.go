@@ -3,6 +3,7 @@ package sessionlog
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -276,6 +277,21 @@ func TestStoreVerifyDetectsTampering(t *testing.T) {
 		{"the head hash changed", func(fx *fixture, s string) {
 			fx.exec(`UPDATE sessions SET last_event_hash = (SELECT hash FROM session_events WHERE session_id = $1 AND seq = 29) WHERE id = $1`, s)
 		}, 30, "the session's chain head does not match event 30"},
+		// Consistent in itself: only the MAC tells.
+		{"events cut off the end", func(fx *fixture, s string) {
+			fx.exec(`DELETE FROM session_events WHERE session_id = $1 AND seq > 27`, s)
+			fx.exec(`UPDATE sessions SET event_count = 27,
+				last_event_hash = (SELECT hash FROM session_events WHERE session_id = $1 AND seq = 27) WHERE id = $1`, s)
+		}, 27, "the session was altered in the store"},
+		{"re-attributed to another user", func(fx *fixture, s string) {
+			fx.exec(`UPDATE sessions SET subject_id = 'u-other', subject_name = 'mallory@example.com' WHERE id = $1`, s)
+		}, 30, "the session was altered in the store"},
+		{"another client address", func(fx *fixture, s string) {
+			fx.exec(`UPDATE sessions SET client_addr = '10.9.9.9' WHERE id = $1`, s)
+		}, 30, "the session was altered in the store"},
+		{"its MAC removed", func(fx *fixture, s string) {
+			fx.exec(`UPDATE sessions SET log_mac = NULL WHERE id = $1`, s)
+		}, 30, "the session's log is not authenticated"},
 	}
 	forEachBackend(t, func(t *testing.T, fx *fixture) {
 		for i, tc := range cases {
@@ -290,21 +306,27 @@ func TestStoreVerifyDetectsTampering(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				cut := tc.name == "the head wound back" || tc.name == "events cut off the end"
 				if res.OK != (tc.firstBad == 0) || res.FirstBad != tc.firstBad || !strings.HasPrefix(res.Problem, tc.problem) ||
-					res.Events != 30 && tc.name != "the head wound back" {
+					res.Events != 30 && !cut || res.OK != res.Authenticated {
 					t.Fatalf("Verify: %+v, want first bad %d, problem %q", res, tc.firstBad, tc.problem)
 				}
 				t.Logf("%+v", res)
 			})
 		}
-		t.Run("altered events fail List", func(t *testing.T) {
+		t.Run("an altered event is listed as damaged, the others whole", func(t *testing.T) {
 			fx.t = t
 			fx.newSession("sx")
 			fx.ingest(events("sx", 0, 0, 3))
 			fx.exec(`UPDATE session_events SET payload_enc = (SELECT payload_enc FROM session_events WHERE session_id = 'sx' AND seq = 1)
 				WHERE session_id = 'sx' AND seq = 2`)
-			if _, err := fx.st.List(context.Background(), "sx", 0, 10); !errs.Is(err, errs.DataLoss) || !strings.Contains(err.Error(), "event 2 of session sx") {
+			got, err := fx.st.List(context.Background(), "sx", 0, 10)
+			if err != nil {
 				t.Fatalf("List: %v", err)
+			}
+			if len(got) != 3 || got[0].Damaged != "" || got[2].Damaged != "" || got[0].Statement == "" || got[2].Statement == "" ||
+				got[1].Seq != 2 || got[1].Statement != "" || !strings.Contains(got[1].Damaged, "event 2 of session sx failed its integrity check") {
+				t.Fatalf("List: %+v", got)
 			}
 		})
 		t.Run("unknown session", func(t *testing.T) {
@@ -487,4 +509,64 @@ func BenchmarkIngest(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// Ending a session through Reseal keeps it authenticated, its end time
+// included; an end set without Reseal leaves the end time uncovered (said
+// so) but the rest checked; a re-attribution before Reseal is not blessed by
+// it.
+func TestStoreResealOnEnd(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, fx *fixture) {
+		fx.t = t
+		ctx := context.Background()
+		end := func(s string) {
+			err := fx.db.InTx(ctx, func(tx *sql.Tx) error {
+				return fx.st.Reseal(ctx, tx, s, func() error {
+					_, err := tx.ExecContext(ctx, `UPDATE sessions SET ended_at = 99, status = 'ended' WHERE id = $1`, s)
+					return err
+				})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		verify := func(s string) VerifyResult {
+			res, err := fx.st.Verify(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		fx.newSession("e1")
+		fx.ingest(events("e1", 0, 0, 5))
+		end("e1")
+		if res := verify("e1"); !res.OK || !res.Authenticated || res.EndUnauthenticated {
+			t.Fatalf("ended through Reseal: %+v", res)
+		}
+		fx.exec(`UPDATE sessions SET ended_at = 50 WHERE id = 'e1'`)
+		if res := verify("e1"); res.OK {
+			t.Fatalf("a changed end time passed: %+v", res)
+		}
+
+		fx.newSession("e2")
+		fx.ingest(events("e2", 0, 0, 5))
+		fx.exec(`UPDATE sessions SET ended_at = 99, status = 'ended' WHERE id = 'e2'`)
+		if res := verify("e2"); !res.OK || !res.EndUnauthenticated {
+			t.Fatalf("ended without Reseal: %+v", res)
+		}
+		// Events after the end seal it, end time included.
+		fx.ingest(events("e2", 0, 5, 6))
+		if res := verify("e2"); !res.OK || res.EndUnauthenticated {
+			t.Fatalf("after events that followed the end: %+v", res)
+		}
+
+		fx.newSession("e3")
+		fx.ingest(events("e3", 0, 0, 5))
+		fx.exec(`UPDATE sessions SET subject_id = 'u-other' WHERE id = 'e3'`)
+		end("e3")
+		fx.ingest(events("e3", 0, 5, 8))
+		if res := verify("e3"); res.OK {
+			t.Fatalf("a re-attribution was blessed by a later seal: %+v", res)
+		}
+	})
 }

@@ -174,16 +174,19 @@ func (s *Spool) acknowledge(pos position, n int) {
 	s.pending -= n
 	s.mu.Unlock()
 	if err := writeAck(s.dir, pos); err != nil {
-		// The events were delivered; after a restart they would be sent
-		// again, which the server tolerates. Keep the segments until an ack
-		// is on disk.
+		// The events were delivered; after a restart those of a segment
+		// still on disk would be sent again, which the server tolerates.
 		s.log.Warn("recording delivered session events in the spool failed; they may be sent again after a restart", "dir", s.dir, "err", err)
-		return
 	}
+	// Segments wholly before pos are delivered: removing them is safe even
+	// when the ack file could not be written (a restart resumes at the
+	// first segment on disk), and it is what frees a full disk.
 	s.mu.Lock()
 	var drop []uint64
 	for len(s.segs) > 0 && s.segs[0] < pos.seg && s.segs[0] < s.writeSeg {
 		drop = append(drop, s.segs[0])
+		s.diskBytes -= s.segSize[s.segs[0]]
+		delete(s.segSize, s.segs[0])
 		s.segs = s.segs[1:]
 	}
 	s.mu.Unlock()
@@ -191,6 +194,12 @@ func (s *Spool) acknowledge(pos position, n int) {
 		if err := os.Remove(filepath.Join(s.dir, segmentName(n))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("removing a delivered session log spool segment failed", "segment", segmentName(n), "err", err)
 		}
+	}
+	// The writer may free the segment it writes, or retry a batch the disk
+	// refused.
+	select {
+	case s.freed <- struct{}{}:
+	default:
 	}
 }
 
@@ -318,11 +327,22 @@ func (r *spoolReader) open() error {
 		}
 		n, ok := r.s.segmentAfter(r.pos.seg)
 		if !ok {
+			r.s.mu.Lock()
+			between := r.s.noSegment && r.pos.seg >= r.s.writeSeg
+			r.s.mu.Unlock()
+			if between {
+				// The writer freed its delivered segment and has not
+				// made the next one yet: nothing to read.
+				return errNoSegment
+			}
 			return fmt.Errorf("the session log spool segment %s is missing", segmentName(r.pos.seg))
 		}
 		r.pos = position{seg: n, off: headerSize}
 	}
 }
+
+// errNoSegment means there is no segment to read yet.
+var errNoSegment = errors.New("no session log spool segment to read yet")
 
 // read returns the events available now, up to the upload batch limits.
 // The records go into the batch as they are: each was encoded from an Event
@@ -333,6 +353,9 @@ func (r *spoolReader) read() (Batch, error) {
 	bytes := 0
 	for bb.n < cfg.uploadEvents {
 		if err := r.open(); err != nil {
+			if errors.Is(err, errNoSegment) {
+				break
+			}
 			return Batch{}, err
 		}
 		end, sealed, err := r.limit()
