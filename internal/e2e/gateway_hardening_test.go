@@ -13,18 +13,6 @@ import (
 	"github.com/airlockpam/airlock/internal/testenv"
 )
 
-// The gateway's default --allow-targets refuses its own loopback, where every
-// test database listens: the gateways of these tests allow loopback through
-// the environment (every process the harness starts inherits it). A test of
-// the default clears it for its own gateway.
-// TODO(i13 merge): move this into the harness (StartServer's callers do not
-// care; e2e.Start's gateways do).
-func init() {
-	if _, ok := os.LookupEnv("AIRLOCK_GATEWAY_ALLOW_TARGETS"); !ok {
-		os.Setenv("AIRLOCK_GATEWAY_ALLOW_TARGETS", "127.0.0.0/8,::1/128")
-	}
-}
-
 // An --allow-targets that does not parse stops the gateway before anything
 // else, and says which entry is wrong.
 func TestGatewayRefusesAnAllowTargetsThatDoesNotParse(t *testing.T) {

@@ -80,6 +80,9 @@ func Start(t testing.TB, env []string, args ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(Bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	if len(args) > 0 && args[0] == "gateway" {
+		cmd.Env = gatewayEnv(cmd.Env)
+	}
 	p := &Process{Cmd: cmd, stderr: &lockedBuilder{}, stdout: &lockedBuilder{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
@@ -111,6 +114,23 @@ func Start(t testing.TB, env []string, args ...string) *Process {
 		}
 	})
 	return p
+}
+
+// GatewayAllowTargets is the --allow-targets of the gateways tests start:
+// the gateway's default refuses its own loopback, where every test
+// database listens. A test of the default sets AIRLOCK_GATEWAY_ALLOW_TARGETS
+// itself (an empty value is not overridden).
+const GatewayAllowTargets = "127.0.0.0/8,::1/128"
+
+// gatewayEnv adds AIRLOCK_GATEWAY_ALLOW_TARGETS=GatewayAllowTargets to env
+// unless env sets it already.
+func gatewayEnv(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "AIRLOCK_GATEWAY_ALLOW_TARGETS=") {
+			return env
+		}
+	}
+	return append(env, "AIRLOCK_GATEWAY_ALLOW_TARGETS="+GatewayAllowTargets)
 }
 
 // Stop signals the process and waits up to 15 s before killing it.

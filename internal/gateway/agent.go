@@ -108,16 +108,15 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger.With("gateway", cfg.Identity.Name)
-	// TODO(i13 merge): pass the dialer, once the engines have WithDialer:
-	//   postgres.NewEngine(postgres.WithLogger(log), postgres.WithDialer(dial))
-	//   mongodb.NewEngine(mongodb.WithLogger(log), mongodb.WithDialer(dial))
+	// Every upstream connection of every engine (served, validation,
+	// cancel) goes through the target policy, checked on the resolved
+	// address at dial time.
 	dial := targetDialer(cfg.Targets)
-	_ = dial
-	pg, err := postgres.NewEngine(postgres.WithLogger(log))
+	pg, err := postgres.NewEngine(postgres.WithLogger(log), postgres.WithDialer(dial))
 	if err != nil {
 		return nil, err
 	}
-	mongo, err := mongodb.NewEngine(mongodb.WithLogger(log))
+	mongo, err := mongodb.NewEngine(mongodb.WithLogger(log), mongodb.WithDialer(dial))
 	if err != nil {
 		return nil, err
 	}
@@ -329,6 +328,7 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	if sess == nil {
 		return fmt.Errorf("session %s has ended", h.SessionID)
 	}
+	sess.SetStatementLimit(h.MaxStatementBytes, h.OversizeStatements)
 	// The engine's context outlives the gateway's own: at shutdown the
 	// session is ended (and its clients told why) before the connection
 	// to the server closes.
@@ -387,6 +387,7 @@ func (a *Agent) update(h tunnel.Header) {
 	}
 	s.SetMaskPatterns(compilePatterns(h.MaskPatterns))
 	s.SetRedactValues(h.RedactValues)
+	s.SetStatementLimit(h.MaxStatementBytes, h.OversizeStatements)
 	a.log.Info("updated the log settings of a live session", "session", h.SessionID)
 }
 

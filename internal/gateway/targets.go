@@ -240,9 +240,10 @@ func targetDialer(p *TargetPolicy) common.DialFunc {
 }
 
 // checkTarget refuses, before an engine is involved, a target whose
-// addresses the policy refuses. The dialer checks again at dial time, on
-// the addresses it actually dials; this early check covers engines that do
-// not take the dialer yet and gives the validation its words.
+// addresses the policy refuses, so that a validation gets the policy's
+// words rather than an engine's. The engines' dialer checks again at dial
+// time, on the addresses it actually dials (a name that resolves
+// differently later gains nothing).
 func (a *Agent) checkTarget(ctx context.Context, t tunnel.Target) error {
 	p := a.cfg.Targets
 	if p == nil {
