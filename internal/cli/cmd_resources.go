@@ -261,6 +261,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		},
 	}
 	var up resourceFlags
+	var accountPasswords []string
 	update := &cobra.Command{
 		Use: "update NAME|ID", Short: "Change a resource's settings (project admins)", Args: cobra.ExactArgs(1),
 		Long: "Change a resource's settings. Only the flags given change; --clear-ssl-ca goes back to the system roots, " +
@@ -292,6 +293,13 @@ func newResourcesCommand(o *options) *cobra.Command {
 			if err := up.tlsAndRotation(o, cmd, body, true); err != nil {
 				return err
 			}
+			if len(accountPasswords) > 0 {
+				creds, err := readAccountPasswords(o, accountPasswords)
+				if err != nil {
+					return err
+				}
+				body["accounts"] = creds
+			}
 			if len(body) == 0 {
 				return errors.New("nothing to change: give at least one setting, such as --host or --ssl-reject-unauthorized")
 			}
@@ -314,6 +322,9 @@ func newResourcesCommand(o *options) *cobra.Command {
 	ufl.StringVar(&up.connectionString, "connection-string", "", "MongoDB: the mongodb:// or mongodb+srv:// URI")
 	ufl.BoolVar(&up.clearCA, "clear-ssl-ca", false, "trust the system roots again instead of a custom CA")
 	ufl.BoolVar(&up.clearRotation, "clear-rotation-credentials", false, "remove the rotation user and password")
+	ufl.StringArrayVar(&accountPasswords, "account-password-file", nil,
+		"ACCOUNT=FILE: re-enter an account's password (read from FILE; - for standard input, once) for a new host, port, database, "+
+			"connection string, gateway or TLS setting; repeat it for every account of the resource")
 	up.addTLS(update)
 	up.addRotation(update)
 	del := &cobra.Command{
@@ -348,4 +359,38 @@ func (o *options) createResource(cmd *cobra.Command, projectID string, body map[
 		return err
 	}
 	return o.printResource(r)
+}
+
+// readAccountPasswords reads the re-entered account passwords of
+// --account-password-file ACCOUNT=FILE flags.
+func readAccountPasswords(o *options, specs []string) ([]map[string]string, error) {
+	var out []map[string]string
+	stdinUsed := false
+	for _, spec := range specs {
+		name, file, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || file == "" {
+			return nil, errors.New("--account-password-file takes ACCOUNT=FILE, such as app=./app.password or app=- for standard input")
+		}
+		var pw string
+		if file == "-" {
+			if stdinUsed {
+				return nil, errors.New("only one --account-password-file may read standard input (-)")
+			}
+			stdinUsed = true
+			var err error
+			if pw, err = o.readStdinSecret("Password of account " + name); err != nil {
+				return nil, err
+			}
+		} else {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("reading the password of account %s: %w", name, err)
+			}
+			if pw = strings.TrimRight(string(b), "\r\n"); pw == "" {
+				return nil, fmt.Errorf("the password file of account %s is empty", name)
+			}
+		}
+		out = append(out, map[string]string{"account": name, "password": pw})
+	}
+	return out, nil
 }

@@ -97,6 +97,21 @@ type ResourceUpdate struct {
 	SSLCAPEM              *string `json:"sslCaPem,omitempty" maxLength:"65536" doc:"empty to trust the system roots"`
 	RotationUsername      *string `json:"rotationUsername,omitempty" maxLength:"128" doc:"empty to remove the rotation credentials"`
 	RotationPassword      *string `json:"rotationPassword,omitempty" maxLength:"1024" doc:"write-only"`
+	// Accounts re-enter the credentials of the resource's accounts. They are
+	// required (every account, and the rotation password when one is
+	// stored) when the update changes where the resource's passwords go:
+	// the gateway, host, port, database, connection string or any TLS
+	// setting; an organization admin may instead keep the stored
+	// credentials. Each is validated against the new endpoint through the
+	// gateway, and nothing is saved unless all validate.
+	Accounts []AccountCredentials `json:"accounts,omitempty" maxItems:"1000" doc:"the credentials of the resource's accounts, re-entered for a new endpoint; write-only"`
+}
+
+// AccountCredentials re-enters one account's credentials in a resource update.
+type AccountCredentials struct {
+	Account  string `json:"account" maxLength:"64" doc:"the account's name or id"`
+	Username string `json:"username,omitempty" maxLength:"128" doc:"a new username; default the account's current one"`
+	Password string `json:"password" maxLength:"1024" doc:"the account's password; write-only"`
 }
 
 // target returns what a gateway needs to log in to r as username.
@@ -113,6 +128,22 @@ func (r *Resource) target(accountID, username, password string) tunnel.Target {
 		t.Host, t.Port = r.Host, r.Port
 	}
 	return t
+}
+
+// Endpoint names where r's passwords go, without credentials: host:port/db
+// for PostgreSQL, the hosts of the connection string for MongoDB.
+func (r *Resource) Endpoint() string {
+	if r.Kind == KindMongoDB {
+		_, rest, _ := strings.Cut(r.ConnectionString, "://")
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			rest = rest[:i]
+		}
+		if i := strings.LastIndex(rest, "@"); i >= 0 {
+			rest = rest[i+1:]
+		}
+		return rest + "/" + r.Database
+	}
+	return net.JoinHostPort(r.Host, fmt.Sprint(r.Port)) + "/" + r.Database
 }
 
 // checkName validates the name of a resource or an account.

@@ -2,12 +2,14 @@ package pam
 
 import (
 	"context"
+	"database/sql"
 	"strconv"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
@@ -142,11 +144,24 @@ func (s *Service) fillGatewayNames(ctx context.Context, rs ...*Resource) {
 	}
 }
 
-// validate asks the resource's gateway to log in with t. Its error goes to
-// the caller as it is: it says what is wrong in the user's words.
-func (s *Service) validate(ctx context.Context, op string, r *Resource, t tunnel.Target) error {
-	if err := s.cfg.Validator.Validate(ctx, r.GatewayID, t); err != nil {
-		return errs.Wrap(op, errs.Unavailable, "the gateway could not check the credentials", err)
+// validate asks the resource's gateway to log in with t and records the
+// attempt, successful or not, in the audit log (action account.validate)
+// with the endpoint the credentials went to. Its error goes to the caller
+// as it is: it says what is wrong in the user's words.
+func (s *Service) validate(ctx context.Context, op string, r *Resource, accountName string, t tunnel.Target) error {
+	verr := s.cfg.Validator.Validate(ctx, r.GatewayID, t)
+	ev := audit.By(ctx, audit.Entry{Action: "account.validate", TargetKind: "account", TargetID: t.AccountID, ProjectID: r.ProjectID,
+		Details: map[string]any{"account": accountName, "username": t.Username, "resource": r.Name, "resourceId": r.ID,
+			"gatewayId": r.GatewayID, "endpoint": r.Endpoint()}})
+	if verr != nil {
+		ev.Outcome = audit.Failure
+		ev.Details["error"] = errs.CodeOf(verr).String()
+	}
+	if err := s.db.InTx(ctx, func(tx *sql.Tx) error { return audit.Record(ctx, tx, ev) }); err != nil {
+		return errs.Wrap(op, errs.Unavailable, "recording the credential check in the audit log failed", err)
+	}
+	if verr != nil {
+		return errs.Wrap(op, errs.Unavailable, "the gateway could not check the credentials", verr)
 	}
 	return nil
 }

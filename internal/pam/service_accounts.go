@@ -65,7 +65,7 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 		Username: in.Username, Description: in.Description, Metadata: in.Metadata, RequireMFA: in.RequireMFA,
 		CreatedAt: now, UpdatedAt: now,
 	}, projectID: proj.ID}
-	if err := s.validate(ctx, op, &r.Resource, r.target(a.ID, in.Username, in.Password)); err != nil {
+	if err := s.validate(ctx, op, &r.Resource, a.Name, r.target(a.ID, in.Username, in.Password)); err != nil {
 		return nil, err
 	}
 	if a.passwordSealed, err = s.cfg.Keyring.Seal(ctx, proj.ID, passwordAAD(a.ID), []byte(in.Password)); err != nil {
@@ -238,7 +238,7 @@ func (s *Service) checkNewCredentials(ctx context.Context, op string, a *account
 		}
 		password = string(pt)
 	}
-	if err := s.validate(ctx, op, &r.Resource, r.target(a.ID, a.Username, password)); err != nil {
+	if err := s.validate(ctx, op, &r.Resource, a.Name, r.target(a.ID, a.Username, password)); err != nil {
 		return err
 	}
 	if newPassword != nil {
