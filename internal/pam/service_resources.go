@@ -47,12 +47,18 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 			return nil, err
 		}
 	}
-	if r.GatewayID, r.GatewayName, err = s.resolveGateway(ctx, op, "body.gateway", in.Gateway); err != nil {
+	var allowProject bool
+	if r.GatewayID, r.GatewayName, allowProject, err = s.resolveGateway(ctx, op, "body.gateway", proj.ID, in.Gateway); err != nil {
 		return nil, err
 	}
 	now := s.now()
 	r.CreatedAt, r.UpdatedAt = now, now
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if allowProject {
+			if err := s.cfg.Gateways.AllowProjectTx(ctx, tx, r.GatewayID, proj.ID); err != nil {
+				return err
+			}
+		}
 		if err := insertResource(ctx, tx, r); err != nil {
 			return err
 		}
@@ -175,13 +181,14 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 	if err := r.normalize(op); err != nil {
 		return nil, err
 	}
+	allowProject := false
 	if in.Gateway != nil {
-		id, _, err := s.resolveGateway(ctx, op, "body.gateway", *in.Gateway)
+		id, _, allow, err := s.resolveGateway(ctx, op, "body.gateway", proj.ID, *in.Gateway)
 		if err != nil {
 			return nil, err
 		}
 		if id != r.GatewayID {
-			r.GatewayID = id
+			r.GatewayID, allowProject = id, allow
 			changed = append(changed, "gateway")
 		}
 	}
@@ -254,6 +261,11 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 		details["credentialsNotRevalidated"] = stale
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if allowProject {
+			if err := s.cfg.Gateways.AllowProjectTx(ctx, tx, r.GatewayID, proj.ID); err != nil {
+				return err
+			}
+		}
 		if err := updateResource(ctx, tx, r); err != nil {
 			return err
 		}

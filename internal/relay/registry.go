@@ -74,6 +74,7 @@ func (s *Service) SetSessions(a SessionAuthorizer) { s.sessions = a }
 // Register adds the gateway API operations and the two upgrade endpoints.
 func (s *Service) Register(a huma.API, mux *http.ServeMux) {
 	s.registerGatewayAPI(a)
+	s.registerGatewayProjects(a)
 	mux.HandleFunc("GET /api/v1/relay/gateway", s.serveGateway)
 	mux.HandleFunc("GET /api/v1/relay/sessions/{id}", s.serveClient)
 }

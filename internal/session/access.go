@@ -45,12 +45,14 @@ type accessState struct {
 	orgAdmin                                     bool
 	role                                         string
 	resourceExists, accountExists, gatewayExists bool
+	gatewayAllowed                               bool
 	familyTokens, familyLive                     int
 }
 
 const accessQuery = `SELECT s.id, s.org_id, s.project_id, s.gateway_id, s.subject_kind, s.resource_id, s.account_id, s.status, s.expires_at,
 	p.id IS NOT NULL, (u.id IS NOT NULL OR m.id IS NOT NULL), COALESCE(u.disabled, FALSE), COALESCE(u.org_admin, FALSE),
 	COALESCE(pm.role, ''), r.id IS NOT NULL, a.id IS NOT NULL, g.id IS NOT NULL,
+	EXISTS (SELECT 1 FROM gateway_projects gp WHERE gp.gateway_id = s.gateway_id AND gp.project_id = s.project_id),
 	(SELECT COUNT(*) FROM auth_tokens t WHERE t.family_id = s.token_family),
 	(SELECT COUNT(*) FROM auth_tokens t WHERE t.family_id = s.token_family AND t.revoked_at = 0)
 FROM sessions s
@@ -67,6 +69,7 @@ func scanAccess(row interface{ Scan(...any) error }) (*accessState, error) {
 	var x accessState
 	err := row.Scan(&x.id, &x.orgID, &x.projectID, &x.gatewayID, &x.subjectKind, &x.resourceID, &x.accountID, &x.status, &x.expires,
 		&x.projectExists, &x.subjectExists, &x.disabled, &x.orgAdmin, &x.role, &x.resourceExists, &x.accountExists, &x.gatewayExists,
+		&x.gatewayAllowed,
 		&x.familyTokens, &x.familyLive)
 	if err != nil {
 		return nil, err
@@ -100,6 +103,8 @@ func (x *accessState) denial() (reason, detail string) {
 		return Revoked, "account deleted"
 	case !x.gatewayExists:
 		return GatewayLost, "the gateway was deleted"
+	case !x.gatewayAllowed:
+		return Revoked, "the project may no longer use the gateway"
 	}
 	return "", ""
 }

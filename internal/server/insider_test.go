@@ -1,0 +1,148 @@
+package server_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/airlockpam/airlock/internal/store"
+)
+
+// TestGatewayProjects is the attack of a user who creates a project of
+// their own and names the organization's gateway in a resource, to reach
+// the gateway's network. An organization admin decides which projects may
+// use a gateway; a project that may not gets the same answer as for a
+// gateway that does not exist.
+func TestGatewayProjects(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		mallory := f.e.createUser("mallory@example.com")
+		var p struct{ ID string }
+		if st := mallory.call("POST", "/api/v1/projects", map[string]any{"name": "scanner"}, &p); st != 201 {
+			t.Fatalf("create project: %d %s", st, mallory.problem().raw)
+		}
+		res := "/api/v1/projects/" + p.ID + "/resources"
+		body := func(gateway string) map[string]any {
+			return map[string]any{"kind": "postgres", "name": "probe", "gateway": gateway, "host": "10.0.0.1", "port": 22,
+				"database": "postgres"}
+		}
+		var unknown, refused string
+		for _, gw := range []string{"dc1", f.gateway, "no-such-gateway"} {
+			if st := mallory.call("POST", res, body(gw), nil); st != 422 {
+				t.Fatalf("a resource on gateway %s of a project not allowed to use it: status %d", gw, st)
+			}
+			pr := mallory.problem()
+			if len(pr.Errors) != 1 || pr.Errors[0].Location != "body.gateway" || !strings.Contains(pr.Detail, "allow-project") {
+				t.Errorf("the refusal does not name the field and the fix: %s", pr.raw)
+			}
+			if strings.Contains(pr.raw, gw) {
+				t.Errorf("the refusal echoes the gateway given: %s", pr.raw)
+			}
+			if gw == "no-such-gateway" {
+				unknown = pr.Detail
+			} else {
+				refused = pr.Detail
+			}
+		}
+		if unknown != refused {
+			t.Errorf("an unknown gateway and a refused one answer differently:\n%s\n%s", unknown, refused)
+		}
+		var n int
+		if err := f.e.sqlDB().QueryRow(`SELECT COUNT(*) FROM resources WHERE project_id = $1`, p.ID).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("a refused resource was saved: %d %v", n, err)
+		}
+
+		// Only an organization admin allows (and disallows) a project.
+		gwProjects := "/api/v1/gateways/dc1/projects/" + p.ID
+		if st := mallory.call("PUT", gwProjects, nil, nil); st != 403 {
+			t.Errorf("a user allowed their own project: %d", st)
+		}
+		if st := mallory.call("GET", "/api/v1/gateways/dc1/projects", nil, nil); st != 403 {
+			t.Errorf("a user listed a gateway's projects: %d", st)
+		}
+		if st := f.admin.call("PUT", gwProjects, nil, nil); st != 204 {
+			t.Fatalf("allow: %d %s", st, f.admin.problem().raw)
+		}
+		if st := f.admin.call("PUT", gwProjects, nil, nil); st != 204 {
+			t.Fatalf("allow again: %d %s", st, f.admin.problem().raw)
+		}
+		var list []struct{ ProjectID, ProjectName string }
+		if st := f.admin.call("GET", "/api/v1/gateways/dc1/projects", nil, &list); st != 200 || len(list) != 2 {
+			t.Errorf("the gateway's projects: %d %v", st, list)
+		}
+		if st := mallory.call("POST", res, body("dc1"), nil); st != 201 {
+			t.Fatalf("a resource of an allowed project: %d %s", st, mallory.problem().raw)
+		}
+		if acts := f.admin.auditActions("action=gateway.allow_project"); len(acts) != 1 || acts[0] != "gateway.allow_project:success" {
+			t.Errorf("allow audited: %v", acts)
+		}
+
+		// Disallowing ends the project's sessions through the gateway and
+		// refuses new ones, with a message naming the fix.
+		live := f.session(f.admin)
+		if st := f.admin.call("DELETE", "/api/v1/gateways/dc1/projects/"+f.project, nil, nil); st != 204 {
+			t.Fatalf("disallow: %d %s", st, f.admin.problem().raw)
+		}
+		if status, reason, msg := f.state(live); status != "ended" || reason != "revoked" || !strings.Contains(msg, "gateway") {
+			t.Errorf("a session on a disallowed gateway: %s/%s %q", status, reason, msg)
+		}
+		if _, _, _, err := f.e.srv.PAM.SessionTarget(context.Background(), f.project, f.resource, f.account); err == nil ||
+			!strings.Contains(err.Error(), "allow-project") {
+			t.Errorf("a target on a disallowed gateway: %v", err)
+		}
+		if acts := f.admin.auditActions("action=gateway.disallow_project"); len(acts) != 1 {
+			t.Errorf("disallow audited: %v", acts)
+		}
+		// An organization admin naming the gateway for a project allows it,
+		// audited in the same transaction.
+		if st := f.admin.call("POST", "/api/v1/projects/"+f.project+"/resources",
+			map[string]any{"kind": "postgres", "name": "second", "gateway": "dc1", "host": "127.0.0.1", "database": "app"}, nil); st != 201 {
+			t.Fatalf("an organization admin's change: %d %s", st, f.admin.problem().raw)
+		}
+		if acts := f.admin.auditActions("action=gateway.allow_project"); len(acts) != 2 {
+			t.Errorf("allow by an admin's change audited: %v", acts)
+		}
+	})
+}
+
+// TestGatewayProjectsMigration: the migration that introduces gateway
+// assignments allows every project that already used a gateway, so that
+// existing resources keep working, and no other.
+func TestGatewayProjectsMigration(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		idle := f.newProject("idle")
+		ctx := context.Background()
+		dialect := goose.DialectSQLite3
+		if f.e.srv.DB.Dialect == store.Postgres {
+			dialect = goose.DialectPostgres
+		}
+		p, err := goose.NewProvider(dialect, f.e.sqlDB(), os.DirFS("../store/migrations"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(ctx, 8); err != nil {
+			t.Fatalf("migrating down: %v", err)
+		}
+		if _, err := p.UpTo(ctx, 9); err != nil {
+			t.Fatalf("migrating up: %v", err)
+		}
+		allowed := func(project string) bool {
+			var n int
+			if err := f.e.sqlDB().QueryRow(`SELECT COUNT(*) FROM gateway_projects WHERE gateway_id = $1 AND project_id = $2`,
+				f.gateway, project).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == 1
+		}
+		if !allowed(f.project) || allowed(idle) {
+			t.Errorf("after the migration: the project using the gateway allowed %v, the idle one %v", allowed(f.project), allowed(idle))
+		}
+		if _, _, _, err := f.e.srv.PAM.SessionTarget(ctx, f.project, f.resource, f.account); err != nil {
+			t.Errorf("an existing resource stopped working: %v", err)
+		}
+	})
+}
