@@ -30,6 +30,7 @@ type pamResource struct {
 	SSLEnabled             bool      `json:"sslEnabled"`
 	SSLRejectUnauthorized  bool      `json:"sslRejectUnauthorized"`
 	SSLCAPEM               string    `json:"sslCaPem,omitempty"`
+	AllowAuth              []string  `json:"allowAuth"`
 	RotationUsername       string    `json:"rotationUsername,omitempty"`
 	HasRotationCredentials bool      `json:"hasRotationCredentials"`
 	CreatedAt              time.Time `json:"createdAt"`
@@ -82,6 +83,13 @@ func (o *options) printResource(r pamResource) error {
 	} else {
 		fields = append(fields, [2]string{"Host", r.Host}, [2]string{"Port", strconv.Itoa(r.Port)}, [2]string{"Database", r.Database})
 	}
+	if r.Kind != "mongodb" {
+		auth := "SCRAM-SHA-256 only"
+		if len(r.AllowAuth) > 0 {
+			auth = "SCRAM-SHA-256, " + strings.Join(r.AllowAuth, ", ") + " (allowed by an organization admin)"
+		}
+		fields = append(fields, [2]string{"Authentication", auth})
+	}
 	fields = append(fields, [2]string{"TLS", r.tlsMode()}, [2]string{"Rotation credentials", rotation},
 		[2]string{"Created", fmtTime(r.CreatedAt)}, [2]string{"Updated", fmtTime(r.UpdatedAt)})
 	return o.printObject(r, fields)
@@ -121,6 +129,7 @@ type resourceFlags struct {
 	port                                          int
 	sslEnabled, sslRejectUnauthorized             bool
 	rotationPasswordStdin, clearCA, clearRotation bool
+	allowAuth                                     []string
 }
 
 func (f *resourceFlags) addTLS(cmd *cobra.Command) {
@@ -168,7 +177,22 @@ func (f *resourceFlags) tlsAndRotation(o *options, cmd *cobra.Command, body map[
 	if f.rotationUsername != "" {
 		body["rotationUsername"] = f.rotationUsername
 	}
+	if fl.Lookup("allow-auth") != nil && fl.Changed("allow-auth") {
+		methods := []string{}
+		for _, m := range f.allowAuth {
+			if m = strings.TrimSpace(m); m != "" && m != "scram" {
+				methods = append(methods, m)
+			}
+		}
+		body["allowAuth"] = methods
+	}
 	return nil
+}
+
+// addAllowAuth adds --allow-auth (PostgreSQL resources).
+func (f *resourceFlags) addAllowAuth(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&f.allowAuth, "allow-auth", nil, "organization admins: let the gateway also answer md5 and/or "+
+		"password (cleartext) authentication, e.g. md5,password; scram alone goes back to SCRAM-SHA-256 only")
 }
 
 func newResourcesCommand(o *options) *cobra.Command {
@@ -191,6 +215,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 	createPG.Flags().StringVar(&pg.host, "host", "", "the database server's host name or IP address, as the gateway sees it")
 	createPG.Flags().IntVar(&pg.port, "port", 5432, "the database server's port")
 	createPG.Flags().StringVar(&pg.database, "database", "", "the database to connect to")
+	pg.addAllowAuth(createPG)
 	var mg resourceFlags
 	createMongo := &cobra.Command{
 		Use: "mongodb", Short: "Add a MongoDB resource", Args: cobra.NoArgs,
@@ -327,6 +352,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 			"connection string, gateway or TLS setting; repeat it for every account of the resource")
 	up.addTLS(update)
 	up.addRotation(update)
+	up.addAllowAuth(update)
 	del := &cobra.Command{
 		Use: "delete NAME|ID", Short: "Delete a resource and its accounts (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -157,3 +157,69 @@ func TestRogueEndpointCapture(t *testing.T) {
 		e.noneContain(pg.SCRAMUser.Password)
 	})
 }
+
+// TestAuthMethodsOrgAdminOnly: the gateway answers md5 or cleartext
+// password requests of a database only for a resource where an
+// organization admin allowed them; a project admin can neither allow them
+// nor change them, and the setting is shown and audited.
+func TestAuthMethodsOrgAdminOnly(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := start(t, b)
+		pg := e.target.Cluster
+		owner := e.createUser("owner@example.com")
+		admin := e.admin()
+		pid := owner.project("payments")
+		base := "/api/v1/projects/" + pid + "/resources"
+
+		body := e.pgResource("legacy-db")
+		body["allowAuth"] = []string{"md5"}
+		owner.fails(403, "body.allowAuth", "POST", base, body)
+		body["allowAuth"] = []string{"kerberos"}
+		admin.fails(422, "body.allowAuth", "POST", base, body)
+		body["allowAuth"] = []string{"password", "md5"}
+		var r map[string]any
+		admin.must(201, "POST", base, body, &r)
+		if got := fmt.Sprint(r["allowAuth"]); got != "[md5 password]" {
+			t.Errorf("allowAuth: %s", got)
+		}
+		owner.must(201, "POST", base, e.pgResource("modern-db"), &r)
+		if got := fmt.Sprint(r["allowAuth"]); got != "[]" {
+			t.Errorf("default allowAuth: %s", got)
+		}
+		owner.fails(403, "body.allowAuth", "PATCH", base+"/modern-db", map[string]any{"allowAuth": []string{"password"}})
+		owner.fails(403, "body.allowAuth", "PATCH", base+"/legacy-db", map[string]any{"allowAuth": []string{}})
+		owner.must(200, "PATCH", base+"/legacy-db", map[string]any{"allowAuth": []string{"password", "md5"}}, nil) // no change
+
+		// The gateway is told, with every target.
+		owner.must(201, "POST", "/api/v1/projects/"+pid+"/accounts", map[string]any{"resource": "legacy-db", "name": "app",
+			"username": pg.MD5User.User, "password": pg.MD5User.Password}, nil)
+		owner.must(201, "POST", "/api/v1/projects/"+pid+"/accounts", map[string]any{"resource": "modern-db", "name": "app",
+			"username": pg.SCRAMUser.User, "password": pg.SCRAMUser.Password}, nil)
+		_, _, tgt, err := e.pam.TargetFor(owner.ctx(), pid, "legacy-db", "app")
+		if err != nil || fmt.Sprint(tgt.AuthMethods) != "[md5 password]" {
+			t.Errorf("legacy target: %v %v", tgt.AuthMethods, err)
+		}
+		_, _, tgt, err = e.pam.TargetFor(owner.ctx(), pid, "modern-db", "app")
+		if err != nil || len(tgt.AuthMethods) != 0 {
+			t.Errorf("modern target: %v %v", tgt.AuthMethods, err)
+		}
+		// Going back to SCRAM-SHA-256 only is an organization admin's
+		// change too, audited.
+		admin.must(200, "PATCH", base+"/legacy-db", map[string]any{"allowAuth": []string{}}, &r)
+		if got := fmt.Sprint(r["allowAuth"]); got != "[]" {
+			t.Errorf("cleared allowAuth: %s", got)
+		}
+		found := 0
+		for _, row := range e.auditRows() {
+			if strings.Contains(row, `"allowAuth":["md5","password"]`) && strings.HasPrefix(row, "resource.create") {
+				found++
+			}
+			if strings.HasPrefix(row, "resource.update") && strings.Contains(row, `"changed":["allowAuth"]`) {
+				found++
+			}
+		}
+		if found != 2 {
+			t.Errorf("allowAuth not audited: %v", e.auditRows())
+		}
+	})
+}

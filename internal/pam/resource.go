@@ -52,6 +52,10 @@ type Resource struct {
 	SSLEnabled             bool      `json:"sslEnabled" doc:"TLS is required to the database"`
 	SSLRejectUnauthorized  bool      `json:"sslRejectUnauthorized" doc:"the database's certificate chain and host name are verified"`
 	SSLCAPEM               string    `json:"sslCaPem,omitempty" doc:"the only CA trusted for the database (PEM); the system roots when empty"`
+	// AllowAuth are the upstream authentication methods besides
+	// SCRAM-SHA-256 that the gateway may answer with a password: md5 and
+	// password (cleartext). Only an organization admin sets them.
+	AllowAuth              []string  `json:"allowAuth" doc:"PostgreSQL: authentication methods besides SCRAM-SHA-256 the gateway may use (md5, password); set by organization admins"`
 	RotationUsername       string    `json:"rotationUsername,omitempty" doc:"the account that changes passwords in rotations"`
 	HasRotationCredentials bool      `json:"hasRotationCredentials" doc:"a rotation username and password are stored"`
 	CreatedAt              time.Time `json:"createdAt"`
@@ -81,6 +85,9 @@ type ResourceInput struct {
 	SSLCAPEM              string `json:"sslCaPem,omitempty" maxLength:"65536" doc:"PEM certificates of the CA to trust instead of the system roots"`
 	RotationUsername      string `json:"rotationUsername,omitempty" maxLength:"128" doc:"an account allowed to change other accounts' passwords"`
 	RotationPassword      string `json:"rotationPassword,omitempty" maxLength:"1024" doc:"its password; write-only"`
+	// AllowAuth lets the gateway answer md5 or cleartext password requests
+	// of the database (organization admins only); default SCRAM-SHA-256 only.
+	AllowAuth []string `json:"allowAuth,omitempty" maxItems:"2" doc:"PostgreSQL: allow md5 and/or password (cleartext) authentication upstream besides SCRAM-SHA-256; organization admins only"`
 }
 
 // ResourceUpdate changes a resource; nil fields stay as they are. An empty
@@ -95,6 +102,9 @@ type ResourceUpdate struct {
 	SSLEnabled            *bool   `json:"sslEnabled,omitempty"`
 	SSLRejectUnauthorized *bool   `json:"sslRejectUnauthorized,omitempty"`
 	SSLCAPEM              *string `json:"sslCaPem,omitempty" maxLength:"65536" doc:"empty to trust the system roots"`
+	// AllowAuth replaces the allowed upstream authentication methods; an
+	// empty list goes back to SCRAM-SHA-256 only (organization admins only).
+	AllowAuth *[]string `json:"allowAuth,omitempty" maxItems:"2" doc:"PostgreSQL: md5 and/or password; [] for SCRAM-SHA-256 only; organization admins only"`
 	RotationUsername      *string `json:"rotationUsername,omitempty" maxLength:"128" doc:"empty to remove the rotation credentials"`
 	RotationPassword      *string `json:"rotationPassword,omitempty" maxLength:"1024" doc:"write-only"`
 	// Accounts re-enter the credentials of the resource's accounts. They are
@@ -122,12 +132,40 @@ func (r *Resource) target(accountID, username, password string) tunnel.Target {
 		TLS:      tunnel.TLS{Enabled: r.SSLEnabled, RejectUnauthorized: r.SSLRejectUnauthorized, CAPEM: r.SSLCAPEM},
 		Username: username, Password: password,
 	}
+	if len(r.AllowAuth) > 0 {
+		t.AuthMethods = append([]string(nil), r.AllowAuth...)
+	}
 	if r.Kind == KindMongoDB {
 		t.URI = r.ConnectionString
 	} else {
 		t.Host, t.Port = r.Host, r.Port
 	}
 	return t
+}
+
+// normalizeAuthMethods checks and sorts allowed upstream authentication
+// methods, as given in field.
+func normalizeAuthMethods(op, field, kind string, methods []string) ([]string, error) {
+	if len(methods) == 0 {
+		return []string{}, nil
+	}
+	if kind != KindPostgres {
+		return nil, errs.InvalidField(op, field, "only PostgreSQL resources take other authentication methods; MongoDB uses SCRAM")
+	}
+	seen := map[string]bool{}
+	for _, m := range methods {
+		if m != tunnel.AuthMD5 && m != tunnel.AuthCleartext {
+			return nil, errs.InvalidField(op, field, "the authentication methods that can be allowed are md5 and password (cleartext)")
+		}
+		seen[m] = true
+	}
+	out := []string{}
+	for _, m := range []string{tunnel.AuthMD5, tunnel.AuthCleartext} {
+		if seen[m] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }
 
 // Endpoint names where r's passwords go, without credentials: host:port/db

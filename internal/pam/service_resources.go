@@ -35,6 +35,15 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 	if err := r.normalize(op); err != nil {
 		return nil, err
 	}
+	if r.AllowAuth, err = normalizeAuthMethods(op, "body.allowAuth", r.Kind, in.AllowAuth); err != nil {
+		return nil, err
+	}
+	if len(r.AllowAuth) > 0 {
+		if p := api.PrincipalFrom(ctx); p == nil || !p.OrgAdmin {
+			return nil, &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.allowAuth", Msg: "only an organization admin may allow md5 or " +
+				"cleartext password authentication: they send the password in a form the database (or anyone posing as it) can reuse"}
+		}
+	}
 	if (in.RotationUsername == "") != (in.RotationPassword == "") {
 		field := "body.rotationPassword"
 		if in.RotationUsername == "" {
@@ -124,7 +133,7 @@ func (s *Service) GetResource(ctx context.Context, projectID, ref string) (*Reso
 // endpointFields are the settings that decide where a resource's passwords
 // go and how they are protected on the way.
 var endpointFields = map[string]bool{"gateway": true, "host": true, "port": true, "database": true,
-	"connectionString": true, "sslEnabled": true, "sslRejectUnauthorized": true, "sslCaPem": true}
+	"connectionString": true, "sslEnabled": true, "sslRejectUnauthorized": true, "sslCaPem": true, "allowAuth": true}
 
 // UpdateResource changes a resource's settings (project admins).
 //
@@ -180,6 +189,20 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 	setStr("sslCaPem", &r.SSLCAPEM, in.SSLCAPEM)
 	if err := r.normalize(op); err != nil {
 		return nil, err
+	}
+	if in.AllowAuth != nil {
+		methods, err := normalizeAuthMethods(op, "body.allowAuth", r.Kind, *in.AllowAuth)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Join(methods, ",") != strings.Join(r.AllowAuth, ",") {
+			if !p.OrgAdmin {
+				return nil, &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.allowAuth",
+					Msg: "only an organization admin may change which authentication methods besides SCRAM-SHA-256 the gateway uses"}
+			}
+			r.AllowAuth = methods
+			changed = append(changed, "allowAuth")
+		}
 	}
 	allowProject := false
 	if in.Gateway != nil {
@@ -423,7 +446,7 @@ func resourceDetails(r *Resource) map[string]any {
 	d := map[string]any{
 		"name": r.Name, "kind": r.Kind, "gatewayId": r.GatewayID, "database": r.Database,
 		"sslEnabled": r.SSLEnabled, "sslRejectUnauthorized": r.SSLRejectUnauthorized, "sslCustomCa": r.SSLCAPEM != "",
-		"hasRotationCredentials": r.HasRotationCredentials,
+		"hasRotationCredentials": r.HasRotationCredentials, "allowAuth": r.AllowAuth,
 	}
 	if r.Kind == KindMongoDB {
 		d["connectionString"] = r.ConnectionString
