@@ -48,10 +48,10 @@ type Resource struct {
 	Database    string `json:"database" doc:"PostgreSQL: the database to connect to; MongoDB: the auth database"`
 	// ConnectionString is a mongodb:// or mongodb+srv:// URI without
 	// credentials or database.
-	ConnectionString       string    `json:"connectionString,omitempty" doc:"MongoDB: the mongodb:// or mongodb+srv:// URI, without credentials or database"`
-	SSLEnabled             bool      `json:"sslEnabled" doc:"TLS is required to the database"`
-	SSLRejectUnauthorized  bool      `json:"sslRejectUnauthorized" doc:"the database's certificate chain and host name are verified"`
-	SSLCAPEM               string    `json:"sslCaPem,omitempty" doc:"the only CA trusted for the database (PEM); the system roots when empty"`
+	ConnectionString      string `json:"connectionString,omitempty" doc:"MongoDB: the mongodb:// or mongodb+srv:// URI, without credentials or database"`
+	SSLEnabled            bool   `json:"sslEnabled" doc:"TLS is required to the database"`
+	SSLRejectUnauthorized bool   `json:"sslRejectUnauthorized" doc:"the database's certificate chain and host name are verified"`
+	SSLCAPEM              string `json:"sslCaPem,omitempty" doc:"the only CA trusted for the database (PEM); the system roots when empty"`
 	// AllowAuth are the upstream authentication methods besides
 	// SCRAM-SHA-256 that the gateway may answer with a password: md5 and
 	// password (cleartext). Only an organization admin sets them.
@@ -104,9 +104,9 @@ type ResourceUpdate struct {
 	SSLCAPEM              *string `json:"sslCaPem,omitempty" maxLength:"65536" doc:"empty to trust the system roots"`
 	// AllowAuth replaces the allowed upstream authentication methods; an
 	// empty list goes back to SCRAM-SHA-256 only (organization admins only).
-	AllowAuth *[]string `json:"allowAuth,omitempty" maxItems:"2" doc:"PostgreSQL: md5 and/or password; [] for SCRAM-SHA-256 only; organization admins only"`
-	RotationUsername      *string `json:"rotationUsername,omitempty" maxLength:"128" doc:"empty to remove the rotation credentials"`
-	RotationPassword      *string `json:"rotationPassword,omitempty" maxLength:"1024" doc:"write-only"`
+	AllowAuth        *[]string `json:"allowAuth,omitempty" maxItems:"2" doc:"PostgreSQL: md5 and/or password; [] for SCRAM-SHA-256 only; organization admins only"`
+	RotationUsername *string   `json:"rotationUsername,omitempty" maxLength:"128" doc:"empty to remove the rotation credentials"`
+	RotationPassword *string   `json:"rotationPassword,omitempty" maxLength:"1024" doc:"write-only"`
 	// Accounts re-enter the credentials of the resource's accounts. They are
 	// required (every account, and the rotation password when one is
 	// stored) when the update changes where the resource's passwords go:
