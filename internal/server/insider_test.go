@@ -5,10 +5,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pressly/goose/v3"
 
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // TestGatewayProjects is the attack of a user who creates a project of
@@ -143,6 +145,49 @@ func TestGatewayProjectsMigration(t *testing.T) {
 		}
 		if _, _, _, err := f.e.srv.PAM.SessionTarget(ctx, f.project, f.resource, f.account); err != nil {
 			t.Errorf("an existing resource stopped working: %v", err)
+		}
+	})
+}
+
+// TestStatementLimitSettings: a project's limit on recorded statements and
+// what happens to a longer one are project settings, validated, audited,
+// sent with every new connection and pushed to live sessions' gateways.
+func TestStatementLimitSettings(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		g := f.attachGateway()
+		path := "/api/v1/projects/" + f.project
+		var p map[string]any
+		if st := f.admin.call("GET", path, nil, &p); st != 200 || p["maxStatementBytes"] != float64(1<<20) || p["oversizeStatements"] != "refuse" {
+			t.Fatalf("defaults: %d %v", st, p)
+		}
+		for _, bad := range []map[string]any{
+			{"maxStatementBytes": 100}, {"maxStatementBytes": 65 << 20}, {"oversizeStatements": "truncate"},
+		} {
+			if st := f.admin.call("PATCH", path, bad, nil); st != 422 {
+				t.Errorf("%v: status %d", bad, st)
+			}
+		}
+		viewer := f.member("viewer@example.com", "viewer")
+		if st := viewer.call("PATCH", path, map[string]any{"oversizeStatements": "record_ends"}, nil); st != 403 {
+			t.Errorf("a viewer changed the oversize rule: %d", st)
+		}
+		live := f.session(f.admin)
+		f.mustCall(f.admin, "PATCH", path, map[string]any{"maxStatementBytes": 2 << 20, "oversizeStatements": "record_ends"}, 200)
+		cs, err := f.e.srv.Sessions.AuthorizeConnection(context.Background(), live)
+		if err != nil || cs.MaxStatementBytes != 2<<20 || cs.OversizeStatements != "record_ends" {
+			t.Fatalf("a new connection's settings: %v %+v", err, cs)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(g.got(tunnel.TypeUpdate, live)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		up := g.got(tunnel.TypeUpdate, live)
+		if len(up) != 1 || up[0].MaxStatementBytes != 2<<20 || up[0].OversizeStatements != "record_ends" {
+			t.Fatalf("the push to the live session's gateway: %+v", up)
+		}
+		if acts := f.admin.auditActions("action=project.update"); len(acts) != 1 {
+			t.Errorf("audited: %v", acts)
 		}
 	})
 }
