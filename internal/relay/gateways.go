@@ -13,8 +13,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"time"
@@ -224,6 +226,66 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM string) (*Enr
 		return nil, refused
 	}
 	return out, nil
+}
+
+// RenewGateway issues a new certificate for a connected gateway from its CSR
+// (a renew stream), signed by the organization's CA with the lifetime of an
+// enrollment (GatewayCertTTL, capped by the CA's own end). From then on the
+// new certificate is the only one the relay accepts from the gateway: its
+// serial and end are recorded and the renewal is audited (gateway.renew).
+// The connection the request came on stays up.
+func (s *Service) RenewGateway(ctx context.Context, gatewayID, csrPEM string) (string, error) {
+	const op = "relay.(*Service).RenewGateway"
+	if gatewayID == "" {
+		return "", errs.E(op, errs.Invalid, "no gateway")
+	}
+	csr, err := pki.ParseCSR([]byte(csrPEM))
+	if err != nil {
+		return "", errs.E(op, errs.Invalid, err.Error())
+	}
+	var orgID, name, oldSerial string
+	err = s.db.QueryRowContext(ctx, `SELECT org_id, name, cert_serial FROM gateways WHERE id = $1`, gatewayID).Scan(&orgID, &name, &oldSerial)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errs.E(op, errs.NotFound, "the gateway is no longer registered")
+	}
+	if err != nil {
+		return "", errs.Wrap(op, errs.Unavailable, "reading the gateway failed", err)
+	}
+	// Load (or create) the CA before the transaction (see Enroll).
+	ca, err := s.pki.ForOrg(ctx, orgID)
+	if err != nil {
+		return "", err
+	}
+	var certPEM []byte
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		notAfter := now.Add(GatewayCertTTL)
+		var serial string
+		var err error
+		if certPEM, serial, err = ca.SignGateway(csr, gatewayID, notAfter); err != nil {
+			return err
+		}
+		if block, _ := pem.Decode(certPEM); block != nil {
+			if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+				notAfter = c.NotAfter // capped by the CA's own end
+			}
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE gateways SET cert_serial = $1, cert_not_after = $2 WHERE id = $3 AND cert_serial = $4`,
+			serial, store.Micros(notAfter), gatewayID, oldSerial)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errs.E(op, errs.Conflict, "the gateway's certificate changed meanwhile (re-enrolled or renewed); retry")
+		}
+		return audit.Record(ctx, tx, audit.Entry{OrgID: orgID, ActorKind: "gateway", ActorID: gatewayID, ActorName: name,
+			Action: "gateway.renew", Outcome: audit.Success, TargetKind: "gateway", TargetID: gatewayID,
+			Details: map[string]any{"certSerial": serial, "previousCertSerial": oldSerial, "notAfter": notAfter.UTC().Format(time.RFC3339)}})
+	})
+	if err != nil {
+		return "", errs.Wrap(op, errs.Unavailable, "renewing the gateway's certificate failed", err)
+	}
+	return string(certPEM), nil
 }
 
 func (s *Service) gateway(ctx context.Context, orgID, nameOrID string) (*Gateway, error) {

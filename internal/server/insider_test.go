@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 
+	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -190,4 +194,110 @@ func TestStatementLimitSettings(t *testing.T) {
 			t.Errorf("audited: %v", acts)
 		}
 	})
+}
+
+// TestGatewayCertificateRenewal: a connected gateway sends a CSR on a renew
+// stream and gets a new certificate for the same gateway id, signed by the
+// organization's CA with an enrollment's lifetime; from then on only the new
+// certificate is accepted, and the renewal is audited.
+func TestGatewayCertificateRenewal(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		var g struct {
+			ID              string `json:"id"`
+			EnrollmentToken string `json:"enrollmentToken"`
+		}
+		if st := f.admin.call("POST", "/api/v1/gateways", map[string]any{"name": "dc2"}, &g); st != 201 {
+			t.Fatalf("create gateway: %d %s", st, f.admin.problem().raw)
+		}
+		_, csr1, err := pki.NewKeyAndCSR("gateway")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var enrolled struct{ Certificate, CACertificate string }
+		if st := f.e.anon().call("POST", "/api/v1/gateways/enroll", map[string]any{"token": g.EnrollmentToken, "csr": string(csr1)}, &enrolled); st != 200 {
+			t.Fatalf("enroll: %d %s", st, f.e.anon().problem().raw)
+		}
+		old := insParseCert(t, enrolled.Certificate)
+
+		a, bb := net.Pipe()
+		srvSide, _ := tunnel.MuxClient(a)
+		gwSide, _ := tunnel.MuxServer(bb)
+		go f.e.srv.Relay.AttachGateway(g.ID, "test", srvSide)
+		t.Cleanup(func() { gwSide.Close() })
+		renew := func(csr string) tunnel.Result {
+			st, err := gwSide.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if err := tunnel.WriteFrame(st, tunnel.Header{Type: tunnel.TypeRenew, CSR: csr}); err != nil {
+				t.Fatal(err)
+			}
+			var res tunnel.Result
+			if err := tunnel.ReadFrame(st, &res); err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		serial := func() (s string, notAfter int64) {
+			if err := f.e.sqlDB().QueryRow(`SELECT cert_serial, cert_not_after FROM gateways WHERE id = $1`, g.ID).Scan(&s, &notAfter); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		// A malformed request is refused and changes nothing.
+		if res := renew("not a CSR"); res.OK || res.Code != tunnel.CodeInvalid || res.Certificate != "" {
+			t.Errorf("a bad CSR: %+v", res)
+		}
+		if s, _ := serial(); s != old.SerialNumber.Text(16) {
+			t.Errorf("a refused renewal replaced the certificate")
+		}
+
+		f.e.clock.Advance(300 * 24 * time.Hour)
+		_, csr2, err := pki.NewKeyAndCSR("gateway")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := renew(string(csr2))
+		if !res.OK || res.Certificate == "" {
+			t.Fatalf("renewal: %+v", res)
+		}
+		cert := insParseCert(t, res.Certificate)
+		pool, err := pki.PoolFromPEM([]byte(enrolled.CACertificate))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: f.e.clock.Now(),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("the new certificate is not the organization CA's: %v", err)
+		}
+		if id := pki.IDFromCert(cert, "gateway"); id != g.ID {
+			t.Errorf("the new certificate names gateway %q, want %q", id, g.ID)
+		}
+		if !cert.NotAfter.After(old.NotAfter) || cert.NotAfter.After(f.e.clock.Now().Add(366*24*time.Hour)) {
+			t.Errorf("the new certificate ends %v (old %v, now %v)", cert.NotAfter, old.NotAfter, f.e.clock.Now())
+		}
+		s, notAfter := serial()
+		if s != cert.SerialNumber.Text(16) || s == old.SerialNumber.Text(16) || store.Time(notAfter).Unix() != cert.NotAfter.Unix() {
+			t.Errorf("the store accepts serial %s until %v; the new certificate is %s until %v",
+				s, store.Time(notAfter), cert.SerialNumber.Text(16), cert.NotAfter)
+		}
+		if acts := f.e.admin().auditActions("action=gateway.renew"); len(acts) != 1 || acts[0] != "gateway.renew:success" {
+			t.Errorf("renewal audited: %v", acts)
+		}
+	})
+}
+
+func insParseCert(t *testing.T, certPEM string) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		t.Fatalf("not a PEM certificate: %q", certPEM)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
