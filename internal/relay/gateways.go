@@ -313,10 +313,13 @@ func (s *Service) ResolveGateway(ctx context.Context, orgID, nameOrID string) (s
 	return g.ID, g.Name, nil
 }
 
-// ListGateways lists the organization's gateways.
+// ListGateways lists the organization's gateways (organization admins:
+// the list names every network the organization reaches and where its
+// gateways connect from; a project's members see the name of their
+// resources' gateway with each resource).
 func (s *Service) ListGateways(ctx context.Context) ([]Gateway, error) {
 	const op = "relay.(*Service).ListGateways"
-	p, err := api.MustPrincipal(ctx)
+	p, err := s.orgAdmin(ctx, op, "list gateways; the gateway of each of your resources is shown with the resource (`airlock resources list`)")
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +407,7 @@ func (s *Service) registerGatewayAPI(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "list-gateways", Method: http.MethodGet, Path: "/api/v1/gateways", Tags: tags,
-		Summary: "List gateways with their online status", Security: api.Secured,
+		Summary: "List gateways with their online status (organization admins)", Security: api.Secured, Errors: []int{403},
 	}, func(ctx context.Context, _ *struct{}) (*struct{ Body []Gateway }, error) {
 		gs, err := s.ListGateways(ctx)
 		return &struct{ Body []Gateway }{gs}, api.Err(ctx, err)

@@ -85,6 +85,20 @@ func TestGatewayProjects(t *testing.T) {
 		if acts := f.admin.auditActions("action=gateway.allow_project"); len(acts) != 1 || acts[0] != "gateway.allow_project:success" {
 			t.Errorf("allow audited: %v", acts)
 		}
+		// Listing the organization's gateways (names, addresses, versions)
+		// is for organization admins; a project admin sees the gateway of
+		// each of their resources.
+		if st := mallory.call("GET", "/api/v1/gateways", nil, nil); st != 403 {
+			t.Errorf("a user listed the gateways: %d", st)
+		}
+		var gws []map[string]any
+		if st := f.admin.call("GET", "/api/v1/gateways", nil, &gws); st != 200 || len(gws) != 1 {
+			t.Errorf("an organization admin lists the gateways: %d %v", st, gws)
+		}
+		var rs []map[string]any
+		if st := mallory.call("GET", res, nil, &rs); st != 200 || len(rs) != 1 || rs[0]["gatewayName"] != "dc1" {
+			t.Errorf("a project admin's resources: %d %v", st, rs)
+		}
 
 		// Disallowing ends the project's sessions through the gateway and
 		// refuses new ones, with a message naming the fix.
