@@ -210,6 +210,10 @@ func parseMaxSession(op, v string) (time.Duration, error) {
 	return d.Round(time.Second), nil
 }
 
+// NameTaken is the refusal of a project name already used in the
+// organization, by a project the caller may or may not see.
+const NameTaken = "this project name is not available: choose another name"
+
 // Create makes a project with the caller as its admin.
 func (s *Service) Create(ctx context.Context, name, description, maxSession string) (*Project, error) {
 	const op = "project.(*Service).Create"
@@ -246,7 +250,10 @@ func (s *Service) Create(ctx context.Context, name, description, maxSession stri
 			ProjectID: proj.ID, Details: map[string]any{"name": name}}))
 	})
 	if store.IsUniqueViolation(err) {
-		return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Msg: fmt.Sprintf("a project named %q already exists", name)}
+		// Names are unique in the organization. The answer is the same
+		// whether the caller can see the project holding the name or not,
+		// and names no project.
+		return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Msg: NameTaken}
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "creating the project failed", err)

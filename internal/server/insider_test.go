@@ -315,3 +315,36 @@ func insParseCert(t *testing.T, certPEM string) *x509.Certificate {
 	}
 	return c
 }
+
+// TestDuplicateProjectNameRevealsNothing: a user probing for the names of
+// projects they cannot see gets, for a taken name, the very answer they get
+// for a name of their own project, which names no project.
+func TestDuplicateProjectNameRevealsNothing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := start(t, b)
+		admin := e.admin()
+		var hidden struct{ ID string }
+		if st := admin.call("POST", "/api/v1/projects", map[string]any{"name": "acquisition-x"}, &hidden); st != 201 {
+			t.Fatalf("create: %d", st)
+		}
+		mallory := e.createUser("mallory@example.com")
+		if st := mallory.call("POST", "/api/v1/projects", map[string]any{"name": "mine"}, nil); st != 201 {
+			t.Fatalf("create: %d", st)
+		}
+		var answers []string
+		for _, name := range []string{"acquisition-x", "mine"} {
+			st := mallory.call("POST", "/api/v1/projects", map[string]any{"name": name}, nil)
+			p := mallory.problem()
+			if st != 409 || len(p.Errors) != 1 || p.Errors[0].Location != "body.name" {
+				t.Errorf("%s: %d %s", name, st, p.raw)
+			}
+			if strings.Contains(p.raw, name) || strings.Contains(p.raw, hidden.ID) {
+				t.Errorf("%s: the answer names the project: %s", name, p.raw)
+			}
+			answers = append(answers, p.raw)
+		}
+		if answers[0] != answers[1] {
+			t.Errorf("a hidden project's name answers differently from one's own:\n%s\n%s", answers[0], answers[1])
+		}
+	})
+}
