@@ -348,3 +348,55 @@ func TestDuplicateProjectNameRevealsNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestProjectAdminCannotTouchOrgAdminMembership: a project admin can
+// neither add an organization admin to their project (with any role), nor
+// change or remove the membership an organization admin holds there; an
+// organization admin can.
+func TestProjectAdminCannotTouchOrgAdminMembership(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := start(t, b)
+		admin := e.admin()
+		owner := e.createUser("owner@example.com")
+		var p struct{ ID string }
+		if st := owner.call("POST", "/api/v1/projects", map[string]any{"name": "payments"}, &p); st != 201 {
+			t.Fatalf("create: %d", st)
+		}
+		members := "/api/v1/projects/" + p.ID + "/members"
+		for _, role := range []string{"admin", "member", "viewer"} {
+			if st := owner.call("PUT", members, map[string]any{"email": adminEmail, "role": role}, nil); st != 403 ||
+				!strings.Contains(owner.problem().Detail, "organization admin") {
+				t.Errorf("a project admin added an org admin as %s: %d %s", role, st, owner.problem().raw)
+			}
+		}
+		var me map[string]any
+		admin.call("GET", "/api/v1/auth/me", nil, &me)
+		adminID := me["id"].(string)
+		if st := admin.call("PUT", members, map[string]any{"email": adminEmail, "role": "viewer"}, nil); st != 200 {
+			t.Fatalf("an org admin joins: %d %s", st, admin.problem().raw)
+		}
+		if st := owner.call("PUT", members, map[string]any{"email": adminEmail, "role": "admin"}, nil); st != 403 {
+			t.Errorf("a project admin changed an org admin's role: %d", st)
+		}
+		if st := owner.call("DELETE", members+"/user/"+adminID, nil, nil); st != 403 {
+			t.Errorf("a project admin removed an org admin: %d", st)
+		}
+		var list []map[string]any
+		owner.call("GET", members, nil, &list)
+		found := false
+		for _, m := range list {
+			found = found || (m["id"] == adminID && m["role"] == "viewer")
+		}
+		if !found {
+			t.Errorf("the org admin's membership changed: %v", list)
+		}
+		// Ordinary members stay the project admin's to manage.
+		e.createUser("dev@example.com")
+		if st := owner.call("PUT", members, map[string]any{"email": "dev@example.com", "role": "admin"}, nil); st != 200 {
+			t.Errorf("a project admin adds a user: %d %s", st, owner.problem().raw)
+		}
+		if st := admin.call("DELETE", members+"/user/"+adminID, nil, nil); st != 204 {
+			t.Errorf("an org admin leaves: %d %s", st, admin.problem().raw)
+		}
+	})
+}
