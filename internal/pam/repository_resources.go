@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
@@ -48,7 +47,7 @@ func resourceByRef(ctx context.Context, q store.Querier, projectID, ref string) 
 	}
 	r, err := scanResource(q.QueryRowContext(ctx, `SELECT `+resourceColumns+` FROM resources WHERE project_id = $1 AND `+col+` = $2`, projectID, ref))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.Ef(op, errs.NotFound, "no resource %q in this project", ref)
+		return nil, errs.E(op, errs.NotFound, "no resource of that name or id in this project; `airlock resources list` shows them")
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the resource failed", err)
@@ -87,7 +86,7 @@ func insertResource(ctx context.Context, q store.Querier, r *resourceRow) error 
 		store.Micros(r.CreatedAt), store.Micros(r.UpdatedAt), strings.Join(r.AllowAuth, ","))
 	if store.IsUniqueViolation(err) {
 		return &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Err: err,
-			Msg: fmt.Sprintf("a resource named %q already exists in this project", r.Name)}
+			Msg: "a resource of that name already exists in this project"}
 	}
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the resource failed", err)
@@ -108,7 +107,7 @@ func updateResource(ctx context.Context, q store.Querier, r *resourceRow) error 
 		return errs.Wrap(op, errs.Unavailable, "saving the resource failed", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return errs.Ef(op, errs.NotFound, "no resource %q in this project", r.Name)
+		return errs.E(op, errs.NotFound, "the resource no longer exists")
 	}
 	return nil
 }

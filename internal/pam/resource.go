@@ -187,7 +187,7 @@ func (r *Resource) Endpoint() string {
 // checkName validates the name of a resource or an account.
 func checkName(op, field, what, name string) error {
 	if !auth.ValidSlug(name) {
-		return errs.InvalidField(op, field, fmt.Sprintf("%q is not a valid %s name: %s", name, what, auth.SlugRule))
+		return errs.InvalidField(op, field, fmt.Sprintf("not a valid %s name: %s", what, auth.SlugRule))
 	}
 	if _, err := uuid.Parse(name); err == nil {
 		return errs.InvalidField(op, field, fmt.Sprintf("a %s name must not look like an id (a UUID)", what))
@@ -301,8 +301,8 @@ func checkMongoURI(op, uri string) error {
 	}
 	path, query, _ := strings.Cut(pathQuery, "?")
 	if path != "" && path != "/" {
-		return errs.InvalidField(op, field, fmt.Sprintf("the connection string must not name a database (%q): "+
-			"remove it from the connection string and put the auth database in the database field (default admin)", strings.TrimPrefix(path, "/")))
+		return errs.InvalidField(op, field, "the connection string must not name a database: "+
+			"remove it from the connection string and put the auth database in the database field (default admin)")
 	}
 	for _, kv := range strings.Split(query, "&") {
 		if kv == "" {
@@ -313,10 +313,11 @@ func checkMongoURI(op, uri string) error {
 		case lk == "authsource":
 			return errs.InvalidField(op, field, "remove authSource from the connection string and put the auth database in the database field")
 		case lk == "tls" || lk == "ssl" || strings.HasPrefix(lk, "tls"):
-			return errs.InvalidField(op, field, fmt.Sprintf("remove %s from the connection string: TLS is set with the sslEnabled, "+
-				"sslRejectUnauthorized and sslCaPem fields", k))
+			return errs.InvalidField(op, field, "remove the TLS options (tls, ssl, tls...) from the connection string: TLS is set with the sslEnabled, "+
+				"sslRejectUnauthorized and sslCaPem fields")
 		case lk == "authmechanism" || lk == "authmechanismproperties" || lk == "username" || lk == "password":
-			return errs.InvalidField(op, field, fmt.Sprintf("remove %s from the connection string: Airlock logs in with the account's credentials", k))
+			return errs.InvalidField(op, field, "remove authMechanism, authMechanismProperties, username and password from the connection string: "+
+				"Airlock logs in with the account's credentials")
 		}
 	}
 	return nil
@@ -343,7 +344,7 @@ func checkCAPEM(op, field, text string) error {
 			break
 		}
 		if b.Type != "CERTIFICATE" {
-			return errs.InvalidField(op, field, fmt.Sprintf("the CA certificates hold a %q block: give only certificates (-----BEGIN CERTIFICATE-----)", b.Type))
+			return errs.InvalidField(op, field, "the CA certificates hold a block that is not a certificate: give only certificates (-----BEGIN CERTIFICATE-----)")
 		}
 		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
 			return errs.InvalidField(op, field, fmt.Sprintf("certificate %d of the CA certificates cannot be parsed: %v", n+1, err))

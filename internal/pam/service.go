@@ -3,7 +3,6 @@ package pam
 import (
 	"context"
 	"database/sql"
-	"strconv"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -265,12 +264,4 @@ func (s *Service) SessionTarget(ctx context.Context, projectID, resourceID, acco
 		return nil, nil, tunnel.Target{}, errs.Wrap(op, errs.Internal, "opening the account's password failed", err)
 	}
 	return &r.Resource, &a.Account, r.target(a.ID, a.Username, string(pw)), nil
-}
-
-// quote quotes a name from the caller for a message, cut to a sane length.
-func quote(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return strconv.Quote(s)
 }

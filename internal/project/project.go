@@ -146,7 +146,7 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 	if err != nil {
 		return nil, err
 	}
-	notFound := errs.Ef(op, errs.NotFound, "project %q not found, or you are not a member of it", projectID)
+	notFound := errs.E(op, errs.NotFound, "project not found, or you are not a member of it; `airlock projects list` shows yours")
 	if _, err := uuid.Parse(projectID); err != nil {
 		return nil, notFound
 	}
@@ -205,7 +205,7 @@ func parseMaxSession(op, v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil || d < time.Minute || d > 30*24*time.Hour {
 		return 0, errs.InvalidField(op, "body.maxSessionDuration",
-			fmt.Sprintf("%q is not a valid maximum session duration: use a duration between 1m and 720h, such as 8h or 30m", v))
+			"not a valid maximum session duration: use a duration between 1m and 720h, such as 8h or 30m")
 	}
 	return d.Round(time.Second), nil
 }

@@ -295,7 +295,7 @@ func (s *Service) gateway(ctx context.Context, orgID, nameOrID string) (*Gateway
 	err := s.db.QueryRowContext(ctx, `SELECT id, name, enrolled_at, last_heartbeat_at, online, remote_addr, version, created_at FROM gateways
 		WHERE org_id = $1 AND (id = $2 OR name = $2)`, orgID, nameOrID).Scan(&id, &name, &enrolled, &hb, &online, &addr, &version, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.Ef("relay.gateway", errs.NotFound, "no gateway named %q: list them with `airlock gateways list`", nameOrID)
+		return nil, errs.E("relay.gateway", errs.NotFound, "no gateway of that name or id: list them with `airlock gateways list`")
 	}
 	if err != nil {
 		return nil, errs.Wrap("relay.gateway", errs.Unavailable, "reading the gateway failed", err)
