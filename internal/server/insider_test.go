@@ -400,3 +400,55 @@ func TestProjectAdminCannotTouchOrgAdminMembership(t *testing.T) {
 		}
 	})
 }
+
+// TestErrorsDoNotEchoInput: no problem document repeats a name, id or value
+// the caller sent (a probe, a mistyped secret, markup), wherever it went:
+// path, query, body field or broken JSON.
+func TestErrorsDoNotEchoInput(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		f := newFixture(t, b)
+		const m = "zqmarker"
+		pid := f.project
+		cases := []struct {
+			method, path string
+			body         any
+		}{
+			{"GET", "/api/v1/projects/" + m, nil},
+			{"GET", "/api/v1/projects/0197a000-0000-7000-8000-" + "00000" + "0" + m[:2] + "0000", nil},
+			{"GET", "/api/v1/projects/" + pid + "/resources/" + m, nil},
+			{"GET", "/api/v1/projects/" + pid + "/accounts/" + m, nil},
+			{"GET", "/api/v1/projects/" + pid + "/accounts?metadata=" + m, nil},
+			{"GET", "/api/v1/projects/" + pid + "/accounts?resource=" + m, nil},
+			{"GET", "/api/v1/sessions/" + m, nil},
+			{"DELETE", "/api/v1/gateways/" + m, nil},
+			{"PUT", "/api/v1/gateways/" + m + "/projects/" + pid, nil},
+			{"PUT", "/api/v1/gateways/dc1/projects/" + m, nil},
+			{"POST", "/api/v1/projects", map[string]any{"name": "x", "maxSessionDuration": m}},
+			{"PATCH", "/api/v1/projects/" + pid, map[string]any{"oversizeStatements": m}},
+			{"POST", "/api/v1/projects/" + pid + "/resources", map[string]any{"kind": "postgres", "name": "Bad-" + m, "gateway": "dc1",
+				"host": "h", "database": "d"}},
+			{"POST", "/api/v1/projects/" + pid + "/resources", map[string]any{"kind": "postgres", "name": "ok", "gateway": m,
+				"host": "h", "database": "d"}},
+			{"POST", "/api/v1/projects/" + pid + "/resources", map[string]any{"kind": "mongodb", "name": "ok", "gateway": "dc1",
+				"connectionString": "mongodb://h/" + m}},
+			{"POST", "/api/v1/projects/" + pid + "/resources", map[string]any{"kind": "mongodb", "name": "ok", "gateway": "dc1",
+				"connectionString": "mongodb://h/?tlsInsecure=" + m}},
+			{"POST", "/api/v1/projects/" + pid + "/accounts", map[string]any{"resource": m, "name": "a", "username": "u", "password": "p-" + m}},
+			{"POST", "/api/v1/projects/" + pid + "/sessions", map[string]any{"resource": "main-db", "account": "app", "duration": m, "csr": "x"}},
+			{"POST", "/api/v1/auth/login", map[string]any{"email": m + "@example.com", "password": m}},
+			{"PATCH", "/api/v1/projects/" + pid, `{"description": "` + m},
+			{"PATCH", "/api/v1/projects/" + pid, map[string]any{m: 1}},
+			{"GET", "/api/v1/projects/" + pid + "/resources?" + m + "=1", nil},
+		}
+		for _, c := range cases {
+			st := f.admin.call(c.method, c.path, c.body, nil)
+			if st < 400 {
+				t.Errorf("%s %s: status %d, want a refusal", c.method, c.path, st)
+				continue
+			}
+			if raw := f.admin.problem().raw; strings.Contains(strings.ToLower(raw), m) {
+				t.Errorf("%s %s: the answer echoes the input: %s", c.method, c.path, raw)
+			}
+		}
+	})
+}
