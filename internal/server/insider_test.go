@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/airlockpam/airlock/internal/pki"
+	"github.com/airlockpam/airlock/internal/server/apidocs"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -451,4 +455,42 @@ func TestErrorsDoNotEchoInput(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAPIDocsAreEmbedded: /api/docs loads its viewer from this server, the
+// pinned copy embedded in the binary, and tells the browser to load nothing
+// from anywhere else.
+func TestAPIDocsAreEmbedded(t *testing.T) {
+	e := start(t, backends()[0])
+	anon := e.anon()
+	st, page := anon.raw("GET", "/api/docs", nil, "")
+	if st != 200 {
+		t.Fatalf("/api/docs: %d", st)
+	}
+	for _, bad := range []string{"http://", "https://", "//unpkg", "//cdn"} {
+		if strings.Contains(string(page), bad) {
+			t.Errorf("the docs page refers to another host (%s):\n%s", bad, page)
+		}
+	}
+	if !strings.Contains(string(page), `<script src="/api/docs/redoc.standalone.js">`) ||
+		!strings.Contains(string(page), `spec-url="/api/openapi.json"`) {
+		t.Errorf("the docs page does not load the embedded viewer and the API document:\n%s", page)
+	}
+	req, _ := http.NewRequest("GET", e.http.URL+"/api/docs", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("Content-Security-Policy: %q", csp)
+	}
+	st, js := anon.raw("GET", "/api/docs/redoc.standalone.js", nil, "")
+	sum := sha256.Sum256(js)
+	if st != 200 || hex.EncodeToString(sum[:]) != apidocs.ViewerSHA256 || apidocs.ViewerHash() != apidocs.ViewerSHA256 {
+		t.Errorf("the viewer: %d, %d bytes, sha256 %x, want %s", st, len(js), sum, apidocs.ViewerSHA256)
+	}
+	if st, _ := anon.raw("GET", "/api/openapi.json", nil, ""); st != 200 {
+		t.Errorf("/api/openapi.json: %d", st)
+	}
 }
