@@ -149,8 +149,7 @@ func TestRogueEndpointCapture(t *testing.T) {
 		if ok < 2 || failed < 3 || rogueEndpoint != "" {
 			t.Errorf("validation logins: %d successful, %d failed audited; the rogue endpoint audited: %v", ok, failed, rogueEndpoint == "")
 		}
-		var outcomes int
-		outcomes = count(t, e.db, `SELECT COUNT(*) FROM audit_logs WHERE action = 'account.validate' AND outcome = 'failure'`)
+		outcomes := count(t, e.db, `SELECT COUNT(*) FROM audit_logs WHERE action = 'account.validate' AND outcome = 'failure'`)
 		if outcomes != failed {
 			t.Errorf("failed validations are not audited as failures: %d of %d", outcomes, failed)
 		}
