@@ -88,8 +88,8 @@ const (
 	MaxMaxStatementBytes = 64 << 20
 )
 
-// Update changes a project's settings; nil fields stay as they are.
-type Update struct {
+// ProjectUpdate changes a project's settings; nil fields stay as they are.
+type ProjectUpdate struct {
 	Description        *string   `json:"description,omitempty" maxLength:"1000"`
 	MaxSessionDuration *string   `json:"maxSessionDuration,omitempty" maxLength:"20"`
 	LogMaskPatterns    *[]string `json:"logMaskPatterns,omitempty" doc:"replaces the list; regular expressions masked in session logs"`
@@ -310,7 +310,7 @@ func CheckMaskPatterns(op string, patterns []string) error {
 // Update changes a project's settings (project admins); nil fields of in
 // stay as they are. Changed session-log settings are pushed to the
 // gateways of the project's live sessions.
-func (s *Service) Update(ctx context.Context, projectID string, in Update) (*Project, error) {
+func (s *Service) Update(ctx context.Context, projectID string, in ProjectUpdate) (*Project, error) {
 	const op = "project.(*Service).Update"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {

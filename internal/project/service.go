@@ -53,7 +53,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Change a project's settings (project admins)", Security: api.Secured, Errors: []int{403, 404, 422},
 	}, func(ctx context.Context, in *struct {
 		ProjectPath
-		Body Update
+		Body ProjectUpdate
 	}) (*struct{ Body *Project }, error) {
 		p, err := s.Update(ctx, in.ProjectID, in.Body)
 		return &struct{ Body *Project }{p}, api.Err(ctx, err)

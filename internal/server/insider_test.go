@@ -490,7 +490,15 @@ func TestAPIDocsAreEmbedded(t *testing.T) {
 	if st != 200 || hex.EncodeToString(sum[:]) != apidocs.ViewerSHA256 || apidocs.ViewerHash() != apidocs.ViewerSHA256 {
 		t.Errorf("the viewer: %d, %d bytes, sha256 %x, want %s", st, len(js), sum, apidocs.ViewerSHA256)
 	}
-	if st, _ := anon.raw("GET", "/api/openapi.json", nil, ""); st != 200 {
-		t.Errorf("/api/openapi.json: %d", st)
+	st, spec := anon.raw("GET", "/api/openapi.json", nil, "")
+	if st != 200 {
+		t.Fatalf("/api/openapi.json: %d", st)
+	}
+	// The document generated from the code describes this issue's API.
+	for _, want := range []string{`"allowAuth"`, `"AccountCredentials"`, `"maxStatementBytes"`, `"oversizeStatements"`,
+		`"allow-gateway-project"`, `"disallow-gateway-project"`, `"list-gateway-projects"`, `"/api/v1/gateways/{gateway}/projects/{projectId}"`} {
+		if !strings.Contains(string(spec), want) {
+			t.Errorf("the OpenAPI document lacks %s", want)
+		}
 	}
 }
