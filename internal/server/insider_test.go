@@ -502,3 +502,66 @@ func TestAPIDocsAreEmbedded(t *testing.T) {
 		}
 	}
 }
+
+// insAttachGateway connects, as the fixture's gateway, one that answers
+// every request stream with answer.
+func insAttachGateway(f *fixture, answer tunnel.Result) {
+	f.t.Helper()
+	a, b := net.Pipe()
+	srvSide, _ := tunnel.MuxClient(a)
+	gwSide, _ := tunnel.MuxServer(b)
+	go f.e.srv.Relay.AttachGateway(f.gateway, "test", srvSide)
+	go func() {
+		for {
+			st, err := gwSide.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer st.Close()
+				var h tunnel.Header
+				if tunnel.ReadFrame(st, &h) == nil {
+					_ = tunnel.WriteFrame(st, answer)
+				}
+			}()
+		}
+	}()
+	f.t.Cleanup(func() { gwSide.Close() })
+	for !f.e.srv.Relay.Connected(f.gateway) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestValidationRevealsNoBanner: a project admin who points a resource at
+// an internal service learns that it cannot be reached, not what the
+// gateway saw there (a banner, a TLS certificate's details); an
+// organization admin gets the gateway's whole answer.
+func TestValidationRevealsNoBanner(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, c := range []tunnel.Result{
+			{Code: tunnel.CodeUnreachable, Message: "the server at 127.0.0.1:5432 sent SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"},
+			{Code: tunnel.CodeTLS, Message: "x509: certificate is valid for vault.internal.example.com, not 127.0.0.1"},
+			{Code: tunnel.CodeInvalid, Message: "HTTP/1.1 400 Bad Request Server: nginx/1.22.1"},
+		} {
+			// A fresh fixture each: one gateway connection answers alike.
+			f := newFixture(t, b)
+			owner := f.member("owner@example.com", "admin")
+			insAttachGateway(f, c)
+			body := map[string]any{"resource": "main-db", "name": "probe", "username": "u", "password": "a password"}
+			st := owner.call("POST", "/api/v1/projects/"+f.project+"/accounts", body, nil)
+			p := owner.problem()
+			if st < 400 || !strings.Contains(p.Detail, "cannot reach 127.0.0.1:5432") {
+				t.Errorf("%s: a project admin's refusal: %d %s", c.Code, st, p.raw)
+			}
+			for _, leak := range []string{"SSH", "vault", "nginx", "x509", "HTTP"} {
+				if strings.Contains(p.raw, leak) {
+					t.Errorf("%s: a project admin learns %q: %s", c.Code, leak, p.raw)
+				}
+			}
+			if st := f.admin.call("POST", "/api/v1/projects/"+f.project+"/accounts", body, nil); st < 400 ||
+				!strings.Contains(f.admin.problem().Detail, c.Message) {
+				t.Errorf("%s: an organization admin's refusal: %d %s", c.Code, st, f.admin.problem().raw)
+			}
+		}
+	})
+}
