@@ -1,8 +1,9 @@
 // Package relay is the server side of the gateway connection and of the
 // CLI's tunnel.
 //
-// gateways.go registers gateways and enrolls them (a one-time token and the
-// gateway's own CSR); registry.go keeps the live, multiplexed connection of
+// gateways.go registers gateways, enrolls them (a one-time token and the
+// gateway's own CSR) and renews their certificates; gateway_projects.go keeps
+// which projects an organization admin allows to use each gateway; registry.go keeps the live, multiplexed connection of
 // each gateway (mutual TLS inside an HTTP upgrade, heartbeats) and sends it
 // validation, data and termination streams; sessions.go joins each stream a
 // CLI opens to a new stream to the session's gateway, copying bytes it
