@@ -2,10 +2,12 @@
 // CLI's tunnel.
 //
 // gateways.go registers gateways, enrolls them (a one-time token and the
-// gateway's own CSR) and renews their certificates; gateway_projects.go keeps
-// which projects an organization admin allows to use each gateway; registry.go keeps the live, multiplexed connection of
-// each gateway (mutual TLS inside an HTTP upgrade, heartbeats) and sends it
-// validation, data and termination streams; sessions.go joins each stream a
+// gateway's own CSR) and renews their certificates; gateway_projects.go
+// keeps which projects an organization admin allows to use each gateway;
+// registry.go keeps the live, multiplexed connection of each gateway (mutual
+// TLS inside an HTTP upgrade, heartbeats) and sends it validation, data and
+// termination streams; events.go serves the streams a gateway opens (event
+// uploads, certificate renewals); sessions.go joins each stream a
 // CLI opens to a new stream to the session's gateway, copying bytes it
 // cannot read (the CLI and the gateway speak mTLS end to end inside).
 package relay
