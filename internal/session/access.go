@@ -125,11 +125,11 @@ func systemEnd(name string) audit.Entry {
 func (s *Service) AuthorizeConnection(ctx context.Context, id string) (*relay.ClientSession, error) {
 	const op = "session.(*Service).AuthorizeConnection"
 	if _, err := uuid.Parse(id); err != nil {
-		return nil, errs.E(op, errs.NotFound, "no such session")
+		return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 	}
 	x, err := scanAccess(s.db.QueryRowContext(ctx, accessQuery+`s.id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.E(op, errs.NotFound, "no such session")
+		return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the session failed", err)
