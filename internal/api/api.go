@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -132,6 +133,21 @@ func Status(c errs.Code) int {
 	}
 }
 
+// unechoed returns a copy of d without the caller's input. An unknown
+// property or query parameter is named by its location, which is the
+// caller's own key: the location is cut to its parent (body, query).
+func unechoed(d *huma.ErrorDetail) *huma.ErrorDetail {
+	out := &huma.ErrorDetail{Message: d.Message, Location: d.Location}
+	switch d.Message {
+	case "unexpected property", "unknown query parameter":
+		if i := strings.LastIndexByte(d.Location, '.'); i >= 0 {
+			out.Location = d.Location[:i]
+		}
+		out.Message += ": remove the fields and parameters this operation does not define (see /api/openapi.json)"
+	}
+	return out
+}
+
 func init() {
 	// huma's validation errors echo the offending value back to the caller.
 	// For a login or a secret that value may be a password, so problems
@@ -141,7 +157,7 @@ func init() {
 		for _, err := range errs {
 			var d *huma.ErrorDetail
 			if errors.As(err, &d) {
-				m.Errors = append(m.Errors, &huma.ErrorDetail{Message: d.Message, Location: d.Location})
+				m.Errors = append(m.Errors, unechoed(d))
 				continue
 			}
 			if err != nil {

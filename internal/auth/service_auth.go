@@ -127,7 +127,11 @@ func (s *Service) checkRate(ctx context.Context, op, account string) error {
 	return nil
 }
 
-var errBadCredentials = "the email or password is wrong"
+// errBadCredentials answers every refused login alike: an unknown email, a
+// wrong password and a locked account, so that the answer does not tell
+// which emails have accounts (a locked account exists).
+var errBadCredentials = "the email or password is wrong; after repeated failures an account is locked for a while " +
+	"(an organization admin can unlock it)"
 
 // Login checks a user's password and issues tokens.
 func (s *Service) Login(ctx context.Context, email, password string) (TokenPair, error) {
@@ -161,10 +165,11 @@ func (s *Service) Login(ctx context.Context, email, password string) (TokenPair,
 		return TokenPair{}, errs.E(op, errs.Forbidden, ErrDisabled)
 	}
 	if until := store.Time(u.lockedUntil); now.Before(until) {
+		// Answered as an unknown email is, after the same work (one
+		// password hash and one audit write).
+		_, _ = VerifyPassword(u.passwordHash, password)
 		s.auditLoginFailure(ctx, u.orgID, u.id, email, "account locked")
-		return TokenPair{}, errs.Ef(op, errs.Locked,
-			"this account is locked after %d failed logins until %s; wait, or ask an organization admin to unlock it",
-			s.cfg.MaxFailedLogins, until.Format(time.RFC3339))
+		return TokenPair{}, errs.E(op, errs.Unauthenticated, errBadCredentials)
 	}
 	ok, err := VerifyPassword(u.passwordHash, password)
 	if err != nil {

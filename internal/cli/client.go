@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -54,9 +55,24 @@ func normalizeDomain(d string) (string, error) {
 	}
 	u, err := url.Parse(d)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("%q is not a server address: use a URL such as https://airlock.example.com", d)
+		return "", errors.New("the domain is not a server address: use a URL such as https://airlock.example.com")
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return "", errors.New("the domain uses http://, which would send passwords and tokens unencrypted: use https:// " +
+			"(with --ca-file CA.pem when the server's certificate is not publicly trusted); http:// is accepted only for " +
+			"loopback addresses (127.0.0.1, ::1, localhost)")
 	}
 	return strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/"), nil
+}
+
+// isLoopback says whether host (a name or an IP address) stays on this
+// machine.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func anonymousClient(domain, caFile string) (*client, error) {

@@ -166,7 +166,9 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 	var cs createdSession
 	body := map[string]string{"resource": f.resource, "account": f.account, "duration": f.duration, "csr": string(csrPEM)}
 	if err := c.do(ctx, http.MethodPost, "/api/v1/projects/"+url.PathEscape(f.projectID)+"/sessions", nil, body, &cs); err != nil {
-		return err
+		// The server's answer does not repeat what was asked for; the
+		// user's own terminal may.
+		return fmt.Errorf("starting a session on account %s of resource %s: %w", f.account, f.resource, err)
 	}
 	p := &proxy{
 		o: o, c: c, id: cs.Session.ID, kind: cs.Session.ResourceKind,

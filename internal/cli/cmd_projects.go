@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,8 @@ type project struct {
 	Role               string    `json:"role"`
 	LogMaskPatterns    []string  `json:"logMaskPatterns"`
 	LogRedactValues    bool      `json:"logRedactValues"`
+	MaxStatementBytes  int64     `json:"maxStatementBytes"`
+	OversizeStatements string    `json:"oversizeStatements"`
 	CreatedAt          time.Time `json:"createdAt"`
 	UpdatedAt          time.Time `json:"updatedAt"`
 }
@@ -92,7 +95,9 @@ func newProjectsCommand(o *options) *cobra.Command {
 				return err
 			}
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
-				{"Your role", p.Role}, {"Max session", p.MaxSessionDuration}, {"Created", fmtTime(p.CreatedAt)}})
+				{"Your role", p.Role}, {"Max session", p.MaxSessionDuration},
+				{"Max statement size", fmtSize(p.MaxStatementBytes)}, {"Oversize statements", p.OversizeStatements},
+				{"Created", fmtTime(p.CreatedAt)}})
 		},
 	}
 	var forceDelete bool
@@ -124,6 +129,7 @@ organization admins.`,
 	var upDesc, upMax string
 	var upMasks []string
 	var clearMasks, redact bool
+	var maxStmt, oversize string
 	update := &cobra.Command{
 		Use: "update ID", Short: "Change a project's settings (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -147,8 +153,22 @@ organization admins.`,
 			if cmd.Flags().Changed("log-redact-values") {
 				body["logRedactValues"] = redact
 			}
+			if cmd.Flags().Changed("max-statement-size") {
+				n, err := parseSize(maxStmt)
+				if err != nil {
+					return fmt.Errorf("--max-statement-size: %w", err)
+				}
+				body["maxStatementBytes"] = n
+			}
+			if cmd.Flags().Changed("oversize-statements") {
+				if oversize != "refuse" && oversize != "record_ends" {
+					return errors.New("--oversize-statements must be refuse or record_ends")
+				}
+				body["oversizeStatements"] = oversize
+			}
 			if len(body) == 0 {
-				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern or --clear-log-mask-patterns")
+				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern, --clear-log-mask-patterns, " +
+					"--log-redact-values, --max-statement-size or --oversize-statements")
 			}
 			var p project
 			if err := c.do(cmd.Context(), http.MethodPatch, "/api/v1/projects/"+url.PathEscape(args[0]), nil, body, &p); err != nil {
@@ -156,10 +176,14 @@ organization admins.`,
 			}
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
 				{"Max session", p.MaxSessionDuration}, {"Log mask patterns", strings.Join(p.LogMaskPatterns, "  ")},
-				{"Redact written values", fmt.Sprint(p.LogRedactValues)}})
+				{"Redact written values", fmt.Sprint(p.LogRedactValues)},
+				{"Max statement size", fmtSize(p.MaxStatementBytes)}, {"Oversize statements", p.OversizeStatements}})
 		},
 	}
 	update.Flags().StringVar(&upDesc, "description", "", "what the project is for")
+	update.Flags().StringVar(&maxStmt, "max-statement-size", "", "the longest statement session logs record whole, e.g. 1MiB, 512KiB or 2097152 (1KiB to 64MiB; default 1MiB)")
+	update.Flags().StringVar(&oversize, "oversize-statements", "", "what happens to a longer statement: refuse (default) or record_ends "+
+		"(run it, record its first and last parts and its SHA-256)")
 	update.Flags().StringVar(&upMax, "max-session-duration", "", "longest access session, e.g. 8h")
 	update.Flags().StringArrayVar(&upMasks, "log-mask-pattern", nil, "regular expression masked in session logs (repeat; replaces the list)")
 	update.Flags().BoolVar(&clearMasks, "clear-log-mask-patterns", false, "remove every log mask pattern")
@@ -254,4 +278,36 @@ func newMembersCommand(o *options) *cobra.Command {
 	set.Flags().StringVar(&role, "role", "member", "admin, member or viewer")
 	cmd.AddCommand(list, set, remove)
 	return cmd
+}
+
+// parseSize reads a size in bytes: a number with an optional unit B, KiB,
+// MiB or GiB (KB, MB and GB are read as the binary units too).
+func parseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(strings.ToUpper(s), strings.ToUpper(u.suffix)) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return 0, errors.New("give a size such as 1MiB, 512KiB or 1048576")
+	}
+	return n * mult, nil
+}
+
+// fmtSize prints a byte count in the largest binary unit that divides it.
+func fmtSize(n int64) string {
+	switch {
+	case n > 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	case n > 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }

@@ -30,6 +30,7 @@ type pamResource struct {
 	SSLEnabled             bool      `json:"sslEnabled"`
 	SSLRejectUnauthorized  bool      `json:"sslRejectUnauthorized"`
 	SSLCAPEM               string    `json:"sslCaPem,omitempty"`
+	AllowAuth              []string  `json:"allowAuth"`
 	RotationUsername       string    `json:"rotationUsername,omitempty"`
 	HasRotationCredentials bool      `json:"hasRotationCredentials"`
 	CreatedAt              time.Time `json:"createdAt"`
@@ -82,6 +83,13 @@ func (o *options) printResource(r pamResource) error {
 	} else {
 		fields = append(fields, [2]string{"Host", r.Host}, [2]string{"Port", strconv.Itoa(r.Port)}, [2]string{"Database", r.Database})
 	}
+	if r.Kind != "mongodb" {
+		auth := "SCRAM-SHA-256 only"
+		if len(r.AllowAuth) > 0 {
+			auth = "SCRAM-SHA-256, " + strings.Join(r.AllowAuth, ", ") + " (allowed by an organization admin)"
+		}
+		fields = append(fields, [2]string{"Authentication", auth})
+	}
 	fields = append(fields, [2]string{"TLS", r.tlsMode()}, [2]string{"Rotation credentials", rotation},
 		[2]string{"Created", fmtTime(r.CreatedAt)}, [2]string{"Updated", fmtTime(r.UpdatedAt)})
 	return o.printObject(r, fields)
@@ -121,6 +129,7 @@ type resourceFlags struct {
 	port                                          int
 	sslEnabled, sslRejectUnauthorized             bool
 	rotationPasswordStdin, clearCA, clearRotation bool
+	allowAuth                                     []string
 }
 
 func (f *resourceFlags) addTLS(cmd *cobra.Command) {
@@ -168,7 +177,22 @@ func (f *resourceFlags) tlsAndRotation(o *options, cmd *cobra.Command, body map[
 	if f.rotationUsername != "" {
 		body["rotationUsername"] = f.rotationUsername
 	}
+	if fl.Lookup("allow-auth") != nil && fl.Changed("allow-auth") {
+		methods := []string{}
+		for _, m := range f.allowAuth {
+			if m = strings.TrimSpace(m); m != "" && m != "scram" {
+				methods = append(methods, m)
+			}
+		}
+		body["allowAuth"] = methods
+	}
 	return nil
+}
+
+// addAllowAuth adds --allow-auth (PostgreSQL resources).
+func (f *resourceFlags) addAllowAuth(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&f.allowAuth, "allow-auth", nil, "organization admins: let the gateway also answer md5 and/or "+
+		"password (cleartext) authentication, e.g. md5,password; scram alone goes back to SCRAM-SHA-256 only")
 }
 
 func newResourcesCommand(o *options) *cobra.Command {
@@ -191,6 +215,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 	createPG.Flags().StringVar(&pg.host, "host", "", "the database server's host name or IP address, as the gateway sees it")
 	createPG.Flags().IntVar(&pg.port, "port", 5432, "the database server's port")
 	createPG.Flags().StringVar(&pg.database, "database", "", "the database to connect to")
+	pg.addAllowAuth(createPG)
 	var mg resourceFlags
 	createMongo := &cobra.Command{
 		Use: "mongodb", Short: "Add a MongoDB resource", Args: cobra.NoArgs,
@@ -261,6 +286,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		},
 	}
 	var up resourceFlags
+	var accountPasswords []string
 	update := &cobra.Command{
 		Use: "update NAME|ID", Short: "Change a resource's settings (project admins)", Args: cobra.ExactArgs(1),
 		Long: "Change a resource's settings. Only the flags given change; --clear-ssl-ca goes back to the system roots, " +
@@ -292,6 +318,13 @@ func newResourcesCommand(o *options) *cobra.Command {
 			if err := up.tlsAndRotation(o, cmd, body, true); err != nil {
 				return err
 			}
+			if len(accountPasswords) > 0 {
+				creds, err := readAccountPasswords(o, accountPasswords)
+				if err != nil {
+					return err
+				}
+				body["accounts"] = creds
+			}
 			if len(body) == 0 {
 				return errors.New("nothing to change: give at least one setting, such as --host or --ssl-reject-unauthorized")
 			}
@@ -314,8 +347,12 @@ func newResourcesCommand(o *options) *cobra.Command {
 	ufl.StringVar(&up.connectionString, "connection-string", "", "MongoDB: the mongodb:// or mongodb+srv:// URI")
 	ufl.BoolVar(&up.clearCA, "clear-ssl-ca", false, "trust the system roots again instead of a custom CA")
 	ufl.BoolVar(&up.clearRotation, "clear-rotation-credentials", false, "remove the rotation user and password")
+	ufl.StringArrayVar(&accountPasswords, "account-password-file", nil,
+		"ACCOUNT=FILE: re-enter an account's password (read from FILE; - for standard input, once) for a new host, port, database, "+
+			"connection string, gateway or TLS setting; repeat it for every account of the resource")
 	up.addTLS(update)
 	up.addRotation(update)
+	up.addAllowAuth(update)
 	del := &cobra.Command{
 		Use: "delete NAME|ID", Short: "Delete a resource and its accounts (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -348,4 +385,38 @@ func (o *options) createResource(cmd *cobra.Command, projectID string, body map[
 		return err
 	}
 	return o.printResource(r)
+}
+
+// readAccountPasswords reads the re-entered account passwords of
+// --account-password-file ACCOUNT=FILE flags.
+func readAccountPasswords(o *options, specs []string) ([]map[string]string, error) {
+	var out []map[string]string
+	stdinUsed := false
+	for _, spec := range specs {
+		name, file, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || file == "" {
+			return nil, errors.New("--account-password-file takes ACCOUNT=FILE, such as app=./app.password or app=- for standard input")
+		}
+		var pw string
+		if file == "-" {
+			if stdinUsed {
+				return nil, errors.New("only one --account-password-file may read standard input (-)")
+			}
+			stdinUsed = true
+			var err error
+			if pw, err = o.readStdinSecret("Password of account " + name); err != nil {
+				return nil, err
+			}
+		} else {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return nil, fmt.Errorf("reading the password of account %s: %w", name, err)
+			}
+			if pw = strings.TrimRight(string(b), "\r\n"); pw == "" {
+				return nil, fmt.Errorf("the password file of account %s is empty", name)
+			}
+		}
+		out = append(out, map[string]string{"account": name, "password": pw})
+	}
+	return out, nil
 }

@@ -53,8 +53,8 @@ organization admin; afterwards they are ignored.`,
 			cfg := server.Config{
 				Listen: f.listen, DataDir: f.dataDir, DatabaseURL: f.databaseURL, TLSCert: f.tlsCert, TLSKey: f.tlsKey,
 				RootKey: root, TrustProxyHeaders: f.trustProxyHeaders,
-				BootstrapEmail: os.Getenv("AIRLOCK_BOOTSTRAP_EMAIL"), BootstrapPassword: os.Getenv("AIRLOCK_BOOTSTRAP_PASSWORD"),
 			}
+			cfg.BootstrapEmail, cfg.BootstrapPassword = bootstrapFromEnv()
 			if f.accessTokenTTL < 0 || (f.accessTokenTTL > 0 && f.accessTokenTTL < time.Second) {
 				return fmt.Errorf("--access-token-ttl %s is too short: use at least 1s (default 15m)", f.accessTokenTTL)
 			}
@@ -77,6 +77,20 @@ organization admin; afterwards they are ignored.`,
 		"how long a session's `db access` may stay disconnected before the session ends as client_lost (the server's own restart counts as a grace period)")
 	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
 	return cmd
+}
+
+// EnvBootstrapPassword holds the first admin's password for `airlock server`.
+const EnvBootstrapPassword = "AIRLOCK_BOOTSTRAP_PASSWORD"
+
+// bootstrapFromEnv reads the first admin's email and password from the
+// environment and removes the password from it, so that neither child
+// processes nor code that dumps the environment see it later. (The kernel's
+// copy of the initial environment, /proc/PID/environ, readable by the same
+// user and root, is not changed by this.)
+func bootstrapFromEnv() (email, password string) {
+	email, password = os.Getenv("AIRLOCK_BOOTSTRAP_EMAIL"), os.Getenv(EnvBootstrapPassword)
+	_ = os.Unsetenv(EnvBootstrapPassword)
+	return email, password
 }
 
 // runServer starts the server and blocks until ctx ends. ready, if not nil,

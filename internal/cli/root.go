@@ -65,7 +65,7 @@ func NewRootCommand() *cobra.Command {
 		newAuditCommand(o),
 		newResourcesCommand(o),
 		newAccountsCommand(o),
-		newGatewaysCommand(o),
+		addGatewayProjectCommands(o, newGatewaysCommand(o)),
 		newGatewayCommand(o),
 		newDBCommand(o),
 		newSessionsCommand(o),

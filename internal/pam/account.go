@@ -89,16 +89,16 @@ func ParseMetadataFilters(op string, raw []string) ([]MetadataFilter, error) {
 		return nil, errs.InvalidField(op, field, fmt.Sprintf("give at most %d metadata filters", MaxMetadataPairs))
 	}
 	out := make([]MetadataFilter, 0, len(raw))
-	for _, s := range raw {
+	for i, s := range raw {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok {
-			return nil, errs.InvalidField(op, field, fmt.Sprintf("the metadata filter %q must look like key=value", s))
+			return nil, errs.InvalidField(op, field, fmt.Sprintf("metadata filter %d must look like key=value", i+1))
 		}
 		if !metadataKeyRE.MatchString(k) {
-			return nil, errs.InvalidField(op, field, fmt.Sprintf("the metadata filter %q has an invalid key: use 1-63 letters, digits, _ . or -", s))
+			return nil, errs.InvalidField(op, field, fmt.Sprintf("metadata filter %d has an invalid key: use 1-63 letters, digits, _ . or -", i+1))
 		}
 		if utf8.RuneCountInString(v) > MaxMetadataValue {
-			return nil, errs.InvalidField(op, field, fmt.Sprintf("the value of metadata filter %q is longer than %d characters", k, MaxMetadataValue))
+			return nil, errs.InvalidField(op, field, fmt.Sprintf("the value of metadata filter %d is longer than %d characters", i+1, MaxMetadataValue))
 		}
 		out = append(out, MetadataFilter{Key: k, Value: v})
 	}
@@ -113,11 +113,11 @@ func checkMetadata(op string, m map[string]string) error {
 	}
 	for _, k := range sortedKeys(m) {
 		if !metadataKeyRE.MatchString(k) {
-			return errs.InvalidField(op, field, fmt.Sprintf("the metadata key %q is invalid: use 1-63 letters, digits, _ . or -", k))
+			return errs.InvalidField(op, field, "a metadata key is invalid: use 1-63 letters, digits, _ . or -")
 		}
 		v := m[k]
 		if utf8.RuneCountInString(v) > MaxMetadataValue || !utf8.ValidString(v) || hasControl(v) {
-			return errs.InvalidField(op, field, fmt.Sprintf("the value of metadata key %q must be at most %d characters without control characters", k, MaxMetadataValue))
+			return errs.InvalidField(op, field, fmt.Sprintf("a metadata value must be at most %d characters without control characters", MaxMetadataValue))
 		}
 	}
 	return nil

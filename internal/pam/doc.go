@@ -11,6 +11,18 @@
 // credentials are saved, a Validator asks the resource's gateway to log in
 // with them, so a wrong password is refused instead of stored.
 //
+// Passwords go only where they were validated. Every validation login,
+// successful or not, is audited (account.validate) with its endpoint. A
+// change of a resource's gateway, host, port, database, connection string,
+// TLS settings or allowed authentication methods while it has accounts (or
+// rotation credentials) needs those credentials re-entered in the same
+// request, validated against the new endpoint first, or an organization
+// admin (whose change is audited with the accounts not revalidated). Only an
+// organization admin allows md5 or cleartext upstream authentication
+// (allowAuth); by default the gateway answers SCRAM-SHA-256 only. A resource
+// names only a gateway its project may use (GatewayResolver.GatewayAllowed);
+// an organization admin naming a gateway for a project allows it.
+//
 // Roles: project viewers read resources and accounts, members also access
 // them (TargetFor), admins create, change and delete them.
 //

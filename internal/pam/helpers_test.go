@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
@@ -65,6 +66,13 @@ func (g gatewayBook) ResolveGateway(_ context.Context, _, nameOrID string) (stri
 	}
 	return "", "", errs.Ef("pam_test.gatewayBook", errs.NotFound, "no gateway %q", nameOrID)
 }
+
+// GatewayAllowed allows every project: the assignments of gateways to
+// projects are tested with the real relay in internal/server.
+func (g gatewayBook) GatewayAllowed(context.Context, string, string) (bool, error) { return true, nil }
+
+// AllowProjectTx does nothing: every project may use every gateway here.
+func (g gatewayBook) AllowProjectTx(context.Context, *sql.Tx, string, string) error { return nil }
 
 // pgValidator logs in to a real PostgreSQL with pgconn, as a gateway does,
 // and reports failures the way the gateway validator does.

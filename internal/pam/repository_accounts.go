@@ -69,9 +69,9 @@ func accountByRef(ctx context.Context, q store.Querier, projectID, resourceID, r
 	switch len(found) {
 	case 0:
 		if resourceID != "" {
-			return nil, errs.Ef(op, errs.NotFound, "no account %q on this resource", ref)
+			return nil, errs.E(op, errs.NotFound, "no account of that name or id on this resource")
 		}
-		return nil, errs.Ef(op, errs.NotFound, "no account %q in this project", ref)
+		return nil, errs.E(op, errs.NotFound, "no account of that name or id in this project; `airlock accounts list` shows them")
 	case 1:
 	default:
 		var names []string
@@ -79,7 +79,7 @@ func accountByRef(ctx context.Context, q store.Querier, projectID, resourceID, r
 			names = append(names, a.ResourceName)
 		}
 		return nil, errs.InvalidField(op, "query.resource", fmt.Sprintf(
-			"several resources have an account named %q (%s): say which resource", ref, strings.Join(names, ", ")))
+			"several resources have an account of that name (%s): say which resource", strings.Join(names, ", ")))
 	}
 	a := found[0]
 	if err := loadMetadata(ctx, q, []*accountRow{a}); err != nil {
@@ -174,7 +174,7 @@ func insertAccount(ctx context.Context, q store.Querier, a *accountRow) error {
 		store.Micros(a.CreatedAt), store.Micros(a.UpdatedAt))
 	if store.IsUniqueViolation(err) {
 		return &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Err: err,
-			Msg: fmt.Sprintf("resource %q already has an account named %q", a.ResourceName, a.Name)}
+			Msg: fmt.Sprintf("resource %s already has an account of that name", a.ResourceName)}
 	}
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the account failed", err)

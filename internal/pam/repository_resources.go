@@ -4,7 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -13,14 +13,19 @@ import (
 )
 
 const resourceColumns = `id, project_id, name, kind, gateway_id, host, port, database_name, connection_string,
-	ssl_enabled, ssl_reject_unauthorized, ssl_ca_pem, rotation_username, rotation_password_enc, created_at, updated_at`
+	ssl_enabled, ssl_reject_unauthorized, ssl_ca_pem, rotation_username, rotation_password_enc, created_at, updated_at, auth_methods`
 
 func scanResource(row interface{ Scan(...any) error }) (*resourceRow, error) {
 	var r resourceRow
 	var created, updated int64
+	var methods string
 	if err := row.Scan(&r.ID, &r.ProjectID, &r.Name, &r.Kind, &r.GatewayID, &r.Host, &r.Port, &r.Database, &r.ConnectionString,
-		&r.SSLEnabled, &r.SSLRejectUnauthorized, &r.SSLCAPEM, &r.RotationUsername, &r.rotationSealed, &created, &updated); err != nil {
+		&r.SSLEnabled, &r.SSLRejectUnauthorized, &r.SSLCAPEM, &r.RotationUsername, &r.rotationSealed, &created, &updated, &methods); err != nil {
 		return nil, err
+	}
+	r.AllowAuth = []string{}
+	if methods != "" {
+		r.AllowAuth = strings.Split(methods, ",")
 	}
 	if len(r.rotationSealed) == 0 {
 		r.rotationSealed = nil
@@ -42,7 +47,7 @@ func resourceByRef(ctx context.Context, q store.Querier, projectID, ref string) 
 	}
 	r, err := scanResource(q.QueryRowContext(ctx, `SELECT `+resourceColumns+` FROM resources WHERE project_id = $1 AND `+col+` = $2`, projectID, ref))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.Ef(op, errs.NotFound, "no resource %q in this project", ref)
+		return nil, errs.E(op, errs.NotFound, "no resource of that name or id in this project; `airlock resources list` shows them")
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the resource failed", err)
@@ -75,13 +80,13 @@ func listResources(ctx context.Context, q store.Querier, projectID string) ([]*r
 func insertResource(ctx context.Context, q store.Querier, r *resourceRow) error {
 	const op = "pam.insertResource"
 	_, err := q.ExecContext(ctx, `INSERT INTO resources (`+resourceColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		r.ID, r.ProjectID, r.Name, r.Kind, r.GatewayID, r.Host, r.Port, r.Database, r.ConnectionString,
 		r.SSLEnabled, r.SSLRejectUnauthorized, r.SSLCAPEM, r.RotationUsername, r.rotationSealed,
-		store.Micros(r.CreatedAt), store.Micros(r.UpdatedAt))
+		store.Micros(r.CreatedAt), store.Micros(r.UpdatedAt), strings.Join(r.AllowAuth, ","))
 	if store.IsUniqueViolation(err) {
 		return &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Err: err,
-			Msg: fmt.Sprintf("a resource named %q already exists in this project", r.Name)}
+			Msg: "a resource of that name already exists in this project"}
 	}
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the resource failed", err)
@@ -94,15 +99,15 @@ func updateResource(ctx context.Context, q store.Querier, r *resourceRow) error 
 	const op = "pam.updateResource"
 	res, err := q.ExecContext(ctx, `UPDATE resources SET gateway_id = $1, host = $2, port = $3, database_name = $4,
 		connection_string = $5, ssl_enabled = $6, ssl_reject_unauthorized = $7, ssl_ca_pem = $8,
-		rotation_username = $9, rotation_password_enc = $10, updated_at = $11
+		rotation_username = $9, rotation_password_enc = $10, updated_at = $11, auth_methods = $14
 		WHERE id = $12 AND project_id = $13`,
 		r.GatewayID, r.Host, r.Port, r.Database, r.ConnectionString, r.SSLEnabled, r.SSLRejectUnauthorized, r.SSLCAPEM,
-		r.RotationUsername, r.rotationSealed, store.Micros(r.UpdatedAt), r.ID, r.ProjectID)
+		r.RotationUsername, r.rotationSealed, store.Micros(r.UpdatedAt), r.ID, r.ProjectID, strings.Join(r.AllowAuth, ","))
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the resource failed", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return errs.Ef(op, errs.NotFound, "no resource %q in this project", r.Name)
+		return errs.E(op, errs.NotFound, "the resource no longer exists")
 	}
 	return nil
 }

@@ -48,10 +48,14 @@ type Resource struct {
 	Database    string `json:"database" doc:"PostgreSQL: the database to connect to; MongoDB: the auth database"`
 	// ConnectionString is a mongodb:// or mongodb+srv:// URI without
 	// credentials or database.
-	ConnectionString       string    `json:"connectionString,omitempty" doc:"MongoDB: the mongodb:// or mongodb+srv:// URI, without credentials or database"`
-	SSLEnabled             bool      `json:"sslEnabled" doc:"TLS is required to the database"`
-	SSLRejectUnauthorized  bool      `json:"sslRejectUnauthorized" doc:"the database's certificate chain and host name are verified"`
-	SSLCAPEM               string    `json:"sslCaPem,omitempty" doc:"the only CA trusted for the database (PEM); the system roots when empty"`
+	ConnectionString      string `json:"connectionString,omitempty" doc:"MongoDB: the mongodb:// or mongodb+srv:// URI, without credentials or database"`
+	SSLEnabled            bool   `json:"sslEnabled" doc:"TLS is required to the database"`
+	SSLRejectUnauthorized bool   `json:"sslRejectUnauthorized" doc:"the database's certificate chain and host name are verified"`
+	SSLCAPEM              string `json:"sslCaPem,omitempty" doc:"the only CA trusted for the database (PEM); the system roots when empty"`
+	// AllowAuth are the upstream authentication methods besides
+	// SCRAM-SHA-256 that the gateway may answer with a password: md5 and
+	// password (cleartext). Only an organization admin sets them.
+	AllowAuth              []string  `json:"allowAuth" doc:"PostgreSQL: authentication methods besides SCRAM-SHA-256 the gateway may use (md5, password); set by organization admins"`
 	RotationUsername       string    `json:"rotationUsername,omitempty" doc:"the account that changes passwords in rotations"`
 	HasRotationCredentials bool      `json:"hasRotationCredentials" doc:"a rotation username and password are stored"`
 	CreatedAt              time.Time `json:"createdAt"`
@@ -81,6 +85,9 @@ type ResourceInput struct {
 	SSLCAPEM              string `json:"sslCaPem,omitempty" maxLength:"65536" doc:"PEM certificates of the CA to trust instead of the system roots"`
 	RotationUsername      string `json:"rotationUsername,omitempty" maxLength:"128" doc:"an account allowed to change other accounts' passwords"`
 	RotationPassword      string `json:"rotationPassword,omitempty" maxLength:"1024" doc:"its password; write-only"`
+	// AllowAuth lets the gateway answer md5 or cleartext password requests
+	// of the database (organization admins only); default SCRAM-SHA-256 only.
+	AllowAuth []string `json:"allowAuth,omitempty" maxItems:"2" doc:"PostgreSQL: allow md5 and/or password (cleartext) authentication upstream besides SCRAM-SHA-256; organization admins only"`
 }
 
 // ResourceUpdate changes a resource; nil fields stay as they are. An empty
@@ -95,8 +102,26 @@ type ResourceUpdate struct {
 	SSLEnabled            *bool   `json:"sslEnabled,omitempty"`
 	SSLRejectUnauthorized *bool   `json:"sslRejectUnauthorized,omitempty"`
 	SSLCAPEM              *string `json:"sslCaPem,omitempty" maxLength:"65536" doc:"empty to trust the system roots"`
-	RotationUsername      *string `json:"rotationUsername,omitempty" maxLength:"128" doc:"empty to remove the rotation credentials"`
-	RotationPassword      *string `json:"rotationPassword,omitempty" maxLength:"1024" doc:"write-only"`
+	// AllowAuth replaces the allowed upstream authentication methods; an
+	// empty list goes back to SCRAM-SHA-256 only (organization admins only).
+	AllowAuth        *[]string `json:"allowAuth,omitempty" maxItems:"2" doc:"PostgreSQL: md5 and/or password; [] for SCRAM-SHA-256 only; organization admins only"`
+	RotationUsername *string   `json:"rotationUsername,omitempty" maxLength:"128" doc:"empty to remove the rotation credentials"`
+	RotationPassword *string   `json:"rotationPassword,omitempty" maxLength:"1024" doc:"write-only"`
+	// Accounts re-enter the credentials of the resource's accounts. They are
+	// required (every account, and the rotation password when one is
+	// stored) when the update changes where the resource's passwords go:
+	// the gateway, host, port, database, connection string or any TLS
+	// setting; an organization admin may instead keep the stored
+	// credentials. Each is validated against the new endpoint through the
+	// gateway, and nothing is saved unless all validate.
+	Accounts []AccountCredentials `json:"accounts,omitempty" maxItems:"1000" doc:"the credentials of the resource's accounts, re-entered for a new endpoint; write-only"`
+}
+
+// AccountCredentials re-enters one account's credentials in a resource update.
+type AccountCredentials struct {
+	Account  string `json:"account" maxLength:"64" doc:"the account's name or id"`
+	Username string `json:"username,omitempty" maxLength:"128" doc:"a new username; default the account's current one"`
+	Password string `json:"password" maxLength:"1024" doc:"the account's password; write-only"`
 }
 
 // target returns what a gateway needs to log in to r as username.
@@ -107,6 +132,9 @@ func (r *Resource) target(accountID, username, password string) tunnel.Target {
 		TLS:      tunnel.TLS{Enabled: r.SSLEnabled, RejectUnauthorized: r.SSLRejectUnauthorized, CAPEM: r.SSLCAPEM},
 		Username: username, Password: password,
 	}
+	if len(r.AllowAuth) > 0 {
+		t.AuthMethods = append([]string(nil), r.AllowAuth...)
+	}
 	if r.Kind == KindMongoDB {
 		t.URI = r.ConnectionString
 	} else {
@@ -115,10 +143,51 @@ func (r *Resource) target(accountID, username, password string) tunnel.Target {
 	return t
 }
 
+// normalizeAuthMethods checks and sorts allowed upstream authentication
+// methods, as given in field.
+func normalizeAuthMethods(op, field, kind string, methods []string) ([]string, error) {
+	if len(methods) == 0 {
+		return []string{}, nil
+	}
+	if kind != KindPostgres {
+		return nil, errs.InvalidField(op, field, "only PostgreSQL resources take other authentication methods; MongoDB uses SCRAM")
+	}
+	seen := map[string]bool{}
+	for _, m := range methods {
+		if m != tunnel.AuthMD5 && m != tunnel.AuthCleartext {
+			return nil, errs.InvalidField(op, field, "the authentication methods that can be allowed are md5 and password (cleartext)")
+		}
+		seen[m] = true
+	}
+	out := []string{}
+	for _, m := range []string{tunnel.AuthMD5, tunnel.AuthCleartext} {
+		if seen[m] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// Endpoint names where r's passwords go, without credentials: host:port/db
+// for PostgreSQL, the hosts of the connection string for MongoDB.
+func (r *Resource) Endpoint() string {
+	if r.Kind == KindMongoDB {
+		_, rest, _ := strings.Cut(r.ConnectionString, "://")
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			rest = rest[:i]
+		}
+		if i := strings.LastIndex(rest, "@"); i >= 0 {
+			rest = rest[i+1:]
+		}
+		return rest + "/" + r.Database
+	}
+	return net.JoinHostPort(r.Host, fmt.Sprint(r.Port)) + "/" + r.Database
+}
+
 // checkName validates the name of a resource or an account.
 func checkName(op, field, what, name string) error {
 	if !auth.ValidSlug(name) {
-		return errs.InvalidField(op, field, fmt.Sprintf("%q is not a valid %s name: %s", name, what, auth.SlugRule))
+		return errs.InvalidField(op, field, fmt.Sprintf("not a valid %s name: %s", what, auth.SlugRule))
 	}
 	if _, err := uuid.Parse(name); err == nil {
 		return errs.InvalidField(op, field, fmt.Sprintf("a %s name must not look like an id (a UUID)", what))
@@ -232,8 +301,8 @@ func checkMongoURI(op, uri string) error {
 	}
 	path, query, _ := strings.Cut(pathQuery, "?")
 	if path != "" && path != "/" {
-		return errs.InvalidField(op, field, fmt.Sprintf("the connection string must not name a database (%q): "+
-			"remove it from the connection string and put the auth database in the database field (default admin)", strings.TrimPrefix(path, "/")))
+		return errs.InvalidField(op, field, "the connection string must not name a database: "+
+			"remove it from the connection string and put the auth database in the database field (default admin)")
 	}
 	for _, kv := range strings.Split(query, "&") {
 		if kv == "" {
@@ -244,10 +313,11 @@ func checkMongoURI(op, uri string) error {
 		case lk == "authsource":
 			return errs.InvalidField(op, field, "remove authSource from the connection string and put the auth database in the database field")
 		case lk == "tls" || lk == "ssl" || strings.HasPrefix(lk, "tls"):
-			return errs.InvalidField(op, field, fmt.Sprintf("remove %s from the connection string: TLS is set with the sslEnabled, "+
-				"sslRejectUnauthorized and sslCaPem fields", k))
+			return errs.InvalidField(op, field, "remove the TLS options (tls, ssl, tls...) from the connection string: TLS is set with the sslEnabled, "+
+				"sslRejectUnauthorized and sslCaPem fields")
 		case lk == "authmechanism" || lk == "authmechanismproperties" || lk == "username" || lk == "password":
-			return errs.InvalidField(op, field, fmt.Sprintf("remove %s from the connection string: Airlock logs in with the account's credentials", k))
+			return errs.InvalidField(op, field, "remove authMechanism, authMechanismProperties, username and password from the connection string: "+
+				"Airlock logs in with the account's credentials")
 		}
 	}
 	return nil
@@ -274,7 +344,7 @@ func checkCAPEM(op, field, text string) error {
 			break
 		}
 		if b.Type != "CERTIFICATE" {
-			return errs.InvalidField(op, field, fmt.Sprintf("the CA certificates hold a %q block: give only certificates (-----BEGIN CERTIFICATE-----)", b.Type))
+			return errs.InvalidField(op, field, "the CA certificates hold a block that is not a certificate: give only certificates (-----BEGIN CERTIFICATE-----)")
 		}
 		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
 			return errs.InvalidField(op, field, fmt.Sprintf("certificate %d of the CA certificates cannot be parsed: %v", n+1, err))

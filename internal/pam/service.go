@@ -2,12 +2,13 @@ package pam
 
 import (
 	"context"
-	"strconv"
+	"database/sql"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
@@ -31,6 +32,12 @@ type GatewayResolver interface {
 	// or with that id. An unknown gateway is an *errs.Error with code
 	// NotFound.
 	ResolveGateway(ctx context.Context, orgID, nameOrID string) (id, name string, err error)
+	// GatewayAllowed says whether an organization admin has allowed the
+	// project to use the gateway.
+	GatewayAllowed(ctx context.Context, gatewayID, projectID string) (bool, error)
+	// AllowProjectTx allows the project to use the gateway inside tx and
+	// audits it; the caller must be an organization admin.
+	AllowProjectTx(ctx context.Context, tx *sql.Tx, gatewayID, projectID string) error
 }
 
 // Config configures a Service.
@@ -104,23 +111,54 @@ func (s *Service) Register(a huma.API) {
 func (s *Service) now() time.Time { return store.Time(store.Micros(s.cfg.Now())) }
 
 // resolveGateway returns the id and name of a gateway of the caller's
-// organization; an unknown one is an error on field.
-func (s *Service) resolveGateway(ctx context.Context, op, field, nameOrID string) (string, string, error) {
+// organization that projectID may use, and whether the caller (an
+// organization admin) names it for the project for the first time: the
+// change then allows the project to use it (allowProject). Anyone else gets
+// the same refusal for a gateway that does not exist and for one the
+// project may not use, so gateway names do not leak.
+func (s *Service) resolveGateway(ctx context.Context, op, field, projectID, nameOrID string) (id, name string, allowProject bool, err error) {
 	if nameOrID == "" {
-		return "", "", errs.InvalidField(op, field, "name the gateway that reaches the database (its name or id); `airlock gateways list` shows them")
+		return "", "", false, errs.InvalidField(op, field, "name the gateway that reaches the database (its name or id); `airlock gateways list` shows them")
 	}
 	p, err := api.MustPrincipal(ctx)
 	if err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
-	id, name, err := s.cfg.Gateways.ResolveGateway(ctx, p.OrgID, nameOrID)
+	unavailable := &errs.Error{Op: op, Code: errs.Invalid, Field: field, Msg: "no gateway of that name or id may be used by this project: " +
+		"an organization admin allows a project to use a gateway with `airlock gateways allow-project GATEWAY --project-id " + projectID + "`"}
+	id, name, err = s.cfg.Gateways.ResolveGateway(ctx, p.OrgID, nameOrID)
 	if errs.Is(err, errs.NotFound) {
-		return "", "", errs.InvalidField(op, field, "no gateway named "+quote(nameOrID)+" in the organization; `airlock gateways list` shows them")
+		if !p.OrgAdmin {
+			return "", "", false, unavailable
+		}
+		return "", "", false, errs.InvalidField(op, field, "no gateway of that name or id in the organization; `airlock gateways list` shows them")
 	}
 	if err != nil {
-		return "", "", errs.Wrap(op, errs.Unavailable, "looking up the gateway failed", err)
+		return "", "", false, errs.Wrap(op, errs.Unavailable, "looking up the gateway failed", err)
 	}
-	return id, name, nil
+	ok, err := s.cfg.Gateways.GatewayAllowed(ctx, id, projectID)
+	if err != nil {
+		return "", "", false, err
+	}
+	if !ok && !p.OrgAdmin {
+		return "", "", false, unavailable
+	}
+	return id, name, !ok, nil
+}
+
+// checkGatewayAllowed refuses a resource whose project may no longer use
+// its gateway.
+func (s *Service) checkGatewayAllowed(ctx context.Context, op string, r *Resource) error {
+	ok, err := s.cfg.Gateways.GatewayAllowed(ctx, r.GatewayID, r.ProjectID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errs.E(op, errs.Forbidden, "this project may no longer use the gateway of resource "+r.Name+
+			": an organization admin allows it again with `airlock gateways allow-project GATEWAY --project-id "+r.ProjectID+
+			"`, or a project admin names another gateway")
+	}
+	return nil
 }
 
 // fillGatewayNames sets GatewayName on resources whose gateway still exists.
@@ -142,11 +180,31 @@ func (s *Service) fillGatewayNames(ctx context.Context, rs ...*Resource) {
 	}
 }
 
-// validate asks the resource's gateway to log in with t. Its error goes to
-// the caller as it is: it says what is wrong in the user's words.
-func (s *Service) validate(ctx context.Context, op string, r *Resource, t tunnel.Target) error {
-	if err := s.cfg.Validator.Validate(ctx, r.GatewayID, t); err != nil {
-		return errs.Wrap(op, errs.Unavailable, "the gateway could not check the credentials", err)
+// validate asks the resource's gateway to log in with t and records the
+// attempt, successful or not, in the audit log (action account.validate)
+// with the endpoint the credentials went to. Its error goes to the caller
+// as it is: it says what is wrong in the user's words.
+func (s *Service) validate(ctx context.Context, op string, r *Resource, accountName string, t tunnel.Target) error {
+	// An organization admin's change may allow the project to use a new
+	// gateway in the same transaction; anyone else needs it allowed now.
+	if p := api.PrincipalFrom(ctx); p == nil || !p.OrgAdmin {
+		if err := s.checkGatewayAllowed(ctx, op, r); err != nil {
+			return err
+		}
+	}
+	verr := s.cfg.Validator.Validate(ctx, r.GatewayID, t)
+	ev := audit.By(ctx, audit.Entry{Action: "account.validate", TargetKind: "account", TargetID: t.AccountID, ProjectID: r.ProjectID,
+		Details: map[string]any{"account": accountName, "username": t.Username, "resource": r.Name, "resourceId": r.ID,
+			"gatewayId": r.GatewayID, "endpoint": r.Endpoint()}})
+	if verr != nil {
+		ev.Outcome = audit.Failure
+		ev.Details["error"] = errs.CodeOf(verr).String()
+	}
+	if err := s.db.InTx(ctx, func(tx *sql.Tx) error { return audit.Record(ctx, tx, ev) }); err != nil {
+		return errs.Wrap(op, errs.Unavailable, "recording the credential check in the audit log failed", err)
+	}
+	if verr != nil {
+		return errs.Wrap(op, errs.Unavailable, "the gateway could not check the credentials", verr)
 	}
 	return nil
 }
@@ -167,6 +225,9 @@ func (s *Service) TargetFor(ctx context.Context, projectID, resource, account st
 	}
 	a, err := accountByRef(ctx, s.db, proj.ID, r.ID, account)
 	if err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
+	if err := s.checkGatewayAllowed(ctx, op, &r.Resource); err != nil {
 		return nil, nil, tunnel.Target{}, err
 	}
 	pw, err := s.cfg.Keyring.Open(ctx, proj.ID, passwordAAD(a.ID), a.passwordSealed)
@@ -195,17 +256,12 @@ func (s *Service) SessionTarget(ctx context.Context, projectID, resourceID, acco
 	if err != nil {
 		return nil, nil, tunnel.Target{}, err
 	}
+	if err := s.checkGatewayAllowed(ctx, op, &r.Resource); err != nil {
+		return nil, nil, tunnel.Target{}, err
+	}
 	pw, err := s.cfg.Keyring.Open(ctx, projectID, passwordAAD(a.ID), a.passwordSealed)
 	if err != nil {
 		return nil, nil, tunnel.Target{}, errs.Wrap(op, errs.Internal, "opening the account's password failed", err)
 	}
 	return &r.Resource, &a.Account, r.target(a.ID, a.Username, string(pw)), nil
-}
-
-// quote quotes a name from the caller for a message, cut to a sane length.
-func quote(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return strconv.Quote(s)
 }

@@ -3,7 +3,6 @@ package pam
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"net/http"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -47,7 +46,7 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 	}
 	r, err := resourceByRef(ctx, s.db, proj.ID, in.Resource)
 	if errs.Is(err, errs.NotFound) {
-		return nil, errs.InvalidField(op, "body.resource", fmt.Sprintf("no resource %s in this project; `airlock resources list` shows them", quote(in.Resource)))
+		return nil, errs.InvalidField(op, "body.resource", "no resource of that name or id in this project; `airlock resources list` shows them")
 	}
 	if err != nil {
 		return nil, err
@@ -55,7 +54,7 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 	// A taken name is refused before the gateway is asked to log in.
 	if _, err := accountByRef(ctx, s.db, proj.ID, r.ID, in.Name); err == nil {
 		return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name",
-			Msg: fmt.Sprintf("resource %q already has an account named %q", r.Name, in.Name)}
+			Msg: "resource " + r.Name + " already has an account of that name"}
 	} else if !errs.Is(err, errs.NotFound) {
 		return nil, err
 	}
@@ -65,7 +64,7 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 		Username: in.Username, Description: in.Description, Metadata: in.Metadata, RequireMFA: in.RequireMFA,
 		CreatedAt: now, UpdatedAt: now,
 	}, projectID: proj.ID}
-	if err := s.validate(ctx, op, &r.Resource, r.target(a.ID, in.Username, in.Password)); err != nil {
+	if err := s.validate(ctx, op, &r.Resource, a.Name, r.target(a.ID, in.Username, in.Password)); err != nil {
 		return nil, err
 	}
 	if a.passwordSealed, err = s.cfg.Keyring.Seal(ctx, proj.ID, passwordAAD(a.ID), []byte(in.Password)); err != nil {
@@ -238,7 +237,7 @@ func (s *Service) checkNewCredentials(ctx context.Context, op string, a *account
 		}
 		password = string(pt)
 	}
-	if err := s.validate(ctx, op, &r.Resource, r.target(a.ID, a.Username, password)); err != nil {
+	if err := s.validate(ctx, op, &r.Resource, a.Name, r.target(a.ID, a.Username, password)); err != nil {
 		return err
 	}
 	if newPassword != nil {

@@ -3,7 +3,9 @@ package pam
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/google/uuid"
@@ -33,6 +35,15 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 	if err := r.normalize(op); err != nil {
 		return nil, err
 	}
+	if r.AllowAuth, err = normalizeAuthMethods(op, "body.allowAuth", r.Kind, in.AllowAuth); err != nil {
+		return nil, err
+	}
+	if len(r.AllowAuth) > 0 {
+		if p := api.PrincipalFrom(ctx); p == nil || !p.OrgAdmin {
+			return nil, &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.allowAuth", Msg: "only an organization admin may allow md5 or " +
+				"cleartext password authentication: they send the password in a form the database (or anyone posing as it) can reuse"}
+		}
+	}
 	if (in.RotationUsername == "") != (in.RotationPassword == "") {
 		field := "body.rotationPassword"
 		if in.RotationUsername == "" {
@@ -45,12 +56,18 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 			return nil, err
 		}
 	}
-	if r.GatewayID, r.GatewayName, err = s.resolveGateway(ctx, op, "body.gateway", in.Gateway); err != nil {
+	var allowProject bool
+	if r.GatewayID, r.GatewayName, allowProject, err = s.resolveGateway(ctx, op, "body.gateway", proj.ID, in.Gateway); err != nil {
 		return nil, err
 	}
 	now := s.now()
 	r.CreatedAt, r.UpdatedAt = now, now
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if allowProject {
+			if err := s.cfg.Gateways.AllowProjectTx(ctx, tx, r.GatewayID, proj.ID); err != nil {
+				return err
+			}
+		}
 		if err := insertResource(ctx, tx, r); err != nil {
 			return err
 		}
@@ -113,11 +130,28 @@ func (s *Service) GetResource(ctx context.Context, projectID, ref string) (*Reso
 	return &r.Resource, nil
 }
 
-// UpdateResource changes a resource's settings (project admins). Accounts
-// are not checked again.
+// endpointFields are the settings that decide where a resource's passwords
+// go and how they are protected on the way.
+var endpointFields = map[string]bool{"gateway": true, "host": true, "port": true, "database": true,
+	"connectionString": true, "sslEnabled": true, "sslRejectUnauthorized": true, "sslCaPem": true, "allowAuth": true}
+
+// UpdateResource changes a resource's settings (project admins).
+//
+// Passwords go only where they were validated: a change of the gateway,
+// host, port, database, connection string or any TLS setting of a resource
+// that has accounts (or rotation credentials) needs those credentials
+// re-entered in the same request (in.Accounts, in.RotationPassword); each
+// account's is validated against the new endpoint through the gateway, and
+// nothing is saved unless all validate. An organization admin may instead
+// keep the stored credentials; the audit event then lists the accounts
+// that were not validated against the new endpoint.
 func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in ResourceUpdate) (*Resource, error) {
 	const op = "pam.(*Service).UpdateResource"
 	proj, err := s.cfg.Projects.Authorize(ctx, projectID, project.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	p, err := api.MustPrincipal(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -156,29 +190,118 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 	if err := r.normalize(op); err != nil {
 		return nil, err
 	}
+	if in.AllowAuth != nil {
+		methods, err := normalizeAuthMethods(op, "body.allowAuth", r.Kind, *in.AllowAuth)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Join(methods, ",") != strings.Join(r.AllowAuth, ",") {
+			if !p.OrgAdmin {
+				return nil, &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.allowAuth",
+					Msg: "only an organization admin may change which authentication methods besides SCRAM-SHA-256 the gateway uses"}
+			}
+			r.AllowAuth = methods
+			changed = append(changed, "allowAuth")
+		}
+	}
+	allowProject := false
 	if in.Gateway != nil {
-		id, _, err := s.resolveGateway(ctx, op, "body.gateway", *in.Gateway)
+		id, _, allow, err := s.resolveGateway(ctx, op, "body.gateway", proj.ID, *in.Gateway)
 		if err != nil {
 			return nil, err
 		}
 		if id != r.GatewayID {
-			r.GatewayID = id
+			r.GatewayID, allowProject = id, allow
 			changed = append(changed, "gateway")
 		}
 	}
+	endpointChanged := false
+	for _, c := range changed {
+		endpointChanged = endpointChanged || endpointFields[c]
+	}
+	rotationReentered := in.RotationPassword != nil && *in.RotationPassword != ""
 	if err := s.updateRotation(ctx, op, r, in.RotationUsername, in.RotationPassword, &changed); err != nil {
 		return nil, err
+	}
+	accounts, err := listAccounts(ctx, s.db, proj.ID, r.ID, nil)
+	if err != nil {
+		return nil, err
+	}
+	reentered, err := s.matchCredentials(ctx, op, proj.ID, r, accounts, in.Accounts)
+	if err != nil {
+		return nil, err
+	}
+	var stale []string // accounts kept without validation against the new endpoint
+	if endpointChanged {
+		for _, a := range accounts {
+			if reentered[a.ID] == nil {
+				stale = append(stale, a.Name)
+			}
+		}
+		rotationStale := r.HasRotationCredentials && !rotationReentered
+		if (len(stale) > 0 || rotationStale) && !p.OrgAdmin {
+			return nil, s.credentialsNeeded(op, changed, stale, rotationStale)
+		}
+		if rotationStale {
+			stale = append(stale, "(rotation credentials)")
+		}
+	}
+	// Validate every re-entered credential against the endpoint as it will
+	// be; one failure saves nothing.
+	var updated []*accountRow
+	for _, a := range accounts {
+		c := reentered[a.ID]
+		if c == nil {
+			continue
+		}
+		username := a.Username
+		if c.Username != "" {
+			username = c.Username
+		}
+		if err := s.validate(ctx, op, &r.Resource, a.Name, r.target(a.ID, username, c.Password)); err != nil {
+			return nil, err
+		}
+		sealed, err := s.cfg.Keyring.Seal(ctx, proj.ID, passwordAAD(a.ID), []byte(c.Password))
+		if err != nil {
+			return nil, errs.Wrap(op, errs.Internal, "sealing the password failed", err)
+		}
+		a.Username, a.passwordSealed = username, sealed
+		updated = append(updated, a)
+	}
+	if len(updated) > 0 {
+		changed = append(changed, "accountCredentials")
 	}
 	if len(changed) == 0 {
 		s.fillGatewayNames(ctx, &r.Resource)
 		return &r.Resource, nil
 	}
-	r.UpdatedAt = s.now()
+	now := s.now()
+	r.UpdatedAt = now
 	details := resourceDetails(&r.Resource)
 	details["changed"] = changed
+	details["endpoint"] = r.Endpoint()
+	if len(stale) > 0 {
+		details["credentialsNotRevalidated"] = stale
+	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if allowProject {
+			if err := s.cfg.Gateways.AllowProjectTx(ctx, tx, r.GatewayID, proj.ID); err != nil {
+				return err
+			}
+		}
 		if err := updateResource(ctx, tx, r); err != nil {
 			return err
+		}
+		for _, a := range updated {
+			a.UpdatedAt = now
+			if err := updateAccount(ctx, tx, a); err != nil {
+				return err
+			}
+			if err := audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.update", TargetKind: "account", TargetID: a.ID,
+				ProjectID: proj.ID, Details: map[string]any{"name": a.Name, "resource": r.Name, "username": a.Username,
+					"changed": []string{"password"}, "reason": "resource endpoint re-entered", "endpoint": r.Endpoint()}})); err != nil {
+				return err
+			}
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "resource.update", TargetKind: "resource", TargetID: r.ID,
 			ProjectID: proj.ID, Details: details}))
@@ -188,6 +311,65 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 	}
 	s.fillGatewayNames(ctx, &r.Resource)
 	return &r.Resource, nil
+}
+
+// matchCredentials checks re-entered account credentials and returns them
+// by account id. Each must name a distinct account of r.
+func (s *Service) matchCredentials(ctx context.Context, op, projectID string, r *resourceRow, accounts []*accountRow,
+	in []AccountCredentials) (map[string]*AccountCredentials, error) {
+	out := map[string]*AccountCredentials{}
+	for i := range in {
+		c := &in[i]
+		field := fmt.Sprintf("body.accounts[%d]", i)
+		var found *accountRow
+		for _, a := range accounts {
+			if a.ID == c.Account || a.Name == c.Account {
+				found = a
+			}
+		}
+		if found == nil {
+			return nil, errs.InvalidField(op, field+".account",
+				"this names no account of the resource; `airlock accounts list --resource "+r.Name+"` shows them")
+		}
+		if out[found.ID] != nil {
+			return nil, errs.InvalidField(op, field+".account", "account "+found.Name+" is given twice")
+		}
+		if c.Username != "" {
+			if err := checkUsername(op, field+".username", c.Username); err != nil {
+				return nil, err
+			}
+		}
+		if err := checkPassword(op, field+".password", c.Password); err != nil {
+			return nil, err
+		}
+		out[found.ID] = c
+	}
+	return out, nil
+}
+
+// credentialsNeeded is the refusal of an endpoint change that would send
+// stored credentials to an endpoint they were not validated against.
+func (s *Service) credentialsNeeded(op string, changed, stale []string, rotation bool) error {
+	var moved []string
+	for _, c := range changed {
+		if endpointFields[c] {
+			moved = append(moved, c)
+		}
+	}
+	what := ""
+	if len(stale) > 0 {
+		what = "the passwords of accounts " + strings.Join(stale, ", ")
+		if rotation {
+			what += " and "
+		}
+	}
+	if rotation {
+		what += "the rotation password"
+	}
+	return &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.accounts", Msg: "changing " + strings.Join(moved, ", ") +
+		" of a resource with stored credentials sends them to a new endpoint: re-enter " + what +
+		" in the same request (accounts: [{account, password}], rotationPassword; with the CLI, `airlock resources update ... --account-password-file ACCOUNT=FILE` for each), " +
+		"which are validated against the new endpoint first, or ask an organization admin to make the change. Nothing was changed."}
 }
 
 // updateRotation applies a change of rotation credentials: an empty
@@ -264,7 +446,7 @@ func resourceDetails(r *Resource) map[string]any {
 	d := map[string]any{
 		"name": r.Name, "kind": r.Kind, "gatewayId": r.GatewayID, "database": r.Database,
 		"sslEnabled": r.SSLEnabled, "sslRejectUnauthorized": r.SSLRejectUnauthorized, "sslCustomCa": r.SSLCAPEM != "",
-		"hasRotationCredentials": r.HasRotationCredentials,
+		"hasRotationCredentials": r.HasRotationCredentials, "allowAuth": r.AllowAuth,
 	}
 	if r.Kind == KindMongoDB {
 		d["connectionString"] = r.ConnectionString

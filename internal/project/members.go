@@ -50,6 +50,10 @@ func (s *Service) Members(ctx context.Context, projectID string) ([]Member, erro
 	return out, rows.Err()
 }
 
+// orgAdminMembership refuses a project admin's change to an organization
+// admin's membership.
+const orgAdminMembership = "only an organization admin may add, change or remove an organization admin's membership of a project"
+
 // SetMember adds a user (by email) or a machine identity (by id) to a
 // project, or changes its role. Lowering a role below member ends the
 // member's live sessions in the project (reason revoked).
@@ -66,11 +70,16 @@ func (s *Service) SetMember(ctx context.Context, projectID, email, machineID str
 	if (email == "") == (machineID == "") {
 		return nil, errs.InvalidField(op, "body", "give exactly one of email (a user) or machineIdentityId")
 	}
+	if role.rank() > proj.Role.rank() {
+		return nil, &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.role", Msg: "you cannot grant a role you do not hold in this project"}
+	}
 	m := &Member{Role: role}
 	var err2 error
+	subjectOrgAdmin := false
 	if email != "" {
 		m.Kind, m.Name = api.SubjectUser, email
-		err2 = s.db.QueryRowContext(ctx, `SELECT id, email FROM users WHERE email = $1 AND org_id = $2`, normalize(email), p.OrgID).Scan(&m.ID, &m.Name)
+		err2 = s.db.QueryRowContext(ctx, `SELECT id, email, org_admin FROM users WHERE email = $1 AND org_id = $2`, normalize(email), p.OrgID).
+			Scan(&m.ID, &m.Name, &subjectOrgAdmin)
 	} else {
 		m.Kind = api.SubjectMachine
 		err2 = s.db.QueryRowContext(ctx, `SELECT id, name FROM machine_identities WHERE id = $1 AND org_id = $2`, machineID, p.OrgID).Scan(&m.ID, &m.Name)
@@ -83,6 +92,9 @@ func (s *Service) SetMember(ctx context.Context, projectID, email, machineID str
 	}
 	if err2 != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "looking up the member failed", err2)
+	}
+	if subjectOrgAdmin && !p.OrgAdmin {
+		return nil, &errs.Error{Op: op, Code: errs.Forbidden, Field: "body.email", Msg: orgAdminMembership}
 	}
 	now := s.now()
 	m.CreatedAt = store.Time(store.Micros(now))
@@ -117,6 +129,16 @@ func (s *Service) RemoveMember(ctx context.Context, projectID, kind, subjectID s
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {
 		return err
+	}
+	if p := api.PrincipalFrom(ctx); kind == api.SubjectUser && !p.OrgAdmin {
+		var orgAdmin bool
+		err := s.db.QueryRowContext(ctx, `SELECT org_admin FROM users WHERE id = $1 AND org_id = $2`, subjectID, p.OrgID).Scan(&orgAdmin)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return errs.Wrap(op, errs.Unavailable, "looking up the member failed", err)
+		}
+		if orgAdmin {
+			return errs.E(op, errs.Forbidden, orgAdminMembership)
+		}
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := s.keepAnAdmin(ctx, tx, proj.ID, kind, subjectID); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // Role is a member's role in a project.
@@ -67,8 +68,36 @@ type Project struct {
 	UpdatedAt          time.Time `json:"updatedAt"`
 	LogMaskPatterns    []string  `json:"logMaskPatterns" doc:"regular expressions (RE2) whose matches are masked in session logs, besides passwords"`
 	LogRedactValues    bool      `json:"logRedactValues" doc:"session logs replace the values of written documents (MongoDB inserts and updates) with ***"`
+	// MaxStatementBytes is the longest statement a session log records
+	// whole, in bytes (default 1 MiB).
+	MaxStatementBytes int64 `json:"maxStatementBytes" doc:"the longest statement recorded whole, in bytes; default 1048576 (1 MiB)"`
+	// OversizeStatements is what happens to a longer statement: refuse (the
+	// default) refuses it with a clear error; record_ends runs it and
+	// records its first and last parts and its SHA-256.
+	OversizeStatements string `json:"oversizeStatements" enum:"refuse,record_ends" doc:"what happens to a statement over maxStatementBytes"`
 	// MaxSession is MaxSessionDuration as a duration.
 	MaxSession time.Duration `json:"-"`
+}
+
+// Statement limits of session logs.
+const (
+	// DefaultMaxStatementBytes is the limit of a project that sets none.
+	DefaultMaxStatementBytes = 1 << 20
+	// MinMaxStatementBytes and MaxMaxStatementBytes bound the limit.
+	MinMaxStatementBytes = 1 << 10
+	MaxMaxStatementBytes = 64 << 20
+)
+
+// ProjectUpdate changes a project's settings; nil fields stay as they are.
+type ProjectUpdate struct {
+	Description        *string   `json:"description,omitempty" maxLength:"1000"`
+	MaxSessionDuration *string   `json:"maxSessionDuration,omitempty" maxLength:"20"`
+	LogMaskPatterns    *[]string `json:"logMaskPatterns,omitempty" doc:"replaces the list; regular expressions masked in session logs"`
+	LogRedactValues    *bool     `json:"logRedactValues,omitempty" doc:"redact the values of written documents in session logs"`
+	// MaxStatementBytes is between 1 KiB and 64 MiB.
+	MaxStatementBytes *int64 `json:"maxStatementBytes,omitempty" doc:"the longest statement recorded whole, in bytes: 1024 to 67108864"`
+	// OversizeStatements is refuse or record_ends.
+	OversizeStatements *string `json:"oversizeStatements,omitempty" maxLength:"20" doc:"refuse (default) or record_ends: what happens to a longer statement"`
 }
 
 // Service manages projects.
@@ -117,11 +146,11 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 	if err != nil {
 		return nil, err
 	}
-	notFound := errs.Ef(op, errs.NotFound, "project %q not found, or you are not a member of it", projectID)
+	notFound := errs.E(op, errs.NotFound, "project not found, or you are not a member of it; `airlock projects list` shows yours")
 	if _, err := uuid.Parse(projectID); err != nil {
 		return nil, notFound
 	}
-	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.created_at, p.updated_at, COALESCE(m.role, '')
+	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.max_statement_bytes, p.oversize_statements, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.id = $3 AND p.org_id = $4`, p.Kind, p.ID, projectID, p.OrgID)
@@ -148,7 +177,8 @@ func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 	var p Project
 	var maxSecs, created, updated int64
 	var role, masks string
-	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &masks, &p.LogRedactValues, &created, &updated, &role); err != nil {
+	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &masks, &p.LogRedactValues, &p.MaxStatementBytes, &p.OversizeStatements,
+		&created, &updated, &role); err != nil {
 		return nil, err
 	}
 	p.LogMaskPatterns = []string{}
@@ -175,10 +205,14 @@ func parseMaxSession(op, v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil || d < time.Minute || d > 30*24*time.Hour {
 		return 0, errs.InvalidField(op, "body.maxSessionDuration",
-			fmt.Sprintf("%q is not a valid maximum session duration: use a duration between 1m and 720h, such as 8h or 30m", v))
+			"not a valid maximum session duration: use a duration between 1m and 720h, such as 8h or 30m")
 	}
 	return d.Round(time.Second), nil
 }
+
+// NameTaken is the refusal of a project name already used in the
+// organization, by a project the caller may or may not see.
+const NameTaken = "this project name is not available: choose another name"
 
 // Create makes a project with the caller as its admin.
 func (s *Service) Create(ctx context.Context, name, description, maxSession string) (*Project, error) {
@@ -198,6 +232,7 @@ func (s *Service) Create(ctx context.Context, name, description, maxSession stri
 	}
 	now := s.now()
 	proj := &Project{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Description: description, MaxSession: max, LogMaskPatterns: []string{},
+		MaxStatementBytes: DefaultMaxStatementBytes, OversizeStatements: tunnel.OversizeRefuse,
 		MaxSessionDuration: max.String(), Role: RoleAdmin, CreatedAt: store.Time(store.Micros(now)), UpdatedAt: store.Time(store.Micros(now))}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO projects (id, org_id, name, description, max_session_seconds, created_at, updated_at)
@@ -215,7 +250,10 @@ func (s *Service) Create(ctx context.Context, name, description, maxSession stri
 			ProjectID: proj.ID, Details: map[string]any{"name": name}}))
 	})
 	if store.IsUniqueViolation(err) {
-		return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Msg: fmt.Sprintf("a project named %q already exists", name)}
+		// Names are unique in the organization. The answer is the same
+		// whether the caller can see the project holding the name or not,
+		// and names no project.
+		return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Msg: NameTaken}
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "creating the project failed", err)
@@ -230,7 +268,7 @@ func (s *Service) List(ctx context.Context) ([]Project, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.created_at, p.updated_at, COALESCE(m.role, '')
+	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.max_statement_bytes, p.oversize_statements, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.org_id = $3 AND (m.role IS NOT NULL OR $4)
@@ -269,43 +307,60 @@ func CheckMaskPatterns(op string, patterns []string) error {
 	return nil
 }
 
-// Update changes a project's description, maximum session duration and log
-// mask patterns. nil leaves a field as it is.
-func (s *Service) Update(ctx context.Context, projectID string, description, maxSession *string, masks *[]string, redact *bool) (*Project, error) {
+// Update changes a project's settings (project admins); nil fields of in
+// stay as they are. Changed session-log settings are pushed to the
+// gateways of the project's live sessions.
+func (s *Service) Update(ctx context.Context, projectID string, in ProjectUpdate) (*Project, error) {
 	const op = "project.(*Service).Update"
 	proj, err := s.Authorize(ctx, projectID, RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
 	changes := map[string]any{}
-	if description != nil {
-		proj.Description = *description
-		changes["description"] = *description
+	if in.Description != nil {
+		proj.Description = *in.Description
+		changes["description"] = *in.Description
 	}
-	if maxSession != nil {
-		if proj.MaxSession, err = parseMaxSession(op, *maxSession); err != nil {
+	if in.MaxSessionDuration != nil {
+		if proj.MaxSession, err = parseMaxSession(op, *in.MaxSessionDuration); err != nil {
 			return nil, err
 		}
 		proj.MaxSessionDuration = proj.MaxSession.String()
 		changes["maxSessionDuration"] = proj.MaxSessionDuration
 	}
-	if masks != nil {
-		if err := CheckMaskPatterns(op, *masks); err != nil {
+	if in.LogMaskPatterns != nil {
+		if err := CheckMaskPatterns(op, *in.LogMaskPatterns); err != nil {
 			return nil, err
 		}
-		proj.LogMaskPatterns = *masks
-		changes["logMaskPatterns"] = *masks
+		proj.LogMaskPatterns = *in.LogMaskPatterns
+		changes["logMaskPatterns"] = *in.LogMaskPatterns
 	}
-	if redact != nil {
-		proj.LogRedactValues = *redact
-		changes["logRedactValues"] = *redact
+	if in.LogRedactValues != nil {
+		proj.LogRedactValues = *in.LogRedactValues
+		changes["logRedactValues"] = *in.LogRedactValues
 	}
+	if in.MaxStatementBytes != nil {
+		if n := *in.MaxStatementBytes; n < MinMaxStatementBytes || n > MaxMaxStatementBytes {
+			return nil, errs.InvalidField(op, "body.maxStatementBytes", "the statement limit must be between 1 KiB (1024) and 64 MiB (67108864) bytes")
+		}
+		proj.MaxStatementBytes = *in.MaxStatementBytes
+		changes["maxStatementBytes"] = proj.MaxStatementBytes
+	}
+	if in.OversizeStatements != nil {
+		if v := *in.OversizeStatements; v != tunnel.OversizeRefuse && v != tunnel.OversizeRecordEnds {
+			return nil, errs.InvalidField(op, "body.oversizeStatements", "oversizeStatements must be refuse or record_ends")
+		}
+		proj.OversizeStatements = *in.OversizeStatements
+		changes["oversizeStatements"] = proj.OversizeStatements
+	}
+	logSettings := in.LogMaskPatterns != nil || in.LogRedactValues != nil || in.MaxStatementBytes != nil || in.OversizeStatements != nil
 	masksJSON, _ := json.Marshal(proj.LogMaskPatterns)
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, log_mask_patterns = $3, log_redact_values = $4,
-			updated_at = $5 WHERE id = $6`,
-			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), proj.LogRedactValues, store.Micros(now), proj.ID); err != nil {
+			updated_at = $5, max_statement_bytes = $7, oversize_statements = $8 WHERE id = $6`,
+			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), proj.LogRedactValues, store.Micros(now), proj.ID,
+			proj.MaxStatementBytes, proj.OversizeStatements); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.update", TargetKind: "project", TargetID: proj.ID,
@@ -315,7 +370,7 @@ func (s *Service) Update(ctx context.Context, projectID string, description, max
 		return nil, errs.Wrap(op, errs.Unavailable, "updating the project failed", err)
 	}
 	proj.UpdatedAt = store.Time(store.Micros(now))
-	if (masks != nil || redact != nil) && s.settingsChanged != nil {
+	if logSettings && s.settingsChanged != nil {
 		s.settingsChanged(ctx, proj.ID)
 	}
 	return proj, nil

@@ -53,14 +53,9 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Change a project's settings (project admins)", Security: api.Secured, Errors: []int{403, 404, 422},
 	}, func(ctx context.Context, in *struct {
 		ProjectPath
-		Body struct {
-			Description        *string   `json:"description,omitempty" maxLength:"1000"`
-			MaxSessionDuration *string   `json:"maxSessionDuration,omitempty" maxLength:"20"`
-			LogMaskPatterns    *[]string `json:"logMaskPatterns,omitempty" doc:"replaces the list; regular expressions masked in session logs"`
-			LogRedactValues    *bool     `json:"logRedactValues,omitempty" doc:"redact the values of written documents in session logs"`
-		}
+		Body ProjectUpdate
 	}) (*struct{ Body *Project }, error) {
-		p, err := s.Update(ctx, in.ProjectID, in.Body.Description, in.Body.MaxSessionDuration, in.Body.LogMaskPatterns, in.Body.LogRedactValues)
+		p, err := s.Update(ctx, in.ProjectID, in.Body)
 		return &struct{ Body *Project }{p}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{

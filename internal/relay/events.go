@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -20,7 +21,8 @@ type EventSink interface {
 // SetEventSink wires the session log store in.
 func (s *Service) SetEventSink(sink EventSink) { s.events = sink }
 
-// acceptGatewayStreams serves the streams a gateway opens: event uploads.
+// acceptGatewayStreams serves the streams a gateway opens: event uploads
+// and certificate renewals.
 func (s *Service) acceptGatewayStreams(gc *gatewayConn) {
 	for {
 		st, err := gc.mux.AcceptStream()
@@ -36,6 +38,24 @@ func (s *Service) serveGatewayStream(gc *gatewayConn, st net.Conn) {
 	st.SetReadDeadline(time.Now().Add(60 * time.Second))
 	var h tunnel.Header
 	if err := tunnel.ReadFrame(st, &h); err != nil {
+		return
+	}
+	if h.Type == tunnel.TypeRenew {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res := tunnel.Result{OK: true}
+		cert, err := s.RenewGateway(ctx, gc.id, h.CSR)
+		if err != nil {
+			slog.Warn("renewing a gateway's certificate failed", "gateway", gc.id, "err", err)
+			res = tunnel.Result{Code: tunnel.CodeInternal, Message: "the server could not renew the certificate; retry"}
+			if errs.Is(err, errs.Invalid) {
+				res = tunnel.Result{Code: tunnel.CodeInvalid, Message: "the certificate request was refused: " + errMessage(err)}
+			}
+		} else {
+			res.Certificate = cert
+		}
+		st.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		tunnel.WriteFrame(st, res)
 		return
 	}
 	if h.Type != tunnel.TypeEvents || s.events == nil {
@@ -95,4 +115,13 @@ func (s *Service) ownEvents(ctx context.Context, gatewayID string, batch []sessi
 		}
 	}
 	return out, nil
+}
+
+// errMessage is the message of the outermost coded error in err.
+func errMessage(err error) string {
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return e.Msg
+	}
+	return "unknown error"
 }

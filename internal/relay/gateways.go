@@ -1,10 +1,13 @@
 // Package relay is the server side of the gateway connection and of the
 // CLI's tunnel.
 //
-// gateways.go registers gateways and enrolls them (a one-time token and the
-// gateway's own CSR); registry.go keeps the live, multiplexed connection of
-// each gateway (mutual TLS inside an HTTP upgrade, heartbeats) and sends it
-// validation, data and termination streams; sessions.go joins each stream a
+// gateways.go registers gateways, enrolls them (a one-time token and the
+// gateway's own CSR) and renews their certificates; gateway_projects.go
+// keeps which projects an organization admin allows to use each gateway;
+// registry.go keeps the live, multiplexed connection of each gateway (mutual
+// TLS inside an HTTP upgrade, heartbeats) and sends it validation, data and
+// termination streams; events.go serves the streams a gateway opens (event
+// uploads, certificate renewals); sessions.go joins each stream a
 // CLI opens to a new stream to the session's gateway, copying bytes it
 // cannot read (the CLI and the gateway speak mTLS end to end inside).
 package relay
@@ -13,8 +16,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"time"
@@ -226,6 +231,66 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM string) (*Enr
 	return out, nil
 }
 
+// RenewGateway issues a new certificate for a connected gateway from its CSR
+// (a renew stream), signed by the organization's CA with the lifetime of an
+// enrollment (GatewayCertTTL, capped by the CA's own end). From then on the
+// new certificate is the only one the relay accepts from the gateway: its
+// serial and end are recorded and the renewal is audited (gateway.renew).
+// The connection the request came on stays up.
+func (s *Service) RenewGateway(ctx context.Context, gatewayID, csrPEM string) (string, error) {
+	const op = "relay.(*Service).RenewGateway"
+	if gatewayID == "" {
+		return "", errs.E(op, errs.Invalid, "no gateway")
+	}
+	csr, err := pki.ParseCSR([]byte(csrPEM))
+	if err != nil {
+		return "", errs.E(op, errs.Invalid, err.Error())
+	}
+	var orgID, name, oldSerial string
+	err = s.db.QueryRowContext(ctx, `SELECT org_id, name, cert_serial FROM gateways WHERE id = $1`, gatewayID).Scan(&orgID, &name, &oldSerial)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errs.E(op, errs.NotFound, "the gateway is no longer registered")
+	}
+	if err != nil {
+		return "", errs.Wrap(op, errs.Unavailable, "reading the gateway failed", err)
+	}
+	// Load (or create) the CA before the transaction (see Enroll).
+	ca, err := s.pki.ForOrg(ctx, orgID)
+	if err != nil {
+		return "", err
+	}
+	var certPEM []byte
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		notAfter := now.Add(GatewayCertTTL)
+		var serial string
+		var err error
+		if certPEM, serial, err = ca.SignGateway(csr, gatewayID, notAfter); err != nil {
+			return err
+		}
+		if block, _ := pem.Decode(certPEM); block != nil {
+			if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+				notAfter = c.NotAfter // capped by the CA's own end
+			}
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE gateways SET cert_serial = $1, cert_not_after = $2 WHERE id = $3 AND cert_serial = $4`,
+			serial, store.Micros(notAfter), gatewayID, oldSerial)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errs.E(op, errs.Conflict, "the gateway's certificate changed meanwhile (re-enrolled or renewed); retry")
+		}
+		return audit.Record(ctx, tx, audit.Entry{OrgID: orgID, ActorKind: "gateway", ActorID: gatewayID, ActorName: name,
+			Action: "gateway.renew", Outcome: audit.Success, TargetKind: "gateway", TargetID: gatewayID,
+			Details: map[string]any{"certSerial": serial, "previousCertSerial": oldSerial, "notAfter": notAfter.UTC().Format(time.RFC3339)}})
+	})
+	if err != nil {
+		return "", errs.Wrap(op, errs.Unavailable, "renewing the gateway's certificate failed", err)
+	}
+	return string(certPEM), nil
+}
+
 func (s *Service) gateway(ctx context.Context, orgID, nameOrID string) (*Gateway, error) {
 	var id, name, addr, version string
 	var enrolled, hb, created int64
@@ -233,7 +298,7 @@ func (s *Service) gateway(ctx context.Context, orgID, nameOrID string) (*Gateway
 	err := s.db.QueryRowContext(ctx, `SELECT id, name, enrolled_at, last_heartbeat_at, online, remote_addr, version, created_at FROM gateways
 		WHERE org_id = $1 AND (id = $2 OR name = $2)`, orgID, nameOrID).Scan(&id, &name, &enrolled, &hb, &online, &addr, &version, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.Ef("relay.gateway", errs.NotFound, "no gateway named %q: list them with `airlock gateways list`", nameOrID)
+		return nil, errs.E("relay.gateway", errs.NotFound, "no gateway of that name or id: list them with `airlock gateways list`")
 	}
 	if err != nil {
 		return nil, errs.Wrap("relay.gateway", errs.Unavailable, "reading the gateway failed", err)
@@ -251,10 +316,13 @@ func (s *Service) ResolveGateway(ctx context.Context, orgID, nameOrID string) (s
 	return g.ID, g.Name, nil
 }
 
-// ListGateways lists the organization's gateways.
+// ListGateways lists the organization's gateways (organization admins:
+// the list names every network the organization reaches and where its
+// gateways connect from; a project's members see the name of their
+// resources' gateway with each resource).
 func (s *Service) ListGateways(ctx context.Context) ([]Gateway, error) {
 	const op = "relay.(*Service).ListGateways"
-	p, err := api.MustPrincipal(ctx)
+	p, err := s.orgAdmin(ctx, op, "list gateways; the gateway of each of your resources is shown with the resource (`airlock resources list`)")
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +410,7 @@ func (s *Service) registerGatewayAPI(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "list-gateways", Method: http.MethodGet, Path: "/api/v1/gateways", Tags: tags,
-		Summary: "List gateways with their online status", Security: api.Secured,
+		Summary: "List gateways with their online status (organization admins)", Security: api.Secured, Errors: []int{403},
 	}, func(ctx context.Context, _ *struct{}) (*struct{ Body []Gateway }, error) {
 		gs, err := s.ListGateways(ctx)
 		return &struct{ Body []Gateway }{gs}, api.Err(ctx, err)

@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/store"
@@ -71,6 +74,7 @@ func (s *Service) SetSessions(a SessionAuthorizer) { s.sessions = a }
 // Register adds the gateway API operations and the two upgrade endpoints.
 func (s *Service) Register(a huma.API, mux *http.ServeMux) {
 	s.registerGatewayAPI(a)
+	s.registerGatewayProjects(a)
 	mux.HandleFunc("GET /api/v1/relay/gateway", s.serveGateway)
 	mux.HandleFunc("GET /api/v1/relay/sessions/{id}", s.serveClient)
 }
@@ -278,7 +282,11 @@ func (s *Service) request(ctx context.Context, gatewayID string, h tunnel.Header
 }
 
 // Validate asks the gateway to log in with the target's credentials. A
-// refusal is an Invalid error saying why, in the database's words.
+// refusal is an Invalid error saying why. Only an organization admin gets
+// the gateway's own words (which may quote the far end: a banner, a TLS
+// detail); anyone else learns that the login was refused, that the
+// database does not exist, or that the endpoint cannot be reached, so that a
+// gateway cannot be used to explore its network.
 func (s *Service) Validate(ctx context.Context, gatewayID string, t tunnel.Target) error {
 	const op = "relay.(*Service).Validate"
 	res, err := s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeValidate, Target: &t})
@@ -292,7 +300,32 @@ func (s *Service) Validate(ctx context.Context, gatewayID string, t tunnel.Targe
 	if res.Code == tunnel.CodeInternal {
 		code = errs.Unavailable
 	}
-	return errs.E(op, code, "the credentials were not saved: the gateway could not log in to "+t.String()+": "+res.Message)
+	if p := api.PrincipalFrom(ctx); p != nil && p.OrgAdmin {
+		return errs.E(op, code, "the credentials were not saved: the gateway could not log in to "+t.String()+": "+res.Message)
+	}
+	var why string
+	switch res.Code {
+	case tunnel.CodeAuthFailed:
+		why = "the database refused the login of " + strconv.Quote(t.Username) + ": the username or password is wrong"
+	case tunnel.CodeNoDatabase:
+		why = "the database " + strconv.Quote(t.Database) + " does not exist there"
+	default:
+		why = "cannot reach " + targetEndpoint(t)
+	}
+	return errs.E(op, code, "the credentials were not saved: "+why+" (an organization admin sees the gateway's full answer)")
+}
+
+// targetEndpoint is where t points, as HOST:PORT or the hosts of a MongoDB
+// connection string, without anything else of it.
+func targetEndpoint(t tunnel.Target) string {
+	if t.Kind == tunnel.KindMongoDB {
+		_, rest, _ := strings.Cut(t.URI, "://")
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			rest = rest[:i]
+		}
+		return rest
+	}
+	return net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
 }
 
 // OpenData opens a data stream for a session connection on the gateway.

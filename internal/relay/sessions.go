@@ -25,6 +25,11 @@ type ClientSession struct {
 	MaskPatterns []string
 	// RedactValues: the project redacts written document values in logs.
 	RedactValues bool
+	// MaxStatementBytes is the project's limit on a recorded statement.
+	MaxStatementBytes int64
+	// OversizeStatements is what happens to a longer statement
+	// (tunnel.OversizeRefuse or tunnel.OversizeRecordEnds).
+	OversizeStatements string
 }
 
 // SessionAuthorizer is the session service as the relay sees it.
@@ -119,7 +124,8 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			header := tunnel.Header{SessionID: now.ID, Target: &now.Target, ExpiresAt: now.ExpiresAt.Unix(),
-				MaskPatterns: now.MaskPatterns, RedactValues: now.RedactValues}
+				MaskPatterns: now.MaskPatterns, RedactValues: now.RedactValues,
+				MaxStatementBytes: now.MaxStatementBytes, OversizeStatements: now.OversizeStatements}
 			gw, err := s.OpenData(now.GatewayID, header)
 			if err != nil {
 				slog.Warn("opening a gateway stream failed", "session", cs.ID, "err", err)

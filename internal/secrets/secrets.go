@@ -121,7 +121,7 @@ func (s *Service) Get(ctx context.Context, projectID, env, name string) (*Secret
 		WHERE project_id = $1 AND environment = $2 AND name = $3 ORDER BY version DESC LIMIT 1`, proj.ID, env, name).
 		Scan(&id, &sec.Version, &sealed, &deleted, &sec.UpdatedBy, &at)
 	if errors.Is(err, sql.ErrNoRows) || deleted {
-		return nil, errs.Ef(op, errs.NotFound, "no secret %q in environment %q", name, env)
+		return nil, errs.E(op, errs.NotFound, "no secret of that name in that environment")
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the secret failed", err)

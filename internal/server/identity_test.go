@@ -102,10 +102,17 @@ func TestLockoutAndRateLimit(t *testing.T) {
 				t.Fatalf("attempt %d: %d", i, st)
 			}
 		}
-		// Locked now: even the right password is refused, with a clear message.
+		// Locked now: even the right password is refused, and the answer is
+		// the one an unknown email gets (it mentions locking for both), so
+		// that it does not tell that the account exists.
 		st := anon.call("POST", "/api/v1/auth/login", map[string]any{"email": "alice@example.com", "password": "password-of-alice@example.com"}, nil)
-		if st != 423 || !strings.Contains(anon.problem().Detail, "locked") {
+		locked := anon.problem().raw
+		if st != 401 || !strings.Contains(anon.problem().Detail, "locked") {
 			t.Fatalf("locked account: %d %q", st, anon.problem().Detail)
+		}
+		if st := anon.call("POST", "/api/v1/auth/login", map[string]any{"email": "nobody@example.com", "password": "password-of-alice@example.com"}, nil); st != 401 ||
+			anon.problem().raw != locked {
+			t.Fatalf("an unknown email and a locked account answer differently: %d %s\n%s", st, anon.problem().raw, locked)
 		}
 		admin := e.admin()
 		if acts := admin.auditActions("action=user.lock"); len(acts) != 1 {

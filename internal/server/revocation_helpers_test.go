@@ -63,6 +63,9 @@ func (f *fixture) newAccount(project, resourceName, accountName, password string
 	resourceID, accountID = uuid.NewString(), uuid.NewString()
 	f.exec(`INSERT INTO resources (id, project_id, name, kind, gateway_id, host, port, database_name, created_at, updated_at)
 		VALUES ($1, $2, $3, 'postgres', $4, '127.0.0.1', 5432, 'app', $5, $5)`, resourceID, project, resourceName, f.gateway, now)
+	// The project may use the gateway (an organization admin allowed it).
+	f.exec(`INSERT INTO gateway_projects (gateway_id, project_id, created_at) VALUES ($1, $2, $3)
+		ON CONFLICT (gateway_id, project_id) DO NOTHING`, f.gateway, project, now)
 	f.exec(`INSERT INTO accounts (id, project_id, resource_id, name, username, password_enc, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $4, $5, $6, $6)`, accountID, project, resourceID, accountName, f.seal(project, accountID, password), now)
 	return resourceID, accountID

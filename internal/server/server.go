@@ -29,6 +29,7 @@ import (
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
 	"github.com/airlockpam/airlock/internal/secrets"
+	"github.com/airlockpam/airlock/internal/server/apidocs"
 	"github.com/airlockpam/airlock/internal/session"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/store"
@@ -169,7 +170,7 @@ func (s *Server) init(ctx context.Context) error {
 	cfg.Info.Description = "Privileged access management for PostgreSQL and MongoDB. " +
 		"Authenticate with POST /api/v1/auth/login and send the access token as `Authorization: Bearer <token>`."
 	cfg.OpenAPIPath = "/api/openapi"
-	cfg.DocsPath = "/api/docs"
+	cfg.DocsPath = "" // served below from embedded files, not a CDN
 	cfg.SchemasPath = "/api/schemas"
 	cfg.CreateHooks = nil // no $schema links in response bodies
 	cfg.RejectUnknownQueryParameters = true
@@ -189,6 +190,7 @@ func (s *Server) init(ctx context.Context) error {
 		_, err := s.Projects.Authorize(ctx, projectID, project.RoleAdmin)
 		return err
 	})
+	apidocs.Register(mux, "/api/docs", "/api/openapi.json")
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")

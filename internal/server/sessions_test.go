@@ -24,6 +24,7 @@ func TestSessionsEndByExpiryAndLoss(t *testing.T) {
 		deadGW := "gw-dead"
 		f.exec(`INSERT INTO gateways (id, org_id, name, last_heartbeat_at, online, created_at) VALUES ($1, $2, $1, $3, TRUE, $3)`,
 			deadGW, f.org, store.Micros(f.e.clock.Now()))
+		f.exec(`INSERT INTO gateway_projects (gateway_id, project_id, created_at) VALUES ($1, $2, 0)`, deadGW, f.project)
 		f.exec(`UPDATE sessions SET gateway_id = $1 WHERE id = $2`, deadGW, lost)
 
 		f.e.clock.Advance(3 * time.Minute)

@@ -45,12 +45,14 @@ type accessState struct {
 	orgAdmin                                     bool
 	role                                         string
 	resourceExists, accountExists, gatewayExists bool
+	gatewayAllowed                               bool
 	familyTokens, familyLive                     int
 }
 
 const accessQuery = `SELECT s.id, s.org_id, s.project_id, s.gateway_id, s.subject_kind, s.resource_id, s.account_id, s.status, s.expires_at,
 	p.id IS NOT NULL, (u.id IS NOT NULL OR m.id IS NOT NULL), COALESCE(u.disabled, FALSE), COALESCE(u.org_admin, FALSE),
 	COALESCE(pm.role, ''), r.id IS NOT NULL, a.id IS NOT NULL, g.id IS NOT NULL,
+	EXISTS (SELECT 1 FROM gateway_projects gp WHERE gp.gateway_id = s.gateway_id AND gp.project_id = s.project_id),
 	(SELECT COUNT(*) FROM auth_tokens t WHERE t.family_id = s.token_family),
 	(SELECT COUNT(*) FROM auth_tokens t WHERE t.family_id = s.token_family AND t.revoked_at = 0)
 FROM sessions s
@@ -67,6 +69,7 @@ func scanAccess(row interface{ Scan(...any) error }) (*accessState, error) {
 	var x accessState
 	err := row.Scan(&x.id, &x.orgID, &x.projectID, &x.gatewayID, &x.subjectKind, &x.resourceID, &x.accountID, &x.status, &x.expires,
 		&x.projectExists, &x.subjectExists, &x.disabled, &x.orgAdmin, &x.role, &x.resourceExists, &x.accountExists, &x.gatewayExists,
+		&x.gatewayAllowed,
 		&x.familyTokens, &x.familyLive)
 	if err != nil {
 		return nil, err
@@ -100,6 +103,8 @@ func (x *accessState) denial() (reason, detail string) {
 		return Revoked, "account deleted"
 	case !x.gatewayExists:
 		return GatewayLost, "the gateway was deleted"
+	case !x.gatewayAllowed:
+		return Revoked, "the project may no longer use the gateway"
 	}
 	return "", ""
 }
@@ -120,11 +125,11 @@ func systemEnd(name string) audit.Entry {
 func (s *Service) AuthorizeConnection(ctx context.Context, id string) (*relay.ClientSession, error) {
 	const op = "session.(*Service).AuthorizeConnection"
 	if _, err := uuid.Parse(id); err != nil {
-		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+		return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 	}
 	x, err := scanAccess(s.db.QueryRowContext(ctx, accessQuery+`s.id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+		return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the session failed", err)
@@ -151,12 +156,12 @@ func (s *Service) AuthorizeConnection(ctx context.Context, id string) (*relay.Cl
 	if err != nil {
 		return nil, err
 	}
-	masks, redact, err := s.logSettings(ctx, x.projectID)
+	ls, err := s.logSettings(ctx, x.projectID)
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading the project's log settings failed", err)
 	}
 	return &relay.ClientSession{ID: x.id, GatewayID: x.gatewayID, ExpiresAt: store.Time(x.expires), Target: t.Wire,
-		MaskPatterns: masks, RedactValues: redact}, nil
+		MaskPatterns: ls.masks, RedactValues: ls.redact, MaxStatementBytes: ls.maxStatement, OversizeStatements: ls.oversize}, nil
 }
 
 // endedError says that session id has ended, and why.
@@ -172,19 +177,29 @@ func (s *Service) endedError(ctx context.Context, op, id string) error {
 	return errs.Ef(op, errs.Conflict, "%s; start a new one with `airlock db access`", why)
 }
 
-// logSettings returns a project's session-log mask patterns and redact flag.
-func (s *Service) logSettings(ctx context.Context, projectID string) ([]string, bool, error) {
+// logSettingsOf is what a project's sessions record and how.
+type logSettingsOf struct {
+	masks        []string
+	redact       bool
+	maxStatement int64
+	oversize     string
+}
+
+// logSettings returns a project's session-log settings: mask patterns,
+// redact flag, statement limit and what happens to a longer statement.
+func (s *Service) logSettings(ctx context.Context, projectID string) (logSettingsOf, error) {
 	var masks string
-	var redact bool
-	err := s.db.QueryRowContext(ctx, `SELECT log_mask_patterns, log_redact_values FROM projects WHERE id = $1`, projectID).Scan(&masks, &redact)
+	var ls logSettingsOf
+	err := s.db.QueryRowContext(ctx, `SELECT log_mask_patterns, log_redact_values, max_statement_bytes, oversize_statements
+		FROM projects WHERE id = $1`, projectID).Scan(&masks, &ls.redact, &ls.maxStatement, &ls.oversize)
 	if err != nil {
-		return nil, false, err
+		return ls, err
 	}
-	patterns := []string{}
-	if err := json.Unmarshal([]byte(masks), &patterns); err != nil {
-		return nil, false, err
+	ls.masks = []string{}
+	if err := json.Unmarshal([]byte(masks), &ls.masks); err != nil {
+		return ls, err
 	}
-	return patterns, redact, nil
+	return ls, nil
 }
 
 // EnforceAccess ends, with reason revoked (gateway_lost for a deleted
@@ -240,11 +255,11 @@ func (s *Service) ClientSeen(ctx context.Context, id string) {
 }
 
 // PushSettings sends a project's current session-log settings (mask
-// patterns, redact flag) to the gateway of each of its active sessions, so
+// patterns, redact flag, statement limit and oversize rule) to the gateway of each of its active sessions, so
 // that they apply from the next statement on. It is best effort: a failure
 // is logged, and new connections get the settings anyway.
 func (s *Service) PushSettings(ctx context.Context, projectID string) {
-	masks, redact, err := s.logSettings(ctx, projectID)
+	ls, err := s.logSettings(ctx, projectID)
 	if err != nil {
 		slog.Warn("reading a project's log settings failed", "project", projectID, "err", err)
 		return
@@ -264,7 +279,8 @@ func (s *Service) PushSettings(ctx context.Context, projectID string) {
 	}
 	rows.Close()
 	for _, l := range list {
-		h := tunnel.Header{SessionID: l.id, MaskPatterns: masks, RedactValues: redact}
+		h := tunnel.Header{SessionID: l.id, MaskPatterns: ls.masks, RedactValues: ls.redact,
+			MaxStatementBytes: ls.maxStatement, OversizeStatements: ls.oversize}
 		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := s.relay.UpdateOnGateway(uctx, l.gateway, h); err != nil {
 			slog.Warn("sending new log settings to a live session's gateway failed; its new connections get them",

@@ -158,7 +158,7 @@ func ParseDuration(op, v string, max time.Duration) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, errs.InvalidField(op, "body.duration", fmt.Sprintf("%q is not a duration: use a value such as 30m, 1h or 2h30m", v))
+		return 0, errs.InvalidField(op, "body.duration", "not a duration: use a value such as 30m, 1h or 2h30m")
 	}
 	if d < minimumTTL {
 		return 0, errs.InvalidField(op, "body.duration", "a session lasts at least 10s")
@@ -227,7 +227,7 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 func (s *Service) get(ctx context.Context, id string) (*Session, error) {
 	x, err := s.scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM sessions WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errs.Ef("session.get", errs.NotFound, "no session %q", id)
+		return nil, errs.E("session.get", errs.NotFound, "no session with that id, or not one of yours")
 	}
 	if err != nil {
 		return nil, errs.Wrap("session.get", errs.Unavailable, "reading the session failed", err)
@@ -243,7 +243,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
 		return nil, err
 	}
 	if _, err := uuid.Parse(id); err != nil {
-		return nil, errs.Ef("session.Get", errs.NotFound, "no session %q", id)
+		return nil, errs.E("session.Get", errs.NotFound, "no session with that id, or not one of yours")
 	}
 	x, err := s.get(ctx, id)
 	if err != nil {
@@ -253,7 +253,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Session, error) {
 		return x, nil
 	}
 	if err := s.authorizeAdmin(ctx, x); err != nil {
-		return nil, errs.Ef("session.Get", errs.NotFound, "no session %q", id)
+		return nil, errs.E("session.Get", errs.NotFound, "no session with that id, or not one of yours")
 	}
 	return x, nil
 }
@@ -288,14 +288,14 @@ func (s *Service) AuthorizeRelay(ctx context.Context, id string) (*relay.ClientS
 		return nil, err
 	}
 	if _, err := uuid.Parse(id); err != nil {
-		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+		return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 	}
 	x, err := s.get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if x.UserKind != p.Kind || x.UserID != p.ID {
-		return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+		return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 	}
 	return s.AuthorizeConnection(ctx, id)
 }
@@ -327,7 +327,7 @@ func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) 
 			if own {
 				return nil, errs.E(op, errs.Forbidden, "only project admins terminate sessions; end your own with `airlock sessions end "+id+"`")
 			}
-			return nil, errs.Ef(op, errs.NotFound, "no session %q", id)
+			return nil, errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
 		}
 		action = "session.terminate"
 	} else if !own {

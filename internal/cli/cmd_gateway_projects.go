@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// gatewayProject is a project allowed to use a gateway.
+type gatewayProject struct {
+	ProjectID   string    `json:"projectId"`
+	ProjectName string    `json:"projectName"`
+	AllowedAt   time.Time `json:"allowedAt"`
+}
+
+// addGatewayProjectCommands adds `allow-project`, `disallow-project` and
+// `projects` to the gateways command: an organization admin decides which
+// projects may name a gateway in their resources.
+func addGatewayProjectCommands(o *options, gateways *cobra.Command) *cobra.Command {
+	var projectID string
+	path := func(gateway string) (string, error) {
+		if projectID == "" {
+			return "", errors.New("give the project with --project-id (`airlock projects list` shows them)")
+		}
+		return "/api/v1/gateways/" + url.PathEscape(gateway) + "/projects/" + url.PathEscape(projectID), nil
+	}
+	allow := &cobra.Command{
+		Use: "allow-project GATEWAY --project-id ID", Short: "Allow a project to use a gateway (organization admins)", Args: cobra.ExactArgs(1),
+		Long: "Allow a project's resources to name the gateway. A project may use only the gateways an organization admin allows it.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := path(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodPut, p, nil, nil, nil); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(o.stdout, "Project %s may use gateway %s.\n", projectID, args[0])
+			return err
+		},
+	}
+	disallow := &cobra.Command{
+		Use: "disallow-project GATEWAY --project-id ID", Short: "Stop a project from using a gateway (organization admins)", Args: cobra.ExactArgs(1),
+		Long: "Stop a project from using the gateway: its live sessions through the gateway end, and its resources that name " +
+			"the gateway cannot be used until the project is allowed again or they name another gateway.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := path(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodDelete, p, nil, nil, nil); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(o.stdout, "Project %s may no longer use gateway %s.\n", projectID, args[0])
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{allow, disallow} {
+		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
+	}
+	list := &cobra.Command{
+		Use: "projects GATEWAY", Short: "List the projects allowed to use a gateway (organization admins)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			var ps []gatewayProject
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/gateways/"+url.PathEscape(args[0])+"/projects", nil, nil, &ps); err != nil {
+				return err
+			}
+			rows := make([][]string, 0, len(ps))
+			for _, p := range ps {
+				since := "before assignments"
+				if !p.AllowedAt.IsZero() {
+					since = fmtTime(p.AllowedAt)
+				}
+				rows = append(rows, []string{p.ProjectName, p.ProjectID, since})
+			}
+			return o.printTable(ps, []string{"PROJECT", "ID", "ALLOWED"}, rows)
+		},
+	}
+	gateways.AddCommand(allow, disallow, list)
+	return gateways
+}
