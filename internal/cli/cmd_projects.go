@@ -181,7 +181,7 @@ organization admins.`,
 		},
 	}
 	update.Flags().StringVar(&upDesc, "description", "", "what the project is for")
-	update.Flags().StringVar(&maxStmt, "max-statement-size", "", "the longest statement session logs record whole, e.g. 1MiB, 512KiB or 2097152 (1KiB to 64MiB; default 1MiB)")
+	update.Flags().StringVar(&maxStmt, "max-statement-size", "", "the longest statement session logs record whole, e.g. 1MiB, 512KiB or 2097152 (1KiB to 4MiB; default 1MiB)")
 	update.Flags().StringVar(&oversize, "oversize-statements", "", "what happens to a longer statement: refuse (default) or record_ends "+
 		"(run it, record its first and last parts and its SHA-256)")
 	update.Flags().StringVar(&upMax, "max-session-duration", "", "longest access session, e.g. 8h")

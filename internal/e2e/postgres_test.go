@@ -147,6 +147,14 @@ func TestPostgresAccessEndToEnd(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	w.account("app", w.pg.SCRAMUser, "--description", "application user", "--metadata", "env=prod", "--metadata", "team=payments")
+	// An md5 server gets no password until an organization admin allows
+	// md5 for the resource.
+	_, stderr, code := w.admin.Run(w.pg.MD5User.Password, "accounts", "create", "--project-id", w.project, "--resource", "main-db",
+		"--name", "legacy", "--username", w.pg.MD5User.User, "--password-stdin")
+	if code == 0 || !strings.Contains(stderr, "md5") {
+		t.Fatalf("an md5 account without --allow-auth md5: exit %d, %q", code, stderr)
+	}
+	w.admin.Must("", "resources", "update", "main-db", "--project-id", w.project, "--allow-auth", "md5")
 	w.account("legacy", w.pg.MD5User)
 	w.account("secure", w.pg.TLSUser)
 

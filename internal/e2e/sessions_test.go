@@ -15,6 +15,7 @@ var sessionIDRE = regexp.MustCompile(`Session (\S+) started`)
 func TestSessionsListAndTerminate(t *testing.T) {
 	w := newWorld(t)
 	w.account("app", w.pg.SCRAMUser)
+	w.admin.Must("", "resources", "update", "main-db", "--project-id", w.project, "--allow-auth", "md5") // the md5 account below
 	w.account("legacy", w.pg.MD5User)
 	w.admin.Must("member password 1", "users", "create", "--email", "dev@example.com", "--password-stdin")
 	w.admin.Must("", "projects", "members", "set", "--project-id", w.project, "--email", "dev@example.com", "--role", "member")

@@ -83,9 +83,12 @@ type Project struct {
 const (
 	// DefaultMaxStatementBytes is the limit of a project that sets none.
 	DefaultMaxStatementBytes = 1 << 20
-	// MinMaxStatementBytes and MaxMaxStatementBytes bound the limit.
+	// MinMaxStatementBytes and MaxMaxStatementBytes bound the limit. The
+	// upper bound keeps one recorded event, JSON-escaped, well inside a
+	// session-log upload frame (tunnel.MaxFrame, 16 MiB) and inside the
+	// gateway's memory budget for messages held to be recorded.
 	MinMaxStatementBytes = 1 << 10
-	MaxMaxStatementBytes = 64 << 20
+	MaxMaxStatementBytes = 4 << 20
 )
 
 // ProjectUpdate changes a project's settings; nil fields stay as they are.
@@ -94,8 +97,8 @@ type ProjectUpdate struct {
 	MaxSessionDuration *string   `json:"maxSessionDuration,omitempty" maxLength:"20"`
 	LogMaskPatterns    *[]string `json:"logMaskPatterns,omitempty" doc:"replaces the list; regular expressions masked in session logs"`
 	LogRedactValues    *bool     `json:"logRedactValues,omitempty" doc:"redact the values of written documents in session logs"`
-	// MaxStatementBytes is between 1 KiB and 64 MiB.
-	MaxStatementBytes *int64 `json:"maxStatementBytes,omitempty" doc:"the longest statement recorded whole, in bytes: 1024 to 67108864"`
+	// MaxStatementBytes is between 1 KiB and 4 MiB.
+	MaxStatementBytes *int64 `json:"maxStatementBytes,omitempty" doc:"the longest statement recorded whole, in bytes: 1024 to 4194304"`
 	// OversizeStatements is refuse or record_ends.
 	OversizeStatements *string `json:"oversizeStatements,omitempty" maxLength:"20" doc:"refuse (default) or record_ends: what happens to a longer statement"`
 }
@@ -341,7 +344,7 @@ func (s *Service) Update(ctx context.Context, projectID string, in ProjectUpdate
 	}
 	if in.MaxStatementBytes != nil {
 		if n := *in.MaxStatementBytes; n < MinMaxStatementBytes || n > MaxMaxStatementBytes {
-			return nil, errs.InvalidField(op, "body.maxStatementBytes", "the statement limit must be between 1 KiB (1024) and 64 MiB (67108864) bytes")
+			return nil, errs.InvalidField(op, "body.maxStatementBytes", "the statement limit must be between 1 KiB (1024) and 4 MiB (4194304) bytes")
 		}
 		proj.MaxStatementBytes = *in.MaxStatementBytes
 		changes["maxStatementBytes"] = proj.MaxStatementBytes

@@ -103,8 +103,10 @@ type Server struct {
 	Sessions *session.Service
 	PAM      *pam.Service
 	Events   *sessionlog.Store
-	API      huma.API
-	handler  http.Handler
+	// Audit reads, verifies and seals the admin audit log.
+	Audit   *audit.Repository
+	API     huma.API
+	handler http.Handler
 	// Bootstrapped is true when this start created the first admin.
 	Bootstrapped bool
 }
@@ -164,6 +166,11 @@ func (s *Server) init(ctx context.Context) error {
 	s.Events = sessionlog.NewStore(s.DB, s.Keyring, authCfg.Now)
 	s.Relay.SetEventSink(s.Events)
 	s.Sessions.SetEvents(s.Events)
+	auditKey, err := s.Keyring.DeriveKey(keyring.LabelAuditLogMAC)
+	if err != nil {
+		return err
+	}
+	s.Audit = audit.NewRepository(s.DB, audit.WithMACKey(auditKey))
 
 	mux := http.NewServeMux()
 	cfg := huma.DefaultConfig("Airlock API", version.Version)
@@ -186,7 +193,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Relay.Register(a, mux)
 	s.Sessions.Register(a)
 	s.PAM.Register(a)
-	audit.Register(a, audit.NewRepository(s.DB), func(ctx context.Context, projectID string) error {
+	audit.Register(a, s.Audit, func(ctx context.Context, projectID string) error {
 		_, err := s.Projects.Authorize(ctx, projectID, project.RoleAdmin)
 		return err
 	})
@@ -307,6 +314,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	go s.Sessions.RunExpiry(ctx, time.Second)
+	go s.sealAuditLog(ctx, AuditSealInterval)
 	select {
 	case err := <-errc:
 		return err
@@ -315,6 +323,45 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return hs.Shutdown(sctx)
+}
+
+// AuditSealInterval is how often the server authenticates the head of each
+// organization's audit log. Entries written after the last seal and then
+// removed together with a head wound back are the one tampering `airlock
+// audit verify` cannot see; the interval bounds that window.
+const AuditSealInterval = time.Minute
+
+// sealAuditLog seals every organization's audit log now and then every
+// interval until ctx ends. A chain that does not check out is left
+// unsealed (verify reports it) and logged.
+func (s *Server) sealAuditLog(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rows, err := s.DB.QueryContext(ctx, `SELECT id FROM organizations`)
+		if err == nil {
+			var orgs []string
+			for rows.Next() {
+				var id string
+				if rows.Scan(&id) == nil {
+					orgs = append(orgs, id)
+				}
+			}
+			rows.Close()
+			for _, org := range orgs {
+				if err := s.Audit.Seal(ctx, org); err != nil && ctx.Err() == nil {
+					slog.Warn("sealing the audit log failed", "org", org, "err", err)
+				}
+			}
+		} else if ctx.Err() == nil {
+			slog.Warn("listing organizations to seal their audit logs failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Listen opens the configured address.

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"database/sql"
 	"net/http"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -15,6 +16,10 @@ import (
 type EventStore interface {
 	List(ctx context.Context, sessionID string, afterSeq int64, limit int) ([]sessionlog.Event, error)
 	Verify(ctx context.Context, sessionID string) (sessionlog.VerifyResult, error)
+	// Reseal runs update (nil: nothing) in tx, then authenticates the
+	// session's row (identity fields, times, chain head) with the
+	// root-derived MAC, so `sessions verify` catches a later change.
+	Reseal(ctx context.Context, tx *sql.Tx, sessionID string, update func() error) error
 }
 
 // SetEvents wires the session log store in.

@@ -210,6 +210,9 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 			t.GatewayID, accessCLI, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID, p.TokenFamily); err != nil {
 			return err
 		}
+		if err := s.reseal(ctx, tx, id, nil); err != nil {
+			return err
+		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
 			Details: map[string]any{"resource": t.ResourceName, "account": t.AccountName, "expiresAt": expires.UTC().Format(time.RFC3339), "certSerial": serial}}))
 	})
@@ -365,12 +368,20 @@ func (s *Service) finish(ctx context.Context, id, reason, detail string, ev audi
 		if detail != "" {
 			message += ": " + detail
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE sessions SET status = $1, end_reason = $2, ended_at = $3, end_message = $4
-			WHERE id = $5 AND status = $6`, StatusEnded, reason, store.Micros(now), message, id, StatusActive)
+		var n int64
+		err = s.reseal(ctx, tx, id, func() error {
+			res, err := tx.ExecContext(ctx, `UPDATE sessions SET status = $1, end_reason = $2, ended_at = $3, end_message = $4
+				WHERE id = $5 AND status = $6`, StatusEnded, reason, store.Micros(now), message, id, StatusActive)
+			if err != nil {
+				return err
+			}
+			n, _ = res.RowsAffected()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return nil // another replica ended it first
 		}
 		ended = true
@@ -394,6 +405,18 @@ func (s *Service) finish(ctx context.Context, id, reason, detail string, ev audi
 		s.relay.CloseSession(ctx, id, gatewayID, reason, message)
 	}
 	return ended, nil
+}
+
+// reseal runs update in tx and authenticates the session's row again
+// (EventStore.Reseal); without an event store, it only runs update.
+func (s *Service) reseal(ctx context.Context, tx *sql.Tx, id string, update func() error) error {
+	if s.events == nil {
+		if update == nil {
+			return nil
+		}
+		return update()
+	}
+	return s.events.Reseal(ctx, tx, id, update)
 }
 
 // EndMessage says why a session ended, in words for its clients (the
