@@ -89,3 +89,24 @@ func TestSessionVerifyCatchesTruncationAndReattribution(t *testing.T) {
 		t.Fatalf("truncated session: exit %d %s", code, errOut)
 	}
 }
+
+// The admin audit log, checked through the real server: whole, `airlock
+// audit verify` says so; an entry altered in the store (an actor's name
+// rewritten to hide who created a project) makes it exit 1 and name the
+// entry, although the attacker could write the store.
+func TestAuditVerifyCatchesAnAlteredEntry(t *testing.T) {
+	w := newWorld(t)
+	if out := w.admin.Must("", "audit", "verify"); !strings.HasPrefix(out, "OK: ") {
+		t.Fatalf("audit verify of an untouched log: %q", out)
+	}
+	db := lghStore(t, w)
+	var id string
+	if err := db.QueryRow(`SELECT id FROM audit_logs WHERE action = 'project.create'`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	lghExec(t, db, `UPDATE audit_logs SET actor_name = 'someone-else@example.com' WHERE id = $1`, id)
+	out, _, code := w.admin.Run("", "audit", "verify")
+	if code == 0 || !strings.HasPrefix(out, "TAMPERED: ") {
+		t.Fatalf("audit verify after an entry was altered: exit %d, %q", code, out)
+	}
+}
