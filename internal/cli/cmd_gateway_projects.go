@@ -28,10 +28,9 @@ func addGatewayProjectCommands(o *options, gateways *cobra.Command) *cobra.Comma
 		}
 		return "/api/v1/gateways/" + url.PathEscape(gateway) + "/projects/" + url.PathEscape(projectID), nil
 	}
-	allow := &cobra.Command{
-		Use: "allow-project GATEWAY --project-id ID", Short: "Allow a project to use a gateway (organization admins)", Args: cobra.ExactArgs(1),
-		Long: "Allow a project's resources to name the gateway. A project may use only the gateways an organization admin allows it.",
-		RunE: func(cmd *cobra.Command, args []string) error {
+	// change sends method for the gateway and the project, then says done.
+	change := func(method, done string) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
 			p, err := path(args[0])
 			if err != nil {
 				return err
@@ -40,32 +39,23 @@ func addGatewayProjectCommands(o *options, gateways *cobra.Command) *cobra.Comma
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), http.MethodPut, p, nil, nil, nil); err != nil {
+			if err := c.do(cmd.Context(), method, p, nil, nil, nil); err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(o.stdout, "Project %s may use gateway %s.\n", projectID, args[0])
+			_, err = fmt.Fprintf(o.stdout, done+"\n", projectID, args[0])
 			return err
-		},
+		}
+	}
+	allow := &cobra.Command{
+		Use: "allow-project GATEWAY --project-id ID", Short: "Allow a project to use a gateway (organization admins)", Args: cobra.ExactArgs(1),
+		Long: "Allow a project's resources to name the gateway. A project may use only the gateways an organization admin allows it.",
+		RunE: change(http.MethodPut, "Project %s may use gateway %s."),
 	}
 	disallow := &cobra.Command{
 		Use: "disallow-project GATEWAY --project-id ID", Short: "Stop a project from using a gateway (organization admins)", Args: cobra.ExactArgs(1),
 		Long: "Stop a project from using the gateway: its live sessions through the gateway end, and its resources that name " +
 			"the gateway cannot be used until the project is allowed again or they name another gateway.",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := path(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := loggedInClient()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), http.MethodDelete, p, nil, nil, nil); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(o.stdout, "Project %s may no longer use gateway %s.\n", projectID, args[0])
-			return err
-		},
+		RunE: change(http.MethodDelete, "Project %s may no longer use gateway %s."),
 	}
 	for _, c := range []*cobra.Command{allow, disallow} {
 		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
