@@ -107,6 +107,7 @@ func TestGatewayUsesEachStreamsTarget(t *testing.T) {
 	h.Target = pgTarget(db, db.Cluster.SCRAMUser)
 	first := dataConn(t, a, ca, name, h)
 	h.Target = pgTarget(db, db.Cluster.MD5User)
+	h.Target.AuthMethods = []string{tunnel.AuthMD5} // an md5 role: allowed for this resource
 	h.MaskPatterns = []string{`card-\d+`}
 	second := dataConn(t, a, ca, name, h)
 	for pg, want := range map[*pgconn.PgConn]string{first: db.Cluster.SCRAMUser.User, second: db.Cluster.MD5User.User} {
