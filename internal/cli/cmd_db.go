@@ -394,6 +394,11 @@ func (p *proxy) connect(ctx context.Context) error {
 // visible to its owner): explainEnd says why.
 var errSessionGone = errors.New("session gone")
 
+// endGrace is how long db access waits, at its session's expiry, for the
+// server to end the session (and the gateway to cancel what runs and tell
+// the clients why) before it closes the local connections itself.
+const endGrace = 5 * time.Second
+
 // run serves local connections until the session ends, the login is
 // revoked, or ctx ends (Ctrl+C), and says which.
 func (p *proxy) run(ctx context.Context, expires time.Time) error {
@@ -411,6 +416,14 @@ func (p *proxy) run(ctx context.Context, expires time.Time) error {
 		case <-ctx.Done():
 			return p.stop(ctx)
 		case <-expiry.C:
+			// The gateway ends the session at its expiry: it cancels what
+			// runs and tells each client why. Closing the local connections
+			// first would cut them before that, so wait a moment for the
+			// server to close the relay.
+			select {
+			case <-closed:
+			case <-time.After(endGrace):
+			}
 			p.closeAll()
 			fmt.Fprintf(p.o.stdout, "The session expired at %s; its connections are closed. Start a new one with `airlock db access`.\n", fmtTime(expires))
 			return nil
@@ -442,8 +455,12 @@ func (p *proxy) run(ctx context.Context, expires time.Time) error {
 
 // stop ends the session at the user's request (Ctrl+C).
 func (p *proxy) stop(ctx context.Context) error {
-	p.closeAll()
+	// End the session on the server first: its gateway cancels what runs
+	// in the database and tells each client why before the relay closes.
+	// Closing the local connections first would leave a running statement
+	// to finish, and commit, after the session ended.
 	p.end(context.WithoutCancel(ctx))
+	p.closeAll()
 	fmt.Fprintln(p.o.stdout, "Session ended.")
 	return nil
 }

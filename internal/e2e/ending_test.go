@@ -279,3 +279,35 @@ func checkGoodbye(t *testing.T, err error, why string) {
 		t.Fatalf("the client got %s %s %q, want FATAL 57P01 saying %q", pgErr.Severity, pgErr.Code, pgErr.Message, why)
 	}
 }
+
+// TestEndingCtrlCStopsTheWork: the user presses Ctrl+C in `db access`
+// while an autocommit UPDATE sleeps in PostgreSQL. Ending by the user is an
+// ending like any other: the statement is cancelled in the database before
+// the local connections close, so it never commits, and the client is told
+// why.
+func TestEndingCtrlCStopsTheWork(t *testing.T) {
+	w := newWorld(t)
+	counters := w.counterTable(1)
+	w.account("app", w.pg.SCRAMUser)
+	p, url := w.access(w.admin, "app")
+	id := sessionIDRE.FindStringSubmatch(p.Stdout())[1]
+	c := connect(t, url)
+
+	const query = "UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(8) IS NOT NULL"
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), query)
+		errc <- err
+	}()
+	w.waitForActive(query)
+	p.Stop(syscall.SIGINT)
+
+	err := waitErr(t, errc)
+	checkGoodbye(t, err, "ended by its owner")
+	time.Sleep(time.Until(start.Add(9 * time.Second)))
+	if v := counters(1); v != 0 {
+		t.Fatalf("v = %d: the UPDATE of the session its owner ended committed", v)
+	}
+	w.waitOutcome(id, query, "cancelled")
+}

@@ -66,6 +66,10 @@ func writeProblem(w http.ResponseWriter, status int, msg string) {
 	json.NewEncoder(w).Encode(map[string]any{"title": http.StatusText(status), "status": status, "detail": msg})
 }
 
+// ExpiryBackstop is how long after a session's end the relay closes its
+// CLI connection by itself, if the session's end has not closed it.
+const ExpiryBackstop = 5 * time.Second
+
 // serveClient carries the connections of one CLI session: each multiplexed
 // stream the CLI opens is joined to a new data stream to the gateway.
 func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
@@ -102,7 +106,10 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 	}
 	s.addClient(cs.ID, mux)
 	defer s.removeClient(cs.ID, mux)
-	expiry := time.AfterFunc(time.Until(cs.ExpiresAt), func() { mux.Close() })
+	// A backstop: at expiry the gateway ends the session (cancelling what
+	// runs and telling each client why) and the expiry job closes this
+	// connection; closing it first would cut the clients before that.
+	expiry := time.AfterFunc(time.Until(cs.ExpiresAt)+ExpiryBackstop, func() { mux.Close() })
 	defer expiry.Stop()
 	go s.recordPresence(context.WithoutCancel(ctx), cs.ID, mux)
 
