@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/testenv"
 )
 
 func TestPasswordHashAndVerify(t *testing.T) {
@@ -152,20 +152,8 @@ func TestValidSlug(t *testing.T) {
 	}
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // newService opens a SQLite store with one organization and one user.
-func newService(t *testing.T) (*Service, *clock, string) {
+func newService(t *testing.T) (*Service, *testenv.Clock, string) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
@@ -173,7 +161,7 @@ func newService(t *testing.T) (*Service, *clock, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	c := &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	c := testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))
 	s, err := New(Config{DB: db, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)

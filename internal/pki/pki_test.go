@@ -5,31 +5,19 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/testenv"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 type fixture struct {
 	db    *store.DB
 	kr    *keyring.Keyring
-	clock *clock
+	clock *testenv.Clock
 	m     *pki.Manager
 }
 
@@ -37,26 +25,13 @@ type fixture struct {
 // a clock that moves only when told to.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	root, err := keyring.ParseRootKey(keyring.GenerateRootKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.New(ctx, db, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := testenv.OpenStore(t)
 	for _, org := range []string{"org-a", "org-b"} {
 		if _, err := db.Exec(`INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 0)`, org); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c := &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	c := testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))
 	return &fixture{db: db, kr: kr, clock: c, m: pki.NewManager(db, kr, c.Now)}
 }
 

@@ -10,9 +10,9 @@ import (
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
-	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/testenv"
 )
 
 type fixture struct {
@@ -25,20 +25,7 @@ type fixture struct {
 // newFixture opens a SQLite store with organizations "org" and "other".
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	root, err := keyring.ParseRootKey(keyring.GenerateRootKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.New(ctx, db, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := testenv.OpenStore(t)
 	for _, org := range []string{"org", "other"} {
 		if _, err := db.Exec(`INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 0)`, org); err != nil {
 			t.Fatal(err)

@@ -7,51 +7,25 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
-	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/testenv"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // newService opens a SQLite store with organization "org" and a relay on
 // a clock that moves only when told to.
-func newService(t *testing.T) (*Service, *clock) {
+func newService(t *testing.T) (*Service, *testenv.Clock) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	root, err := keyring.ParseRootKey(keyring.GenerateRootKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.New(ctx, db, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, kr := testenv.OpenStore(t)
 	if _, err := db.Exec(`INSERT INTO organizations (id, name, created_at) VALUES ('org', 'org', 0)`); err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	c := testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))
 	return New(Config{DB: db, PKI: pki.NewManager(db, kr, c.Now), Now: c.Now}), c
 }
 

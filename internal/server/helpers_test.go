@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,18 +31,6 @@ const (
 )
 
 // clock is a test clock that only moves when told to.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // backend is a store the suite runs against.
 type backend struct {
 	name string
@@ -71,7 +58,7 @@ type env struct {
 	t           *testing.T
 	srv         *server.Server
 	http        *httptest.Server
-	clock       *clock
+	clock       *testenv.Clock
 	dataDir     string
 	databaseURL string
 	rootKey     string
@@ -81,7 +68,7 @@ type env struct {
 func start(t *testing.T, b backend) *env {
 	t.Helper()
 	dataDir, dbURL := b.new(t)
-	e := &env{t: t, clock: &clock{now: time.Now()}, dataDir: dataDir, databaseURL: dbURL, rootKey: keyring.GenerateRootKey()}
+	e := &env{t: t, clock: testenv.NewClock(time.Now()), dataDir: dataDir, databaseURL: dbURL, rootKey: keyring.GenerateRootKey()}
 	e.open(adminEmail, adminPassword)
 	return e
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,32 +11,20 @@ import (
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
-	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
 	"github.com/airlockpam/airlock/internal/session"
 	"github.com/airlockpam/airlock/internal/store"
+	"github.com/airlockpam/airlock/internal/testenv"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // world is a SQLite store holding one project (admin alice, member bob),
 // a gateway the project may use, and one resource with one account.
 type world struct {
 	db                   *store.DB
-	clock                *clock
+	clock                *testenv.Clock
 	projects             *project.Service
 	sessions             *session.Service
 	alice, bob           context.Context
@@ -48,21 +35,8 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	root, err := keyring.ParseRootKey(keyring.GenerateRootKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.New(ctx, db, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &world{db: db, clock: &clock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}}
+	db, kr := testenv.OpenStore(t)
+	w := &world{db: db, clock: testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))}
 	w.exec(t, `INSERT INTO organizations (id, name, created_at) VALUES ('org', 'org', 0)`)
 	w.alice, w.bob = w.user(t, "alice@example.com"), w.user(t, "bob@example.com")
 
