@@ -29,14 +29,7 @@ func TestEndingTerminateStopsTheWork(t *testing.T) {
 	id := sessionIDRE.FindStringSubmatch(p.Stdout())[1]
 	c := connect(t, url)
 
-	const query = "UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(8) IS NOT NULL"
-	start := time.Now()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Exec(context.Background(), query)
-		errc <- err
-	}()
-	w.waitForActive(query)
+	query, start, errc := w.sleepingUpdate(c, 8)
 	// psql, too, runs a statement of the session.
 	const psqlQuery = "SELECT pg_sleep(30), 'psql'"
 	psql := exec.Command("/usr/lib/postgresql/15/bin/psql", "-X", "-c", psqlQuery, url)
@@ -97,13 +90,7 @@ func TestEndingExpiryStopsTheWork(t *testing.T) {
 	if _, err := tx.Exec(ctx, "UPDATE counters SET v = v + 1 WHERE id = 2"); err != nil {
 		t.Fatal(err)
 	}
-	const query = "UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(15) IS NOT NULL"
-	errc := make(chan error, 1)
-	go func() {
-		_, err := busy.Exec(ctx, query)
-		errc <- err
-	}()
-	w.waitForActive(query)
+	query, _, errc := w.sleepingUpdate(busy, 15)
 
 	err = waitErr(t, errc)
 	checkGoodbye(t, err, "expired")
@@ -148,14 +135,7 @@ func TestEndingGatewayShutdown(t *testing.T) {
 	_, url := w.access(w.admin, "app")
 	c := connect(t, url)
 
-	const query = "UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(8) IS NOT NULL"
-	start := time.Now()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Exec(context.Background(), query)
-		errc <- err
-	}()
-	w.waitForActive(query)
+	_, start, errc := w.sleepingUpdate(c, 8)
 	w.gw.Stop(syscall.SIGTERM)
 
 	checkGoodbye(t, waitErr(t, errc), "the gateway is shutting down")
@@ -256,7 +236,7 @@ func (w *world) waitOutcome(id, statement, outcome string) {
 }
 
 // waitErr waits for the result of a statement ended by the session's end.
-func waitErr(t *testing.T, errc chan error) error {
+func waitErr(t *testing.T, errc <-chan error) error {
 	t.Helper()
 	select {
 	case err := <-errc:
@@ -280,6 +260,22 @@ func checkGoodbye(t *testing.T, err error, why string) {
 	}
 }
 
+// sleepingUpdate starts, on c, an autocommit UPDATE of row 1 of the
+// counters table that sleeps for seconds before it can commit, and returns
+// once PostgreSQL runs it: the statement, when it started, and where its
+// error (or nil) arrives.
+func (w *world) sleepingUpdate(c *pgx.Conn, seconds int) (string, time.Time, <-chan error) {
+	query := fmt.Sprintf("UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(%d) IS NOT NULL", seconds)
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), query)
+		errc <- err
+	}()
+	w.waitForActive(query)
+	return query, start, errc
+}
+
 // TestEndingCtrlCStopsTheWork: the user presses Ctrl+C in `db access`
 // while an autocommit UPDATE sleeps in PostgreSQL. Ending by the user is an
 // ending like any other: the statement is cancelled in the database before
@@ -293,14 +289,7 @@ func TestEndingCtrlCStopsTheWork(t *testing.T) {
 	id := sessionIDRE.FindStringSubmatch(p.Stdout())[1]
 	c := connect(t, url)
 
-	const query = "UPDATE counters SET v = v + 1 WHERE id = 1 AND pg_sleep(8) IS NOT NULL"
-	start := time.Now()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Exec(context.Background(), query)
-		errc <- err
-	}()
-	w.waitForActive(query)
+	query, start, errc := w.sleepingUpdate(c, 8)
 	p.Stop(syscall.SIGINT)
 
 	err := waitErr(t, errc)
