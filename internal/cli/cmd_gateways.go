@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -122,7 +123,7 @@ func newGatewaysCommand(o *options) *cobra.Command {
 }
 
 func newGatewayCommand(o *options) *cobra.Command {
-	var domain, token, tokenFile, dataDir, caFile, allowTargets, spoolMaxSize, spoolSync, spoolFull string
+	var domain, token, tokenFile, dataDir, caFile, allowTargets, spoolMaxSize, spoolSync, spoolFull, metricsListen string
 	var tokenStdin bool
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -155,7 +156,12 @@ By default they are fsynced in batches every 50 ms, so a power loss can lose
 the last batch; --spool-sync=always fsyncs each event before its statement
 goes on. When the spool cannot persist (disk full, over --spool-max-size),
 new statements are refused until it can; --spool-full=allow lets them run
-unrecorded instead, logging and counting every dropped event.`,
+unrecorded instead, logging and counting every dropped event.
+
+--metrics-listen serves Prometheus metrics at /metrics on that address: the
+connection to the server, live sessions, the spool's health (and why it is
+unhealthy), pending events, bytes on disk and dropped events, and when the
+certificate expires. They hold no secret; bind a private address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			targets, err := gatewayTargets(cmd, allowTargets)
@@ -214,10 +220,18 @@ unrecorded instead, logging and counting every dropped event.`,
 				return err
 			}
 			defer a.Close()
+			if metricsListen != "" {
+				stop, err := serveMetrics(metricsListen, a.MetricsHandler())
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return a.Run(cmd.Context())
 		},
 	}
 	fl := cmd.Flags()
+	fl.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics on this address, e.g. 127.0.0.1:9464 (default: off)")
 	fl.StringVar(&domain, "domain", "", "the Airlock server, e.g. https://airlock.example.com")
 	fl.StringVar(&token, "token", "", "one-time enrollment token (first run only; visible in the process list: prefer --token-file, --token-stdin or AIRLOCK_GATEWAY_TOKEN)")
 	fl.StringVar(&tokenFile, "token-file", "", "read the one-time enrollment token from this file (first run only)")
@@ -328,4 +342,18 @@ func enrollmentToken(cmd *cobra.Command, flag, file string, stdin bool) (string,
 	// Not left for child processes or a later dump of the environment.
 	os.Unsetenv("AIRLOCK_GATEWAY_TOKEN")
 	return tok, nil
+}
+
+// serveMetrics serves h at /metrics on addr until stop is called.
+func serveMetrics(addr string, h http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen %s: cannot listen there (%v); give a free host:port such as 127.0.0.1:9464", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	slog.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() { srv.Close() }, nil
 }

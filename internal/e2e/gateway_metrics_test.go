@@ -1,0 +1,136 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/airlockpam/airlock/internal/e2e"
+	"github.com/airlockpam/airlock/internal/testenv"
+)
+
+// scrape returns the samples of a Prometheus text page, by series (name
+// with its labels, as printed).
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("scraping %s: %s %s", url, resp.Status, b)
+	}
+	m := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		m[l[:i]] = v
+	}
+	return m
+}
+
+// waitMetric polls until pred holds for the scraped samples.
+func waitMetric(t *testing.T, url, what string, pred func(map[string]float64) bool) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		m := scrape(t, url)
+		if pred(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics never showed %s: %v", what, m)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// An operator sees why a gateway refuses statements: with the server's
+// store down, a 1 MiB spool fills, statements are refused (fail closed),
+// and the gateway's metrics say the spool is unhealthy because it is full,
+// with the events it holds; once the store is back the spool drains and
+// says it is healthy again.
+func TestGatewayMetricsShowTheSpoolFillingAndRecovering(t *testing.T) {
+	storePG := testenv.StartPostgres(t, testenv.WithPostgresSetting("synchronous_commit", "on"))
+	w := newWorldOn(t, "AIRLOCK_DATABASE_URL="+storePG.SuperURL(testenv.AppDatabase))
+	w.gw.Stop(syscall.SIGINT)
+	metricsAddr := e2e.FreeAddr(t)
+	w.gw = e2e.Start(t, nil, "gateway", "--data-dir", w.gwDir, "--spool-max-size", "1MiB", "--metrics-listen", metricsAddr)
+	w.waitGateway("dc1", true)
+	metrics := "http://" + metricsAddr + "/metrics"
+	ctx := context.Background()
+	w.account("app", w.pg.SCRAMUser)
+	_, url := w.access(w.admin, "app")
+	c := connect(t, url)
+	if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+
+	m := waitMetric(t, metrics, "a healthy, connected gateway serving one session", func(m map[string]float64) bool {
+		return m["airlock_gateway_connected"] == 1 && m["airlock_gateway_sessions"] == 1 && m["airlock_gateway_spool_healthy"] == 1
+	})
+	if m["airlock_gateway_certificate_expiry_timestamp_seconds"] < float64(time.Now().Unix()) {
+		t.Errorf("certificate expiry %v is not in the future", m["airlock_gateway_certificate_expiry_timestamp_seconds"])
+	}
+
+	// The store goes away: events stay in the spool until it fills.
+	if err := storePG.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 60<<10)
+	var refused *pgconn.PgError
+	for i := 0; i < 40 && refused == nil; i++ {
+		_, err := c.Exec(ctx, fmt.Sprintf("SELECT %d /* %s */", i, pad), pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			pe, ok := err.(*pgconn.PgError)
+			if !ok {
+				t.Fatalf("statement %d failed without a PostgreSQL error: %v", i, err)
+			}
+			refused = pe
+		}
+	}
+	if refused == nil || refused.Code != "58030" || !strings.Contains(refused.Message, "full") {
+		t.Fatalf("40 statements of 60 KiB with the store down: want a refusal 58030 saying the spool is full, got %+v", refused)
+	}
+	m = scrape(t, metrics)
+	if m["airlock_gateway_spool_healthy"] != 0 || m[`airlock_gateway_spool_problem{reason="full"}`] != 1 {
+		t.Errorf("while statements are refused the metrics say healthy=%v full=%v", m["airlock_gateway_spool_healthy"], m[`airlock_gateway_spool_problem{reason="full"}`])
+	}
+	if m["airlock_gateway_spool_pending_events"] < 10 || m["airlock_gateway_spool_disk_bytes"] < 500<<10 {
+		t.Errorf("a full spool shows %v pending events and %v bytes", m["airlock_gateway_spool_pending_events"], m["airlock_gateway_spool_disk_bytes"])
+	}
+	if m["airlock_gateway_spool_dropped_events_total"] != 0 {
+		t.Errorf("failing closed dropped %v events", m["airlock_gateway_spool_dropped_events_total"])
+	}
+
+	// The store is back: the spool drains and the gateway is healthy.
+	if err := storePG.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, metrics, "the spool drained and healthy", func(m map[string]float64) bool {
+		_, problem := m[`airlock_gateway_spool_problem{reason="full"}`]
+		return m["airlock_gateway_spool_healthy"] == 1 && m["airlock_gateway_spool_pending_events"] == 0 && !problem
+	})
+	c2 := connect(t, url)
+	if _, err := c2.Exec(ctx, "SELECT 2"); err != nil {
+		t.Fatalf("a statement after the spool recovered: %v", err)
+	}
+}
+
