@@ -133,4 +133,3 @@ func TestGatewayMetricsShowTheSpoolFillingAndRecovering(t *testing.T) {
 		t.Fatalf("a statement after the spool recovered: %v", err)
 	}
 }
-
