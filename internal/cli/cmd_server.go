@@ -24,16 +24,16 @@ import (
 func generateRootKey() string { return keyring.GenerateRootKey() }
 
 type serverFlags struct {
-	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile string
-	trustProxyHeaders                                          bool
-	accessTokenTTL, gatewayLostAfter, clientLostAfter          time.Duration
+	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile   string
+	trustProxyHeaders                                            bool
+	accessTokenTTL, gatewayLostAfter, clientLostAfter, gwCertTTL time.Duration
 }
 
 func newServerCommand(o *options) *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the Airlock control plane (API, web UI, relay)",
+		Short: "Run the Airlock control plane (API, gateway relay, session scheduler)",
 		Long: `Run the Airlock control plane.
 
 The store is an embedded SQLite file in --data-dir unless --database-url names a
@@ -59,12 +59,12 @@ organization admin; afterwards they are ignored.`,
 				return fmt.Errorf("--access-token-ttl %s is too short: use at least 1s (default 15m)", f.accessTokenTTL)
 			}
 			cfg.Auth.AccessTTL = f.accessTokenTTL
-			cfg.GatewayLostAfter, cfg.ClientLostAfter = f.gatewayLostAfter, f.clientLostAfter
+			cfg.GatewayLostAfter, cfg.ClientLostAfter, cfg.GatewayCertLifetime = f.gatewayLostAfter, f.clientLostAfter, f.gwCertTTL
 			return runServer(cmd.Context(), o, cfg, nil)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:8720", "address to serve the API and web UI on")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8720", "address to serve the API and the gateway relay on")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the embedded store (required without --database-url)")
 	fl.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL store, postgres://user:pass@host/db (or AIRLOCK_DATABASE_URL)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (with --tls-key)")
@@ -76,6 +76,8 @@ organization admin; afterwards they are ignored.`,
 	fl.DurationVar(&f.clientLostAfter, "client-lost-after", 2*time.Minute,
 		"how long a session's `db access` may stay disconnected before the session ends as client_lost (the server's own restart counts as a grace period)")
 	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
+	fl.DurationVar(&f.gwCertTTL, "gateway-certificate-lifetime", 365*24*time.Hour,
+		"lifetime of the certificates gateways get at enrollment and renewal; they renew when a third of it is left (at least 1m)")
 	return cmd
 }
 
@@ -117,7 +119,7 @@ func newDevCommand(o *options) *cobra.Command {
 	var dataDir, listen string
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run Airlock for development: server, embedded store and an admin, no setup",
+		Short: "Run Airlock for development: server, gateway, embedded store and an admin, no setup",
 		Long: `Run a complete Airlock on this machine with no setup.
 
 The data directory (default: your state directory, ~/.local/state/airlock/dev)

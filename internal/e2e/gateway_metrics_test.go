@@ -133,3 +133,55 @@ func TestGatewayMetricsShowTheSpoolFillingAndRecovering(t *testing.T) {
 		t.Fatalf("a statement after the spool recovered: %v", err)
 	}
 }
+
+// A gateway renews its certificate on its own, well before it expires, and
+// keeps working after the first one has expired: through a restart of the
+// server (a new TLS handshake with the renewed certificate) and of the
+// gateway (which loads the renewed certificate from its data directory).
+// The server issues one-minute certificates here, so renewal is due after
+// 40 seconds.
+func TestGatewayRenewsItsCertificateBeforeItExpires(t *testing.T) {
+	lifetime := []string{"--gateway-certificate-lifetime", "1m"}
+	w := newWorldWith(t, e2e.StartServerWith(t, nil, lifetime...))
+	w.gw.Stop(syscall.SIGINT)
+	metricsAddr := e2e.FreeAddr(t)
+	gwArgs := []string{"gateway", "--data-dir", w.gwDir, "--metrics-listen", metricsAddr}
+	w.gw = e2e.Start(t, nil, gwArgs...)
+	w.waitGateway("dc1", true)
+	metrics := "http://" + metricsAddr + "/metrics"
+	const expiry = "airlock_gateway_certificate_expiry_timestamp_seconds"
+	first := waitMetric(t, metrics, "the certificate's expiry", func(m map[string]float64) bool { return m[expiry] > 0 })[expiry]
+	if left := time.Until(time.Unix(int64(first), 0)); left > time.Minute+5*time.Second {
+		t.Fatalf("the enrolled certificate expires in %s; the server was asked for one-minute certificates", left)
+	}
+
+	// Renewed after about 40 s, and audited.
+	deadline := time.Now().Add(90 * time.Second)
+	var renewed float64
+	for renewed <= first {
+		if time.Now().After(deadline) {
+			t.Fatalf("the certificate (expiring %s) was not renewed", time.Unix(int64(first), 0))
+		}
+		time.Sleep(time.Second)
+		renewed = scrape(t, metrics)[expiry]
+	}
+	if out := w.admin.Must("", "audit", "list", "--action", "gateway.renew"); !strings.Contains(out, "gateway.renew") {
+		t.Errorf("the renewal is not in the audit log: %s", out)
+	}
+
+	// Past the first certificate's end, both sides restart and the
+	// gateway serves a session with the renewed one.
+	time.Sleep(time.Until(time.Unix(int64(first), 0).Add(2 * time.Second)))
+	w.srv.Proc.Stop(syscall.SIGINT)
+	w.gw.Stop(syscall.SIGINT)
+	w.srv.Restart(t, lifetime...)
+	w.gw = e2e.Start(t, nil, gwArgs...)
+	w.waitGateway("dc1", true)
+	w.account("app", w.pg.SCRAMUser)
+	_, url := w.access(w.admin, "app")
+	c := connect(t, url)
+	var one int
+	if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("a query through the gateway after its first certificate expired: %v", err)
+	}
+}

@@ -44,23 +44,32 @@ func (a *Agent) currentCert() tls.Certificate {
 	return a.cert
 }
 
-// renewDue reports whether the certificate should be renewed at now.
-func (a *Agent) renewDue(now time.Time) (bool, time.Time) {
+// leaf returns the parsed current certificate, nil if it has none.
+func (a *Agent) leaf() *x509.Certificate {
 	cert := a.currentCert()
-	leaf := cert.Leaf
-	if leaf == nil && len(cert.Certificate) > 0 {
-		leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	if cert.Leaf != nil || len(cert.Certificate) == 0 {
+		return cert.Leaf
 	}
-	if leaf == nil {
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	return leaf
+}
+
+// renewFraction is Config.RenewBefore, or its default.
+func (a *Agent) renewFraction() float64 {
+	if frac := a.cfg.RenewBefore; frac > 0 && frac < 1 {
+		return frac
+	}
+	return DefaultRenewBefore
+}
+
+// renewDue reports whether the certificate should be renewed at now, and
+// when it expires.
+func (a *Agent) renewDue(now time.Time) (bool, time.Time) {
+	at, ok := a.renewAt()
+	if !ok {
 		return false, time.Time{}
 	}
-	frac := a.cfg.RenewBefore
-	if frac <= 0 || frac >= 1 {
-		frac = DefaultRenewBefore
-	}
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	at := leaf.NotAfter.Add(-time.Duration(float64(life) * frac))
-	return !now.Before(at), leaf.NotAfter
+	return !now.Before(at), a.leaf().NotAfter
 }
 
 // renewIfDue renews the certificate over mux when it is due. Errors are
@@ -147,21 +156,46 @@ func (a *Agent) checkRenewed(key *ecdsa.PrivateKey, certPEM []byte) (tls.Certifi
 	return tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-// renewLoop checks the certificate at once and then daily while mux is up.
+// renewLoop checks the certificate at once, then again when its renewal is
+// due (at least every renewCheckEvery), while mux is up. A failed renewal is
+// tried again after a twentieth of the certificate's lifetime (at least a
+// second, at most an hour).
 func (a *Agent) renewLoop(ctx context.Context, mux *tunnel.Mux) {
-	t := time.NewTicker(renewCheckEvery)
-	defer t.Stop()
 	for {
+		wait := renewCheckEvery
 		if err := a.renewIfDue(ctx, mux); err != nil {
-			a.log.Error("renewing the gateway's certificate failed; the current one stays in use and renewal is tried again at the next connection and daily",
+			a.log.Error("renewing the gateway's certificate failed; the current one stays in use and renewal is tried again",
 				"err", err)
+			wait = min(wait, time.Hour, a.certLifetime()/20)
+		} else if at, ok := a.renewAt(); ok {
+			wait = min(wait, at.Sub(a.cfg.Now()))
 		}
+		t := time.NewTimer(max(wait, time.Second))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-mux.CloseChan():
+			t.Stop()
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// renewAt returns when the current certificate is due for renewal.
+func (a *Agent) renewAt() (time.Time, bool) {
+	leaf := a.leaf()
+	if leaf == nil {
+		return time.Time{}, false
+	}
+	return leaf.NotAfter.Add(-time.Duration(float64(leaf.NotAfter.Sub(leaf.NotBefore)) * a.renewFraction())), true
+}
+
+// certLifetime returns the current certificate's lifetime (a day if unknown).
+func (a *Agent) certLifetime() time.Duration {
+	if leaf := a.leaf(); leaf != nil {
+		return leaf.NotAfter.Sub(leaf.NotBefore)
+	}
+	return 24 * time.Hour
 }

@@ -38,7 +38,8 @@ import (
 // EnrollmentTTL is how long an enrollment token stays valid.
 const EnrollmentTTL = 24 * time.Hour
 
-// GatewayCertTTL is the lifetime of a gateway certificate.
+// GatewayCertTTL is the default lifetime of a gateway certificate
+// (Config.GatewayCertTTL).
 const GatewayCertTTL = 365 * 24 * time.Hour
 
 // OnlineWindow: a gateway whose last heartbeat is older is offline.
@@ -209,12 +210,12 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM string) (*Enr
 		if err != nil {
 			return err
 		}
-		certPEM, serial, err := ca.SignGateway(csr, id, s.now().Add(GatewayCertTTL))
+		certPEM, serial, err := ca.SignGateway(csr, id, s.now().Add(s.certTTL))
 		if err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE gateways SET enrolled_at = $1, cert_serial = $2, cert_not_after = $3 WHERE id = $4`,
-			store.Micros(s.now()), serial, store.Micros(s.now().Add(GatewayCertTTL)), id); err != nil {
+			store.Micros(s.now()), serial, store.Micros(s.now().Add(s.certTTL)), id); err != nil {
 			return err
 		}
 		out = &Enrollment{GatewayID: id, Name: name, OrgID: orgID, Certificate: string(certPEM), CACertificate: string(ca.CertPEM())}
@@ -233,7 +234,7 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM string) (*Enr
 
 // RenewGateway issues a new certificate for a connected gateway from its CSR
 // (a renew stream), signed by the organization's CA with the lifetime of an
-// enrollment (GatewayCertTTL, capped by the CA's own end). From then on the
+// enrollment (Config.GatewayCertTTL, capped by the CA's own end). From then on the
 // new certificate is the only one the relay accepts from the gateway: its
 // serial and end are recorded and the renewal is audited (gateway.renew).
 // The connection the request came on stays up.
@@ -262,7 +263,7 @@ func (s *Service) RenewGateway(ctx context.Context, gatewayID, csrPEM string) (s
 	var certPEM []byte
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		now := s.now()
-		notAfter := now.Add(GatewayCertTTL)
+		notAfter := now.Add(s.certTTL)
 		var serial string
 		var err error
 		if certPEM, serial, err = ca.SignGateway(csr, gatewayID, notAfter); err != nil {

@@ -37,13 +37,18 @@ type Config struct {
 	// Sessions authorizes CLI relay connections; set after construction
 	// with SetSessions (the session service depends on the relay).
 	Sessions SessionAuthorizer
+	// GatewayCertTTL is the lifetime of the certificates gateways get at
+	// enrollment and renewal; default GatewayCertTTL (365 days). Gateways
+	// renew theirs when a third of it is left.
+	GatewayCertTTL time.Duration
 }
 
 // Service is the relay.
 type Service struct {
-	db  *store.DB
-	pki *pki.Manager
-	now func() time.Time
+	db      *store.DB
+	pki     *pki.Manager
+	now     func() time.Time
+	certTTL time.Duration
 
 	mu       sync.Mutex
 	gateways map[string]*gatewayConn         // gateway id -> live connection here
@@ -64,7 +69,10 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{db: cfg.DB, pki: cfg.PKI, now: cfg.Now, sessions: cfg.Sessions,
+	if cfg.GatewayCertTTL <= 0 {
+		cfg.GatewayCertTTL = GatewayCertTTL
+	}
+	return &Service{db: cfg.DB, pki: cfg.PKI, now: cfg.Now, certTTL: cfg.GatewayCertTTL, sessions: cfg.Sessions,
 		gateways: map[string]*gatewayConn{}, clients: map[string]map[*tunnel.Mux]bool{}}
 }
 

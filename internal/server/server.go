@@ -64,6 +64,11 @@ type Config struct {
 	// from the relay before the session ends as client_lost; default
 	// session.ClientLostAfter (2 minutes).
 	ClientLostAfter time.Duration
+	// GatewayCertLifetime is the lifetime of gateway certificates; default
+	// relay.GatewayCertTTL (365 days). Gateways renew theirs when a third
+	// of it is left, so a shorter one limits how long a stolen gateway key
+	// is of use.
+	GatewayCertLifetime time.Duration
 }
 
 // CheckAndSetDefaults validates cfg.
@@ -83,6 +88,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.ClientLostAfter < 0 || (c.ClientLostAfter > 0 && c.ClientLostAfter < time.Second) {
 		return errs.E(op, errs.Invalid, "--client-lost-after must be at least 1s (default 2m)")
+	}
+	if c.GatewayCertLifetime < 0 || (c.GatewayCertLifetime > 0 && c.GatewayCertLifetime < time.Minute) {
+		return errs.E(op, errs.Invalid, "--gateway-certificate-lifetime must be at least 1m (default 8760h, a year)")
 	}
 	if c.DatabaseURL == "" && c.DataDir == "" {
 		return errs.E(op, errs.Invalid, "give --data-dir (embedded store) or --database-url (PostgreSQL)")
@@ -144,7 +152,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Projects = project.New(s.DB, s.Keyring, authCfg.Now)
 	s.Secrets = secrets.New(s.DB, s.Keyring, s.Projects)
 	s.PKI = pki.NewManager(s.DB, s.Keyring, authCfg.Now)
-	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now})
+	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
 	if s.PAM, err = pam.New(pam.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects,
 		Validator: s.Relay, Gateways: s.Relay, Now: authCfg.Now}); err != nil {
