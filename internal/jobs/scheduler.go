@@ -34,8 +34,14 @@ type Scheduler struct {
 // Option configures a Scheduler.
 type Option func(*Scheduler)
 
-// WithClock sets the clock (default time.Now).
-func WithClock(now func() time.Time) Option { return func(s *Scheduler) { s.now = now } }
+// WithClock sets the clock (default, or nil: time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(s *Scheduler) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Scheduler) { s.log = l } }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/airlockpam/airlock/internal/jobs"
+	"github.com/airlockpam/airlock/internal/session"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -146,6 +148,9 @@ func (f *fixture) sessionOn(c *client, project, resource, account string) string
 		status, token_family, client_seen_at)
 		VALUES ($1, $2, $3, $4, $5, 'someone', $6, 'main-db', 'postgres', $7, 'app', 'app', $8, 'cli', '127.0.0.1', $9, $10, 'active', $11, $9)`,
 		id, f.org, project, kind, subject, resource, account, f.gateway, store.Micros(now), store.Micros(now.Add(time.Hour)), c.family())
+	if err := jobs.Schedule(context.Background(), f.e.sqlDB(), now, session.KindExpire, id, now.Add(time.Hour), ""); err != nil {
+		f.t.Fatal(err)
+	}
 	return id
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/auth"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/jobs"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/pam"
 	"github.com/airlockpam/airlock/internal/pki"
@@ -109,8 +110,10 @@ type Server struct {
 	PKI      *pki.Manager
 	Relay    *relay.Service
 	Sessions *session.Service
-	PAM      *pam.Service
-	Events   *sessionlog.Store
+	// Jobs runs the durable jobs (session expiry) on this replica.
+	Jobs   *jobs.Scheduler
+	PAM    *pam.Service
+	Events *sessionlog.Store
 	// Audit reads, verifies and seals the admin audit log.
 	Audit   *audit.Repository
 	API     huma.API
@@ -161,6 +164,8 @@ func (s *Server) init(ctx context.Context) error {
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
 	s.Sessions.SetCurrentTargets(s.currentTarget)
 	s.Sessions.SetLiveness(s.cfg.GatewayLostAfter, s.cfg.ClientLostAfter)
+	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
+	s.Sessions.UseJobs(s.Jobs)
 	s.Relay.SetSessions(s.Sessions)
 	// Every change that may take access away ends the live sessions that
 	// lost it as soon as it commits (the expiry job checks again each tick).
@@ -321,6 +326,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	go s.Jobs.Run(ctx)
 	go s.Sessions.RunExpiry(ctx, time.Second)
 	go s.sealAuditLog(ctx, AuditSealInterval)
 	select {

@@ -20,7 +20,9 @@ func TestSessionsEndByExpiryAndLoss(t *testing.T) {
 		f := newFixture(t, b)
 		ctx := context.Background()
 		expired, lost, gone, back, fine := f.session(f.admin), f.session(f.admin), f.session(f.admin), f.session(f.admin), f.session(f.admin)
+		// A session that ends in a minute (its end and its expiry job).
 		f.exec(`UPDATE sessions SET expires_at = $1 WHERE id = $2`, store.Micros(f.e.clock.Now().Add(time.Minute)), expired)
+		f.exec(`UPDATE jobs SET run_at = $1 WHERE kind = 'session.expire' AND job_key = $2`, store.Micros(f.e.clock.Now().Add(time.Minute)), expired)
 		deadGW := "gw-dead"
 		f.exec(`INSERT INTO gateways (id, org_id, name, last_heartbeat_at, online, created_at) VALUES ($1, $2, $1, $3, TRUE, $3)`,
 			deadGW, f.org, store.Micros(f.e.clock.Now()))

@@ -5,12 +5,34 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/airlockpam/airlock/internal/jobs"
 	"github.com/airlockpam/airlock/internal/store"
 )
 
-// RunExpiry ends sessions that are due, every interval, until ctx ends.
-// Each row is ended by one conditional UPDATE, so several server replicas
-// never end the same session twice.
+// KindExpire is the job (package jobs) that ends a session when it
+// expires: scheduled with the session, in the same transaction, due at its
+// end, and cancelled when the session ends otherwise. Each runs on one
+// server replica, in its own goroutine, so a gateway slow to confirm one
+// end holds up no other.
+const KindExpire = "session.expire"
+
+// UseJobs registers the session expiry job with sch, which then ends
+// sessions when they expire; ExpireNow runs the due ones at once.
+func (s *Service) UseJobs(sch *jobs.Scheduler) {
+	s.jobs = sch
+	sch.Register(jobs.Kind{Name: KindExpire, Lease: time.Minute, RetryMin: time.Second, RetryMax: 30 * time.Second,
+		Handler: func(ctx context.Context, j jobs.Job) (time.Time, error) {
+			if _, err := s.finish(ctx, j.Key, Expired, "", systemEnd("session expiry")); err != nil {
+				return time.Time{}, err
+			}
+			return time.Time{}, nil
+		}})
+}
+
+// RunExpiry ends sessions whose access no longer holds, whose gateway or
+// CLI is gone (and, without UseJobs, that are past their end), every
+// interval, until ctx ends. Each row is ended by one conditional UPDATE,
+// so several server replicas never end the same session twice.
 func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -62,16 +84,24 @@ func (s *Service) PresenceInterval() time.Duration {
 	return max(d, 100*time.Millisecond)
 }
 
-// ExpireNow ends every session that is due: past its end, whose access no
-// longer holds (EnforceAccess), whose gateway has been gone for
-// gatewayLostAfter, or whose CLI has been gone for clientLostAfter.
-// RunExpiry calls it every interval.
-func (s *Service) ExpireNow(ctx context.Context) { s.expireDue(ctx) }
+// ExpireNow ends every session that is due: past its end (the due expiry
+// jobs, run and waited for), whose access no longer holds (EnforceAccess),
+// whose gateway has been gone for gatewayLostAfter, or whose CLI has been
+// gone for clientLostAfter.
+func (s *Service) ExpireNow(ctx context.Context) {
+	if s.jobs != nil {
+		s.jobs.RunDue(ctx)
+		s.jobs.Wait()
+	}
+	s.expireDue(ctx)
+}
 
 func (s *Service) expireDue(ctx context.Context) {
 	now := s.now()
-	s.endWhere(ctx, Expired, "", "session expiry", `SELECT id FROM sessions WHERE status = $1 AND expires_at <= $2`,
-		StatusActive, store.Micros(now))
+	if s.jobs == nil {
+		s.endWhere(ctx, Expired, "", "session expiry", `SELECT id FROM sessions WHERE status = $1 AND expires_at <= $2`,
+			StatusActive, store.Micros(now))
+	}
 	s.EnforceAccess(ctx)
 	// After this process starts, gateways and CLIs get the whole grace
 	// period to reconnect: their last heartbeat is old because the server

@@ -29,6 +29,7 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/jobs"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
@@ -98,6 +99,7 @@ type Service struct {
 	targets  TargetResolver
 	current  CurrentTargetResolver
 	events   EventStore
+	jobs     *jobs.Scheduler // runs expiry (KindExpire); nil: expiry waits for UseJobs
 	now      func() time.Time
 	// started is when this service started: sessions get a grace period
 	// from it before their gateway or CLI counts as lost.
@@ -211,6 +213,9 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 			return err
 		}
 		if err := s.reseal(ctx, tx, id, nil); err != nil {
+			return err
+		}
+		if err := jobs.Schedule(ctx, tx, now, KindExpire, id, expires, ""); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
@@ -383,6 +388,9 @@ func (s *Service) finish(ctx context.Context, id, reason, detail string, ev audi
 		}
 		if n == 0 {
 			return nil // another replica ended it first
+		}
+		if err := jobs.Cancel(ctx, tx, KindExpire, id); err != nil {
+			return err
 		}
 		ended = true
 		ev.OrgID, ev.ProjectID, ev.TargetKind, ev.TargetID = orgID, projectID, "session", id

@@ -19,6 +19,9 @@ CREATE TABLE jobs (
     UNIQUE (kind, job_key)
 );
 CREATE INDEX jobs_due ON jobs (run_at);
+-- Sessions live at the upgrade get their expiry job (package session).
+INSERT INTO jobs (id, kind, job_key, run_at, created_at, updated_at)
+    SELECT 'session.expire:' || id, 'session.expire', id, expires_at, 0, 0 FROM sessions WHERE status = 'active';
 
 -- +goose Down
 DROP TABLE jobs;
