@@ -249,6 +249,9 @@ func (a *Agent) handle(ctx context.Context, st net.Conn) {
 	case tunnel.TypeValidate:
 		res := a.validate(ctx, h.Target)
 		tunnel.WriteFrame(st, res)
+	case tunnel.TypeRotate:
+		res := a.rotate(ctx, h.Target, h.Rotation)
+		tunnel.WriteFrame(st, res)
 	case tunnel.TypeTerminate:
 		if h.SessionID == "" {
 			tunnel.WriteFrame(st, tunnel.Result{Code: tunnel.CodeInvalid, Message: "terminate: no session id"})
@@ -282,6 +285,26 @@ func (a *Agent) validate(ctx context.Context, t *tunnel.Target) tunnel.Result {
 	vctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	return e.Validate(vctx, *t)
+}
+
+// rotate changes a database user's password as the resource's rotation
+// account (tunnel.TypeRotate), through the target policy like every dial.
+func (a *Agent) rotate(ctx context.Context, admin *tunnel.Target, rot *tunnel.Rotation) tunnel.Result {
+	if admin == nil || rot == nil {
+		return tunnel.Result{Code: tunnel.CodeInvalid, Message: "rotate: no target or no rotation"}
+	}
+	e, ok := a.engines[admin.Kind]
+	if !ok {
+		return tunnel.Result{Code: tunnel.CodeInvalid, Message: fmt.Sprintf("this gateway does not support %q resources", admin.Kind)}
+	}
+	if err := a.checkTarget(ctx, *admin); err != nil {
+		return tunnel.Result{Code: tunnel.CodeUnreachable, Message: err.Error()}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res := e.Rotate(rctx, *admin, *rot)
+	a.log.Info("rotated a password", "resource", admin.ResourceID, "username", rot.Username, "ok", res.OK, "code", res.Code)
+	return res
 }
 
 // serveData terminates the CLI's mTLS and serves the database protocol.

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/store"
 )
 
 // Limits of an account's fields.
@@ -36,15 +38,70 @@ type Account struct {
 	Description  string            `json:"description"`
 	Metadata     map[string]string `json:"metadata" doc:"labels to filter accounts by"`
 	RequireMFA   bool              `json:"requireMfa" doc:"access needs a second factor"`
+	Rotation     AccountRotation   `json:"rotation" doc:"scheduled password rotation"`
 	CreatedAt    time.Time         `json:"createdAt"`
 	UpdatedAt    time.Time         `json:"updatedAt"`
 }
+
+// AccountRotation is an account's scheduled password rotation, as shown.
+type AccountRotation struct {
+	Enabled  bool   `json:"enabled"`
+	Interval string `json:"interval,omitempty" doc:"1d, 3d, 7d or 30d"`
+	// Status is off, scheduled (never rotated yet), ok, rotating or failed.
+	Status        string     `json:"status"`
+	LastRotatedAt *time.Time `json:"lastRotatedAt,omitempty"`
+	NextDueAt     *time.Time `json:"nextDueAt,omitempty"`
+	LastError     string     `json:"lastError,omitempty" doc:"why the last attempt failed; it is retried"`
+}
+
+// Rotation statuses (AccountRotation.Status).
+const (
+	RotationOff       = "off"
+	RotationScheduled = "scheduled"
+	RotationOK        = "ok"
+	RotationRunning   = "rotating"
+	RotationFailed    = "failed"
+)
+
+// RotationIntervals are the intervals an account may rotate at, by name.
+var RotationIntervals = map[string]int{"1d": 1, "3d": 3, "7d": 7, "30d": 30}
 
 // accountRow is a stored account with its sealed password.
 type accountRow struct {
 	Account
 	projectID      string
 	passwordSealed []byte
+	rotationDays   int
+	rotationStatus string // as stored: '', ok, rotating, failed
+	rotationError  string
+	lastRotated    int64
+	pendingSealed  []byte // the new password of an attempt in progress
+	pendingAttempt string
+}
+
+// showRotation fills a.Rotation from the stored fields and the job's next
+// run (zero when unknown).
+func (a *accountRow) showRotation(next time.Time) {
+	r := AccountRotation{Status: RotationOff}
+	if a.rotationDays > 0 {
+		r.Enabled = true
+		r.Interval = strconv.Itoa(a.rotationDays) + "d"
+		r.Status = a.rotationStatus
+		if r.Status == "" {
+			r.Status = RotationScheduled
+		}
+		if !next.IsZero() {
+			r.NextDueAt = &next
+		}
+	}
+	if a.lastRotated > 0 {
+		t := store.Time(a.lastRotated)
+		r.LastRotatedAt = &t
+	}
+	if a.rotationStatus == RotationFailed {
+		r.LastError = a.rotationError
+	}
+	a.Rotation = r
 }
 
 // AccountInput creates an account.
@@ -56,6 +113,9 @@ type AccountInput struct {
 	Description string            `json:"description,omitempty" maxLength:"1000"`
 	Metadata    map[string]string `json:"metadata,omitempty" doc:"up to 32 labels: keys of 1-63 letters, digits, _ . -; values up to 256 characters"`
 	RequireMFA  bool              `json:"requireMfa,omitempty"`
+	// RotationInterval turns on scheduled password rotation (the resource
+	// needs a rotation account).
+	RotationInterval string `json:"rotationInterval,omitempty" enum:"1d,3d,7d,30d" doc:"rotate the password every 1, 3, 7 or 30 days, as the resource's rotation account"`
 }
 
 // AccountUpdate changes an account; nil fields stay as they are. Metadata,
@@ -67,6 +127,8 @@ type AccountUpdate struct {
 	Description *string           `json:"description,omitempty" maxLength:"1000"`
 	Metadata    map[string]string `json:"metadata,omitempty" doc:"replaces the whole map; {} removes every label"`
 	RequireMFA  *bool             `json:"requireMfa,omitempty"`
+	// RotationInterval changes the rotation interval; "off" stops rotating.
+	RotationInterval *string `json:"rotationInterval,omitempty" enum:"1d,3d,7d,30d,off" doc:"1d, 3d, 7d or 30d; off stops rotating"`
 }
 
 // MetadataFilter selects accounts whose metadata holds Key with Value.
@@ -158,3 +220,9 @@ func sortedKeys(m map[string]string) []string {
 func passwordAAD(accountID string) string { return "account:" + accountID + ":password" }
 
 func rotationAAD(resourceID string) string { return "resource:" + resourceID + ":rotation-password" }
+
+// pendingAAD binds the new password of a rotation attempt to its account
+// and attempt.
+func pendingAAD(accountID, attempt string) string {
+	return "account:" + accountID + ":pending-password:" + attempt
+}

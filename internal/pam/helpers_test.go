@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"github.com/jackc/pgx/v5"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -147,6 +148,8 @@ type env struct {
 	pam       *pam.Service
 	http      *httptest.Server
 	validator *pgValidator
+	rotator   *pgRotator
+	clock     *testenv.Clock // the pam service's
 	target    testenv.Database // the database the resources point at
 
 	mu     sync.Mutex
@@ -178,9 +181,12 @@ func start(t *testing.T, b backend) *env {
 		t.Fatal(err)
 	}
 	projects := project.New(db, kr, nil)
-	e := &env{t: t, db: db, dataDir: dataDir, auth: authSvc, target: testenv.SharedPostgres(t),
-		validator: &pgValidator{online: map[string]bool{gw1ID: true, gw2ID: true}}}
-	e.pam, err = pam.New(pam.Config{DB: db, Keyring: kr, Projects: projects, Validator: e.validator,
+	target := testenv.SharedPostgres(t)
+	createRotator(t, target)
+	e := &env{t: t, db: db, dataDir: dataDir, auth: authSvc, target: target,
+		validator: &pgValidator{online: map[string]bool{gw1ID: true, gw2ID: true}}, rotator: &pgRotator{},
+		clock: testenv.NewClock(time.Now())}
+	e.pam, err = pam.New(pam.Config{DB: db, Keyring: kr, Projects: projects, Validator: e.validator, Rotator: e.rotator, Now: e.clock.Now,
 		Gateways: gatewayBook{"gw-1": gw1ID, "gw-2": gw2ID, "gw-offline": gwOfflineID}})
 	if err != nil {
 		t.Fatal(err)
@@ -424,4 +430,26 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Rotation account of the tests: a role that may change other roles'
+// passwords, created once in the shared cluster.
+const (
+	rotatorUser     = "rotator"
+	rotatorPassword = "rotation-Pa55-zebra-91"
+)
+
+func createRotator(t *testing.T, db testenv.Database) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.SuperURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DO $$ BEGIN
+		CREATE ROLE `+rotatorUser+` LOGIN CREATEROLE PASSWORD '`+rotatorPassword+`';
+	EXCEPTION WHEN duplicate_object THEN NULL; END $$`); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -3,9 +3,11 @@ package pam
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -14,7 +16,8 @@ import (
 )
 
 const accountColumns = `a.id, a.project_id, a.resource_id, r.name, a.name, a.username, a.password_enc, a.description,
-	a.require_mfa, a.created_at, a.updated_at`
+	a.require_mfa, a.created_at, a.updated_at, a.rotation_interval_days, a.rotation_status, a.rotation_error,
+	a.last_rotated_at, a.pending_password_enc, a.pending_attempt`
 
 const accountFrom = ` FROM accounts a JOIN resources r ON r.id = a.resource_id `
 
@@ -22,11 +25,13 @@ func scanAccount(row interface{ Scan(...any) error }) (*accountRow, error) {
 	var a accountRow
 	var created, updated int64
 	if err := row.Scan(&a.ID, &a.projectID, &a.ResourceID, &a.ResourceName, &a.Name, &a.Username, &a.passwordSealed,
-		&a.Description, &a.RequireMFA, &created, &updated); err != nil {
+		&a.Description, &a.RequireMFA, &created, &updated, &a.rotationDays, &a.rotationStatus, &a.rotationError,
+		&a.lastRotated, &a.pendingSealed, &a.pendingAttempt); err != nil {
 		return nil, err
 	}
 	a.CreatedAt, a.UpdatedAt = store.Time(created), store.Time(updated)
 	a.Metadata = map[string]string{}
+	a.showRotation(time.Time{})
 	return &a, nil
 }
 
@@ -169,9 +174,9 @@ func loadMetadata(ctx context.Context, q store.Querier, accounts []*accountRow) 
 func insertAccount(ctx context.Context, q store.Querier, a *accountRow) error {
 	const op = "pam.insertAccount"
 	_, err := q.ExecContext(ctx, `INSERT INTO accounts (id, project_id, resource_id, name, username, password_enc, description,
-		require_mfa, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		require_mfa, created_at, updated_at, rotation_interval_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		a.ID, a.projectID, a.ResourceID, a.Name, a.Username, a.passwordSealed, a.Description, a.RequireMFA,
-		store.Micros(a.CreatedAt), store.Micros(a.UpdatedAt))
+		store.Micros(a.CreatedAt), store.Micros(a.UpdatedAt), a.rotationDays)
 	if store.IsUniqueViolation(err) {
 		return &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Err: err,
 			Msg: fmt.Sprintf("resource %s already has an account of that name", a.ResourceName)}
@@ -186,8 +191,8 @@ func insertAccount(ctx context.Context, q store.Querier, a *accountRow) error {
 func updateAccount(ctx context.Context, q store.Querier, a *accountRow) error {
 	const op = "pam.updateAccount"
 	res, err := q.ExecContext(ctx, `UPDATE accounts SET username = $1, password_enc = $2, description = $3, require_mfa = $4,
-		updated_at = $5 WHERE id = $6 AND project_id = $7`,
-		a.Username, a.passwordSealed, a.Description, a.RequireMFA, store.Micros(a.UpdatedAt), a.ID, a.projectID)
+		updated_at = $5, rotation_interval_days = $6 WHERE id = $7 AND project_id = $8`,
+		a.Username, a.passwordSealed, a.Description, a.RequireMFA, store.Micros(a.UpdatedAt), a.rotationDays, a.ID, a.projectID)
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the account failed", err)
 	}
@@ -221,4 +226,20 @@ func deleteAccount(ctx context.Context, q store.Querier, projectID, id string) e
 		return errs.E(op, errs.NotFound, "the account no longer exists")
 	}
 	return nil
+}
+
+// accountByID finds an account by id alone, in any project (jobs).
+func accountByID(ctx context.Context, q store.Querier, id string) (*accountRow, error) {
+	const op = "pam.accountByID"
+	a, err := scanAccount(q.QueryRowContext(ctx, `SELECT `+accountColumns+accountFrom+`WHERE a.id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errs.E(op, errs.NotFound, "the account no longer exists")
+	}
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "reading the account failed", err)
+	}
+	if err := loadMetadata(ctx, q, []*accountRow{a}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

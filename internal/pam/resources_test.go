@@ -155,8 +155,13 @@ func TestResources(t *testing.T) {
 			t.Errorf("removing rotation credentials: %v", got)
 		}
 		var withRot map[string]any
-		owner.must(201, "POST", base, map[string]any{"kind": "postgres", "name": "rotating", "gateway": "gw-1", "host": "db", "database": "postgres",
-			"rotationUsername": "rotator", "rotationPassword": "rotation-Pa55-zebra-91"}, &withRot)
+		// The rotation account logs in before it is saved: a wrong password
+		// saves nothing.
+		rotating := e.pgResource("rotating")
+		rotating["rotationUsername"], rotating["rotationPassword"] = rotatorUser, "not-the-rotation-password"
+		owner.fails(422, "", "POST", base, rotating)
+		rotating["rotationPassword"] = rotatorPassword
+		owner.must(201, "POST", base, rotating, &withRot)
 		if withRot["hasRotationCredentials"] != true {
 			t.Errorf("create with rotation credentials: %v", withRot)
 		}

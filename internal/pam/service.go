@@ -10,6 +10,7 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/jobs"
 	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/store"
@@ -49,6 +50,9 @@ type Config struct {
 	Validator Validator
 	// Gateways resolves gateway names; required.
 	Gateways GatewayResolver
+	// Rotator changes passwords through gateways (rotation); nil: accounts
+	// cannot rotate.
+	Rotator Rotator
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -81,6 +85,7 @@ type Service struct {
 	// revoked, when set, is called after an account or resource is deleted:
 	// it ends the live sessions that used them.
 	revoked func(ctx context.Context)
+	jobs    *jobs.Scheduler // runs rotations (UseJobs)
 }
 
 // OnAccessRevoked sets the function called after a change that may revoke
@@ -105,6 +110,7 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Register(a huma.API) {
 	s.registerResources(a)
 	s.registerAccounts(a)
+	s.registerRotation(a)
 }
 
 // now returns the clock's time at the store's precision.

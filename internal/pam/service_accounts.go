@@ -11,6 +11,7 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/jobs"
 	"github.com/airlockpam/airlock/internal/project"
 )
 
@@ -64,6 +65,11 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 		Username: in.Username, Description: in.Description, Metadata: in.Metadata, RequireMFA: in.RequireMFA,
 		CreatedAt: now, UpdatedAt: now,
 	}, projectID: proj.ID}
+	if in.RotationInterval != "" {
+		if a.rotationDays, err = checkRotation(op, r, in.Username, in.RotationInterval); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.validate(ctx, op, &r.Resource, a.Name, r.target(a.ID, in.Username, in.Password)); err != nil {
 		return nil, err
 	}
@@ -74,13 +80,17 @@ func (s *Service) CreateAccount(ctx context.Context, projectID string, in Accoun
 		if err := insertAccount(ctx, tx, a); err != nil {
 			return err
 		}
+		if err := s.scheduleRotation(ctx, tx, a, now); err != nil {
+			return err
+		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.create", TargetKind: "account", TargetID: a.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": a.Name, "resource": r.Name, "resourceId": r.ID,
-				"username": a.Username, "requireMfa": a.RequireMFA, "metadata": a.Metadata}}))
+				"username": a.Username, "requireMfa": a.RequireMFA, "metadata": a.Metadata, "rotationIntervalDays": a.rotationDays}}))
 	})
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "creating the account failed", err)
 	}
+	s.showRotation(ctx, a)
 	return &a.Account, nil
 }
 
@@ -105,6 +115,7 @@ func (s *Service) ListAccounts(ctx context.Context, projectID string, f AccountF
 	}
 	out := make([]Account, len(rows))
 	for i, a := range rows {
+		s.showRotation(ctx, a)
 		out[i] = a.Account
 	}
 	return out, nil
@@ -122,6 +133,7 @@ func (s *Service) GetAccount(ctx context.Context, projectID, resource, ref strin
 	if err != nil {
 		return nil, err
 	}
+	s.showRotation(ctx, a)
 	return &a.Account, nil
 }
 
@@ -192,7 +204,26 @@ func (s *Service) UpdateAccount(ctx context.Context, projectID, resource, ref st
 		changed = append(changed, "metadata")
 		details["metadata"] = a.Metadata
 	}
+	rotationChanged := false
+	if in.RotationInterval != nil {
+		days := 0
+		if *in.RotationInterval != "off" && *in.RotationInterval != "" {
+			r, err := resourceByRef(ctx, s.db, proj.ID, a.ResourceID)
+			if err != nil {
+				return nil, err
+			}
+			if days, err = checkRotation(op, r, a.Username, *in.RotationInterval); err != nil {
+				return nil, err
+			}
+		}
+		if days != a.rotationDays {
+			a.rotationDays, rotationChanged = days, true
+			changed = append(changed, "rotationInterval")
+			details["rotationIntervalDays"] = days
+		}
+	}
 	if len(changed) == 0 {
+		s.showRotation(ctx, a)
 		return &a.Account, nil
 	}
 	if credentials {
@@ -211,12 +242,18 @@ func (s *Service) UpdateAccount(ctx context.Context, projectID, resource, ref st
 				return err
 			}
 		}
+		if rotationChanged {
+			if err := s.scheduleRotation(ctx, tx, a, a.UpdatedAt); err != nil {
+				return err
+			}
+		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.update", TargetKind: "account", TargetID: a.ID,
 			ProjectID: proj.ID, Details: details}))
 	})
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "updating the account failed", err)
 	}
+	s.showRotation(ctx, a)
 	return &a.Account, nil
 }
 
@@ -261,6 +298,9 @@ func (s *Service) DeleteAccount(ctx context.Context, projectID, resource, ref st
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := deleteAccount(ctx, tx, proj.ID, a.ID); err != nil {
+			return err
+		}
+		if err := jobs.Cancel(ctx, tx, KindRotate, a.ID); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.delete", TargetKind: "account", TargetID: a.ID,

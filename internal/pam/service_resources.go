@@ -60,6 +60,12 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 	if r.GatewayID, r.GatewayName, allowProject, err = s.resolveGateway(ctx, op, "body.gateway", proj.ID, in.Gateway); err != nil {
 		return nil, err
 	}
+	if in.RotationUsername != "" {
+		// The rotation account logs in before it is saved.
+		if err := s.validate(ctx, op, &r.Resource, rotationAccountName, r.target("", in.RotationUsername, in.RotationPassword)); err != nil {
+			return nil, err
+		}
+	}
 	now := s.now()
 	r.CreatedAt, r.UpdatedAt = now, now
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
@@ -271,6 +277,11 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 	if len(updated) > 0 {
 		changed = append(changed, "accountCredentials")
 	}
+	if rotationReentered {
+		if err := s.validate(ctx, op, &r.Resource, rotationAccountName, r.target("", r.RotationUsername, *in.RotationPassword)); err != nil {
+			return nil, err
+		}
+	}
 	if len(changed) == 0 {
 		s.fillGatewayNames(ctx, &r.Resource)
 		return &r.Resource, nil
@@ -371,6 +382,9 @@ func (s *Service) credentialsNeeded(op string, changed, stale []string, rotation
 		" in the same request (accounts: [{account, password}], rotationPassword; with the CLI, `airlock resources update ... --account-password-file ACCOUNT=FILE` for each), " +
 		"which are validated against the new endpoint first, or ask an organization admin to make the change. Nothing was changed."}
 }
+
+// rotationAccountName names the rotation account in validation audit entries.
+const rotationAccountName = "(rotation account)"
 
 // updateRotation applies a change of rotation credentials: an empty
 // username removes them; a new password replaces the stored one.

@@ -289,6 +289,15 @@ func (s *Service) request(ctx context.Context, gatewayID string, h tunnel.Header
 	return res, nil
 }
 
+// Rotate asks the gateway to set the password of rot.Username as admin
+// (the resource's rotation account) and to log in with it. The Result says
+// what happened (OK, or a tunnel.Code* with words for an administrator); an
+// error means the gateway could not be asked or did not answer, when the
+// password may or may not have changed.
+func (s *Service) Rotate(ctx context.Context, gatewayID string, admin tunnel.Target, rot tunnel.Rotation) (tunnel.Result, error) {
+	return s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeRotate, Target: &admin, Rotation: &rot})
+}
+
 // Validate asks the gateway to log in with the target's credentials. A
 // refusal is an Invalid error saying why. Only an organization admin gets
 // the gateway's own words (which may quote the far end: a banner, a TLS

@@ -158,7 +158,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
 	if s.PAM, err = pam.New(pam.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects,
-		Validator: s.Relay, Gateways: s.Relay, Now: authCfg.Now}); err != nil {
+		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Now: authCfg.Now}); err != nil {
 		return err
 	}
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
@@ -166,6 +166,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Sessions.SetLiveness(s.cfg.GatewayLostAfter, s.cfg.ClientLostAfter)
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)
+	s.PAM.UseJobs(s.Jobs)
 	s.Relay.SetSessions(s.Sessions)
 	// Every change that may take access away ends the live sessions that
 	// lost it as soon as it commits (the expiry job checks again each tick).

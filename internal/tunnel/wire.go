@@ -27,6 +27,7 @@ const (
 	TypeTerminate = "terminate" // end SessionID: cancel its work, tell its clients Reason, close
 	TypeUpdate    = "update"    // apply new settings (MaskPatterns, RedactValues, statement limits) to live SessionID
 	TypeRenew     = "renew"     // gateway -> server: CSR for a new certificate; Result.Certificate answers
+	TypeRotate    = "rotate"    // set Rotation.Username's password as Target's user, then log in with it
 	TypeHeartbeat = "heartbeat"
 	TypeEvents    = "events" // gateway -> server: a batch of session events follows
 )
@@ -116,6 +117,18 @@ type Header struct {
 	// streams), such as "session terminated by an administrator"; the
 	// gateway sends it to every client connection, prefixed "airlock: ".
 	Message string `json:"message,omitempty"`
+	// Rotation is the password change of a rotate stream, made as Target's
+	// user (the resource's rotation account).
+	Rotation *Rotation `json:"rotation,omitempty"`
+}
+
+// Rotation asks a gateway to set the password of the database user
+// Username to NewPassword and to log in with it. PostgreSQL receives only a
+// SCRAM-SHA-256 verifier of the password, made by the gateway, so the
+// password never reaches the server's statement log.
+type Rotation struct {
+	Username    string `json:"username"`
+	NewPassword string `json:"newPassword"`
 }
 
 // Why a session ends: the session's end_reason, and Header.Reason on a
@@ -155,6 +168,8 @@ const (
 	CodeTLS         = "tls"         // TLS required but refused, or verification failed
 	CodeNoDatabase  = "no_database" // the database does not exist
 	CodeInvalid     = "invalid"     // the target itself is malformed
+	CodeDenied      = "denied"      // logged in, but the user may not do it (rotation: no privilege)
+	CodeUnverified  = "unverified"  // rotation: the password was set, but logging in with it failed
 	CodeInternal    = "internal"
 )
 

@@ -29,6 +29,12 @@ type Engine interface {
 	// upstream with target's credentials, until either side closes, ctx
 	// ends or sess ends. It always closes client before it returns.
 	HandleConnection(ctx context.Context, client net.Conn, sess *Session, target tunnel.Target) error
+	// Rotate logs in as admin (the resource's rotation account), sets the
+	// password of the database user rot.Username to rot.NewPassword, then
+	// logs in as that user with it. A Result with CodeDenied or a login
+	// failure means the password did not change; CodeUnverified means it
+	// changed but the new one did not log in; otherwise it is unknown.
+	Rotate(ctx context.Context, admin tunnel.Target, rot tunnel.Rotation) tunnel.Result
 }
 
 // Conn is one client connection of a Session, as its engine serves it:
