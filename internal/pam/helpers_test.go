@@ -149,7 +149,7 @@ type env struct {
 	http      *httptest.Server
 	validator *pgValidator
 	rotator   *pgRotator
-	clock     *testenv.Clock // the pam service's
+	clock     *testenv.Clock   // the pam service's
 	target    testenv.Database // the database the resources point at
 
 	mu     sync.Mutex
