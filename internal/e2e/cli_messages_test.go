@@ -44,3 +44,47 @@ func TestCLIMistypedSubcommandSaysSo(t *testing.T) {
 		t.Fatalf("airlock db: %s", out)
 	}
 }
+
+// TestCLIProjectByName: --project-id takes a project's name as well as its
+// id, wherever it appears; a name that matches none of the user's projects
+// says so and how to find them, and changes nothing.
+func TestCLIProjectByName(t *testing.T) {
+	srv := e2e.StartServer(t)
+	admin := e2e.NewUser(t)
+	admin.Login(srv, srv.AdminEmail, srv.AdminPassword)
+	id := strings.TrimSpace(admin.Must("", "projects", "create", "payments"))
+
+	// The name reaches the project: an empty project's resources, its
+	// members, its sessions, the project itself and its audit events.
+	if out := admin.Must("", "resources", "list", "--project-id", "payments"); !strings.Contains(out, "(none)") {
+		t.Fatalf("resources list by name: %s", out)
+	}
+	if out := admin.Must("", "projects", "members", "list", "--project-id", "payments"); !strings.Contains(out, srv.AdminEmail) {
+		t.Fatalf("members list by name: %s", out)
+	}
+	admin.Must("", "sessions", "list", "--project-id", "payments")
+	if out := admin.Must("", "projects", "get", "payments"); !strings.Contains(out, id) {
+		t.Fatalf("projects get by name: %s", out)
+	}
+	if out := admin.Must("", "audit", "list", "--project-id", "payments", "--action", "project.create"); !strings.Contains(out, id) {
+		t.Fatalf("audit list by name: %s", out)
+	}
+	// db access by name goes as far as the resource, which does not exist.
+	cmRefused(t, admin, "", []string{"starting a session on account app of resource orders-db"},
+		"db", "access", "--project-id", "payments", "--resource", "orders-db", "--account", "app")
+
+	// A name that matches nothing says so, names the way to find projects,
+	// and creates nothing.
+	for _, args := range [][]string{
+		{"resources", "list", "--project-id", "paymnts"},
+		{"db", "access", "--project-id", "paymnts", "--resource", "orders-db", "--account", "app"},
+		{"resources", "create", "postgres", "--project-id", "paymnts", "--name", "orders-db", "--gateway", "local",
+			"--host", "127.0.0.1", "--database", "orders"},
+		{"gateways", "allow-project", "local", "--project-id", "paymnts"},
+	} {
+		cmRefused(t, admin, "", []string{`no project named "paymnts" among your projects`, "`airlock projects list`"}, args...)
+	}
+	if out := admin.Must("", "resources", "list", "--project-id", id); !strings.Contains(out, "(none)") {
+		t.Fatalf("a refused create changed something: %s", out)
+	}
+}
