@@ -51,6 +51,14 @@ func normalizeDomain(d string) (string, error) {
 		return "", errors.New("no domain: pass --domain https://airlock.example.com (the address of your Airlock server)")
 	}
 	if !strings.Contains(d, "://") {
+		// Without a scheme, https:// is meant: it is the only one allowed
+		// for a server elsewhere. A server on this machine may speak
+		// either (`airlock dev` speaks http://), so ask.
+		if u, err := url.Parse("https://" + d); err == nil && u.Host != "" && isLoopback(u.Hostname()) {
+			addr := strings.TrimRight(u.Host+u.Path, "/")
+			return "", fmt.Errorf("--domain needs a scheme: did you mean http://%s (a server on this machine without TLS, "+
+				"such as `airlock dev`) or https://%s?", addr, addr)
+		}
 		d = "https://" + d
 	}
 	u, err := url.Parse(d)

@@ -88,3 +88,19 @@ func TestCLIProjectByName(t *testing.T) {
 		t.Fatalf("a refused create changed something: %s", out)
 	}
 }
+
+// TestCLIDomainHints: after a logout, "not logged in" names the server just
+// used; a loopback --domain without a scheme asks which one was meant.
+func TestCLIDomainHints(t *testing.T) {
+	srv := e2e.StartServer(t)
+	u := e2e.NewUser(t)
+	cmRefused(t, u, "", []string{"you are not logged in", "airlock login --domain https://airlock.example.com"}, "projects", "list")
+	u.Login(srv, srv.AdminEmail, srv.AdminPassword)
+	u.Must("", "logout")
+	cmRefused(t, u, "", []string{"you are not logged in: run `airlock login --domain " + srv.URL + "`"}, "projects", "list")
+
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	cmRefused(t, u, srv.AdminPassword, []string{"--domain needs a scheme: did you mean http://" + addr, "or https://" + addr + "?"},
+		"login", "--domain", addr, "--email", srv.AdminEmail, "--password-stdin")
+	cmRefused(t, u, "", []string{"you are not logged in"}, "projects", "list")
+}
