@@ -55,3 +55,38 @@ func TestNotLoggedInNamesTheLastServer(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIErrorsNameFlags: the server's messages name request fields in
+// backticks; the CLI shows its flags instead, and starts a field error
+// with the flag of the field.
+func TestAPIErrorsNameFlags(t *testing.T) {
+	type detail = struct {
+		Message  string `json:"message"`
+		Location string `json:"location"`
+	}
+	msg := "remove the TLS options (tls, ssl, tls...) from the connection string: the resource's own TLS settings decide it " +
+		"(`sslEnabled`, `sslRejectUnauthorized` and `sslCaPem`)"
+	e := &apiError{Status: 422, Detail: msg, Errors: []detail{{Message: msg, Location: "body.connectionString"}}}
+	want := "--connection-string: remove the TLS options (tls, ssl, tls...) from the connection string: the resource's own TLS " +
+		"settings decide it (--ssl-enabled, --ssl-reject-unauthorized and --ssl-ca-file)"
+	if got := e.Error(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	// A message that names its own field is not prefixed; commands in
+	// backticks stay.
+	msg = "a MongoDB resource takes its hosts from `connectionString`; leave `host` and `port` empty"
+	e = &apiError{Status: 422, Detail: msg, Errors: []detail{{Message: msg, Location: "body.host"}}}
+	if got := e.Error(); got != "a MongoDB resource takes its hosts from --connection-string; leave --host and --port empty" {
+		t.Errorf("got %s", got)
+	}
+	msg = "no gateway of that name or id in the organization; `airlock gateways list` shows them"
+	e = &apiError{Status: 422, Detail: msg, Errors: []detail{{Message: msg, Location: "body.gateway"}}}
+	if got := e.Error(); got != "--gateway: "+msg {
+		t.Errorf("got %s", got)
+	}
+	// A detail of its own, as huma's validation gives, names the flag.
+	e = &apiError{Status: 422, Detail: "validation failed", Errors: []detail{{Message: "expected length <= 65536", Location: "body.sslCaPem"}}}
+	if got := e.Error(); got != "validation failed (--ssl-ca-file: expected length <= 65536)" {
+		t.Errorf("got %s", got)
+	}
+}

@@ -104,3 +104,33 @@ func TestCLIDomainHints(t *testing.T) {
 		"login", "--domain", addr, "--email", srv.AdminEmail, "--password-stdin")
 	cmRefused(t, u, "", []string{"you are not logged in"}, "projects", "list")
 }
+
+// TestCLIResourceErrorsNameFlags: the server's refusals of a resource's
+// settings reach the CLI user with the CLI's flags in them, not the API's
+// field names, and nothing is created.
+func TestCLIResourceErrorsNameFlags(t *testing.T) {
+	srv := e2e.StartServer(t)
+	admin := e2e.NewUser(t)
+	admin.Login(srv, srv.AdminEmail, srv.AdminPassword)
+	admin.Must("", "projects", "create", "payments")
+	mongo := func(uri string) []string {
+		return []string{"resources", "create", "mongodb", "--project-id", "payments", "--name", "docs", "--gateway", "local",
+			"--connection-string", uri}
+	}
+	for _, uri := range []string{"mongodb://db.example.com/?tls=true", "mongodb://db.example.com/?tlsCAFile=/etc/ca.pem", "mongodb://db.example.com/?ssl=false"} {
+		e := cmRefused(t, admin, "", []string{"--connection-string: remove the TLS options",
+			"--ssl-enabled, --ssl-reject-unauthorized and --ssl-ca-file"}, mongo(uri)...)
+		for _, api := range []string{"sslEnabled", "sslRejectUnauthorized", "sslCaPem", "connectionString"} {
+			if strings.Contains(e, api) {
+				t.Fatalf("%s: the error names the API field %s: %s", uri, api, e)
+			}
+		}
+	}
+	cmRefused(t, admin, "", []string{"--database"}, mongo("mongodb://db.example.com/sales")...)
+	cmRefused(t, admin, "", []string{"--host: give the host without a port: the port goes in --port"},
+		"resources", "create", "postgres", "--project-id", "payments", "--name", "pg", "--gateway", "local",
+		"--host", "db.example.com:5433", "--database", "orders")
+	if out := admin.Must("", "resources", "list", "--project-id", "payments"); !strings.Contains(out, "(none)") {
+		t.Fatalf("a refused resource was created: %s", out)
+	}
+}
