@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlockpam/airlock/internal/e2e"
 )
@@ -132,5 +133,57 @@ func TestCLIResourceErrorsNameFlags(t *testing.T) {
 		"--host", "db.example.com:5433", "--database", "orders")
 	if out := admin.Must("", "resources", "list", "--project-id", "payments"); !strings.Contains(out, "(none)") {
 		t.Fatalf("a refused resource was created: %s", out)
+	}
+}
+
+// cmGateway starts a gateway named name for srv and waits until it is
+// online.
+func cmGateway(t *testing.T, srv *e2e.Server, admin *e2e.User, name string) {
+	t.Helper()
+	var gw struct{ EnrollmentToken string }
+	admin.JSON(&gw, "", "gateways", "create", name)
+	e2e.Start(t, nil, "gateway", "--domain", srv.URL, "--token", gw.EnrollmentToken, "--data-dir", t.TempDir())
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(admin.Must("", "gateways", "list"), "online") {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not come online")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestCLIUnresolvableMongoHost: a MongoDB host that does not resolve is
+// reported as such to an organization admin, not as a connection string
+// that cannot be parsed; anyone else learns only that it cannot be reached.
+// (The names end in .invalid, which no resolver answers.)
+func TestCLIUnresolvableMongoHost(t *testing.T) {
+	srv := e2e.StartServer(t)
+	admin := e2e.NewUser(t)
+	admin.Login(srv, srv.AdminEmail, srv.AdminPassword)
+	cmGateway(t, srv, admin, "dc1")
+	admin.Must("", "projects", "create", "docs")
+	admin.Must("project admin pw 1", "users", "create", "--email", "pa@example.com", "--password-stdin")
+	admin.Must("", "projects", "members", "set", "--project-id", "docs", "--email", "pa@example.com", "--role", "admin")
+	projectAdmin := e2e.NewUser(t)
+	projectAdmin.Login(srv, "pa@example.com", "project admin pw 1")
+
+	for _, tc := range []struct{ name, uri string }{
+		{"srv", "mongodb+srv://cluster0.airlock-test.invalid/"},
+		{"plain", "mongodb://db.airlock-test.invalid:27017/"},
+	} {
+		host := strings.TrimSuffix(strings.Split(tc.uri, "://")[1], "/")
+		host = strings.TrimSuffix(host, ":27017")
+		admin.Must("", "resources", "create", "mongodb", "--project-id", "docs", "--name", tc.name, "--gateway", "dc1",
+			"--connection-string", tc.uri, "--ssl-enabled=false")
+		account := []string{"accounts", "create", "--project-id", "docs", "--resource", tc.name, "--name", "app",
+			"--username", "app", "--password-stdin"}
+		e := cmRefused(t, admin, "app password 1", []string{"cannot resolve host " + host}, account...)
+		if strings.Contains(e, "pars") || strings.Contains(e, "invalid MongoDB resource") || strings.Contains(e, "app password 1") {
+			t.Fatalf("%s: %s", tc.name, e)
+		}
+		e = cmRefused(t, projectAdmin, "app password 1", []string{"the credentials were not saved: cannot reach"}, account...)
+		if strings.Contains(e, "resolve") || strings.Contains(e, "app password 1") {
+			t.Fatalf("%s: a project admin sees the gateway's words: %s", tc.name, e)
+		}
 	}
 }
