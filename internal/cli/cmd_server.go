@@ -60,6 +60,17 @@ organization admin; afterwards they are ignored.`,
 			}
 			cfg.Auth.AccessTTL = f.accessTokenTTL
 			cfg.GatewayLostAfter, cfg.ClientLostAfter, cfg.GatewayCertLifetime = f.gatewayLostAfter, f.clientLostAfter, f.gwCertTTL
+			if cfg.DatabaseURL == "" && cfg.DataDir != "" {
+				// The embedded store: one server per data directory.
+				if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+					return fmt.Errorf("creating the data directory: %w", err)
+				}
+				unlock, err := lockDataDir(cfg.DataDir, "airlock server")
+				if err != nil {
+					return err
+				}
+				defer unlock()
+			}
 			return runServer(cmd.Context(), o, cfg, nil)
 		},
 	}
@@ -124,7 +135,9 @@ func newDevCommand(o *options) *cobra.Command {
 
 The data directory (default: your state directory, ~/.local/state/airlock/dev)
 holds the embedded store and a generated root key (mode 0600). At the first
-start an admin is created and its email and password are printed once.`,
+start an admin is created and its email and password are printed once. Only
+one airlock dev (or server) uses a data directory at a time: another one
+refuses to start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -137,6 +150,11 @@ start an admin is created and its email and password are printed once.`,
 			if err := os.MkdirAll(dataDir, 0o700); err != nil {
 				return fmt.Errorf("creating the data directory: %w", err)
 			}
+			unlock, err := lockDataDir(dataDir, "airlock dev")
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			root, _, err := keyring.LoadOrCreateRootKeyFile(filepath.Join(dataDir, "root.key"))
 			if err != nil {
 				return err
