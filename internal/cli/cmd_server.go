@@ -174,8 +174,8 @@ refuses to start.`,
 					fmt.Fprintf(o.stdout, "  Password:  %s\n", password)
 					fmt.Fprintf(o.stdout, "             (shown only now; the store keeps only a hash of it)\n")
 				} else {
-					fmt.Fprintf(o.stdout, "  Admin:     %s (its password was printed at the first start;\n", devAdminEmail)
-					fmt.Fprintf(o.stdout, "             to start over, stop this and delete %s)\n", dataDir)
+					fmt.Fprintf(o.stdout, "  Admin:     %s (its password was printed at the first start; if it is lost:\n", devAdminEmail)
+					fmt.Fprintf(o.stdout, "             airlock admin reset-password --data-dir %s --email %s)\n", dataDir, devAdminEmail)
 				}
 				fmt.Fprintf(o.stdout, "\nNext:  airlock login --domain %s --email %s\n\n", url, devAdminEmail)
 			})

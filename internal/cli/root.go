@@ -64,6 +64,7 @@ func NewRootCommand() *cobra.Command {
 		newUsersCommand(o),
 		newMachineIdentitiesCommand(o),
 		newAuditCommand(o),
+		newAdminCommand(o),
 		newResourcesCommand(o),
 		newAccountsCommand(o),
 		addGatewayProjectCommands(o, newGatewaysCommand(o)),
