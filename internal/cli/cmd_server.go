@@ -163,8 +163,8 @@ refuses to start.`,
 			cfg := server.Config{Listen: listen, DataDir: dataDir, RootKey: root,
 				BootstrapEmail: devAdminEmail, BootstrapPassword: password}
 			ctx := cmd.Context()
+			fmt.Fprintf(o.stdout, "Starting the server on %s (store and root key in %s)...\n", listen, dataDir)
 			return runServer(ctx, o, cfg, func(s *server.Server, url string) {
-				go runBuiltinGateway(ctx, s, url, filepath.Join(dataDir, "gateway"))
 				fmt.Fprintf(o.stdout, "\nAirlock is running in development mode.\n\n")
 				fmt.Fprintf(o.stdout, "  URL:       %s\n", url)
 				fmt.Fprintf(o.stdout, "  Data:      %s\n", dataDir)
@@ -178,6 +178,10 @@ refuses to start.`,
 					fmt.Fprintf(o.stdout, "             airlock admin reset-password --data-dir %s --email %s)\n", dataDir, devAdminEmail)
 				}
 				fmt.Fprintf(o.stdout, "\nNext:  airlock login --domain %s --email %s\n\n", url, devAdminEmail)
+				fmt.Fprintf(o.stdout, "Starting the built-in gateway %s...\n", builtinGateway)
+				go runBuiltinGateway(ctx, s, url, filepath.Join(dataDir, "gateway"), func() {
+					fmt.Fprintf(o.stdout, "Ready: the built-in gateway %s is connected.\n", builtinGateway)
+				})
 			})
 		},
 	}
@@ -214,8 +218,9 @@ func randomPassword(n int) string {
 
 const builtinGateway = "local"
 
-// runBuiltinGateway enrolls (once) and runs the dev server's own gateway.
-func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) {
+// runBuiltinGateway enrolls (once) and runs the dev server's own gateway;
+// connected is called once the server has it connected.
+func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string, connected func()) {
 	id, err := gateway.LoadIdentity(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		id, err = enrollBuiltinGateway(ctx, s, url, dir)
@@ -228,6 +233,20 @@ func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) {
 	a, err := gateway.New(gateway.Config{Identity: id, Version: version.Version, SpoolDir: filepath.Join(dir, "spool")})
 	if err == nil {
 		defer a.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for !s.Relay.Connected(id.GatewayID) {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+			}
+			connected()
+		}()
 		err = a.Run(ctx)
 	}
 	if err != nil {

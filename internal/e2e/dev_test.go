@@ -161,3 +161,21 @@ func TestAdminResetPassword(t *testing.T) {
 		t.Fatalf("audit verify after the reset: %s", out)
 	}
 }
+
+// TestDevSaysWhatItIsDoing: `airlock dev` says that it is starting before
+// the store is opened, and says when its built-in gateway is connected,
+// which is when sessions can start.
+func TestDevSaysWhatItIsDoing(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "dev")
+	dev, url := startDev(t, dataDir)
+	if first := strings.SplitN(dev.Stdout(), "\n", 2)[0]; !strings.HasPrefix(first, "Starting the server on ") ||
+		!strings.Contains(first, dataDir) {
+		t.Fatalf("the first line is %q", first)
+	}
+	dev.WaitLine(t, regexp.MustCompile(`^Ready: the built-in gateway local is connected\.$`), 30*time.Second)
+	u := e2e.NewUser(t)
+	u.Must(devAdminPassword(t, dev), "login", "--domain", url, "--email", "admin@airlock.local", "--password-stdin")
+	if out := u.Must("", "gateways", "list"); !strings.Contains(out, "online") {
+		t.Fatalf("ready, but the gateway is not online:\n%s", out)
+	}
+}
