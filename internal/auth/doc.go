@@ -10,5 +10,7 @@
 //
 // Files: password.go (hashing), tokens.go (token repository), users.go and
 // machines.go (repositories), ratelimit.go, bootstrap.go (the first admin),
-// service_*.go (HTTP operations), service.go (configuration and wiring).
+// reset.go (an operator's password reset, on the store itself, for `airlock
+// admin reset-password`), service_*.go (HTTP operations), service.go
+// (configuration and wiring).
 package auth

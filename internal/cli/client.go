@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,14 @@ func normalizeDomain(d string) (string, error) {
 		return "", errors.New("no domain: pass --domain https://airlock.example.com (the address of your Airlock server)")
 	}
 	if !strings.Contains(d, "://") {
+		// Without a scheme, https:// is meant: it is the only one allowed
+		// for a server elsewhere. A server on this machine may speak
+		// either (`airlock dev` speaks http://), so ask.
+		if u, err := url.Parse("https://" + d); err == nil && u.Host != "" && isLoopback(u.Hostname()) {
+			addr := strings.TrimRight(u.Host+u.Path, "/")
+			return "", fmt.Errorf("--domain needs a scheme: did you mean http://%s (a server on this machine without TLS, "+
+				"such as `airlock dev`) or https://%s?", addr, addr)
+		}
 		d = "https://" + d
 	}
 	u, err := url.Parse(d)
@@ -112,23 +121,81 @@ type apiError struct {
 	} `json:"errors"`
 }
 
+// Error says what the server said, in the CLI's words: a request field
+// the server names in backticks (`sslCaPem`, see package pam) becomes the
+// flag that sets it (--ssl-ca-file), and a field error starts with that flag.
 func (e *apiError) Error() string {
 	msg := e.Detail
 	if msg == "" {
 		msg = e.Title
 	}
 	var parts []string
+	prefix := ""
 	for _, d := range e.Errors {
-		if d.Location != "" && d.Message != msg {
+		flag := flagOf(d.Location)
+		switch {
+		case d.Message != msg && flag != "":
+			parts = append(parts, flag+": "+d.Message)
+		case d.Message != msg && d.Location != "":
 			parts = append(parts, d.Location+": "+d.Message)
-		} else if d.Message != msg {
+		case d.Message != msg:
 			parts = append(parts, d.Message)
+		case flag != "" && prefix == "" && !strings.Contains(msg, "`"+strings.TrimPrefix(d.Location, "body.")+"`"):
+			prefix = flag + ": "
 		}
 	}
 	if len(parts) > 0 {
 		msg += " (" + strings.Join(parts, "; ") + ")"
 	}
-	return msg
+	return fieldsAsFlags(prefix + msg)
+}
+
+// apiFlags maps the API's request fields to the CLI flags that set them.
+var apiFlags = map[string]string{
+	"host":                  "--host",
+	"port":                  "--port",
+	"database":              "--database",
+	"connectionString":      "--connection-string",
+	"gateway":               "--gateway",
+	"sslEnabled":            "--ssl-enabled",
+	"sslRejectUnauthorized": "--ssl-reject-unauthorized",
+	"sslCaPem":              "--ssl-ca-file",
+	"allowAuth":             "--allow-auth",
+	"rotationUsername":      "--rotation-username",
+	"rotationPassword":      "--rotation-password-stdin",
+	"username":              "--username",
+	"metadata":              "--metadata",
+	"requireMfa":            "--require-mfa",
+	"duration":              "--duration",
+	"maxSessionDuration":    "--max-session-duration",
+	"maxStatementBytes":     "--max-statement-size",
+	"oversizeStatements":    "--oversize-statements",
+	"logMaskPatterns":       "--log-mask-pattern",
+	"logRedactValues":       "--log-redact-values",
+}
+
+// flagOf returns the CLI flag of a problem's location such as
+// "body.sslCaPem", or "".
+func flagOf(location string) string {
+	field, ok := strings.CutPrefix(location, "body.")
+	if !ok {
+		return ""
+	}
+	return apiFlags[field]
+}
+
+// quotedField is a field name in backticks in a server's message.
+var quotedField = regexp.MustCompile("`([A-Za-z]+)`")
+
+// fieldsAsFlags replaces each request field the server names in backticks
+// with its CLI flag; other backticked text (a command) stays.
+func fieldsAsFlags(msg string) string {
+	return quotedField.ReplaceAllStringFunc(msg, func(m string) string {
+		if f, ok := apiFlags[strings.Trim(m, "`")]; ok {
+			return f
+		}
+		return m
+	})
 }
 
 // errLoginGone marks the errors that say the stored login can no longer be

@@ -105,7 +105,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 			}
 			body := map[string]any{"resource": resource, "name": name, "username": username, "password": pw,
 				"description": description, "metadata": md, "requireMfa": requireMFA}
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -142,7 +142,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 				}
 				q.Add("metadata", m)
 			}
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -163,7 +163,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 	get := &cobra.Command{
 		Use: "get NAME|ID", Short: "Show an account", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -214,7 +214,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 			if len(body) == 0 {
 				return errors.New("nothing to change: give at least one of --username, --password-stdin, --description, --metadata, --clear-metadata or --require-mfa")
 			}
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -236,7 +236,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME|ID", Short: "Delete an account (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -251,7 +251,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 		c.Flags().StringVar(&resource, "resource", "", "the resource's name or id, when several resources have an account of this name")
 	}
 	for _, c := range []*cobra.Command{create, list, get, update, del} {
-		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
+		c.Flags().StringVar(&projectID, "project-id", "", projectFlagHelp)
 		_ = c.MarkFlagRequired("project-id")
 	}
 	cmd.AddCommand(create, list, get, update, del)

@@ -33,7 +33,7 @@ func newAuditCommand(o *options) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List audit events, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -65,7 +65,7 @@ func newAuditCommand(o *options) *cobra.Command {
 	fl := list.Flags()
 	fl.StringVar(&actor, "actor", "", "only events by this actor (id or email)")
 	fl.StringVar(&action, "action", "", "only this action (e.g. auth.login), or a prefix ending in a dot (auth.)")
-	fl.StringVar(&projectID, "project-id", "", "only events of this project")
+	fl.StringVar(&projectID, "project-id", "", "only events of this project (its name or id)")
 	fl.StringVar(&from, "from", "", "only events at or after this time (RFC 3339, or a duration ago such as 24h)")
 	fl.StringVar(&to, "to", "", "only events before this time (RFC 3339, or a duration ago)")
 	fl.IntVar(&limit, "limit", 100, "at most this many events (1-1000)")

@@ -111,13 +111,16 @@ connections and exits.`,
 			if f.checkEvery <= 0 {
 				return fmt.Errorf("--check-interval %s must be positive", f.checkEvery)
 			}
+			if f.projectID, err = c.resolveProject(cmd.Context(), f.projectID); err != nil {
+				return err
+			}
 			return o.access(cmd.Context(), c, f)
 		},
 	}
 	fl := access.Flags()
 	fl.StringVar(&f.resource, "resource", "", "resource name")
 	fl.StringVar(&f.account, "account", "", "account name")
-	fl.StringVar(&f.projectID, "project-id", "", "the project's id")
+	fl.StringVar(&f.projectID, "project-id", "", projectFlagHelp)
 	fl.StringVar(&f.duration, "duration", "1h", "how long the session lasts, e.g. 30m, 1h, 2h30m")
 	fl.StringVar(&f.domain, "domain", "", "the Airlock server (default: the one you logged in to)")
 	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: a free one; with --unix-socket, the port in the socket's name)")

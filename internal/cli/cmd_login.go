@@ -152,6 +152,7 @@ func newLogoutCommand(o *options) *cobra.Command {
 					revokeErr = fmt.Errorf("the server answered %d %s", status, http.StatusText(status))
 				}
 			}
+			saveLastLogin(c.creds)
 			_, err = removeCredentials()
 			unlock()
 			if err != nil {

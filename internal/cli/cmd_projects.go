@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,8 +10,56 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
+
+// projectFlagHelp is the help text of every --project-id flag.
+const projectFlagHelp = "the project's name or id (`airlock projects list` shows them)"
+
+// resolveProject returns the id of the project that ref names: ref itself
+// when it is an id (a UUID), otherwise the id of the project of that name
+// among the caller's projects (exactly, or else ignoring case when only one
+// matches). An empty ref stays empty.
+func (c *client) resolveProject(ctx context.Context, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	if _, err := uuid.Parse(ref); err == nil {
+		return ref, nil
+	}
+	var ps []project
+	if err := c.do(ctx, http.MethodGet, "/api/v1/projects", nil, nil, &ps); err != nil {
+		return "", fmt.Errorf("looking up the project named %q: %w", ref, err)
+	}
+	var folded []project
+	for _, p := range ps {
+		if p.Name == ref {
+			return p.ID, nil
+		}
+		if strings.EqualFold(p.Name, ref) {
+			folded = append(folded, p)
+		}
+	}
+	if len(folded) == 1 {
+		return folded[0].ID, nil
+	}
+	return "", fmt.Errorf("no project named %q among your projects: `airlock projects list` shows the names and ids of "+
+		"the projects you can use (--project-id takes either)", ref)
+}
+
+// projectClient is loggedInClient for a command with --project-id: it
+// replaces *projectID, a project's name or id, with the project's id.
+func projectClient(ctx context.Context, projectID *string) (*client, error) {
+	c, err := loggedInClient()
+	if err != nil {
+		return nil, err
+	}
+	if *projectID, err = c.resolveProject(ctx, *projectID); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
 
 type project struct {
 	ID                 string    `json:"id"`
@@ -84,14 +133,15 @@ func newProjectsCommand(o *options) *cobra.Command {
 		},
 	}
 	get := &cobra.Command{
-		Use: "get ID", Short: "Show a project", Args: cobra.ExactArgs(1),
+		Use: "get NAME|ID", Short: "Show a project", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loggedInClient()
+			id := args[0]
+			c, err := projectClient(cmd.Context(), &id)
 			if err != nil {
 				return err
 			}
 			var p project
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(args[0]), nil, nil, &p); err != nil {
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(id), nil, nil, &p); err != nil {
 				return err
 			}
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
@@ -102,7 +152,7 @@ func newProjectsCommand(o *options) *cobra.Command {
 	}
 	var forceDelete bool
 	del := &cobra.Command{
-		Use: "delete ID", Short: "Delete a project and everything in it (its session logs stay readable by organization admins)",
+		Use: "delete NAME|ID", Short: "Delete a project and everything in it (its session logs stay readable by organization admins)",
 		Long: `Delete a project with its resources, accounts, secrets and members.
 
 A project with live or recorded sessions is deleted only with --force: its live
@@ -110,7 +160,8 @@ sessions end, and its session logs stay readable (sessions show/logs/verify) by
 organization admins.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loggedInClient()
+			id := args[0]
+			c, err := projectClient(cmd.Context(), &id)
 			if err != nil {
 				return err
 			}
@@ -118,7 +169,7 @@ organization admins.`,
 			if forceDelete {
 				q = url.Values{"force": {"true"}}
 			}
-			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(args[0]), q, nil, nil); err != nil {
+			if err := c.do(cmd.Context(), http.MethodDelete, "/api/v1/projects/"+url.PathEscape(id), q, nil, nil); err != nil {
 				return err
 			}
 			_, err = o.stdout.Write([]byte("Deleted project " + args[0] + ".\n"))
@@ -131,7 +182,7 @@ organization admins.`,
 	var clearMasks, redact bool
 	var maxStmt, oversize string
 	update := &cobra.Command{
-		Use: "update ID", Short: "Change a project's settings (project admins)", Args: cobra.ExactArgs(1),
+		Use: "update NAME|ID", Short: "Change a project's settings (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := loggedInClient()
 			if err != nil {
@@ -170,8 +221,12 @@ organization admins.`,
 				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern, --clear-log-mask-patterns, " +
 					"--log-redact-values, --max-statement-size or --oversize-statements")
 			}
+			id, err := c.resolveProject(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
 			var p project
-			if err := c.do(cmd.Context(), http.MethodPatch, "/api/v1/projects/"+url.PathEscape(args[0]), nil, body, &p); err != nil {
+			if err := c.do(cmd.Context(), http.MethodPatch, "/api/v1/projects/"+url.PathEscape(id), nil, body, &p); err != nil {
 				return err
 			}
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
@@ -198,7 +253,7 @@ func newMembersCommand(o *options) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List a project's members", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -216,7 +271,7 @@ func newMembersCommand(o *options) *cobra.Command {
 	set := &cobra.Command{
 		Use: "set", Short: "Add a member or change a member's role", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -240,7 +295,7 @@ func newMembersCommand(o *options) *cobra.Command {
 			if (email == "") == (machineID == "") {
 				return errors.New("give exactly one of --email (a user) or --machine-identity-id")
 			}
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -268,7 +323,7 @@ func newMembersCommand(o *options) *cobra.Command {
 		},
 	}
 	for _, c := range []*cobra.Command{list, set, remove} {
-		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
+		c.Flags().StringVar(&projectID, "project-id", "", projectFlagHelp)
 		_ = c.MarkFlagRequired("project-id")
 	}
 	for _, c := range []*cobra.Command{set, remove} {

@@ -238,7 +238,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		f   *resourceFlags
 	}{{createPG, &pg}, {createMongo, &mg}} {
 		fl := c.cmd.Flags()
-		fl.StringVar(&c.f.projectID, "project-id", "", "the project's id")
+		fl.StringVar(&c.f.projectID, "project-id", "", projectFlagHelp)
 		fl.StringVar(&c.f.name, "name", "", "a name for the resource: lower-case letters, digits and hyphens")
 		fl.StringVar(&c.f.gateway, "gateway", "", "the name or id of the gateway that reaches the database")
 		c.f.addTLS(c.cmd)
@@ -256,7 +256,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List a project's resources", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -274,7 +274,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 	get := &cobra.Command{
 		Use: "get NAME|ID", Short: "Show a resource", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -328,7 +328,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 			if len(body) == 0 {
 				return errors.New("nothing to change: give at least one setting, such as --host or --ssl-reject-unauthorized")
 			}
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -356,7 +356,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME|ID", Short: "Delete a resource and its accounts (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -368,7 +368,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		},
 	}
 	for _, c := range []*cobra.Command{list, get, update, del} {
-		c.Flags().StringVar(&projectID, "project-id", "", "the project's id")
+		c.Flags().StringVar(&projectID, "project-id", "", projectFlagHelp)
 		_ = c.MarkFlagRequired("project-id")
 	}
 	cmd.AddCommand(create, list, get, update, del)
@@ -376,7 +376,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 }
 
 func (o *options) createResource(cmd *cobra.Command, projectID string, body map[string]any) error {
-	c, err := loggedInClient()
+	c, err := projectClient(cmd.Context(), &projectID)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,17 @@ organization admin; afterwards they are ignored.`,
 			}
 			cfg.Auth.AccessTTL = f.accessTokenTTL
 			cfg.GatewayLostAfter, cfg.ClientLostAfter, cfg.GatewayCertLifetime = f.gatewayLostAfter, f.clientLostAfter, f.gwCertTTL
+			if cfg.DatabaseURL == "" && cfg.DataDir != "" {
+				// The embedded store: one server per data directory.
+				if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+					return fmt.Errorf("creating the data directory: %w", err)
+				}
+				unlock, err := lockDataDir(cfg.DataDir, "airlock server")
+				if err != nil {
+					return err
+				}
+				defer unlock()
+			}
 			return runServer(cmd.Context(), o, cfg, nil)
 		},
 	}
@@ -124,7 +135,9 @@ func newDevCommand(o *options) *cobra.Command {
 
 The data directory (default: your state directory, ~/.local/state/airlock/dev)
 holds the embedded store and a generated root key (mode 0600). At the first
-start an admin is created and its email and password are printed once.`,
+start an admin is created and its email and password are printed once. Only
+one airlock dev (or server) uses a data directory at a time: another one
+refuses to start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -137,6 +150,11 @@ start an admin is created and its email and password are printed once.`,
 			if err := os.MkdirAll(dataDir, 0o700); err != nil {
 				return fmt.Errorf("creating the data directory: %w", err)
 			}
+			unlock, err := lockDataDir(dataDir, "airlock dev")
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			root, _, err := keyring.LoadOrCreateRootKeyFile(filepath.Join(dataDir, "root.key"))
 			if err != nil {
 				return err
@@ -145,8 +163,8 @@ start an admin is created and its email and password are printed once.`,
 			cfg := server.Config{Listen: listen, DataDir: dataDir, RootKey: root,
 				BootstrapEmail: devAdminEmail, BootstrapPassword: password}
 			ctx := cmd.Context()
+			fmt.Fprintf(o.stdout, "Starting the server on %s (store and root key in %s)...\n", listen, dataDir)
 			return runServer(ctx, o, cfg, func(s *server.Server, url string) {
-				go runBuiltinGateway(ctx, s, url, filepath.Join(dataDir, "gateway"))
 				fmt.Fprintf(o.stdout, "\nAirlock is running in development mode.\n\n")
 				fmt.Fprintf(o.stdout, "  URL:       %s\n", url)
 				fmt.Fprintf(o.stdout, "  Data:      %s\n", dataDir)
@@ -156,10 +174,14 @@ start an admin is created and its email and password are printed once.`,
 					fmt.Fprintf(o.stdout, "  Password:  %s\n", password)
 					fmt.Fprintf(o.stdout, "             (shown only now; the store keeps only a hash of it)\n")
 				} else {
-					fmt.Fprintf(o.stdout, "  Admin:     %s (its password was printed at the first start;\n", devAdminEmail)
-					fmt.Fprintf(o.stdout, "             to start over, stop this and delete %s)\n", dataDir)
+					fmt.Fprintf(o.stdout, "  Admin:     %s (its password was printed at the first start; if it is lost:\n", devAdminEmail)
+					fmt.Fprintf(o.stdout, "             airlock admin reset-password --data-dir %s --email %s)\n", dataDir, devAdminEmail)
 				}
 				fmt.Fprintf(o.stdout, "\nNext:  airlock login --domain %s --email %s\n\n", url, devAdminEmail)
+				fmt.Fprintf(o.stdout, "Starting the built-in gateway %s...\n", builtinGateway)
+				go runBuiltinGateway(ctx, s, url, filepath.Join(dataDir, "gateway"), func() {
+					fmt.Fprintf(o.stdout, "Ready: the built-in gateway %s is connected.\n", builtinGateway)
+				})
 			})
 		},
 	}
@@ -196,8 +218,9 @@ func randomPassword(n int) string {
 
 const builtinGateway = "local"
 
-// runBuiltinGateway enrolls (once) and runs the dev server's own gateway.
-func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) {
+// runBuiltinGateway enrolls (once) and runs the dev server's own gateway;
+// connected is called once the server has it connected.
+func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string, connected func()) {
 	id, err := gateway.LoadIdentity(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		id, err = enrollBuiltinGateway(ctx, s, url, dir)
@@ -210,6 +233,20 @@ func runBuiltinGateway(ctx context.Context, s *server.Server, url, dir string) {
 	a, err := gateway.New(gateway.Config{Identity: id, Version: version.Version, SpoolDir: filepath.Join(dir, "spool")})
 	if err == nil {
 		defer a.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for !s.Relay.Connected(id.GatewayID) {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+			}
+			connected()
+		}()
 		err = a.Run(ctx)
 	}
 	if err != nil {

@@ -81,7 +81,7 @@ admins end other people's sessions with airlock sessions terminate.`,
 	list := &cobra.Command{
 		Use: "list", Short: "List a project's sessions, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loggedInClient()
+			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
@@ -106,7 +106,7 @@ admins end other people's sessions with airlock sessions terminate.`,
 		},
 	}
 	fl := list.Flags()
-	fl.StringVar(&projectID, "project-id", "", "the project's id")
+	fl.StringVar(&projectID, "project-id", "", projectFlagHelp)
 	_ = list.MarkFlagRequired("project-id")
 	fl.StringVar(&resource, "resource", "", "only sessions on this resource")
 	fl.StringVar(&account, "account", "", "only sessions on this account")

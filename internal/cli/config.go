@@ -46,8 +46,76 @@ func credentialsPath() (string, error) {
 	return filepath.Join(d, "credentials.json"), nil
 }
 
-// errNotLoggedIn says that no credentials file exists.
-var errNotLoggedIn = errors.New("you are not logged in: run `airlock login --domain https://airlock.example.com`")
+// errNotLoggedIn says that no credentials file exists. loadCredentials
+// returns it as a notLoggedInError, whose message names the server of the
+// last logout on this machine.
+var errNotLoggedIn = errors.New("you are not logged in")
+
+// notLoggedInError is errNotLoggedIn with the login command to run.
+type notLoggedInError struct{ last *lastLogin }
+
+func (e *notLoggedInError) Error() string {
+	if e.last == nil || e.last.Domain == "" {
+		return "you are not logged in: run `airlock login --domain https://airlock.example.com` (the address of your Airlock server)"
+	}
+	cmd := "airlock login --domain " + e.last.Domain
+	if e.last.CAFile != "" {
+		cmd += " --ca-file " + e.last.CAFile
+	}
+	return "you are not logged in: run `" + cmd + "`"
+}
+
+func (e *notLoggedInError) Is(target error) bool { return target == errNotLoggedIn }
+
+// lastLogin is what `airlock logout` keeps of the login it removed
+// (last-login.json beside the credentials): the server's address and CA
+// file, never a token, so that the next "not logged in" names them.
+type lastLogin struct {
+	Domain string `json:"domain"`
+	CAFile string `json:"caFile,omitempty"`
+}
+
+func lastLoginPath() (string, error) {
+	d, err := configDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "last-login.json"), nil
+}
+
+// saveLastLogin records the server of a login being removed; a failure
+// only costs the hint.
+func saveLastLogin(c *Credentials) {
+	p, err := lastLoginPath()
+	if err != nil {
+		return
+	}
+	b, err := json.Marshal(lastLogin{Domain: c.Domain, CAFile: c.CAFile})
+	if err == nil {
+		_ = os.WriteFile(p, b, 0o600)
+	}
+}
+
+// loadLastLogin returns what saveLastLogin recorded, or nil.
+func loadLastLogin() *lastLogin {
+	p, err := lastLoginPath()
+	if err != nil {
+		return nil
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil
+	}
+	var l lastLogin
+	if json.Unmarshal(b, &l) != nil {
+		return nil
+	}
+	// Only a server address that the CLI would accept is repeated.
+	if d, err := normalizeDomain(l.Domain); err != nil || d != l.Domain {
+		return nil
+	}
+	return &l
+}
 
 // lockCredentials takes the lock that guards the credentials file
 // (credentials.lock beside it) and returns the function that releases it.
@@ -64,7 +132,7 @@ func lockCredentials(ctx context.Context) (func(), error) {
 	return lockFile(ctx, filepath.Join(filepath.Dir(p), "credentials.lock"))
 }
 
-// loadCredentials returns the stored credentials, or errNotLoggedIn.
+// loadCredentials returns the stored credentials, or an errNotLoggedIn.
 func loadCredentials() (*Credentials, error) {
 	p, err := credentialsPath()
 	if err != nil {
@@ -72,7 +140,7 @@ func loadCredentials() (*Credentials, error) {
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errNotLoggedIn
+		return nil, &notLoggedInError{last: loadLastLogin()}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p, err)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -63,6 +64,7 @@ func NewRootCommand() *cobra.Command {
 		newUsersCommand(o),
 		newMachineIdentitiesCommand(o),
 		newAuditCommand(o),
+		newAdminCommand(o),
 		newResourcesCommand(o),
 		newAccountsCommand(o),
 		addGatewayProjectCommands(o, newGatewaysCommand(o)),
@@ -82,8 +84,7 @@ func NewRootCommand() *cobra.Command {
 func Execute() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := NewRootCommand()
-	if err := root.ExecuteContext(ctx); err != nil {
+	if err := run(ctx, NewRootCommand(), os.Args[1:]); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return 130
 		}
@@ -91,6 +92,91 @@ func Execute() int {
 		return 1
 	}
 	return 0
+}
+
+// run runs the command line args on root. A word that names no command
+// under a command that only groups others is refused first, with the
+// nearest command names (see unknownSubcommand).
+func run(ctx context.Context, root *cobra.Command, args []string) error {
+	if err := unknownSubcommand(root, args); err != nil {
+		return err
+	}
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// unknownSubcommand returns the error for args whose command is a group
+// (such as `airlock db`, which only holds `access`) followed by a word that
+// is none of its commands, or nil. Left to cobra, `airlock db acces
+// --project-id P` would be refused for the flag the group does not have
+// ("unknown flag: --project-id"), and `airlock db acces` would print the
+// group's help and exit 0 as if it had worked.
+func unknownSubcommand(root *cobra.Command, args []string) error {
+	if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		return nil
+	}
+	// The commands cobra adds when it executes: help and completion.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd(args...)
+	cmd, rest, _ := root.Find(args)
+	if cmd == nil || cmd.Runnable() || !cmd.HasSubCommands() {
+		return nil
+	}
+	word := firstWord(cmd, rest)
+	if word == "" || word == "help" {
+		return nil
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", word, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(word); len(s) > 0 {
+		msg += ": did you mean " + orList(s) + "?"
+	}
+	return fmt.Errorf("%s (`%s --help` lists its commands)", msg, cmd.CommandPath())
+}
+
+// orList joins words as "a", "a or b", "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// firstWord returns the first argument of args that is neither a flag nor
+// a flag's value, as cobra reads them when it looks for a command: a flag
+// it does not know takes the next argument as its value.
+func firstWord(cmd *cobra.Command, args []string) string {
+	flags := cmd.Flags() // with the inherited flags: Find merged them in
+	takesValue := func(name string, short bool) bool {
+		f := flags.Lookup(name)
+		if short {
+			f = flags.ShorthandLookup(name)
+		}
+		return f == nil || f.NoOptDefVal == ""
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if i+1 < len(args) {
+				return args[i+1]
+			}
+			return ""
+		case strings.HasPrefix(a, "--"):
+			if !strings.Contains(a, "=") && takesValue(a[2:], false) {
+				i++
+			}
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			if len(a) == 2 && takesValue(a[1:], true) {
+				i++
+			}
+		default:
+			return a
+		}
+	}
+	return ""
 }
 
 func newKeygenCommand(o *options) *cobra.Command {

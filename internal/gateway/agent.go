@@ -264,7 +264,7 @@ func (a *Agent) handle(ctx context.Context, st net.Conn) {
 		tunnel.WriteFrame(st, tunnel.Result{OK: true})
 	case tunnel.TypeData:
 		if err := a.serveData(ctx, st, h); err != nil && !errors.Is(err, net.ErrClosed) {
-			a.log.Info("connection ended", "session", h.SessionID, "err", err)
+			a.log.Info("connection ended", "session", h.SessionID, "client", h.ClientAddr, "err", err)
 		}
 	default:
 		a.log.Warn("unknown stream type", "type", h.Type)
@@ -355,8 +355,29 @@ func (a *Agent) serveData(ctx context.Context, st net.Conn, h tunnel.Header) err
 	// The engine's context outlives the gateway's own: at shutdown the
 	// session is ended (and its clients told why) before the connection
 	// to the server closes.
-	return engine.HandleConnection(context.WithoutCancel(ctx), tc, sess.Session, *h.Target)
+	return engine.HandleConnection(context.WithoutCancel(ctx), &clientConn{Conn: tc, addr: h.ClientAddr}, sess.Session, *h.Target)
 }
+
+// clientConn is a client's connection as the engines see it: its remote
+// address, which their log lines carry, is the client's as the server saw
+// it (Header.ClientAddr), not the server's, which relays the stream.
+type clientConn struct {
+	*tls.Conn
+	addr string
+}
+
+func (c *clientConn) RemoteAddr() net.Addr {
+	if c.addr == "" {
+		return c.Conn.RemoteAddr()
+	}
+	return clientAddr(c.addr)
+}
+
+// clientAddr is a client's address as the server reported it.
+type clientAddr string
+
+func (a clientAddr) Network() string { return "tcp" }
+func (a clientAddr) String() string  { return string(a) }
 
 // compilePatterns compiles the project's mask patterns, which the server
 // has validated; one that does not compile is left out.

@@ -23,6 +23,10 @@
 // names only a gateway its project may use (GatewayResolver.GatewayAllowed);
 // an organization admin naming a gateway for a project allows it.
 //
+// Error messages name the request fields they are about in backticks
+// (`sslCaPem`), so that a client with its own names for them shows those: the
+// CLI prints its flag (--ssl-ca-file) in their place.
+//
 // Roles: project viewers read resources and accounts, members also access
 // them (TargetFor), admins create, change and delete them.
 //

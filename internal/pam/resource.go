@@ -211,7 +211,7 @@ func (r *Resource) normalize(op string) error {
 func (r *Resource) normalizePostgres(op string) error {
 	if r.ConnectionString != "" {
 		return errs.InvalidField(op, "body.connectionString",
-			"a PostgreSQL resource takes host, port and database; connectionString is for MongoDB resources")
+			"a PostgreSQL resource takes `host`, `port` and `database`; `connectionString` is for MongoDB resources")
 	}
 	if err := checkHost(op, r.Host); err != nil {
 		return err
@@ -239,7 +239,7 @@ func checkHost(op, host string) error {
 	case len(host) > 255 || strings.ContainsAny(host, " /\\@?#") || hasControl(host):
 		return errs.InvalidField(op, field, "the host must be a host name or an IP address, without a scheme, path or user")
 	case strings.Contains(host, ":") && net.ParseIP(host) == nil:
-		return errs.InvalidField(op, field, "give the host without a port: the port has a field of its own")
+		return errs.InvalidField(op, field, "give the host without a port: the port goes in `port`")
 	}
 	return nil
 }
@@ -250,7 +250,7 @@ func (r *Resource) normalizeMongo(op string) error {
 		if r.Host == "" {
 			field = "body.port"
 		}
-		return errs.InvalidField(op, field, "a MongoDB resource takes its hosts from connectionString; leave host and port empty")
+		return errs.InvalidField(op, field, "a MongoDB resource takes its hosts from `connectionString`; leave `host` and `port` empty")
 	}
 	if err := checkMongoURI(op, r.ConnectionString); err != nil {
 		return err
@@ -302,7 +302,7 @@ func checkMongoURI(op, uri string) error {
 	path, query, _ := strings.Cut(pathQuery, "?")
 	if path != "" && path != "/" {
 		return errs.InvalidField(op, field, "the connection string must not name a database: "+
-			"remove it from the connection string and put the auth database in the database field (default admin)")
+			"remove it from the connection string and put the auth database in the `database` field (default admin)")
 	}
 	for _, kv := range strings.Split(query, "&") {
 		if kv == "" {
@@ -311,10 +311,10 @@ func checkMongoURI(op, uri string) error {
 		k, _, _ := strings.Cut(kv, "=")
 		switch lk := strings.ToLower(k); {
 		case lk == "authsource":
-			return errs.InvalidField(op, field, "remove authSource from the connection string and put the auth database in the database field")
+			return errs.InvalidField(op, field, "remove authSource from the connection string and put the auth database in the `database` field")
 		case lk == "tls" || lk == "ssl" || strings.HasPrefix(lk, "tls"):
-			return errs.InvalidField(op, field, "remove the TLS options (tls, ssl, tls...) from the connection string: TLS is set with the sslEnabled, "+
-				"sslRejectUnauthorized and sslCaPem fields")
+			return errs.InvalidField(op, field, "remove the TLS options (tls, ssl, tls...) from the connection string: the resource's own TLS settings "+
+				"decide it (`sslEnabled`, `sslRejectUnauthorized` and `sslCaPem`)")
 		case lk == "authmechanism" || lk == "authmechanismproperties" || lk == "username" || lk == "password":
 			return errs.InvalidField(op, field, "remove authMechanism, authMechanismProperties, username and password from the connection string: "+
 				"Airlock logs in with the account's credentials")

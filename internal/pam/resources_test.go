@@ -75,7 +75,7 @@ func TestResources(t *testing.T) {
 			t.Errorf("credentials in the URI: %s", p.raw)
 		}
 		p = owner.fails(422, "body.connectionString", "POST", base, mongo("mongodb://db.example.com:27017/sales"))
-		if !strings.Contains(p.Detail, "database field") {
+		if !strings.Contains(p.Detail, "`database` field") {
 			t.Errorf("database in the URI: %s", p.raw)
 		}
 		for _, uri := range []string{"http://db.example.com", "mongodb://", "mongodb+srv://a.example.com:27017", "mongodb://db/?authSource=admin",

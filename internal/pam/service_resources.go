@@ -49,7 +49,7 @@ func (s *Service) CreateResource(ctx context.Context, projectID string, in Resou
 		if in.RotationUsername == "" {
 			field = "body.rotationUsername"
 		}
-		return nil, errs.InvalidField(op, field, "give both rotationUsername and rotationPassword, or neither")
+		return nil, errs.InvalidField(op, field, "give both `rotationUsername` and `rotationPassword`, or neither")
 	}
 	if in.RotationUsername != "" {
 		if err := s.setRotation(ctx, op, r, in.RotationUsername, in.RotationPassword); err != nil {
@@ -394,7 +394,7 @@ func (s *Service) updateRotation(ctx context.Context, op string, r *resourceRow,
 	}
 	if username != nil && *username == "" {
 		if password != nil && *password != "" {
-			return errs.InvalidField(op, "body.rotationPassword", "a rotation password needs a rotationUsername")
+			return errs.InvalidField(op, "body.rotationPassword", "a rotation password needs a `rotationUsername`")
 		}
 		if r.RotationUsername != "" || r.rotationSealed != nil {
 			r.RotationUsername, r.rotationSealed, r.HasRotationCredentials = "", nil, false
@@ -408,7 +408,7 @@ func (s *Service) updateRotation(ctx context.Context, op string, r *resourceRow,
 	}
 	if password == nil {
 		if r.rotationSealed == nil {
-			return errs.InvalidField(op, "body.rotationPassword", "give the rotation account's password (rotationPassword) with its username")
+			return errs.InvalidField(op, "body.rotationPassword", "give the rotation account's password (`rotationPassword`) with its username")
 		}
 		if err := checkUsername(op, "body.rotationUsername", user); err != nil {
 			return err
@@ -420,7 +420,7 @@ func (s *Service) updateRotation(ctx context.Context, op string, r *resourceRow,
 		return nil
 	}
 	if user == "" {
-		return errs.InvalidField(op, "body.rotationUsername", "a rotation password needs a rotationUsername")
+		return errs.InvalidField(op, "body.rotationUsername", "a rotation password needs a `rotationUsername`")
 	}
 	if err := s.setRotation(ctx, op, r, user, *password); err != nil {
 		return err

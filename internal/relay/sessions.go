@@ -73,7 +73,13 @@ const ExpiryBackstop = 5 * time.Second
 // serveClient carries the connections of one CLI session: each multiplexed
 // stream the CLI opens is joined to a new data stream to the gateway.
 func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
-	ctx := api.WithClientAddr(r.Context(), clientHost(r))
+	// The server's middleware has read the client's address (from
+	// X-Forwarded-For behind a trusted proxy).
+	addr := api.ClientAddr(r.Context())
+	if addr == "" {
+		addr = clientHost(r)
+	}
+	ctx := api.WithClientAddr(r.Context(), addr)
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		writeProblem(w, http.StatusUnauthorized, "this endpoint needs a token: run `airlock login`")
@@ -126,16 +132,16 @@ func (s *Service) serveClient(w http.ResponseWriter, r *http.Request) {
 			// password is used at once.
 			now, err := s.sessions.AuthorizeConnection(context.WithoutCancel(ctx), cs.ID)
 			if err != nil {
-				slog.Info("a session connection was refused", "session", cs.ID, "why", publicMessage(err))
+				slog.Info("a session connection was refused", "session", cs.ID, "client", addr, "why", publicMessage(err))
 				st.Close()
 				return
 			}
-			header := tunnel.Header{SessionID: now.ID, Target: &now.Target, ExpiresAt: now.ExpiresAt.Unix(),
+			header := tunnel.Header{SessionID: now.ID, Target: &now.Target, ExpiresAt: now.ExpiresAt.Unix(), ClientAddr: addr,
 				MaskPatterns: now.MaskPatterns, RedactValues: now.RedactValues,
 				MaxStatementBytes: now.MaxStatementBytes, OversizeStatements: now.OversizeStatements}
 			gw, err := s.OpenData(now.GatewayID, header)
 			if err != nil {
-				slog.Warn("opening a gateway stream failed", "session", cs.ID, "err", err)
+				slog.Warn("opening a gateway stream failed", "session", cs.ID, "client", addr, "err", err)
 				st.Close()
 				return
 			}

@@ -96,6 +96,10 @@ type Header struct {
 	Target    *Target `json:"target,omitempty"`
 	// ExpiresAt is the session's end, in Unix seconds (data streams).
 	ExpiresAt int64 `json:"expiresAt,omitempty"`
+	// ClientAddr is the address of the session's client (its `db access`)
+	// as the server sees it (data streams), for the gateway's logs: the
+	// stream itself comes from the server.
+	ClientAddr string `json:"clientAddr,omitempty"`
 	// MaskPatterns are the project's extra session-log mask patterns.
 	MaskPatterns []string `json:"maskPatterns,omitempty"`
 	// RedactValues asks for the values of written documents to be redacted.

@@ -36,6 +36,13 @@ func validate(ctx context.Context, cfg Config, dial common.DialFunc) tunnel.Resu
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
 	}
 	topo, err := newTopology(cfg, dial)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		// A mongodb+srv:// host is looked up while the URI is read: a
+		// host that does not resolve is unreachable, not a malformed URI.
+		f := describeConnectError(cfg, err)
+		return tunnel.Result{Code: f.code, Message: f.message}
+	}
 	if err != nil {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
 	}
@@ -171,7 +178,11 @@ func classify(cfg Config, err error) connectFailure {
 		if dnsErr.IsNotFound {
 			reason = "no such host"
 		}
-		return connectFailure{code: tunnel.CodeUnreachable, message: fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, reason)}
+		// A mongodb+srv:// host is looked up as _SERVICE._tcp.HOST.
+		if _, host, ok := strings.Cut(dnsErr.Name, "._tcp."); ok && strings.HasPrefix(dnsErr.Name, "_") {
+			return connectFailure{code: tunnel.CodeUnreachable, message: fmt.Sprintf("cannot resolve host %s (its SRV record %s): %s", host, dnsErr.Name, reason)}
+		}
+		return connectFailure{code: tunnel.CodeUnreachable, message: fmt.Sprintf("cannot resolve host %s: %s", dnsErr.Name, reason)}
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
