@@ -85,11 +85,12 @@ psql "host=DIR port=<port> user=... dbname=..."), mongodb-<port>.sock for
 MongoDB. <port> is --port, by default 5432 (PostgreSQL) or 27017 (MongoDB); no
 TCP port is opened.
 
-If the Airlock server becomes unreachable, the proxy reconnects until the
-session expires; new connections meanwhile are refused with an error that says
-so. If your login is revoked, or the session is ended (by you, an
-administrator, expiry or revocation), the proxy says why, closes its
-connections and exits.`,
+If the Airlock server becomes unreachable, the proxy says so in one line,
+reconnects until the session expires, and says when it is connected again;
+new connections meanwhile are refused with an error that says so (details
+with --log-level debug). If your login is revoked, or the session is ended
+(by you, an administrator, expiry or revocation), the proxy says why, closes
+its connections and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loggedInClient()
@@ -503,9 +504,14 @@ func isStatus(err error, statuses ...int) bool {
 // are refused meanwhile with an error that says so); an ended session or a
 // revoked login stops it. Failing calls do not spend the refresh token: a
 // refresh that does not reach the server changes nothing.
+//
+// An outage is told in two lines: one when the first attempt fails, one
+// when the relay is back. Each failed attempt's error is logged at debug
+// level (--log-level debug).
 func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 	const maxBackoff = 5 * time.Second
 	backoff := 250 * time.Millisecond
+	lost := time.Now()
 	warned := false
 	for time.Now().Before(expires) {
 		var s sessionInfo
@@ -520,7 +526,8 @@ func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 		case err == nil:
 			if err = p.connect(ctx); err == nil {
 				if warned {
-					fmt.Fprintln(p.o.stderr, "Reconnected to the Airlock server; the proxy accepts connections again.")
+					fmt.Fprintf(p.o.stderr, "airlock: connected again after %s; new connections are served again.\n",
+						time.Since(lost).Round(time.Second))
 				}
 				return nil
 			}
@@ -532,12 +539,11 @@ func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 				return err
 			}
 		}
+		slog.Debug("reconnecting to the relay failed", "err", err)
 		if !warned {
-			fmt.Fprintf(p.o.stderr, "Warning: lost the connection to the Airlock server (%v); reconnecting until the session expires at %s. New connections are refused meanwhile.\n",
-				err, fmtTime(expires))
+			fmt.Fprintf(p.o.stderr, "airlock: lost the connection to the Airlock server at %s; reconnecting until the session expires at %s (new connections are refused until then)...\n",
+				p.c.base, fmtTime(expires))
 			warned = true
-		} else {
-			slog.Debug("reconnecting to the relay failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
