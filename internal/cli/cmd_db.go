@@ -72,6 +72,11 @@ psql, pgAdmin, DBeaver or any driver connect to it, as many connections as they
 like, until the session expires or you press Ctrl+C. The credentials are
 injected by the gateway; they never reach this machine.
 
+Without --port, the proxy listens on the port it used last time for the same
+account (kept in ports.json in the config directory) if that port is free, so
+a GUI client's saved connection works again; otherwise on a new port. The
+output says which port and why.
+
 Only you can use the proxy: a connection from another OS user of this machine
 is refused with an error in that user's client, and a warning is printed here.
 (On Linux the owner of a TCP connection is read from the kernel's socket table;
@@ -121,7 +126,7 @@ its connections and exits.`,
 	fl.StringVar(&f.projectID, "project-id", "", "the project's id")
 	fl.StringVar(&f.duration, "duration", "1h", "how long the session lasts, e.g. 30m, 1h, 2h30m")
 	fl.StringVar(&f.domain, "domain", "", "the Airlock server (default: the one you logged in to)")
-	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: a free one; with --unix-socket, the port in the socket's name)")
+	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: this account's port from last time if free, else a new one; with --unix-socket, the port in the socket's name)")
 	fl.StringVar(&f.unixSocketDir, "unix-socket", "", "listen on a socket file (mode 0600) in this existing directory instead of on TCP: DIR/.s.PGSQL.<port> for PostgreSQL, DIR/mongodb-<port>.sock for MongoDB")
 	fl.BoolVar(&f.allowOtherUsers, "allow-other-local-users", false, "DANGEROUS: let every OS user of this machine use the proxy (what they run is recorded as yours)")
 	fl.DurationVar(&f.checkEvery, "check-interval", 30*time.Second, "how often to check that the session and your login are still valid")
@@ -156,11 +161,17 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 	// nothing. A socket file's name depends on the kind of resource, which
 	// the session tells.
 	var ln net.Listener
+	var choice *portChoice
+	portFor := portKey{Domain: c.base, ProjectID: f.projectID, Resource: f.resource, Account: f.account}
 	if f.unixSocketDir == "" {
-		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.port))
+		remembered, err := loadPorts()
 		if err != nil {
-			return fmt.Errorf("cannot listen on 127.0.0.1:%d (is it in use? pick another with --port, or omit it): %w", f.port, err)
+			fmt.Fprintf(o.stderr, "Warning: %v\n", err)
 		}
+		if choice, err = listenTCP(portFor, f.port, remembered); err != nil {
+			return err
+		}
+		ln = choice.ln
 		defer ln.Close()
 	}
 
@@ -227,10 +238,22 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 	}
 	if f.unixSocketDir != "" {
 		o.printAccessUnix(cs, f.unixSocketDir, socketPort, p.checkOwner)
-	} else {
-		o.printAccess(cs, ln.Addr().(*net.TCPAddr).Port, p.checkOwner)
+		return p.run(ctx, cs.Session.ExpiresAt)
 	}
+	out := tcpAccess{port: choice.port, portReason: choice.reason}
+	if choice.remember {
+		if err := rememberPort(ctx, portFor, choice.port, time.Now()); err != nil {
+			fmt.Fprintf(o.stderr, "Warning: this port is not remembered for the next session: %v\n", err)
+		}
+	}
+	o.printAccess(cs, out, p.checkOwner)
 	return p.run(ctx, cs.Session.ExpiresAt)
+}
+
+// tcpAccess is what `db access` says about its TCP listener.
+type tcpAccess struct {
+	port       int
+	portReason string // why this port: see listenTCP
 }
 
 // socketName is the file name clients look for in a socket directory.
@@ -281,10 +304,12 @@ func listenUnix(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-func (o *options) printAccess(cs createdSession, port int, ownerOnly bool) {
+func (o *options) printAccess(cs createdSession, a tcpAccess, ownerOnly bool) {
 	s := cs.Session
-	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n\n",
+	port := a.port
+	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n",
 		s.ID, s.AccountName, s.ResourceName, fmtTime(s.ExpiresAt), time.Until(s.ExpiresAt).Round(time.Second))
+	fmt.Fprintf(o.stdout, "Listening on %s.\n\n", a.portReason)
 	switch s.ResourceKind {
 	case "mongodb":
 		fmt.Fprintf(o.stdout, "mongodb://127.0.0.1:%d/?directConnection=true\n\n", port)
