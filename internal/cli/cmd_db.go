@@ -77,6 +77,13 @@ account (kept in ports.json in the config directory) if that port is free, so
 a GUI client's saved connection works again; otherwise on a new port. The
 output says which port and why.
 
+Clients that insist on TLS (sslmode=require, ssl: true, tls=true, Compass with
+TLS on) get it: the proxy makes a certificate for 127.0.0.1, ::1 and localhost
+for this session, keeps its key in memory only, and writes the certificate of
+the session's CA to proxy-ca-<port>.pem in the config directory for clients
+that verify the server (sslmode=verify-full sslrootcert=<file>, or MongoDB
+tlsCAFile=<file>). Plain connections work as before.
+
 Only you can use the proxy: a connection from another OS user of this machine
 is refused with an error in that user's client, and a warning is printed here.
 (On Linux the owner of a TCP connection is read from the kernel's socket table;
@@ -241,6 +248,28 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 		return p.run(ctx, cs.Session.ExpiresAt)
 	}
 	out := tcpAccess{port: choice.port, portReason: choice.reason}
+	// TLS for clients that insist on it: a certificate made for this
+	// session, whose CA certificate (public) is written for clients that
+	// verify it. Clients that do not ask for TLS are served plain.
+	lt, err := newLocalTLS(p.kind, time.Now(), cs.Session.ExpiresAt.Add(time.Hour))
+	if err != nil {
+		p.end(context.WithoutCancel(ctx))
+		return fmt.Errorf("making the local proxy's TLS certificate: %w", err)
+	}
+	p.localTLS = lt.config
+	if out.caFile, err = proxyCAPath(choice.port); err == nil {
+		err = writeFileAtomic(out.caFile, lt.caPEM, 0o644)
+	}
+	if err != nil {
+		out.caErr = err
+		out.caFile = ""
+	} else {
+		p.caFile = out.caFile
+		// Removed before the listener closes (defers run last first), so
+		// that it never removes the file of a later `db access` on the
+		// same port.
+		defer os.Remove(out.caFile)
+	}
 	if choice.remember {
 		if err := rememberPort(ctx, portFor, choice.port, time.Now()); err != nil {
 			fmt.Fprintf(o.stderr, "Warning: this port is not remembered for the next session: %v\n", err)
@@ -254,6 +283,8 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 type tcpAccess struct {
 	port       int
 	portReason string // why this port: see listenTCP
+	caFile     string // the session CA certificate's file, or ""
+	caErr      error  // why caFile could not be written
 }
 
 // socketName is the file name clients look for in a socket directory.
@@ -312,15 +343,28 @@ func (o *options) printAccess(cs createdSession, a tcpAccess, ownerOnly bool) {
 	fmt.Fprintf(o.stdout, "Listening on %s.\n\n", a.portReason)
 	switch s.ResourceKind {
 	case "mongodb":
-		fmt.Fprintf(o.stdout, "mongodb://127.0.0.1:%d/?directConnection=true\n\n", port)
-		fmt.Fprintf(o.stdout, "mongosh:  mongosh \"mongodb://127.0.0.1:%d/?directConnection=true\"\n", port)
+		u := fmt.Sprintf("mongodb://127.0.0.1:%d/?directConnection=true", port)
+		fmt.Fprintf(o.stdout, "%s\n\n", u)
+		fmt.Fprintf(o.stdout, "mongosh:  mongosh \"%s\"\n", u)
 		fmt.Fprintf(o.stdout, "Compass:  paste the URL above; no authentication.\n")
+		if a.caFile != "" {
+			fmt.Fprintf(o.stdout, "TLS:      %s&tls=true&tlsCAFile=%s\n", u, uriPathEscape(a.caFile))
+			fmt.Fprintf(o.stdout, "          (Compass: TLS on, CA file %s)\n", a.caFile)
+		}
 	default:
-		u := fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", url.PathEscape(cs.Username), port, url.PathEscape(cs.Database))
+		base := fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s", url.PathEscape(cs.Username), port, url.PathEscape(cs.Database))
+		u := base + "?sslmode=disable"
 		fmt.Fprintf(o.stdout, "%s\n\n", u)
 		fmt.Fprintf(o.stdout, "psql:         psql \"%s\"\n", u)
 		fmt.Fprintf(o.stdout, "GUI clients:  host 127.0.0.1, port %d, user %s, database %s, empty password, SSL disabled\n",
 			port, cs.Username, cs.Database)
+		if a.caFile != "" {
+			fmt.Fprintf(o.stdout, "TLS:          %s?sslmode=verify-full&sslrootcert=%s\n", base, uriPathEscape(a.caFile))
+			fmt.Fprintf(o.stdout, "              (sslmode=require works too; to verify, the CA certificate is %s)\n", a.caFile)
+		}
+	}
+	if a.caErr != nil {
+		fmt.Fprintf(o.stdout, "TLS:          clients may use TLS without verifying it (sslmode=require, tls=true&tlsInsecure=true); the CA certificate could not be written: %v\n", a.caErr)
 	}
 	o.printAccessEnd(ownerOnly)
 }
@@ -374,10 +418,13 @@ type proxy struct {
 	ownerLabel string
 	checkOwner bool          // false with --allow-other-local-users
 	checkEvery time.Duration // how often the session and login are checked
+	localTLS   *tls.Config   // TLS for local clients that ask for it (TCP only), or nil
+	caFile     string        // the file of localTLS's CA certificate, or ""
 
-	mu    sync.Mutex
-	mux   *tunnel.Mux
-	conns map[net.Conn]bool
+	mu       sync.Mutex
+	mux      *tunnel.Mux
+	conns    map[net.Conn]bool
+	hintedAt time.Time // when a client's distrust of localTLS was last explained
 }
 
 // connect opens the session's relay connection. A relay that refuses the
@@ -639,9 +686,22 @@ func (p *proxy) accept() {
 }
 
 // handle serves one local connection, after checking that its owner is
-// the user who started the proxy. A refused connection never reaches the
-// server.
+// the user who started the proxy. The check comes first, on the TCP or
+// unix connection itself, before anything is read from it; then the
+// client's opening (TLS if it asks for it) is answered here, so that a
+// refused client, too, reads why in its own protocol. A refused connection
+// never reaches the server.
 func (p *proxy) handle(local net.Conn) {
+	p.mu.Lock()
+	p.conns[local] = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, local)
+		p.mu.Unlock()
+		local.Close()
+	}()
+	var refused *refusal
 	if p.checkOwner {
 		uid, err := peerUID(local)
 		if err != nil || uid != p.owner {
@@ -653,11 +713,49 @@ func (p *proxy) handle(local net.Conn) {
 			if err != nil {
 				slog.Warn("the owner of a local connection is unknown", "err", err)
 			}
-			p.refuseAndClose(local, refuseOtherUser(p.ownerLabel, who))
-			return
+			r := refuseOtherUser(p.ownerLabel, who)
+			refused = &r
 		}
 	}
-	p.serve(local)
+	_ = local.SetDeadline(time.Now().Add(localHandshakeTimeout))
+	conn, head, err := negotiate(local, p.kind, p.localTLS)
+	if err != nil {
+		p.negotiationFailed(err)
+		return
+	}
+	_ = local.SetDeadline(time.Time{})
+	if refused != nil {
+		p.refuseAndClose(withHead(conn, head), *refused)
+		return
+	}
+	p.serve(conn, head)
+}
+
+// certHintEvery is how often db access explains, at most, that a client
+// does not trust the proxy's certificate (a GUI client may retry often).
+const certHintEvery = time.Minute
+
+// negotiationFailed reports a local client's failed opening: that it does
+// not trust the proxy's TLS certificate (with the fix), else at debug
+// level only (a port scan, a client that gave up).
+func (p *proxy) negotiationFailed(err error) {
+	var he *handshakeError
+	if !errors.As(err, &he) || !he.clientRejectedCert() || p.caFile == "" {
+		slog.Debug("a local connection closed before its startup message", "err", err)
+		return
+	}
+	p.mu.Lock()
+	hint := time.Since(p.hintedAt) >= certHintEvery
+	if hint {
+		p.hintedAt = time.Now()
+	}
+	p.mu.Unlock()
+	slog.Debug("a local client refused the proxy's TLS certificate", "err", err)
+	if hint {
+		fmt.Fprintf(p.o.stderr, "airlock: a client does not trust this proxy's TLS certificate: give it the CA certificate %s "+
+			"(PostgreSQL: sslrootcert=%s with sslmode=verify-full; MongoDB: tlsCAFile=%s), or connect with sslmode=require or without TLS.\n",
+			p.caFile, p.caFile, p.caFile)
+	}
 }
 
 // refuseAndClose tells the client why it is refused, then closes it.
@@ -668,25 +766,20 @@ func (p *proxy) refuseAndClose(local net.Conn, r refusal) {
 	local.Close()
 }
 
-func (p *proxy) serve(local net.Conn) {
+// serve carries a local connection (plain or TLS, with head, the bytes
+// of its first message read already) through the relay to the gateway.
+func (p *proxy) serve(local net.Conn, head []byte) {
 	p.mu.Lock()
 	mux := p.mux
-	p.conns[local] = true
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.conns, local)
-		p.mu.Unlock()
-		local.Close()
-	}()
 	if mux == nil || mux.IsClosed() {
-		p.refuseAndClose(local, refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
+		p.refuseAndClose(withHead(local, head), refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
 		return
 	}
 	st, err := mux.OpenStream()
 	if err != nil {
-		slog.Warn("cannot open a connection through the relay", "err", err)
-		p.refuseAndClose(local, refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
+		slog.Debug("cannot open a connection through the relay", "err", err)
+		p.refuseAndClose(withHead(local, head), refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
 		return
 	}
 	tc := tls.Client(st, p.tls)
@@ -700,8 +793,15 @@ func (p *proxy) serve(local net.Conn) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			why = "neither the Airlock server nor the session's gateway answered within 20 seconds: try again in a moment"
 		}
-		p.refuseAndClose(local, refuseUnavailable(why))
+		p.refuseAndClose(withHead(local, head), refuseUnavailable(why))
 		return
+	}
+	if len(head) > 0 {
+		if _, err := tc.Write(head); err != nil {
+			tc.Close()
+			slog.Debug("passing a client's first bytes to the gateway failed", "err", err)
+			return
+		}
 	}
 	tunnel.Splice(local, tc)
 }
