@@ -54,7 +54,7 @@ func outageLines(t *testing.T, p *e2e.Process) {
 	t.Helper()
 	stderr := p.Stderr()
 	lost := regexp.MustCompile(`(?m)^airlock: lost the connection to the Airlock server at http://\S+; reconnecting until the session expires at .+ \(new connections are refused until then\)\.\.\.$`)
-	back := regexp.MustCompile(`(?m)^airlock: connected again after \d+s; new connections are served again\.$`)
+	back := regexp.MustCompile(`(?m)^airlock: connected again after [0-9hms.]+; new connections are served again\.$`)
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	if len(lost.FindAllString(stderr, -1)) != 1 || len(back.FindAllString(stderr, -1)) != 1 || len(lines) != 2 {
 		t.Fatalf("db access's output about the outage, want one line lost and one line back:\n%s", stderr)
