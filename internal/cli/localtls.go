@@ -13,11 +13,13 @@ package cli
 // (sslrootcert=..., tlsCAFile=...). The file is named by the port so that
 // two `db access` at once do not overwrite each other's, and so that a
 // saved connection (the port is reused, see ports.go) keeps pointing at the
-// right file; its content is new for every session.
+// right file; its content is new for every session, and it is removed when
+// the session ends.
 //
 // The connection to the gateway is TLS already (end-to-end mTLS through the
-// relay): the local TLS only protects the loopback hop, which clients
-// cannot be told is local.
+// relay): the local TLS only protects the loopback hop, for clients that
+// will not connect without it. The owner check (peer.go) runs on the TCP or
+// unix connection before negotiate reads anything.
 
 import (
 	"bytes"
