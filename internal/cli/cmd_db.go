@@ -72,6 +72,18 @@ psql, pgAdmin, DBeaver or any driver connect to it, as many connections as they
 like, until the session expires or you press Ctrl+C. The credentials are
 injected by the gateway; they never reach this machine.
 
+Without --port, the proxy listens on the port it used last time for the same
+account (kept in ports.json in the config directory) if that port is free, so
+a GUI client's saved connection works again; otherwise on a new port. The
+output says which port and why.
+
+Clients that insist on TLS (sslmode=require, ssl: true, tls=true, Compass with
+TLS on) get it: the proxy makes a certificate for 127.0.0.1, ::1 and localhost
+for this session, keeps its key in memory only, and writes the certificate of
+the session's CA to proxy-ca-<port>.pem in the config directory for clients
+that verify the server (sslmode=verify-full sslrootcert=<file>, or MongoDB
+tlsCAFile=<file>). Plain connections work as before.
+
 Only you can use the proxy: a connection from another OS user of this machine
 is refused with an error in that user's client, and a warning is printed here.
 (On Linux the owner of a TCP connection is read from the kernel's socket table;
@@ -85,11 +97,12 @@ psql "host=DIR port=<port> user=... dbname=..."), mongodb-<port>.sock for
 MongoDB. <port> is --port, by default 5432 (PostgreSQL) or 27017 (MongoDB); no
 TCP port is opened.
 
-If the Airlock server becomes unreachable, the proxy reconnects until the
-session expires; new connections meanwhile are refused with an error that says
-so. If your login is revoked, or the session is ended (by you, an
-administrator, expiry or revocation), the proxy says why, closes its
-connections and exits.`,
+If the Airlock server becomes unreachable, the proxy says so in one line,
+reconnects until the session expires, and says when it is connected again;
+new connections meanwhile are refused with an error that says so (details
+with --log-level debug). If your login is revoked, or the session is ended
+(by you, an administrator, expiry or revocation), the proxy says why, closes
+its connections and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loggedInClient()
@@ -123,7 +136,7 @@ connections and exits.`,
 	fl.StringVar(&f.projectID, "project-id", "", projectFlagHelp)
 	fl.StringVar(&f.duration, "duration", "1h", "how long the session lasts, e.g. 30m, 1h, 2h30m")
 	fl.StringVar(&f.domain, "domain", "", "the Airlock server (default: the one you logged in to)")
-	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: a free one; with --unix-socket, the port in the socket's name)")
+	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: this account's port from last time if free, else a new one; with --unix-socket, the port in the socket's name)")
 	fl.StringVar(&f.unixSocketDir, "unix-socket", "", "listen on a socket file (mode 0600) in this existing directory instead of on TCP: DIR/.s.PGSQL.<port> for PostgreSQL, DIR/mongodb-<port>.sock for MongoDB")
 	fl.BoolVar(&f.allowOtherUsers, "allow-other-local-users", false, "DANGEROUS: let every OS user of this machine use the proxy (what they run is recorded as yours)")
 	fl.DurationVar(&f.checkEvery, "check-interval", 30*time.Second, "how often to check that the session and your login are still valid")
@@ -158,11 +171,17 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 	// nothing. A socket file's name depends on the kind of resource, which
 	// the session tells.
 	var ln net.Listener
+	var choice *portChoice
+	portFor := portKey{Domain: c.base, ProjectID: f.projectID, Resource: f.resource, Account: f.account}
 	if f.unixSocketDir == "" {
-		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.port))
+		remembered, err := loadPorts()
 		if err != nil {
-			return fmt.Errorf("cannot listen on 127.0.0.1:%d (is it in use? pick another with --port, or omit it): %w", f.port, err)
+			fmt.Fprintf(o.stderr, "Warning: %v\n", err)
 		}
+		if choice, err = listenTCP(portFor, f.port, remembered); err != nil {
+			return err
+		}
+		ln = choice.ln
 		defer ln.Close()
 	}
 
@@ -229,10 +248,46 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 	}
 	if f.unixSocketDir != "" {
 		o.printAccessUnix(cs, f.unixSocketDir, socketPort, p.checkOwner)
-	} else {
-		o.printAccess(cs, ln.Addr().(*net.TCPAddr).Port, p.checkOwner)
+		return p.run(ctx, cs.Session.ExpiresAt)
 	}
+	out := tcpAccess{port: choice.port, portReason: choice.reason}
+	// TLS for clients that insist on it: a certificate made for this
+	// session, whose CA certificate (public) is written for clients that
+	// verify it. Clients that do not ask for TLS are served plain.
+	lt, err := newLocalTLS(p.kind, time.Now(), cs.Session.ExpiresAt.Add(time.Hour))
+	if err != nil {
+		p.end(context.WithoutCancel(ctx))
+		return fmt.Errorf("making the local proxy's TLS certificate: %w", err)
+	}
+	p.localTLS = lt.config
+	if out.caFile, err = proxyCAPath(choice.port); err == nil {
+		err = writeFileAtomic(out.caFile, lt.caPEM, 0o644)
+	}
+	if err != nil {
+		out.caErr = err
+		out.caFile = ""
+	} else {
+		p.caFile = out.caFile
+		// Removed before the listener closes (defers run last first), so
+		// that it never removes the file of a later `db access` on the
+		// same port.
+		defer os.Remove(out.caFile)
+	}
+	if choice.remember {
+		if err := rememberPort(ctx, portFor, choice.port, time.Now()); err != nil {
+			fmt.Fprintf(o.stderr, "Warning: this port is not remembered for the next session: %v\n", err)
+		}
+	}
+	o.printAccess(cs, out, p.checkOwner)
 	return p.run(ctx, cs.Session.ExpiresAt)
+}
+
+// tcpAccess is what `db access` says about its TCP listener.
+type tcpAccess struct {
+	port       int
+	portReason string // why this port: see listenTCP
+	caFile     string // the session CA certificate's file, or ""
+	caErr      error  // why caFile could not be written
 }
 
 // socketName is the file name clients look for in a socket directory.
@@ -283,21 +338,36 @@ func listenUnix(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-func (o *options) printAccess(cs createdSession, port int, ownerOnly bool) {
+func (o *options) printAccess(cs createdSession, a tcpAccess, ownerOnly bool) {
 	s := cs.Session
-	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n\n",
+	port := a.port
+	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n",
 		s.ID, s.AccountName, s.ResourceName, fmtTime(s.ExpiresAt), time.Until(s.ExpiresAt).Round(time.Second))
+	fmt.Fprintf(o.stdout, "Listening on %s.\n\n", a.portReason)
 	switch s.ResourceKind {
 	case "mongodb":
-		fmt.Fprintf(o.stdout, "mongodb://127.0.0.1:%d/?directConnection=true\n\n", port)
-		fmt.Fprintf(o.stdout, "mongosh:  mongosh \"mongodb://127.0.0.1:%d/?directConnection=true\"\n", port)
+		u := fmt.Sprintf("mongodb://127.0.0.1:%d/?directConnection=true", port)
+		fmt.Fprintf(o.stdout, "%s\n\n", u)
+		fmt.Fprintf(o.stdout, "mongosh:  mongosh \"%s\"\n", u)
 		fmt.Fprintf(o.stdout, "Compass:  paste the URL above; no authentication.\n")
+		if a.caFile != "" {
+			fmt.Fprintf(o.stdout, "TLS:      %s&tls=true&tlsCAFile=%s\n", u, uriPathEscape(a.caFile))
+			fmt.Fprintf(o.stdout, "          (Compass: TLS on, CA file %s)\n", a.caFile)
+		}
 	default:
-		u := fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", url.PathEscape(cs.Username), port, url.PathEscape(cs.Database))
+		base := fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s", url.PathEscape(cs.Username), port, url.PathEscape(cs.Database))
+		u := base + "?sslmode=disable"
 		fmt.Fprintf(o.stdout, "%s\n\n", u)
 		fmt.Fprintf(o.stdout, "psql:         psql \"%s\"\n", u)
 		fmt.Fprintf(o.stdout, "GUI clients:  host 127.0.0.1, port %d, user %s, database %s, empty password, SSL disabled\n",
 			port, cs.Username, cs.Database)
+		if a.caFile != "" {
+			fmt.Fprintf(o.stdout, "TLS:          %s?sslmode=verify-full&sslrootcert=%s\n", base, uriPathEscape(a.caFile))
+			fmt.Fprintf(o.stdout, "              (sslmode=require works too; to verify, the CA certificate is %s)\n", a.caFile)
+		}
+	}
+	if a.caErr != nil {
+		fmt.Fprintf(o.stdout, "TLS:          clients may use TLS without verifying it (sslmode=require, tls=true&tlsInsecure=true); the CA certificate could not be written: %v\n", a.caErr)
 	}
 	o.printAccessEnd(ownerOnly)
 }
@@ -351,10 +421,13 @@ type proxy struct {
 	ownerLabel string
 	checkOwner bool          // false with --allow-other-local-users
 	checkEvery time.Duration // how often the session and login are checked
+	localTLS   *tls.Config   // TLS for local clients that ask for it (TCP only), or nil
+	caFile     string        // the file of localTLS's CA certificate, or ""
 
-	mu    sync.Mutex
-	mux   *tunnel.Mux
-	conns map[net.Conn]bool
+	mu       sync.Mutex
+	mux      *tunnel.Mux
+	conns    map[net.Conn]bool
+	hintedAt time.Time // when a client's distrust of localTLS was last explained
 }
 
 // connect opens the session's relay connection. A relay that refuses the
@@ -506,9 +579,14 @@ func isStatus(err error, statuses ...int) bool {
 // are refused meanwhile with an error that says so); an ended session or a
 // revoked login stops it. Failing calls do not spend the refresh token: a
 // refresh that does not reach the server changes nothing.
+//
+// An outage is told in two lines: one when the first attempt fails, one
+// when the relay is back. Each failed attempt's error is logged at debug
+// level (--log-level debug).
 func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 	const maxBackoff = 5 * time.Second
 	backoff := 250 * time.Millisecond
+	lost := time.Now()
 	warned := false
 	for time.Now().Before(expires) {
 		var s sessionInfo
@@ -523,7 +601,8 @@ func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 		case err == nil:
 			if err = p.connect(ctx); err == nil {
 				if warned {
-					fmt.Fprintln(p.o.stderr, "Reconnected to the Airlock server; the proxy accepts connections again.")
+					fmt.Fprintf(p.o.stderr, "airlock: connected again after %s; new connections are served again.\n",
+						time.Since(lost).Round(time.Second))
 				}
 				return nil
 			}
@@ -535,12 +614,11 @@ func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 				return err
 			}
 		}
+		slog.Debug("reconnecting to the relay failed", "err", err)
 		if !warned {
-			fmt.Fprintf(p.o.stderr, "Warning: lost the connection to the Airlock server (%v); reconnecting until the session expires at %s. New connections are refused meanwhile.\n",
-				err, fmtTime(expires))
+			fmt.Fprintf(p.o.stderr, "airlock: lost the connection to the Airlock server at %s; reconnecting until the session expires at %s (new connections are refused until then)...\n",
+				p.c.base, fmtTime(expires))
 			warned = true
-		} else {
-			slog.Debug("reconnecting to the relay failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -611,9 +689,22 @@ func (p *proxy) accept() {
 }
 
 // handle serves one local connection, after checking that its owner is
-// the user who started the proxy. A refused connection never reaches the
-// server.
+// the user who started the proxy. The check comes first, on the TCP or
+// unix connection itself, before anything is read from it; then the
+// client's opening (TLS if it asks for it) is answered here, so that a
+// refused client, too, reads why in its own protocol. A refused connection
+// never reaches the server.
 func (p *proxy) handle(local net.Conn) {
+	p.mu.Lock()
+	p.conns[local] = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, local)
+		p.mu.Unlock()
+		local.Close()
+	}()
+	var refused *refusal
 	if p.checkOwner {
 		uid, err := peerUID(local)
 		if err != nil || uid != p.owner {
@@ -625,11 +716,49 @@ func (p *proxy) handle(local net.Conn) {
 			if err != nil {
 				slog.Warn("the owner of a local connection is unknown", "err", err)
 			}
-			p.refuseAndClose(local, refuseOtherUser(p.ownerLabel, who))
-			return
+			r := refuseOtherUser(p.ownerLabel, who)
+			refused = &r
 		}
 	}
-	p.serve(local)
+	_ = local.SetDeadline(time.Now().Add(localHandshakeTimeout))
+	conn, head, err := negotiate(local, p.kind, p.localTLS)
+	if err != nil {
+		p.negotiationFailed(err)
+		return
+	}
+	_ = local.SetDeadline(time.Time{})
+	if refused != nil {
+		p.refuseAndClose(withHead(conn, head), *refused)
+		return
+	}
+	p.serve(conn, head)
+}
+
+// certHintEvery is how often db access explains, at most, that a client
+// does not trust the proxy's certificate (a GUI client may retry often).
+const certHintEvery = time.Minute
+
+// negotiationFailed reports a local client's failed opening: that it does
+// not trust the proxy's TLS certificate (with the fix), else at debug
+// level only (a port scan, a client that gave up).
+func (p *proxy) negotiationFailed(err error) {
+	var he *handshakeError
+	if !errors.As(err, &he) || !he.clientRejectedCert() || p.caFile == "" {
+		slog.Debug("a local connection closed before its startup message", "err", err)
+		return
+	}
+	p.mu.Lock()
+	hint := time.Since(p.hintedAt) >= certHintEvery
+	if hint {
+		p.hintedAt = time.Now()
+	}
+	p.mu.Unlock()
+	slog.Debug("a local client refused the proxy's TLS certificate", "err", err)
+	if hint {
+		fmt.Fprintf(p.o.stderr, "airlock: a client does not trust this proxy's TLS certificate: give it the CA certificate %s "+
+			"(PostgreSQL: sslrootcert=%s with sslmode=verify-full; MongoDB: tlsCAFile=%s), or connect with sslmode=require or without TLS.\n",
+			p.caFile, p.caFile, p.caFile)
+	}
 }
 
 // refuseAndClose tells the client why it is refused, then closes it.
@@ -640,25 +769,20 @@ func (p *proxy) refuseAndClose(local net.Conn, r refusal) {
 	local.Close()
 }
 
-func (p *proxy) serve(local net.Conn) {
+// serve carries a local connection (plain or TLS, with head, the bytes
+// of its first message read already) through the relay to the gateway.
+func (p *proxy) serve(local net.Conn, head []byte) {
 	p.mu.Lock()
 	mux := p.mux
-	p.conns[local] = true
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.conns, local)
-		p.mu.Unlock()
-		local.Close()
-	}()
 	if mux == nil || mux.IsClosed() {
-		p.refuseAndClose(local, refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
+		p.refuseAndClose(withHead(local, head), refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
 		return
 	}
 	st, err := mux.OpenStream()
 	if err != nil {
-		slog.Warn("cannot open a connection through the relay", "err", err)
-		p.refuseAndClose(local, refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
+		slog.Debug("cannot open a connection through the relay", "err", err)
+		p.refuseAndClose(withHead(local, head), refuseUnavailable("airlock db access lost its connection to the Airlock server and is reconnecting: try again in a moment"))
 		return
 	}
 	tc := tls.Client(st, p.tls)
@@ -672,8 +796,15 @@ func (p *proxy) serve(local net.Conn) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			why = "neither the Airlock server nor the session's gateway answered within 20 seconds: try again in a moment"
 		}
-		p.refuseAndClose(local, refuseUnavailable(why))
+		p.refuseAndClose(withHead(local, head), refuseUnavailable(why))
 		return
+	}
+	if len(head) > 0 {
+		if _, err := tc.Write(head); err != nil {
+			tc.Close()
+			slog.Debug("passing a client's first bytes to the gateway failed", "err", err)
+			return
+		}
 	}
 	tunnel.Splice(local, tc)
 }

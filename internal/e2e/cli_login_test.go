@@ -247,7 +247,8 @@ func TestCLIReconnectsAfterServerOutage(t *testing.T) {
 	}
 
 	srv.Proc = runServer(t, srv, "--access-token-ttl", "2s")
-	waitStderr(t, p, regexp.MustCompile(`Reconnected to the Airlock server`), 60*time.Second)
+	waitStderr(t, p, regexp.MustCompile(`airlock: connected again after [0-9hms.]+;`), 60*time.Second)
+	outageLines(t, p)
 	w.waitGateway("dc1", true)
 	deadline := time.Now().Add(60 * time.Second)
 	for {

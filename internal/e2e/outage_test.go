@@ -2,10 +2,13 @@ package e2e_test
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/airlockpam/airlock/internal/e2e"
 )
 
 // TestServerOutageEndsNoSession: the server process dies and stays down
@@ -38,9 +41,23 @@ func TestServerOutageEndsNoSession(t *testing.T) {
 	if p.Exited() {
 		t.Fatalf("db access exited: %s", p.Stderr())
 	}
+	outageLines(t, p)
 	c2 := connect(t, url)
 	if err := c2.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
 		t.Fatalf("a new connection after the outage: %v", err)
+	}
+}
+
+// outageLines fails unless db access told of its outage in one line while
+// reconnecting and one when back, and printed nothing else on stderr.
+func outageLines(t *testing.T, p *e2e.Process) {
+	t.Helper()
+	stderr := p.Stderr()
+	lost := regexp.MustCompile(`(?m)^airlock: lost the connection to the Airlock server at http://\S+; reconnecting until the session expires at .+ \(new connections are refused until then\)\.\.\.$`)
+	back := regexp.MustCompile(`(?m)^airlock: connected again after [0-9hms.]+; new connections are served again\.$`)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if len(lost.FindAllString(stderr, -1)) != 1 || len(back.FindAllString(stderr, -1)) != 1 || len(lines) != 2 {
+		t.Fatalf("db access's output about the outage, want one line lost and one line back:\n%s", stderr)
 	}
 }
 
