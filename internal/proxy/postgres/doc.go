@@ -114,8 +114,14 @@
 //   - one per simple Query message (kind query): a string of several
 //     statements is ONE event, whose outcome lists the statements' command
 //     tags separated by "; " ("INSERT 0 2; SELECT 5") and whose rows are
-//     their sum; if one fails, the outcome is "error" with its SQLSTATE and
-//     message, and rows count the statements completed before it;
+//     their sum; if one fails, the outcome is "error" followed by the tags
+//     of the statements completed before it ("error after SELECT 1;
+//     SELECT 1"; just "error" when the first one failed), with its
+//     SQLSTATE and message, and rows count the statements completed
+//     before it (so, too, "cancelled after ..." and "outcome unknown
+//     after ..."). PostgreSQL runs such a string as one transaction
+//     unless it holds its own BEGIN or COMMIT: the statements before a
+//     failure are then rolled back, though their tags show;
 //   - one per Execute (kind execute), with the text of the statement the
 //     server ran and the values bound to it: text values as they are,
 //     binary ones decoded (below), NULL as NULL, each cut at 1 KiB.

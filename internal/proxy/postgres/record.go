@@ -353,6 +353,10 @@ func (l *connLog) emit(it *pending, kind, stmt string, params []string, outcome 
 		outcome = OutcomeCancelled
 		ev.Outcome = outcome
 	}
+	if it.kind == pendingQuery && it.tags != "" && outcome != it.tags {
+		// A Query cut short: the statements that completed before it.
+		ev.Outcome += " after " + it.tags
+	}
 	if it.err != nil && (outcome == OutcomeError || outcome == OutcomeCancelled || outcome == OutcomeRefused) {
 		ev.ErrorCode = it.err.code
 		ev.ErrorMsg = it.err.message
