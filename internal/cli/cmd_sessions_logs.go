@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ type logFlags struct {
 func (f *logFlags) filtered() bool {
 	return f.conn != "" || len(f.kinds) > 0 || f.errors || f.since != "" || f.tail > 0
 }
+
+// logKinds are the event kinds (sessionlog.Kind*) this version records.
+var logKinds = []string{"query", "execute", "function_call", "copy_in", "copy_out", "command", "connect", "disconnect"}
 
 // logPageSize is the page `sessions logs` asks for.
 const logPageSize = 500
@@ -81,6 +85,11 @@ func (o *options) sessionLogs(ctx context.Context, c *client, id string, f logFl
 	}
 	q := url.Values{"limit": {strconv.Itoa(logPageSize)}}
 	if len(f.kinds) > 0 {
+		for _, k := range f.kinds {
+			if !slices.Contains(logKinds, k) {
+				fmt.Fprintf(o.stderr, "note: --kind %q is not a kind this version records (%s)\n", k, strings.Join(logKinds, ", "))
+			}
+		}
 		q.Set("kind", strings.Join(f.kinds, ","))
 	}
 	if f.errors {
