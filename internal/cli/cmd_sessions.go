@@ -2,13 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -115,18 +113,35 @@ admins end other people's sessions with airlock sessions terminate.`,
 	fl.StringVar(&from, "from", "", "created at or after (RFC 3339, or a duration ago such as 24h)")
 	fl.StringVar(&to, "to", "", "created before (RFC 3339, or a duration ago)")
 	fl.IntVar(&limit, "limit", 100, "at most this many sessions (1-1000)")
-	var follow bool
+	var lf logFlags
 	logs := &cobra.Command{
 		Use: "logs ID", Short: "Show the queries and commands of a session, oldest first", Args: cobra.ExactArgs(1),
+		Long: `Show a session's log, oldest first: one line per event, its columns aligned,
+a multi-line statement on lines of its own under the STATEMENT column, and an
+error's message on the line below (-- ...). CONN numbers the session's
+connections #1, #2... in the order they opened, the same in every listing.
+
+The filters are applied by the server: --conn (#2, 2, or a connection id or
+the start or end of one), --kind (query, execute, function_call, copy_in,
+copy_out, command, connect, disconnect; comma-separated), --errors (events
+that failed or whose outcome is not known), --since (an RFC 3339 time, or a
+duration ago such as 10m) and --tail N (the last N matching events). An event
+that fails its integrity check is always listed.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := loggedInClient()
 			if err != nil {
 				return err
 			}
-			return o.sessionLogs(cmd.Context(), c, args[0], follow)
+			return o.sessionLogs(cmd.Context(), c, args[0], lf)
 		},
 	}
-	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events until the session ends")
+	lfl := logs.Flags()
+	lfl.BoolVarP(&lf.follow, "follow", "f", false, "keep printing new events until the session ends")
+	lfl.StringVar(&lf.conn, "conn", "", "only the events of this connection: #2, 2, or its id (or the start or end of it)")
+	lfl.StringSliceVar(&lf.kinds, "kind", nil, "only events of these kinds (query, execute, function_call, copy_in, copy_out, command, connect, disconnect)")
+	lfl.BoolVar(&lf.errors, "errors", false, "only events that failed or whose outcome is not known")
+	lfl.IntVar(&lf.tail, "tail", 0, "only the last N matching events (1-1000); with --follow, then the new ones")
+	lfl.StringVar(&lf.since, "since", "", "only events at or after this time (RFC 3339, or a duration ago such as 10m)")
 	verify := &cobra.Command{
 		Use: "verify ID", Short: "Check that a session's log is whole: no event removed or altered (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -231,81 +246,4 @@ func endedInWords(s sessionInfo) string {
 		return "has ended" + at
 	}
 	return "has ended" + at + " (" + s.EndReason + ")"
-}
-
-type logEvent struct {
-	Seq        int64     `json:"seq"`
-	Time       time.Time `json:"time"`
-	ConnID     string    `json:"connId"`
-	Kind       string    `json:"kind"`
-	Statement  string    `json:"statement"`
-	Params     []string  `json:"params"`
-	Database   string    `json:"database"`
-	Collection string    `json:"collection"`
-	Outcome    string    `json:"outcome"`
-	ErrorCode  string    `json:"errorCode"`
-	ErrorMsg   string    `json:"errorMessage"`
-	Rows       int64     `json:"rows"`
-	Bytes      int64     `json:"bytes"`
-	DurationUS int64     `json:"durationUs"`
-}
-
-// sessionLogs prints a session's events; with follow it polls for new ones
-// until the session has ended and a poll brings nothing.
-func (o *options) sessionLogs(ctx context.Context, c *client, id string, follow bool) error {
-	var after int64
-	header := true
-	for {
-		var page struct {
-			Events []json.RawMessage `json:"events"`
-			Next   int64             `json:"next"`
-			Ended  bool              `json:"ended"`
-		}
-		q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {"500"}}
-		if err := c.do(ctx, http.MethodGet, "/api/v1/sessions/"+url.PathEscape(id)+"/logs", q, nil, &page); err != nil {
-			return err
-		}
-		for _, raw := range page.Events {
-			if o.output == "json" {
-				fmt.Fprintln(o.stdout, string(raw)) // one JSON object per line
-				continue
-			}
-			var e logEvent
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return err
-			}
-			if header {
-				fmt.Fprintln(o.stdout, "SEQ  TIME                 CONN      KIND  OUTCOME  ROWS  DURATION  STATEMENT")
-				header = false
-			}
-			outcome := e.Outcome
-			if e.ErrorCode != "" {
-				outcome = "ERROR " + e.ErrorCode + ": " + e.ErrorMsg
-			}
-			stmt := strings.Join(strings.Fields(e.Statement), " ")
-			if len(e.Params) > 0 {
-				stmt += "  -- params: " + strings.Join(e.Params, ", ")
-			}
-			if e.Bytes > 0 {
-				stmt += fmt.Sprintf("  -- %d bytes", e.Bytes)
-			}
-			fmt.Fprintf(o.stdout, "%-4d %s  %-8.8s  %s  %s  %d  %s  %s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"),
-				e.ConnID, e.Kind, outcome, e.Rows, (time.Duration(e.DurationUS) * time.Microsecond).String(), stmt)
-		}
-		after = page.Next
-		if len(page.Events) == 500 {
-			continue
-		}
-		if !follow || (page.Ended && len(page.Events) == 0) {
-			if header && o.output != "json" {
-				fmt.Fprintln(o.stdout, "(no events)")
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
 }

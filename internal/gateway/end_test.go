@@ -53,7 +53,7 @@ func dataConn(t *testing.T, a *Agent, ca *pki.CA, serverName string, h tunnel.He
 	})
 	cert := clientCert(t, ca, h.SessionID, time.Now().Add(time.Hour))
 	tc := tls.Client(cli, &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), ServerName: serverName, MinVersion: tls.VersionTLS13})
-	cfg, err := pgconn.ParseConfig("postgres://someone@gateway/anydb?sslmode=disable")
+	cfg, err := pgconn.ParseConfig("postgres://someone@gateway/?sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ type AccountCredentials struct {
 // target returns what a gateway needs to log in to r as username.
 func (r *Resource) target(accountID, username, password string) tunnel.Target {
 	t := tunnel.Target{
-		Kind: r.Kind, ResourceID: r.ID, AccountID: accountID,
+		Kind: r.Kind, ResourceID: r.ID, ResourceName: r.Name, AccountID: accountID,
 		Database: r.Database,
 		TLS:      tunnel.TLS{Enabled: r.SSLEnabled, RejectUnauthorized: r.SSLRejectUnauthorized, CAPEM: r.SSLCAPEM},
 		Username: username, Password: password,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
@@ -24,6 +25,7 @@ import (
 // a gateway the project may use, and one resource with one account.
 type world struct {
 	db                   *store.DB
+	kr                   *keyring.Keyring
 	clock                *testenv.Clock
 	projects             *project.Service
 	sessions             *session.Service
@@ -36,7 +38,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	db, kr := testenv.OpenStore(t)
-	w := &world{db: db, clock: testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))}
+	w := &world{db: db, kr: kr, clock: testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))}
 	w.exec(t, `INSERT INTO organizations (id, name, created_at) VALUES ('org', 'org', 0)`)
 	w.alice, w.bob = w.user(t, "alice@example.com"), w.user(t, "bob@example.com")
 

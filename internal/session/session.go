@@ -9,10 +9,13 @@
 // used at once), and EnforceAccess ends every session that breaks a rule as
 // soon as a revoking change commits. expiry.go ends sessions past their end,
 // whose gateway or CLI has been gone too long (after a grace period from the
-// server's start), and re-checks access every tick. Sessions end by their
-// owner, by a project admin, at expiry, by revocation, or when their gateway
-// or CLI is lost; every end (finish) is recorded once with its reason and a
-// message, and closes the session's connections, gateway first.
+// server's start), and re-checks access every tick. logs.go serves a
+// session's log to its owner and its project's admins, filtered on the
+// server (LogQuery), and checks it whole for project admins (Verify).
+// Sessions end by their owner, by a project admin, at expiry, by
+// revocation, or when their gateway or CLI is lost; every end (finish) is
+// recorded once with its reason and a message, and closes the session's
+// connections, gateway first.
 package session
 
 import (

@@ -72,6 +72,10 @@ type Target struct {
 	// allowed them for the resource. A server that asks for another method
 	// gets nothing and the connection ends.
 	AuthMethods []string `json:"authMethods,omitempty"`
+
+	// ResourceName is the resource's name, for the messages that tell a
+	// client what its access is to.
+	ResourceName string `json:"resourceName,omitempty"`
 }
 
 // Upstream authentication methods an organization admin may allow for a

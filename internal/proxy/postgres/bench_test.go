@@ -34,8 +34,8 @@ func benchTargets(b *testing.B) []struct{ name, url string } {
 	plain := startProxy(b, eng, common.NewSession("bench"), cfg)
 	recording := startProxy(b, eng, common.NewSession("bench-recording", common.WithRecorder(&countingRecorder{})), cfg)
 	return []struct{ name, url string }{
-		{"engine", plain.clientURL("x", "y", "")},
-		{"engine-recording", recording.clientURL("x", "y", "")},
+		{"engine", plain.clientURL("x", "", "")},
+		{"engine-recording", recording.clientURL("x", "", "")},
 		{"direct", db.URL(role, "disable")},
 	}
 }

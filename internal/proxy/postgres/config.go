@@ -40,9 +40,13 @@ type Config struct {
 	Host string
 	// Port is the database's TCP port; zero means DefaultPort.
 	Port int
-	// Database is the database every connection uses, whatever the client
-	// asks for. Empty means PostgreSQL's default: the user's name.
+	// Database is the database every connection uses. A client that asks
+	// for another is refused. Empty means PostgreSQL's default: the user's
+	// name.
 	Database string
+	// Resource is the resource's name, for the messages that tell a
+	// client what its access is to; empty if not known.
+	Resource string
 	// User is the account's role name.
 	User string
 	// Password is the account's password. It is sent only to the database,
@@ -84,6 +88,7 @@ func ConfigFromTarget(t tunnel.Target) Config {
 		Host:        t.Host,
 		Port:        t.Port,
 		Database:    t.Database,
+		Resource:    t.ResourceName,
 		User:        t.Username,
 		Password:    t.Password,
 		TLS:         t.TLS,

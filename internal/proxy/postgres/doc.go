@@ -19,12 +19,21 @@
 //     same session and, if it is one, sends a cancel for the real backend
 //     (over TLS when the upstream connection uses TLS); unknown keys are
 //     ignored, as PostgreSQL ignores them;
-//  3. on a StartupMessage, connects upstream with pgx's pgconn (TLS and
+//  3. on a StartupMessage, refuses what the access does not give rather
+//     than silently give something else (startup.go, check): a
+//     replication connection (replication=database, true, on, yes, 1...)
+//     with a FATAL 0A000 "airlock: replication connections are not
+//     supported through Airlock ..."; a database other than the
+//     resource's with a FATAL 28000 "airlock: this access is to database
+//     "app" of resource "payments-db", not "postgres"; connect with
+//     dbname=app". A client that sends no database, or the resource's, is
+//     served (libpq sends the user name when given no dbname: a bare psql
+//     is told which dbname to use). The user name the client sends is
+//     ignored. Otherwise it connects upstream with pgx's pgconn (TLS and
 //     SCRAM-SHA-256 are its job), through the engine's dialer (WithDialer:
 //     the gateway's target policy), as the account's user and the
-//     resource's database whatever the client asked for, passing the
-//     client's other parameters (application_name, client_encoding, options...)
-//     on; a failure reaches the client as an ErrorResponse that never holds
+//     resource's database, passing the client's other parameters
+//     (application_name, client_encoding, options...) on; a failure reaches the client as an ErrorResponse that never holds
 //     the password. The password goes only where it can be checked: pgconn's
 //     require_auth lets the server have it through SCRAM-SHA-256 (with
 //     channel binding when the server offers it over TLS) and, only when an
@@ -93,7 +102,10 @@
 //
 // A session made with common.WithRecorder records, for each connection, events of
 // sessionlog's kinds: connect when the login upstream succeeded or failed,
-// disconnect when the connection ended (outcome ok; terminated when the
+// or the client's request was refused (its statement is what the client
+// asked for, as libpq's conninfo: "user=alice database=app
+// application_name=psql", with replication if it asked for it; its
+// database is the resource's), disconnect when the connection ended (outcome ok; terminated when the
 // session's end ended it, with the end's reason as the error code, such as
 // "expired", and the words the client was told as the error message; or
 // error when the relay stopped because it could not follow the protocol),
@@ -102,8 +114,14 @@
 //   - one per simple Query message (kind query): a string of several
 //     statements is ONE event, whose outcome lists the statements' command
 //     tags separated by "; " ("INSERT 0 2; SELECT 5") and whose rows are
-//     their sum; if one fails, the outcome is "error" with its SQLSTATE and
-//     message, and rows count the statements completed before it;
+//     their sum; if one fails, the outcome is "error" followed by the tags
+//     of the statements completed before it ("error after SELECT 1;
+//     SELECT 1"; just "error" when the first one failed), with its
+//     SQLSTATE and message, and rows count the statements completed
+//     before it (so, too, "cancelled after ..." and "outcome unknown
+//     after ..."). PostgreSQL runs such a string as one transaction
+//     unless it holds its own BEGIN or COMMIT: the statements before a
+//     failure are then rolled back, though their tags show;
 //   - one per Execute (kind execute), with the text of the statement the
 //     server ran and the values bound to it: text values as they are,
 //     binary ones decoded (below), NULL as NULL, each cut at 1 KiB.
@@ -316,7 +334,8 @@
 //   - oversize.go: the statement limits, a statement over the limit read in
 //     bounded memory, and the refusals (limit, session log unwritable).
 //   - startup.go: readStartup, the parser of the client's opening packets,
-//     and the check of the startup parameters.
+//     the check of the startup parameters, and check, which refuses what
+//     the access does not give (replication, another database).
 //     It reads exactly the bytes of each packet and decodes them with
 //     pgproto3's message types, rather than through a pgproto3.Backend, whose
 //     buffered reader could swallow bytes that the client sent after its

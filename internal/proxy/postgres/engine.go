@@ -330,6 +330,17 @@ func (e *Engine) proxy(ctx context.Context, c *served, sess *common.Session, cfg
 			clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeError, sqlState, "cannot connect to the database: "+msg)
 		}
 	}
+	if clog != nil {
+		clog.client = op.clientRequest()
+	}
+	if r := op.check(cfg.Database, cfg.User, cfg.Resource); r != nil {
+		e.refuse(c.client, r.code, r.message)
+		log.Info("refused what the client asked for", "code", r.code, "reason", r.message)
+		if clog != nil {
+			clog.emitConn(sessionlog.KindConnect, start, time.Now(), OutcomeError, r.code, r.message)
+		}
+		return r
+	}
 	pc, err := cfg.PgConnConfig()
 	if err != nil {
 		msg := redact(err.Error(), cfg.Password)

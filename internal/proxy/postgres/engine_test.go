@@ -103,7 +103,7 @@ func TestServeRefusesLogin(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			log, _ := newLogger(t, tt.cfg.Password)
 			p := startProxy(t, newEngine(t, WithLogger(log)), common.NewSession("s1"), tt.cfg)
-			_, err := pgx.Connect(testContext(t), p.clientURL("x", "y", ""))
+			_, err := pgx.Connect(testContext(t), p.clientURL("x", "", ""))
 			if err == nil {
 				t.Fatal("connected")
 			}
@@ -156,7 +156,7 @@ func TestGreeting(t *testing.T) {
 			var received bytes.Buffer
 			fe := pgproto3.NewFrontend(io.TeeReader(conn, &received), conn)
 
-			params := map[string]string{"user": "mallory", "database": "postgres", "replication": "database"}
+			params := map[string]string{"user": "mallory", "database": db.Name}
 			for k, v := range tt.params {
 				params[k] = v
 			}
@@ -208,8 +208,8 @@ func TestGreeting(t *testing.T) {
 				t.Error("the client received the password")
 			}
 
-			// A query works, as the account, without the replication
-			// the client asked for.
+			// A query works, as the account, not as the user the client
+			// named.
 			fe.Send(&pgproto3.Query{String: "SELECT current_user || ' ' || pg_backend_pid()::text || ' ' || current_setting('application_name')"})
 			if err := fe.Flush(); err != nil {
 				t.Fatal(err)

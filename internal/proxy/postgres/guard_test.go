@@ -178,7 +178,7 @@ func TestRogueServerGetsNoPassword(t *testing.T) {
 			// A served connection.
 			eng := newEngine(t)
 			p := startProxy(t, eng, common.NewSession("s1"), cfg)
-			_, err := pgconn.Connect(testContext(t), p.clientURL("x", "y", ""))
+			_, err := pgconn.Connect(testContext(t), p.clientURL("x", "", ""))
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Message, tt.words) {
 				t.Errorf("client error = %v, want one saying %q", err, tt.words)
@@ -248,7 +248,7 @@ func TestNotPostgresUpstream(t *testing.T) {
 			}
 			eng := newEngine(t)
 			p := startProxy(t, eng, common.NewSession("s1"), cfg)
-			_, err := pgconn.Connect(testContext(t), p.clientURL("x", "y", "probe"))
+			_, err := pgconn.Connect(testContext(t), p.clientURL("x", "", "probe"))
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Message, "is not a PostgreSQL server") {
 				t.Errorf("client error = %v, want one saying the service is not a PostgreSQL server", err)
@@ -364,7 +364,7 @@ func TestWithDialer(t *testing.T) {
 		t.Errorf("Validate = %+v, want the dialer's refusal", res)
 	}
 	p := startProxy(t, eng, common.NewSession("s1"), rogueConfig(t, srv.addr))
-	_, _ = pgconn.Connect(testContext(t), p.clientURL("x", "y", ""))
+	_, _ = pgconn.Connect(testContext(t), p.clientURL("x", "", ""))
 	_ = p.nextResult(t)
 	mu.Lock()
 	defer mu.Unlock()

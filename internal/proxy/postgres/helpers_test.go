@@ -178,7 +178,7 @@ func (p *testProxy) nextResult(t testing.TB) error {
 }
 
 // clientURL is what a client of the CLI's local proxy uses: no password, no
-// TLS, and a user and database of its own choosing.
+// TLS, a user of its own choosing (ignored) and a database (none if empty).
 func (p *testProxy) clientURL(user, db, appName string) string {
 	q := url.Values{}
 	q.Set("sslmode", "disable")
@@ -191,7 +191,7 @@ func (p *testProxy) clientURL(user, db, appName string) string {
 
 func (p *testProxy) connect(t testing.TB, appName string) *pgx.Conn {
 	t.Helper()
-	conn, err := pgx.Connect(testContext(t), p.clientURL("someone_else", "some_other_db", appName))
+	conn, err := pgx.Connect(testContext(t), p.clientURL("someone_else", "", appName))
 	if err != nil {
 		t.Fatalf("connect through the proxy: %v", err)
 	}

@@ -196,7 +196,7 @@ func TestObserverProtocol(t *testing.T) {
 			{Kind: "query", Statement: "SELECT 1", Outcome: "SELECT 1", Rows: 1},
 			{Kind: "query", Statement: "INSERT INTO t VALUES (1), (2); SELECT x FROM t; UPDATE t SET x = 3", Outcome: "INSERT 0 2; SELECT 2; UPDATE 2", Rows: 6},
 			{Kind: "query", Statement: "", Outcome: "empty"},
-			{Kind: "query", Statement: "SELECT 1; SELECT 1/0; SELECT 3", Outcome: "error", ErrorCode: "22012", Rows: 1},
+			{Kind: "query", Statement: "SELECT 1; SELECT 1/0; SELECT 3", Outcome: "error after SELECT 1", ErrorCode: "22012", Rows: 1},
 		})
 		if ev := h.rec.all()[3]; ev.ErrorMsg != "division by zero" || ev.DurationUS <= 0 || ev.Database != "db" {
 			t.Errorf("error event %+v", ev)
@@ -443,6 +443,23 @@ func TestObserverProtocol(t *testing.T) {
 			{Kind: "execute", Statement: "SELECT 1/0", Outcome: "error", ErrorCode: "22012"},
 			{Kind: "execute", Statement: "SELECT 1/0", Outcome: "skipped"},
 		})
+	})
+
+	t.Run("a simple query failing after two statements ran", func(t *testing.T) {
+		h := newHarness(t)
+		h.client(&pgproto3.Query{String: "SELECT 1; SELECT 2; SELECT x_missing;"})
+		h.server(rowDesc, row, tag("SELECT 1"), rowDesc, row, tag("SELECT 1"), errResp("42703", `column "x_missing" does not exist`), rfq)
+		// Cut off after its first statement: what ran is known, the rest not.
+		h.client(&pgproto3.Query{String: "INSERT INTO t VALUES (1); SELECT pg_sleep(60)"})
+		h.server(tag("INSERT 0 1"))
+		h.back.finish()
+		checkEvents(t, h.rec.all(), []brief{
+			{Kind: "query", Statement: "SELECT 1; SELECT 2; SELECT x_missing;", Outcome: "error after SELECT 1; SELECT 1", ErrorCode: "42703", Rows: 2},
+			{Kind: "query", Statement: "INSERT INTO t VALUES (1); SELECT pg_sleep(60)", Outcome: "outcome unknown after INSERT 0 1", Rows: 1},
+		})
+		if ev := h.rec.all()[0]; ev.ErrorMsg != `column "x_missing" does not exist` {
+			t.Errorf("error message %q", ev.ErrorMsg)
+		}
 	})
 
 	t.Run("killed by the server mid-query", func(t *testing.T) {

@@ -40,7 +40,7 @@ func TestRecordBinaryParams(t *testing.T) {
 	p, rec := startRecording(t, db, accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{}))
 	ctx := testContext(t)
 	connect := func(mode pgx.QueryExecMode) *pgx.Conn {
-		cc, err := pgx.ParseConfig(p.clientURL("x", "y", ""))
+		cc, err := pgx.ParseConfig(p.clientURL("x", "", ""))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,6 +74,9 @@ type connLog struct {
 	health       sessionlog.HealthReporter // nil: the recorder cannot fail
 	budget       *byteBudget               // the engine's, for large messages; nil: none
 	now          func() time.Time
+	// client is what the client asked for at startup (clientRequest):
+	// the statement of the connect event.
+	client string
 
 	// cancelling is set when the session's end has sent a cancel for the
 	// connection: a 57014 answer is then recorded as OutcomeCancelled.
@@ -350,6 +353,10 @@ func (l *connLog) emit(it *pending, kind, stmt string, params []string, outcome 
 		outcome = OutcomeCancelled
 		ev.Outcome = outcome
 	}
+	if it.kind == pendingQuery && it.tags != "" && outcome != it.tags {
+		// A Query cut short: the statements that completed before it.
+		ev.Outcome += " after " + it.tags
+	}
 	if it.err != nil && (outcome == OutcomeError || outcome == OutcomeCancelled || outcome == OutcomeRefused) {
 		ev.ErrorCode = it.err.code
 		ev.ErrorMsg = it.err.message
@@ -368,9 +375,9 @@ func (l *connLog) emit(it *pending, kind, stmt string, params []string, outcome 
 // until the login succeeded or failed) or its end (at the time it ended,
 // lasting as long as the connection).
 func (l *connLog) emitConn(kind string, start, end time.Time, outcome, code, message string) {
-	at := start
+	at, stmt := start, l.client
 	if kind == sessionlog.KindDisconnect {
-		at = end
+		at, stmt = end, ""
 	}
 	l.rec.Record(sessionlog.Event{
 		ID:         uuid.Must(uuid.NewV7()).String(),
@@ -378,6 +385,7 @@ func (l *connLog) emitConn(kind string, start, end time.Time, outcome, code, mes
 		Time:       at,
 		ConnID:     l.connID,
 		Kind:       kind,
+		Statement:  applyPatterns(stmt, l.extra()),
 		Database:   l.database,
 		Outcome:    outcome,
 		ErrorCode:  code,

@@ -251,12 +251,12 @@ func TestRecordConnections(t *testing.T) {
 		}
 	}
 	checkBriefs(byConn[order[0]], []brief{
-		{Kind: "connect", Outcome: "ok"},
+		{Kind: "connect", Statement: "user=someone_else", Outcome: "ok"},
 		{Kind: "query", Statement: "SELECT 1", Outcome: "SELECT 1", Rows: 1},
 		{Kind: "disconnect", Outcome: "ok"},
 	})
 	checkBriefs(byConn[order[1]], []brief{
-		{Kind: "connect", Outcome: "ok"},
+		{Kind: "connect", Statement: "user=someone_else", Outcome: "ok"},
 		{Kind: "query", Statement: "SELECT 2", Outcome: "SELECT 1", Rows: 1},
 		{Kind: "disconnect", Outcome: "terminated", ErrorCode: "terminated"},
 	})
@@ -265,7 +265,7 @@ func TestRecordConnections(t *testing.T) {
 	wrong := cfg
 	wrong.Password = "not-the-password-0123456789"
 	p2, rec2 := startRecording(t, db, wrong)
-	if _, err := pgx.Connect(ctx, p2.clientURL("x", "y", "")); err == nil {
+	if _, err := pgx.Connect(ctx, p2.clientURL("x", "", "")); err == nil {
 		t.Fatal("connected")
 	}
 	_ = p2.nextResult(t)
@@ -284,7 +284,7 @@ func TestRecordBatch(t *testing.T) {
 	p, rec := startRecording(t, db, accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{}))
 	ctx := testContext(t)
 	connect := func(mode pgx.QueryExecMode) *pgx.Conn {
-		cc, err := pgx.ParseConfig(p.clientURL("x", "y", ""))
+		cc, err := pgx.ParseConfig(p.clientURL("x", "", ""))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -192,7 +192,7 @@ func TestSessionClose(t *testing.T) {
 	if n := sess.Conns(); n != 0 {
 		t.Errorf("Conns() = %d after Close", n)
 	}
-	if _, err := pgx.Connect(ctx, p.clientURL("x", "y", "")); err == nil {
+	if _, err := pgx.Connect(ctx, p.clientURL("x", "", "")); err == nil {
 		t.Error("a new connection was served after Close")
 	}
 	if err := p.nextResult(t); !errors.Is(err, ErrSessionClosed) {

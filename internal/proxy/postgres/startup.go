@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -36,6 +37,9 @@ const (
 	gssEncRequestCode = 80877104 // 1234.5680
 	cancelRequestCode = 80877102 // 1234.5678
 )
+
+// sqlStateFeatureNotSupported refuses a replication connection.
+const sqlStateFeatureNotSupported = "0A000" // feature_not_supported
 
 // ErrInvalidStartup marks a client that broke the protocol in its opening
 // packets: Serve's error wraps it.
@@ -92,6 +96,82 @@ func (o *opening) runtimeParams() map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// check refuses, before any login, what the client asks for and the
+// access does not give, rather than silently give something else: a
+// replication connection, or another database than the resource's. The
+// user name the client sends is ignored: the access is to one account.
+//
+// database is the resource's database (Config.Database; empty means the
+// account's user name, as PostgreSQL defaults it) and resource its name,
+// if known. A client that sends no database, or the resource's, is
+// served. libpq sends the user name when it is given no database, so a
+// bare psql is refused too, and told which dbname to use. The refusal's
+// message is sent to the client (FATAL) and recorded in the session log.
+func (o *opening) check(database, user, resource string) *refusal {
+	if v, ok := o.params["replication"]; ok && !isFalse(v) {
+		return &refusal{code: sqlStateFeatureNotSupported, message: "airlock: replication connections are not supported through Airlock" +
+			" (the client asked for replication=" + v + "); connect without replication"}
+	}
+	if database == "" {
+		database = user
+	}
+	asked, ok := o.params["database"]
+	if !ok || asked == "" || asked == database {
+		return nil
+	}
+	of := ""
+	if resource != "" {
+		of = " of resource " + strconv.Quote(resource)
+	}
+	return &refusal{code: sqlStateInvalidAuthSpec, message: fmt.Sprintf(
+		"airlock: this access is to database %q%s, not %q; connect with dbname=%s",
+		database, of, asked, conninfoValue(database))}
+}
+
+// isFalse reports whether v is a boolean false as PostgreSQL reads one
+// (false, off, no, 0, or a prefix of false or no, in any case).
+func isFalse(v string) bool {
+	v = strings.ToLower(strings.TrimSpace(v))
+	switch {
+	case v == "":
+		return false
+	case v == "0", v == "of", v == "off":
+		return true
+	}
+	return strings.HasPrefix("false", v) || strings.HasPrefix("no", v)
+}
+
+// clientRequest describes what the client asked for in its StartupMessage,
+// as libpq's conninfo (user=alice database=app application_name=psql): the
+// statement of the connect event, so that the session log shows what was
+// asked for beside what the access gave (the event's database).
+func (o *opening) clientRequest() string {
+	var b strings.Builder
+	for _, k := range []string{"user", "database", "replication", "application_name"} {
+		v, ok := o.params[k]
+		if !ok {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(conninfoValue(v))
+	}
+	return b.String()
+}
+
+// conninfoValue writes v as a value of libpq's conninfo: as it is, or in
+// single quotes (with \ and \' escaped) when it is empty or holds a space,
+// a quote or a backslash.
+func conninfoValue(v string) string {
+	if v != "" && !strings.ContainsAny(v, " '\\\t") {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
 
 // protocolOptions returns the _pq_.* options the client asked for, sorted.

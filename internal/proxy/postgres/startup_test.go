@@ -3,12 +3,18 @@ package postgres
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/airlockpam/airlock/internal/testenv"
+	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // fakeConn is the client side of readStartup in memory: it reads what the
@@ -196,4 +202,139 @@ func FuzzStartup(f *testing.F) {
 			t.Fatalf("kind %d", op.kind)
 		}
 	})
+}
+
+func TestCheckStartup(t *testing.T) {
+	tests := []struct {
+		name     string
+		params   map[string]string
+		database string // the resource's
+		wantCode string // "" for none
+		wantMsg  string
+	}{
+		{"no database", map[string]string{"user": "anyone"}, "app", "", ""},
+		{"empty database", map[string]string{"user": "anyone", "database": ""}, "app", "", ""},
+		{"the resource's database", map[string]string{"user": "anyone", "database": "app"}, "app", "", ""},
+		{"another database", map[string]string{"user": "anyone", "database": "postgres"}, "app", "28000",
+			`airlock: this access is to database "app" of resource "payments-db", not "postgres"; connect with dbname=app`},
+		{"the user's name, as libpq sends without a dbname", map[string]string{"user": "alice", "database": "alice"}, "app", "28000",
+			`not "alice"; connect with dbname=app`},
+		{"case matters, as in PostgreSQL", map[string]string{"database": "App"}, "app", "28000", `not "App"`},
+		{"no resource database: the account's user", map[string]string{"user": "anyone", "database": "app_rw"}, "", "", ""},
+		{"no resource database, another asked", map[string]string{"database": "app"}, "", "28000", `database "app_rw"`},
+		{"a name to quote", map[string]string{"database": "x"}, "my db", "28000", `connect with dbname='my db'`},
+		{"replication=database", map[string]string{"database": "app", "replication": "database"}, "app", "0A000",
+			"airlock: replication connections are not supported through Airlock (the client asked for replication=database); connect without replication"},
+		{"replication=true", map[string]string{"replication": "true"}, "app", "0A000", "replication connections are not supported"},
+		{"replication=on", map[string]string{"replication": "on"}, "app", "0A000", "replication=on"},
+		{"replication=yes", map[string]string{"replication": "yes"}, "app", "0A000", "replication=yes"},
+		{"replication=1", map[string]string{"replication": "1"}, "app", "0A000", "replication=1"},
+		{"replication=anything else", map[string]string{"replication": "maybe"}, "app", "0A000", "replication=maybe"},
+		{"replication=false", map[string]string{"replication": "false"}, "app", "", ""},
+		{"replication=off", map[string]string{"replication": "OFF"}, "app", "", ""},
+		{"replication=no", map[string]string{"replication": "no"}, "app", "", ""},
+		{"replication=0", map[string]string{"replication": "0"}, "app", "", ""},
+		{"replication=f", map[string]string{"replication": "f"}, "app", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := &opening{kind: openingStartup, params: tt.params}
+			r := op.check(tt.database, "app_rw", "payments-db")
+			switch {
+			case tt.wantCode == "" && r != nil:
+				t.Fatalf("refused: %s %s", r.code, r.message)
+			case tt.wantCode == "":
+			case r == nil:
+				t.Fatalf("not refused, want %s", tt.wantCode)
+			case r.code != tt.wantCode || !strings.Contains(r.message, tt.wantMsg):
+				t.Fatalf("refused with %s %q, want %s and %q", r.code, r.message, tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+	// Without the resource's name, the message leaves it out.
+	op := &opening{kind: openingStartup, params: map[string]string{"database": "x"}}
+	if r := op.check("app", "app_rw", ""); r == nil || !strings.HasPrefix(r.message, `airlock: this access is to database "app", not "x"`) {
+		t.Fatalf("without a resource name: %+v", r)
+	}
+}
+
+func TestClientRequest(t *testing.T) {
+	op := &opening{params: map[string]string{"user": "alice", "database": "my db", "application_name": "psql",
+		"client_encoding": "UTF8", "replication": "database"}}
+	if got, want := op.clientRequest(), "user=alice database='my db' replication=database application_name=psql"; got != want {
+		t.Errorf("clientRequest() = %q, want %q", got, want)
+	}
+	op = &opening{params: map[string]string{"user": `o'brien\`, "database": ""}}
+	if got, want := op.clientRequest(), `user='o\'brien\\' database=''`; got != want {
+		t.Errorf("clientRequest() = %q, want %q", got, want)
+	}
+}
+
+// TestServeRefusesWhatAccessDoesNotGive connects through a recording engine
+// asking for another database, and for replication: each is refused with a
+// FATAL that says why, before any login, and recorded as a failed connect
+// with what the client asked for. The resource's database, or none, is
+// served as the account, whatever user the client names.
+func TestServeRefusesWhatAccessDoesNotGive(t *testing.T) {
+	db := testenv.SharedPostgres(t)
+	cfg := accountConfig(db, db.Cluster.SCRAMUser, tunnel.TLS{})
+	cfg.Resource = "payments-db"
+	p, rec := startRecording(t, db, cfg)
+	ctx := testContext(t)
+
+	_, err := pgx.Connect(ctx, p.clientURL("mallory", "postgres", ""))
+	pgErr := pgError(t, err)
+	want := `airlock: this access is to database "` + db.Name + `" of resource "payments-db", not "postgres"; connect with dbname=` + db.Name
+	if pgErr.Severity != "FATAL" || pgErr.Code != "28000" || pgErr.Message != want {
+		t.Errorf("another database: %s %s %q, want FATAL 28000 %q", pgErr.Severity, pgErr.Code, pgErr.Message, want)
+	}
+	if err := p.nextResult(t); err == nil {
+		t.Error("Serve returned nil for a refused connection")
+	}
+
+	cc, err := pgconn.ParseConfig(p.clientURL("mallory", db.Name, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.RuntimeParams["replication"] = "database"
+	_, err = pgconn.ConnectConfig(ctx, cc)
+	if pgErr := pgError(t, err); pgErr.Code != "0A000" || !strings.Contains(pgErr.Message, "replication connections are not supported through Airlock") {
+		t.Errorf("replication: %s %q", pgErr.Code, pgErr.Message)
+	}
+	_ = p.nextResult(t)
+
+	for _, dbname := range []string{db.Name, ""} {
+		conn, err := pgx.Connect(ctx, p.clientURL("mallory", dbname, "psql"))
+		if err != nil {
+			t.Fatalf("database %q: %v", dbname, err)
+		}
+		var user, current string
+		if err := conn.QueryRow(ctx, "SELECT current_user, current_database()").Scan(&user, &current); err != nil {
+			t.Fatal(err)
+		}
+		if user != cfg.User || current != db.Name {
+			t.Errorf("database %q: connected as %s to %s", dbname, user, current)
+		}
+		conn.Close(ctx)
+		_ = p.nextResult(t)
+	}
+
+	var connects []brief
+	for _, ev := range rec.all() {
+		if ev.Kind == "connect" {
+			connects = append(connects, brief{Kind: ev.Kind, Statement: ev.Statement, Outcome: ev.Outcome, ErrorCode: ev.ErrorCode})
+			if ev.Database != db.Name {
+				t.Errorf("connect event's database %q, want the resource's", ev.Database)
+			}
+		}
+	}
+	wantConnects := []brief{
+		{Kind: "connect", Statement: "user=mallory database=postgres", Outcome: "error", ErrorCode: "28000"},
+		{Kind: "connect", Statement: "user=mallory database=" + db.Name + " replication=database", Outcome: "error", ErrorCode: "0A000"},
+		{Kind: "connect", Statement: "user=mallory database=" + db.Name + " application_name=psql", Outcome: "ok"},
+		{Kind: "connect", Statement: "user=mallory application_name=psql", Outcome: "ok"},
+	}
+	if fmt.Sprint(connects) != fmt.Sprint(wantConnects) {
+		t.Errorf("connect events:\n got  %v\n want %v", connects, wantConnects)
+	}
 }
