@@ -45,6 +45,10 @@ type Config struct {
 	// set it when the server speaks TLS. A request that came over TLS gets
 	// a Secure cookie anyway.
 	Secure bool
+	// TrustProxyHeaders takes X-Forwarded-Proto: https as a request that
+	// came over TLS (a Secure cookie, https in the Access command); set it
+	// only behind a proxy that overwrites that header.
+	TrustProxyHeaders bool
 	// IdleTimeout ends a session unused for this long; default 30 minutes.
 	IdleTimeout time.Duration
 	// MaxLifetime ends a session this long after its login; default 12

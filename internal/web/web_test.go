@@ -38,6 +38,16 @@ type env struct {
 // server (its certificate files are never read here).
 func start(t *testing.T, tls bool) *env {
 	t.Helper()
+	return startWith(t, func(c *server.Config) {
+		if tls {
+			c.TLSCert, c.TLSKey = "unused.crt", "unused.key"
+		}
+	})
+}
+
+// startWith runs a server whose configuration change changes.
+func startWith(t *testing.T, change func(*server.Config)) *env {
+	t.Helper()
 	root, err := keyring.ParseRootKey(keyring.GenerateRootKey())
 	if err != nil {
 		t.Fatal(err)
@@ -45,9 +55,7 @@ func start(t *testing.T, tls bool) *env {
 	e := &env{t: t, clock: testenv.NewClock(time.Now())}
 	cfg := server.Config{DataDir: t.TempDir(), RootKey: root, BootstrapEmail: adminEmail, BootstrapPassword: adminPassword,
 		Auth: auth.Config{Now: e.clock.Now}}
-	if tls {
-		cfg.TLSCert, cfg.TLSKey = "unused.crt", "unused.key"
-	}
+	change(&cfg)
 	if e.srv, err = server.New(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +175,21 @@ func TestCookieIsSecureUnderTLS(t *testing.T) {
 	if len(cs) != 1 || cs[0].Name != "__Host-airlock_session" || !cs[0].Secure || !cs[0].HttpOnly ||
 		cs[0].SameSite != http.SameSiteStrictMode || cs[0].Path != "/" {
 		t.Fatalf("cookies under TLS: %+v", cs)
+	}
+}
+
+func TestCookieBehindATLSProxy(t *testing.T) {
+	fromProxy := map[string]string{"X-Forwarded-Proto": "https"}
+	form := url.Values{"email": {adminEmail}, "password": {adminPassword}}
+	// Not trusted: the header is anyone's to send.
+	resp, _ := start(t, false).browser().do("POST", "/login", form, fromProxy)
+	if cs := resp.Cookies(); len(cs) != 1 || cs[0].Secure || cs[0].Name != "airlock_session" {
+		t.Fatalf("untrusted X-Forwarded-Proto: %+v", cs)
+	}
+	e := startWith(t, func(c *server.Config) { c.TrustProxyHeaders = true })
+	resp, _ = e.browser().do("POST", "/login", form, fromProxy)
+	if cs := resp.Cookies(); len(cs) != 1 || !cs[0].Secure || cs[0].Name != "__Host-airlock_session" {
+		t.Fatalf("trusted X-Forwarded-Proto: https: %+v", cs)
 	}
 }
 

@@ -171,7 +171,11 @@ func (h *Handler) cookieNameFor(r *http.Request) string {
 	return cookieName
 }
 
-func (h *Handler) secure(r *http.Request) bool { return h.cfg.Secure || r.TLS != nil }
+// secure reports whether r came over TLS (to this server, or to a trusted
+// proxy in front of it).
+func (h *Handler) secure(r *http.Request) bool {
+	return h.cfg.Secure || r.TLS != nil || (h.cfg.TrustProxyHeaders && r.Header.Get("X-Forwarded-Proto") == "https")
+}
 
 func (h *Handler) setSessionCookie(w http.ResponseWriter, r *http.Request, value string) {
 	http.SetCookie(w, &http.Cookie{
