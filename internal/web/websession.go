@@ -131,12 +131,6 @@ func (s *sessionStore) sweep() []*webSession {
 	return out
 }
 
-func (s *sessionStore) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
-}
-
 // checkCSRF reports whether token is the session's synchronizer token.
 func (ws *webSession) checkCSRF(token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(ws.csrf)) == 1
