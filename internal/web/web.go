@@ -106,9 +106,20 @@ func New(cfg Config) (*Handler, error) {
 // ServeHTTP serves the UI.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.handler.ServeHTTP(w, r) }
 
-// dispatch answers paths the UI does not have with an HTML error page.
+// dispatch answers paths the UI does not have with an HTML error page:
+// 405 when the server has the path for other methods (POST /healthz),
+// else 404.
 func (h *Handler) dispatch(w http.ResponseWriter, r *http.Request) {
 	if _, pattern := h.mux.Handler(r); pattern == "" {
+		var allow []string
+		if mux, ok := h.cfg.API.(*http.ServeMux); ok {
+			allow = allowed(mux, r)
+		}
+		if allow = append(allow, allowed(h.mux, r)...); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			h.errorPage(w, r, http.StatusMethodNotAllowed, "This page does not take that kind of request.")
+			return
+		}
 		h.errorPage(w, r, http.StatusNotFound, "There is no page here.")
 		return
 	}

@@ -354,6 +354,10 @@ func TestSecurityHeadersAndErrors(t *testing.T) {
 	if resp.StatusCode != 404 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(body, "There is no page here") {
 		t.Fatalf("GET /nope: %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
+	resp, _ = b.do("POST", "/healthz", nil, nil)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Fatalf("POST /healthz: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
 	// The templates hold no inline script or handler.
 	b.login(adminEmail, adminPassword)
 	_, body = b.get("/projects")
