@@ -265,14 +265,14 @@ func TestWebUI(t *testing.T) {
 		}
 	}
 	b.do(chromedp.Click(chromedp.CSS(`tr[data-resource="pg-main"] a`)), chromedp.WaitVisible(chromedp.ID("resource-facts")))
-	for _, sel := range []string{"#account-form", "a.danger"} {
+	for _, sel := range []string{"#account-form", "a.danger", "#access-app"} {
 		if b.has(sel) {
 			t.Errorf("the viewer's resource page has %s", sel)
 		}
 	}
 	b.do(chromedp.Click(chromedp.CSS(`tr[data-account="app"] a`)), chromedp.WaitVisible(chromedp.ID("account-facts")))
-	if b.has("#metadata-form") || b.has("#delete-account") {
-		t.Error("the viewer may edit the account")
+	if b.has("#metadata-form") || b.has("#delete-account") || b.has("#access-app") {
+		t.Error("the viewer may edit or access the account")
 	}
 	b.open("/projects/"+pid+"/members", "#members")
 	if b.has("#add-member") || b.has("button.danger") {

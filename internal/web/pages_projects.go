@@ -11,7 +11,10 @@ import (
 type ProjectTab struct {
 	Project *project.Project
 	Admin   bool
-	Tab     string
+	// CanAccess is true for members and admins: viewers read, but do not
+	// open sessions.
+	CanAccess bool
+	Tab       string
 }
 
 // project returns the project of the path with the caller's role, or
@@ -22,7 +25,7 @@ func (h *Handler) project(w http.ResponseWriter, r *http.Request, tab string) (P
 		h.fail(w, r, err)
 		return ProjectTab{}, false
 	}
-	return ProjectTab{Project: p, Admin: p.Role == project.RoleAdmin, Tab: tab}, true
+	return ProjectTab{Project: p, Admin: p.Role == project.RoleAdmin, CanAccess: p.Role == project.RoleAdmin || p.Role == project.RoleMember, Tab: tab}, true
 }
 
 type projectsData struct {
