@@ -1,6 +1,7 @@
 // Package server is the Airlock control plane: it opens the store, checks the
 // root key, creates the first admin, and serves the API (huma, with its
-// generated OpenAPI 3.1 document at /api/openapi.json), /healthz and /readyz.
+// generated OpenAPI 3.1 document at /api/openapi.json), the web UI (package
+// web) at /, /healthz and /readyz.
 // Domain packages own their operations; this package only wires them.
 package server
 
@@ -35,6 +36,7 @@ import (
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/version"
+	"github.com/airlockpam/airlock/internal/web"
 )
 
 // Config configures a server.
@@ -212,6 +214,15 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	})
 	apidocs.Register(mux, "/api/docs", "/api/openapi.json")
+	// Paths under /api/ that no operation takes answer problem+json; every
+	// other unknown path is the web UI's (HTML).
+	mux.Handle("/api/", web.APIFallback(mux))
+	ui, err := web.New(web.Config{Auth: s.Auth, Projects: s.Projects, PAM: s.PAM, Sessions: s.Sessions, Relay: s.Relay,
+		Audit: s.Audit, API: mux, Now: authCfg.Now, Secure: s.cfg.TLSCert != "", TrustProxyHeaders: s.cfg.TrustProxyHeaders, Version: version.Version})
+	if err != nil {
+		return err
+	}
+	mux.Handle("/", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")

@@ -1,0 +1,47 @@
+package web
+
+import "net/http"
+
+// routes registers the UI's pages. Every page but login and the static
+// files needs a signed-in user (h.page); forms post back to the path of
+// their page.
+func (h *Handler) routes() {
+	m := h.mux
+	m.Handle("GET /static/", h.static())
+	m.HandleFunc("GET /login", h.loginForm)
+	m.HandleFunc("POST /login", h.login)
+	m.HandleFunc("POST /logout", h.page(h.logout))
+	m.HandleFunc("GET /{$}", h.page(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/projects", http.StatusSeeOther)
+	}))
+
+	m.HandleFunc("GET /projects", h.page(h.projectList))
+	m.HandleFunc("POST /projects", h.page(h.projectCreate))
+	m.HandleFunc("GET /projects/{pid}", h.page(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/projects/"+r.PathValue("pid")+"/resources", http.StatusSeeOther)
+	}))
+	m.HandleFunc("GET /projects/{pid}/members", h.page(h.memberList))
+	m.HandleFunc("POST /projects/{pid}/members", h.page(h.memberSet))
+	m.HandleFunc("POST /projects/{pid}/members/remove", h.page(h.memberRemove))
+
+	m.HandleFunc("GET /projects/{pid}/resources", h.page(h.resourceList))
+	m.HandleFunc("GET /projects/{pid}/resources/new", h.page(h.resourceForm))
+	m.HandleFunc("POST /projects/{pid}/resources", h.page(h.resourceCreate))
+	m.HandleFunc("GET /projects/{pid}/resources/{rid}", h.page(h.resourcePage))
+	m.HandleFunc("GET /projects/{pid}/resources/{rid}/delete", h.page(h.resourceDeleteConfirm))
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/delete", h.page(h.resourceDelete))
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts", h.page(h.accountCreate))
+	m.HandleFunc("GET /projects/{pid}/accounts", h.page(h.accountList))
+	m.HandleFunc("GET /projects/{pid}/resources/{rid}/accounts/{aid}", h.page(h.accountPage))
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/metadata", h.page(h.accountMetadata))
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/delete", h.page(h.accountDelete))
+	// Issue 15 item 4, the browser SQL console, goes here:
+	// GET/POST /projects/{pid}/resources/{rid}/accounts/{aid}/console.
+
+	m.HandleFunc("GET /sessions", h.page(h.sessionList))
+	m.HandleFunc("GET /sessions/{sid}", h.page(h.sessionPage))
+	m.HandleFunc("POST /sessions/{sid}/terminate", h.page(h.sessionTerminate))
+
+	m.HandleFunc("GET /gateways", h.page(h.gatewayList))
+	m.HandleFunc("GET /audit", h.page(h.auditList))
+}
