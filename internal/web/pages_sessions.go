@@ -90,7 +90,7 @@ func (h *Handler) sessionPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var after int64
 	for len(d.Events) < maxShownEvents {
-		page, err := h.cfg.Sessions.Logs(ctx, x.ID, after, 1000)
+		page, err := h.cfg.Sessions.Logs(ctx, x.ID, session.LogQuery{After: after, Limit: 1000})
 		if err != nil {
 			h.fail(w, r, err)
 			return
