@@ -22,8 +22,37 @@ type pamAccount struct {
 	Description  string            `json:"description"`
 	Metadata     map[string]string `json:"metadata"`
 	RequireMFA   bool              `json:"requireMfa"`
+	Rotation     accountRotation   `json:"rotation"`
 	CreatedAt    time.Time         `json:"createdAt"`
 	UpdatedAt    time.Time         `json:"updatedAt"`
+}
+
+// accountRotation is an account's scheduled password rotation.
+type accountRotation struct {
+	Enabled       bool       `json:"enabled"`
+	Interval      string     `json:"interval,omitempty"`
+	Status        string     `json:"status"`
+	LastRotatedAt *time.Time `json:"lastRotatedAt,omitempty"`
+	NextDueAt     *time.Time `json:"nextDueAt,omitempty"`
+	LastError     string     `json:"lastError,omitempty"`
+}
+
+// text is the rotation in one phrase: "every 7d, ok", "off".
+func (r accountRotation) text() string {
+	if !r.Enabled {
+		if r.Status == "failed" {
+			return "off (last rotation failed)"
+		}
+		return "off"
+	}
+	return "every " + r.Interval + ", " + r.Status
+}
+
+func optTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmtTime(*t)
 }
 
 func (a pamAccount) metadataText() string {
@@ -46,7 +75,16 @@ func (o *options) printAccount(a pamAccount) error {
 	}
 	return o.printObject(a, [][2]string{{"ID", a.ID}, {"Name", a.Name}, {"Resource", a.ResourceName}, {"Username", a.Username},
 		{"Description", a.Description}, {"Metadata", md}, {"Requires MFA", fmt.Sprint(a.RequireMFA)},
+		{"Rotation", a.Rotation.text()}, {"Last rotated", optTime(a.Rotation.LastRotatedAt)},
+		{"Next rotation", optTime(a.Rotation.NextDueAt)}, {"Rotation error", orDash(a.Rotation.LastError)},
 		{"Created", fmtTime(a.CreatedAt)}, {"Updated", fmtTime(a.UpdatedAt)}})
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func accountsPath(projectID string, rest ...string) string {
@@ -83,7 +121,8 @@ func metadataFlags(pairs []string) (map[string]string, error) {
 
 func newAccountsCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "accounts", Short: "Manage the database accounts of a project's resources", Aliases: []string{"account"}}
-	var projectID, resource, name, username, description string
+	var projectID, resource, name, username, description, rotationInterval string
+	var rotation bool
 	var metadata []string
 	var passwordStdin, requireMFA, clearMetadata bool
 
@@ -105,6 +144,9 @@ func newAccountsCommand(o *options) *cobra.Command {
 			}
 			body := map[string]any{"resource": resource, "name": name, "username": username, "password": pw,
 				"description": description, "metadata": md, "requireMfa": requireMFA}
+			if rotationInterval != "" {
+				body["rotationInterval"] = rotationInterval
+			}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
@@ -124,6 +166,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 	cfl.StringVar(&description, "description", "", "what the account is for")
 	cfl.StringArrayVar(&metadata, "metadata", nil, "a key=value label; repeat for several")
 	cfl.BoolVar(&requireMFA, "require-mfa", false, "require a second factor to access the account")
+	cfl.StringVar(&rotationInterval, "rotation-interval", "", "rotate the password every 1d, 3d, 7d or 30d as the resource's rotation account")
 	for _, f := range []string{"resource", "name", "username"} {
 		_ = create.MarkFlagRequired(f)
 	}
@@ -152,9 +195,10 @@ func newAccountsCommand(o *options) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(as))
 			for _, a := range as {
-				rows = append(rows, []string{a.ID, a.Name, a.ResourceName, a.Username, fmt.Sprint(a.RequireMFA), a.metadataText(), fmtTime(a.CreatedAt)})
+				rows = append(rows, []string{a.ID, a.Name, a.ResourceName, a.Username, fmt.Sprint(a.RequireMFA), a.Rotation.text(),
+					optTime(a.Rotation.NextDueAt), a.metadataText(), fmtTime(a.CreatedAt)})
 			}
-			return o.printTable(as, []string{"ID", "NAME", "RESOURCE", "USERNAME", "MFA", "METADATA", "CREATED"}, rows)
+			return o.printTable(as, []string{"ID", "NAME", "RESOURCE", "USERNAME", "MFA", "ROTATION", "NEXT ROTATION", "METADATA", "CREATED"}, rows)
 		},
 	}
 	list.Flags().StringVar(&resource, "resource", "", "only the accounts of this resource (name or id)")
@@ -193,6 +237,16 @@ func newAccountsCommand(o *options) *cobra.Command {
 				body["requireMfa"] = requireMFA
 			}
 			switch {
+			case fl.Changed("rotation-interval") && fl.Changed("rotation") && !rotation:
+				return errors.New("give --rotation-interval or --rotation=false, not both")
+			case fl.Changed("rotation-interval"):
+				body["rotationInterval"] = rotationInterval
+			case fl.Changed("rotation") && !rotation:
+				body["rotationInterval"] = "off"
+			case fl.Changed("rotation"):
+				return errors.New("--rotation turns rotation off (--rotation=false); to turn it on, give --rotation-interval 1d, 3d, 7d or 30d")
+			}
+			switch {
 			case clearMetadata && fl.Changed("metadata"):
 				return errors.New("give --metadata or --clear-metadata, not both")
 			case clearMetadata:
@@ -212,7 +266,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 				body["password"] = pw
 			}
 			if len(body) == 0 {
-				return errors.New("nothing to change: give at least one of --username, --password-stdin, --description, --metadata, --clear-metadata or --require-mfa")
+				return errors.New("nothing to change: give at least one of --username, --password-stdin, --description, --metadata, --clear-metadata, --require-mfa, --rotation-interval or --rotation=false")
 			}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
@@ -232,6 +286,27 @@ func newAccountsCommand(o *options) *cobra.Command {
 	ufl.StringArrayVar(&metadata, "metadata", nil, "a key=value label; replaces all labels; repeat for several")
 	ufl.BoolVar(&clearMetadata, "clear-metadata", false, "remove every label")
 	ufl.BoolVar(&requireMFA, "require-mfa", false, "require a second factor to access the account (--require-mfa=false to stop)")
+	ufl.StringVar(&rotationInterval, "rotation-interval", "", "rotate the password every 1d, 3d, 7d or 30d as the resource's rotation account")
+	ufl.BoolVar(&rotation, "rotation", true, "--rotation=false stops rotating the password")
+
+	rotate := &cobra.Command{
+		Use: "rotate NAME|ID", Short: "Rotate an account's password now, as its resource's rotation account (project admins)",
+		Args: cobra.ExactArgs(1),
+		Long: "Rotate an account's password now: the gateway sets a new random password as the resource's rotation " +
+			"account and logs in with it; only then is it saved. Nobody sees it. Prints the account with the outcome.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := projectClient(cmd.Context(), &projectID)
+			if err != nil {
+				return err
+			}
+			var a pamAccount
+			if err := c.do(cmd.Context(), http.MethodPost, accountsPath(projectID, args[0], "rotate"), accountQuery(resource), nil, &a); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.stderr, "Rotated the password of %s.\n", a.Name)
+			return o.printAccount(a)
+		},
+	}
 
 	del := &cobra.Command{
 		Use: "delete NAME|ID", Short: "Delete an account (project admins)", Args: cobra.ExactArgs(1),
@@ -247,13 +322,13 @@ func newAccountsCommand(o *options) *cobra.Command {
 			return err
 		},
 	}
-	for _, c := range []*cobra.Command{get, update, del} {
+	for _, c := range []*cobra.Command{get, update, del, rotate} {
 		c.Flags().StringVar(&resource, "resource", "", "the resource's name or id, when several resources have an account of this name")
 	}
-	for _, c := range []*cobra.Command{create, list, get, update, del} {
+	for _, c := range []*cobra.Command{create, list, get, update, del, rotate} {
 		c.Flags().StringVar(&projectID, "project-id", "", projectFlagHelp)
 		_ = c.MarkFlagRequired("project-id")
 	}
-	cmd.AddCommand(create, list, get, update, del)
+	cmd.AddCommand(create, list, get, update, del, rotate)
 	return cmd
 }

@@ -167,6 +167,7 @@ refuses to start.`,
 			return runServer(ctx, o, cfg, func(s *server.Server, url string) {
 				fmt.Fprintf(o.stdout, "\nAirlock is running in development mode.\n\n")
 				fmt.Fprintf(o.stdout, "  URL:       %s\n", url)
+				fmt.Fprintf(o.stdout, "  Web UI:    %s/  (open it in a browser and sign in as the admin)\n", url)
 				fmt.Fprintf(o.stdout, "  Data:      %s\n", dataDir)
 				fmt.Fprintf(o.stdout, "  Gateway:   %s (built in; it reaches databases from this machine)\n", builtinGateway)
 				if s.Bootstrapped {
