@@ -134,7 +134,7 @@ func TestAccountRotation(t *testing.T) {
 		var got pam.Account
 		owner.must(201, "POST", base+"/accounts", acct, &got)
 		if !got.Rotation.Enabled || got.Rotation.Interval != "1d" || got.Rotation.Status != pam.RotationScheduled ||
-			got.Rotation.NextDueAt == nil || got.Rotation.NextDueAt.Sub(time.Now()) < 23*time.Hour {
+			got.Rotation.NextDueAt == nil || time.Until(*got.Rotation.NextDueAt) < 23*time.Hour {
 			t.Fatalf("a new rotating account: %+v", got.Rotation)
 		}
 		resourceID := r["id"].(string)
