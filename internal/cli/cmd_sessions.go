@@ -250,6 +250,19 @@ type logEvent struct {
 	DurationUS int64     `json:"durationUs"`
 }
 
+// logOutcome is how an event's outcome is printed: its error, or, for a
+// statement with no outcome (the start the gateway delivered while it
+// ran), "running".
+func logOutcome(e logEvent) string {
+	switch {
+	case e.ErrorCode != "":
+		return "ERROR " + e.ErrorCode + ": " + e.ErrorMsg
+	case e.Outcome == "" && e.Kind != "connect" && e.Kind != "disconnect":
+		return "running"
+	}
+	return e.Outcome
+}
+
 // sessionLogs prints a session's events; with follow it polls for new ones
 // until the session has ended and a poll brings nothing.
 func (o *options) sessionLogs(ctx context.Context, c *client, id string, follow bool) error {
@@ -278,10 +291,7 @@ func (o *options) sessionLogs(ctx context.Context, c *client, id string, follow 
 				fmt.Fprintln(o.stdout, "SEQ  TIME                 CONN      KIND  OUTCOME  ROWS  DURATION  STATEMENT")
 				header = false
 			}
-			outcome := e.Outcome
-			if e.ErrorCode != "" {
-				outcome = "ERROR " + e.ErrorCode + ": " + e.ErrorMsg
-			}
+			outcome := logOutcome(e)
 			stmt := strings.Join(strings.Fields(e.Statement), " ")
 			if len(e.Params) > 0 {
 				stmt += "  -- params: " + strings.Join(e.Params, ", ")
