@@ -7,8 +7,8 @@ package sessionlog
 // written is delivered with outcome "outcome unknown". Writes are fsynced
 // in batches (every 50 ms), so a power loss can lose the last unsynced
 // batch; --spool-sync=always (WithSyncAlways) fsyncs each start before
-// its statement is forwarded and each final event before its answer is,
-// which closes that too.
+// its statement is forwarded and each final event when it is recorded
+// (the engines record it as the answer is relayed), which closes that too.
 //
 // How the files divide the work:
 //   - event.go: the Event type and the Recorder, HealthReporter and
