@@ -113,7 +113,14 @@ func (s *Spool) Begin(ev Event) error {
 	s.beginSucceeded()
 	if s.cfg.syncAlways {
 		s.wake()
-		return s.waitDurable(pos, gen)
+		if err := s.waitDurable(pos, gen); err != nil {
+			// The statement is refused: with no entry, the reader
+			// skips its start, if it is on disk at all.
+			s.mu.Lock()
+			delete(s.starts, ev.ID)
+			s.mu.Unlock()
+			return err
+		}
 	}
 	if first {
 		s.wake() // the writer fsyncs it within one flush interval
