@@ -397,3 +397,46 @@ func TestRecordIDs(t *testing.T) {
 		t.Fatalf("a start record is delivered as %s", got)
 	}
 }
+
+// At the size cap, the final event of a young statement may not be
+// written until deliveries free space: the upload then delivers its start
+// as running rather than wait at it for ever (which would hold back the
+// very deliveries that free the space).
+func TestUploadAtSizeCapDeliversStartAsRunning(t *testing.T) {
+	sp := openSpool(t, t.TempDir(), WithMaxSize(8<<10), WithRunningAfter(time.Hour), WithFlushInterval(time.Millisecond),
+		WithBackoff(time.Millisecond, 10*time.Millisecond), WithLogger(quietLogger()))
+	if err := sp.Begin(startOf("s1", 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	big := func(i int) Event {
+		ev := testEvent("s1", 1, i)
+		ev.Statement += strings.Repeat("z", 3<<10)
+		return ev
+	}
+	for i := range 2 {
+		sp.Record(big(i))
+		if err := sp.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sp.Record(big(2)) // over the cap: Err reports it
+	waitFor(t, "the spool to be full", 5*time.Second, func() bool {
+		var se *SpoolError
+		return errors.As(sp.Err(), &se) && se.Full
+	})
+	sp.Record(finalOf("s1", 0, 0)) // behind the events that do not fit
+	c := &collector{}
+	runSpool(t, sp, c)
+	waitFor(t, "delivery", 10*time.Second, func() bool { return sp.Pending() == 0 && len(c.ids()) == 5 })
+	want := []string{startOf("s1", 0, 0).ID, big(0).ID, big(1).ID, big(2).ID, finalOf("s1", 0, 0).ID}
+	if got := c.ids(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("delivered %v; want %v", got, want)
+	}
+	c.mu.Lock()
+	first := c.got[0]
+	c.mu.Unlock()
+	if first.Outcome != "" {
+		t.Fatalf("the start was delivered as %+v; want it running", first)
+	}
+	waitFor(t, "Err to clear", 5*time.Second, func() bool { return sp.Err() == nil })
+}
