@@ -120,6 +120,9 @@ func TestCrashLosesNoAnsweredStatement(t *testing.T) {
 			}
 		case isInsert(i) && e.Outcome != "INSERT 0 1", !isInsert(i) && e.Outcome != "SELECT 1":
 			t.Errorf("statement %d: outcome %q: %+v", i, e.Outcome, e)
+		case e.StartID == "" || e.StartID == e.ID:
+			// The server keeps the final event's link to its start.
+			t.Errorf("statement %d: the final event names no start record: %+v", i, e)
 		}
 		if isInsert(i) && e.Params[0] != fmt.Sprint(100_000+i) {
 			t.Errorf("statement %d: bound values %q", i, e.Params)
