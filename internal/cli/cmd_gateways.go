@@ -152,11 +152,15 @@ gateway's own host needs --allow-targets 127.0.0.1/32:PORT.
 AIRLOCK_GATEWAY_ALLOW_TARGETS is read when the flag is not given.
 
 The session log spool (in --data-dir) holds events until the server has them.
-By default they are fsynced in batches every 50 ms, so a power loss can lose
-the last batch; --spool-sync=always fsyncs each event before its statement
-goes on. When the spool cannot persist (disk full, over --spool-max-size),
-new statements are refused until it can; --spool-full=allow lets them run
-unrecorded instead, logging and counting every dropped event.
+Each statement's start is written to it before the statement is forwarded, so
+a crash of the gateway loses no statement that ran (one whose answer was not
+recorded shows as "outcome unknown"). Writes are fsynced in batches every
+50 ms, so a power loss can lose the last batch; --spool-sync=always fsyncs
+each start before its statement is forwarded and each answer's event before
+the connection goes on. When the spool cannot persist (disk full, over
+--spool-max-size), new statements are refused until it can;
+--spool-full=allow lets them run unrecorded instead, logging and counting
+every dropped event.
 
 --metrics-listen serves Prometheus metrics at /metrics on that address: the
 connection to the server, live sessions, the spool's health (and why it is
@@ -238,7 +242,7 @@ certificate expires. They hold no secret; bind a private address.`,
 	fl.BoolVar(&tokenStdin, "token-stdin", false, "read the one-time enrollment token from standard input (first run only)")
 	fl.StringVar(&allowTargets, "allow-targets", "", "CIDR[:port],... the gateway may dial (default: any address but loopback, link-local and cloud metadata; env AIRLOCK_GATEWAY_ALLOW_TARGETS)")
 	fl.StringVar(&spoolMaxSize, "spool-max-size", "1GiB", "the most the session log spool may hold on disk (e.g. 512MiB, 2GiB)")
-	fl.StringVar(&spoolSync, "spool-sync", "batch", "batch: fsync session events every 50 ms (a power loss can lose the last batch); always: fsync each event before its statement goes on")
+	fl.StringVar(&spoolSync, "spool-sync", "batch", "batch: fsync session events every 50 ms (a crash of the gateway loses nothing, a power loss can lose the last batch); always: fsync each statement's start before it is forwarded, and its answer's event before the connection goes on")
 	fl.StringVar(&spoolFull, "spool-full", "refuse", "when the spool cannot persist events: refuse new statements (fail closed), or allow them unrecorded (logged and counted)")
 	fl.StringVar(&dataDir, "data-dir", "", "where the gateway keeps its key and certificate (default ~/.local/state/airlock/gateway)")
 	fl.StringVar(&caFile, "ca-file", "", "PEM CA certificate of the server's TLS certificate, when it is not publicly trusted")

@@ -369,15 +369,8 @@ func (p *logPrinter) row(e *logEvent) logRow {
 		r.cols[2] = "#" + strconv.Itoa(p.conns.number(e.ConnID))
 	}
 	r.cols[3] = printable(e.Kind)
-	outcome := printable(e.Outcome)
-	if e.ErrorCode != "" {
-		outcome += " (" + printable(e.ErrorCode) + ")"
-	}
-	if outcome == "" {
-		outcome = "-"
-	}
 	var notes []string
-	r.cols[4] = outcome
+	r.cols[4] = logOutcome(e)
 	r.cols[5] = strconv.FormatInt(e.Rows, 10)
 	r.cols[6] = fmtMicros(e.DurationUS)
 	if e.Kind == "connect" || e.Kind == "disconnect" {
@@ -494,4 +487,21 @@ func fmtMicros(us int64) string {
 		return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s"
 	}
 	return d.Round(time.Second).String()
+}
+
+// logOutcome is the OUTCOME column: the outcome with its error code, or,
+// for a statement with no outcome (the start record the gateway delivered
+// while the statement ran), "running".
+func logOutcome(e *logEvent) string {
+	outcome := printable(e.Outcome)
+	if e.ErrorCode != "" {
+		outcome += " (" + printable(e.ErrorCode) + ")"
+	}
+	switch {
+	case outcome != "":
+		return outcome
+	case e.Kind != "connect" && e.Kind != "disconnect":
+		return "running"
+	}
+	return "-"
 }

@@ -17,6 +17,7 @@ const (
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 10 * time.Second
 	DefaultMaxSize         = 1 << 30
+	DefaultRunningAfter    = time.Second
 	// FreeAfter is how much fully delivered data the segment being written
 	// may hold before the writer starts a new one and removes it.
 	FreeAfter = 64 << 10
@@ -39,6 +40,7 @@ type spoolConfig struct {
 	maxSize         int64
 	syncAlways      bool
 	failOpen        bool
+	runningAfter    time.Duration
 }
 
 func defaultSpoolConfig() spoolConfig {
@@ -54,6 +56,7 @@ func defaultSpoolConfig() spoolConfig {
 		minBackoff:      DefaultMinBackoff,
 		maxBackoff:      DefaultMaxBackoff,
 		maxSize:         DefaultMaxSize,
+		runningAfter:    DefaultRunningAfter,
 	}
 }
 
@@ -161,11 +164,13 @@ func WithMaxSize(bytes int64) SpoolOption {
 	}
 }
 
-// WithSyncAlways makes Record return only once its event is written and
-// fsynced (writes from concurrent sessions still share one fsync). The
-// default batches: an event is durable within one flush interval, so a
-// power loss can lose the last batch (a process crash loses only what was
-// still in memory).
+// WithSyncAlways makes Begin and Record return only once their record is
+// written and fsynced (writes from concurrent sessions still share one
+// fsync): a statement is forwarded only once its start is durable, and its
+// answer only once its final event is. The default batches: records are
+// durable within one flush interval, so a power loss can lose the last
+// batch; a crash of the process loses nothing, as Begin writes each start
+// before its statement is forwarded.
 func WithSyncAlways(always bool) SpoolOption {
 	return func(c *spoolConfig) { c.syncAlways = always }
 }
@@ -176,4 +181,17 @@ func WithSyncAlways(always bool) SpoolOption {
 // logged at error level. The default fails closed.
 func WithFailOpen(open bool) SpoolOption {
 	return func(c *spoolConfig) { c.failOpen = open }
+}
+
+// WithRunningAfter sets how long a statement started with Begin may run
+// before the upload delivers its start record as an event of its own
+// (Outcome empty: running), rather than wait for its final event. Until
+// then the upload waits at the start record, so statements that end in
+// time are delivered once, as their final event. Default 1 s.
+func WithRunningAfter(d time.Duration) SpoolOption {
+	return func(c *spoolConfig) {
+		if d > 0 {
+			c.runningAfter = d
+		}
+	}
 }

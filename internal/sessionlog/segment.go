@@ -24,6 +24,9 @@ import (
 //	crc     uint32, little endian: CRC-32C (Castagnoli) of length's 4 bytes, then payload
 //	payload the event as JSON
 //
+// The payload of a start record (Spool.Begin) is the event's JSON with
+// `"start":true,` inserted after its opening brace.
+//
 // Records are only appended, and a batch of them is fsynced before the
 // spool counts it as written. A crash can therefore leave only a torn tail
 // in the newest segment: a short header, a length running past the end of
@@ -163,7 +166,12 @@ type segmentScan struct {
 // file shorter than the magic that holds only a prefix of it (or zeros) is
 // a segment whose creation a crash interrupted: scan reports it with
 // validEnd 0.
-func scanSegment(path string) (segmentScan, error) {
+func scanSegment(path string) (segmentScan, error) { return scanSegmentVisit(path, nil) }
+
+// scanSegmentVisit is scanSegment, calling visit (when not nil) with the
+// offset and payload of each intact record, in order; the payload is only
+// valid during the call.
+func scanSegmentVisit(path string, visit func(off int64, payload []byte)) (segmentScan, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return segmentScan{}, err
@@ -173,10 +181,10 @@ func scanSegment(path string) (segmentScan, error) {
 	if err != nil {
 		return segmentScan{}, err
 	}
-	return scanSegmentReader(f, info.Size())
+	return scanSegmentReader(f, info.Size(), visit)
 }
 
-func scanSegmentReader(rd io.Reader, size int64) (segmentScan, error) {
+func scanSegmentReader(rd io.Reader, size int64, visit func(off int64, payload []byte)) (segmentScan, error) {
 	sc := segmentScan{size: size}
 	head := make([]byte, headerSize)
 	n, _ := io.ReadFull(rd, head)
@@ -201,6 +209,9 @@ func scanSegmentReader(rd io.Reader, size int64) (segmentScan, error) {
 			return sc, nil // io.EOF: clean end; errBadRecord: torn tail from here on
 		}
 		buf = payload[:0]
+		if visit != nil {
+			visit(sc.validEnd, payload)
+		}
 		sc.starts = append(sc.starts, sc.validEnd)
 		sc.validEnd += n
 	}

@@ -25,12 +25,38 @@ var errLocked = errors.New("locked by another process")
 // maxWriteBytes bounds the events (by eventSize) the writer appends at once.
 const maxWriteBytes = 1 << 20
 
-// Spool is the gateway's durable queue of session events: Record puts an
-// event in memory, a writer goroutine appends the buffered events to a
-// segment file in batches and fsyncs each batch, and Run uploads what is on
+// Spool is the gateway's durable queue of session events: Begin writes the
+// start of a statement to the current segment file before the statement is
+// forwarded (write-ahead), Record puts an event (a statement's final event
+// with its outcome, a connection opened or closed) in memory, a writer
+// goroutine appends the buffered events to the segment in batches and
+// fsyncs each batch, start records with it, and Run uploads what is on
 // disk, oldest first, until the server acknowledges it.
 //
 // Guarantees and their limits:
+//   - A crash of the gateway process (kill -9, a panic, the OOM killer)
+//     loses no statement that was forwarded: Begin has written its start
+//     record to the file (one write(2), no fsync: the kernel keeps it)
+//     before it returns, and the engines forward a statement only after
+//     Begin returned. After the restart, a start record with no final
+//     event after it is delivered with outcome "outcome unknown" and
+//     words saying the gateway stopped before the answer was recorded (the
+//     statement may have run, even committed). What a crash loses is the
+//     outcome of the statements answered in the last flush interval, not
+//     the statements.
+//   - A power loss (or a kernel crash) can lose what was not fsynced: the
+//     last batch, start records included, at most one flush interval
+//     (50 ms) of them. WithSyncAlways (--spool-sync=always) closes that
+//     too: Begin returns only once its start record is fsynced, and Record
+//     once its event is, at the price of an fsync before each statement
+//     and after each answer (concurrent sessions share them).
+//   - Begin fails (a *SpoolError: the engine refuses the statement,
+//     forwarding nothing) when the spool is closed, the record would take
+//     it over WithMaxSize, Err reports a problem, or the write fails;
+//     under WithFailOpen it counts the loss (Stats.Dropped), logs it, and
+//     lets the statement run. A failed fsync cuts the segment back to its
+//     durable end, start records written since included (their final
+//     events, still in memory, are written once the disk works).
 //   - Record never drops an event (unless WithFailOpen) and never writes to
 //     disk itself. When the in-memory buffer is full (WithMaxBuffer) it waits
 //     for the writer, which normally takes a few milliseconds; if the disk
@@ -46,13 +72,25 @@ const maxWriteBytes = 1 << 20
 //   - An event is durable once Flush returns after it was recorded, or at the
 //     latest one flush interval (50 ms) plus one fsync after Record; with
 //     WithSyncAlways, once Record returns. Events recorded but not yet
-//     written are lost if the process is killed, and a power loss can lose
-//     the last unsynced batch; Close writes them.
+//     written are lost if the process is killed (for a statement, its start
+//     record stands in for it, above), and a power loss can lose the last
+//     unsynced batch; Close writes them.
 //   - Delivery is at least once, in the order events were recorded: Run sends
 //     a batch until Upload succeeds, then records the acknowledged position in
 //     the "ack" file. A batch acknowledged by the server just before a crash,
 //     but not yet in the ack file, is sent again; the server ignores event
 //     ids it already holds.
+//   - A statement is delivered once, as its final event (whose StartID names
+//     its start record), when that is on disk in time: Run never
+//     acknowledges past a start record whose final event is recorded but
+//     not yet written, and waits at one whose statement has run less than
+//     WithRunningAfter (1 s). A statement running longer has its start
+//     delivered as an event of its own with no outcome ("running"), then
+//     its final event when it comes; so has one whose final event cannot
+//     be written while the spool is at its size cap. If the gateway stops
+//     after such a start was delivered and before its final event was
+//     written, the server keeps it as running: nothing tells it the
+//     outcome.
 //   - An event the server rejects for good (Upload returns a *RejectedError,
 //     for example for an unknown session) is not retried forever: it is
 //     appended to rejected.jsonl in the spool directory and logged, and
@@ -73,8 +111,8 @@ const maxWriteBytes = 1 << 20
 // encrypts the events at rest (see Store).
 //
 // One process at a time may open a spool directory (an flock on its "lock"
-// file). Record, Flush, Pending and Close are safe for concurrent use; Run
-// runs at most once at a time.
+// file). Begin, Record, Flush, Pending and Close are safe for concurrent
+// use; Run runs at most once at a time.
 type Spool struct {
 	dir  string
 	cfg  spoolConfig
@@ -105,6 +143,14 @@ type Spool struct {
 	dropping    bool   // a fail-open drop episode is going on
 	noSegment   bool   // the writer removed its segment and has not made the next yet
 
+	// Write-ahead (Begin, writeahead.go).
+	starts        map[string]startEntry // start records whose final event is not on disk
+	unsynced      bool                  // data was written since the writer's last fsync began
+	lastBegin     position              // the end of the last start record written
+	cutGen        uint64                // bumped when unsynced data is cut after a failed fsync
+	droppedStarts uint64                // start records not written under WithFailOpen
+	beginFailing  bool                  // a run of Begin failures is going on (logged once)
+
 	kick       chan struct{} // wakes the writer
 	freed      chan struct{} // wakes the writer: deliveries were acknowledged
 	closing    chan struct{} // closed by Close
@@ -113,10 +159,16 @@ type Spool struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	// Used by the writer goroutine only.
-	f    *os.File // the segment being written
-	size int64    // its durable size
-	enc  []byte   // encoding buffer
+	// fileMu guards the segment being written: Begin appends start
+	// records to it on its caller's goroutine, the writer goroutine its
+	// batches, and the writer alone fsyncs, rotates and removes it. It is
+	// taken before mu, never while mu is held.
+	fileMu     sync.Mutex
+	f          *os.File // the segment being written (nil between a removal and the next)
+	size       int64    // its size: everything written, fsynced or not
+	fileClosed bool     // Close has closed f
+
+	enc []byte // the writer's encoding buffer
 
 	// failAppend, set by tests before the first Record, makes a write fail
 	// when it returns an error.
@@ -158,6 +210,7 @@ func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 		kick:       make(chan struct{}, 1),
 		freed:      make(chan struct{}, 1),
 		segSize:    map[uint64]int64{},
+		starts:     map[string]startEntry{},
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
@@ -171,8 +224,14 @@ func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 }
 
 // recover scans the segments on disk: it truncates torn tails, removes
-// acknowledged and empty segments, counts the events still to send, and
-// starts a new segment for this process to write.
+// acknowledged and empty segments, counts the events still to send, finds
+// the start records with no final event after them (the process stopped
+// before writing it: they are delivered as "outcome unknown"), and starts
+// a new segment for this process to write.
+//
+// Its memory is bounded by what the spool holds (WithMaxSize): the start
+// records not yet matched by a final event, which are only those of the
+// statements that ran at once, and those left without one.
 func (s *Spool) recover() error {
 	ack, haveAck, err := readAck(s.dir)
 	if err != nil && !errors.Is(err, errBadRecord) {
@@ -191,9 +250,25 @@ func (s *Spool) recover() error {
 	var keep []uint64
 	removed := false
 	start := position{} // where the reader starts: the first unacknowledged record
+	orphans := map[string]struct{}{}
 	for i, n := range segs {
 		path := filepath.Join(s.dir, segmentName(n))
-		sc, err := scanSegment(path)
+		finals := 0 // unacknowledged records that are not start records
+		sc, err := scanSegmentVisit(path, func(off int64, payload []byte) {
+			if n < ack.seg || (n == ack.seg && off < ack.off) {
+				return
+			}
+			id, startID, isStart := recordIDs(payload)
+			switch {
+			case isStart:
+				orphans[id] = struct{}{}
+			case startID != "":
+				delete(orphans, startID)
+				finals++
+			default:
+				finals++
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("%s: %w; move it out of the spool directory if it does not belong there", path, err)
 		}
@@ -232,7 +307,7 @@ func (s *Spool) recover() error {
 		if start.seg == 0 {
 			start = position{seg: n, off: first}
 		}
-		s.pending += unacked
+		s.pending += finals
 		keep = append(keep, n)
 		s.segSize[n] = sc.validEnd
 		s.diskBytes += sc.validEnd
@@ -241,6 +316,14 @@ func (s *Spool) recover() error {
 		if err := syncDir(s.dir); err != nil {
 			return err
 		}
+	}
+	for id := range orphans {
+		s.starts[id] = startEntry{state: startOrphaned}
+	}
+	s.pending += len(orphans)
+	if len(orphans) > 0 {
+		s.log.Warn("the session log spool holds statements whose answer was never recorded (the gateway stopped while they ran); they are delivered with outcome unknown",
+			"dir", s.dir, "statements", len(orphans))
 	}
 	// Always past the acknowledged segment: a new segment numbered like an
 	// old, removed one would have its first records taken for acknowledged.
@@ -321,6 +404,7 @@ func (s *Spool) Record(ev Event) {
 	s.bufBytes += size
 	s.recorded++
 	s.pending++
+	s.finalRecordedLocked(&ev)
 	n, target := len(s.buf), s.recorded
 	s.mu.Unlock()
 	if s.cfg.syncAlways {
@@ -365,7 +449,7 @@ func (s *Spool) Err() error {
 type SpoolStats struct {
 	Pending   int    // events recorded, not yet acknowledged by the server
 	DiskBytes int64  // bytes of the segment files
-	Dropped   uint64 // events dropped under WithFailOpen (or lost at Close)
+	Dropped   uint64 // events and start records dropped under WithFailOpen (or lost at Close)
 	Healthy   bool   // Err is nil
 }
 
@@ -373,18 +457,22 @@ type SpoolStats struct {
 func (s *Spool) Stats() SpoolStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return SpoolStats{Pending: s.pending, DiskBytes: s.diskBytes, Dropped: s.dropped, Healthy: s.health == nil}
+	return SpoolStats{Pending: s.pending, DiskBytes: s.diskBytes, Dropped: s.dropped + s.droppedStarts, Healthy: s.health == nil}
 }
 
 // SpoolError is why a spool cannot persist events. Its message is safe to
 // show to a session's client (it names no path); Unwrap gives the cause,
 // which the spool's log line holds in full.
 type SpoolError struct {
-	Full  bool  // at the size cap (WithMaxSize), rather than a failing disk
-	Cause error // the write error, or the cap
+	Full   bool  // at the size cap (WithMaxSize), rather than a failing disk
+	Closed bool  // the spool is closed: the gateway is stopping
+	Cause  error // the write error, or the cap
 }
 
 func (e *SpoolError) Error() string {
+	if e.Closed {
+		return "the gateway cannot record statements: its session log spool is closed, as the gateway is stopping"
+	}
 	if e.Full {
 		return "the gateway cannot record statements: its session log spool is full (events not yet delivered to the server); new statements are refused until it has room"
 	}
@@ -411,16 +499,17 @@ func (s *Spool) wake() {
 	}
 }
 
-// Flush waits until every event recorded before the call is on disk. It
-// returns ctx's error if ctx ends first.
+// Flush waits until every event recorded, and every start record written,
+// before the call is on disk (fsynced). It returns ctx's error if ctx ends
+// first.
 func (s *Spool) Flush(ctx context.Context) error {
 	s.mu.Lock()
-	target := s.recorded
-	if s.written >= target {
+	target, begun, gen := s.recorded, s.lastBegin, s.cutGen
+	if s.written >= target && s.durableLocked(begun) {
 		s.mu.Unlock()
 		return nil
 	}
-	if s.written+s.dropped >= target {
+	if s.written < target && s.written+s.dropped >= target {
 		s.mu.Unlock()
 		return s.lostErr()
 	}
@@ -436,8 +525,13 @@ func (s *Spool) Flush(ctx context.Context) error {
 		s.mu.Lock()
 		done, ch := s.written >= target, s.synced
 		lost := !done && s.written+s.dropped >= target
+		cut := s.cutGen != gen
+		synced := s.durableLocked(begun)
 		s.mu.Unlock()
-		if done {
+		if done && cut {
+			return errors.New("session start records were lost: an fsync of the spool failed")
+		}
+		if done && synced {
 			return nil
 		}
 		if lost {
@@ -449,7 +543,7 @@ func (s *Spool) Flush(ctx context.Context) error {
 			return ctx.Err()
 		case <-s.writerDone:
 			s.mu.Lock()
-			done, werr := s.written >= target, s.writeErr
+			done, werr := s.written >= target && s.durableLocked(begun), s.writeErr
 			s.mu.Unlock()
 			if done {
 				return nil
@@ -496,24 +590,29 @@ func (s *Spool) Close() error {
 		s.mu.Lock()
 		s.closeErr = s.writeErr
 		s.mu.Unlock()
+		s.fileMu.Lock()
+		s.fileClosed = true
 		if s.f != nil {
 			if err := s.f.Close(); err != nil && s.closeErr == nil {
 				s.closeErr = err
 			}
 		}
+		s.fileMu.Unlock()
 		s.lock.Close()
 	})
 	return s.closeErr
 }
 
 // writeLoop takes the buffered events in batches, appends them to the
-// current segment and fsyncs it, until Close.
+// current segment and fsyncs it, until Close. It also fsyncs the start
+// records Begin wrote, with the next batch or, when no event comes, within
+// one flush interval.
 func (s *Spool) writeLoop() {
 	defer close(s.writerDone)
 	for {
-		// Wait for an event.
+		// Wait for an event, or start records to fsync.
 		s.mu.Lock()
-		for len(s.buf) == 0 && !s.closed {
+		for len(s.buf) == 0 && !s.unsynced && !s.closed {
 			s.mu.Unlock()
 			select {
 			case <-s.kick:
@@ -522,7 +621,7 @@ func (s *Spool) writeLoop() {
 			}
 			s.mu.Lock()
 		}
-		if len(s.buf) == 0 { // closed, and nothing left
+		if len(s.buf) == 0 && !s.unsynced { // closed, and nothing left
 			s.mu.Unlock()
 			return
 		}
@@ -555,15 +654,20 @@ func (s *Spool) writeLoop() {
 		s.space.Broadcast()
 		s.mu.Unlock()
 
-		ok := s.writeBatch(batch)
+		seg, end, ok := s.writeBatch(batch)
 
 		s.mu.Lock()
 		if ok {
 			s.written += uint64(len(batch))
-			s.writeSize = s.size
+			if seg == s.writeSeg && end > s.writeSize {
+				s.writeSize = end
+			}
 		} else {
 			s.dropped += uint64(len(batch))
 		}
+		// The final events of the batch are on disk (or dropped): their
+		// start records need not hold the reader back any more.
+		s.finalsSettledLocked(batch, ok)
 		close(s.synced)
 		s.synced = make(chan struct{})
 		clear(batch)
@@ -572,9 +676,7 @@ func (s *Spool) writeLoop() {
 		}
 		s.mu.Unlock()
 
-		if ok && s.size >= s.cfg.segmentSize {
-			s.rotate()
-		} else if ok {
+		if ok && !s.rotateIfFull() {
 			s.freeDelivered(false)
 		}
 	}
@@ -599,10 +701,12 @@ func (s *Spool) linger() {
 	}
 }
 
-// writeBatch appends batch to the current segment and fsyncs it, retrying
-// with backoff until the disk accepts it. After Close it gives up after a
-// few more attempts and reports false (the events are lost and logged).
-func (s *Spool) writeBatch(batch []Event) bool {
+// writeBatch appends batch (which may be empty: start records alone want
+// an fsync) to the current segment and fsyncs it, retrying with backoff
+// until the disk accepts it. It returns the segment and the size the fsync
+// covered. After Close it gives up after a few more attempts and reports
+// false (the events are lost and logged).
+func (s *Spool) writeBatch(batch []Event) (uint64, int64, bool) {
 	s.enc = s.enc[:0]
 	for i := range batch {
 		b, err := json.Marshal(&batch[i])
@@ -617,24 +721,30 @@ func (s *Spool) writeBatch(batch []Event) bool {
 		s.enc = appendRecord(s.enc, b)
 	}
 	delay := s.cfg.minBackoff
+	var seg uint64
+	var end int64
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			// A full disk frees up as deliveries are acknowledged.
 			s.freeDelivered(true)
 		}
-		err := s.checkCap(len(s.enc))
-		if err == nil {
-			err = s.appendDurable(s.enc)
-		}
+		var err error
+		seg, end, err = s.appendDurable(s.enc)
 		if err == nil {
 			s.setHealthy()
 			break
 		}
 		closed := s.isClosed()
+		if len(batch) == 0 && (s.cfg.failOpen || closed) {
+			// Start records alone: the failed fsync cut them (see
+			// cutUnsynced); nothing is left to write.
+			s.log.Error("the session log spool cannot fsync the starts of statements", "dir", s.dir, "err", err)
+			return 0, 0, false
+		}
 		if s.cfg.failOpen && !closed {
 			s.dropBatch(batch, err)
 			s.trimEncoding()
-			return false
+			return 0, 0, false
 		}
 		if closed && attempt >= 3 {
 			s.mu.Lock()
@@ -644,7 +754,7 @@ func (s *Spool) writeBatch(batch []Event) bool {
 				s.log.Error("a session event could not be written to the spool and is lost", "id", batch[i].ID, "session", batch[i].SessionID)
 			}
 			s.trimEncoding()
-			return false
+			return 0, 0, false
 		}
 		s.setUnhealthy(err)
 		if closed {
@@ -661,7 +771,7 @@ func (s *Spool) writeBatch(batch []Event) bool {
 		delay = min(2*delay, s.cfg.maxBackoff)
 	}
 	s.trimEncoding()
-	return true
+	return seg, end, true
 }
 
 // errOverCap is the cause of a SpoolError at the size cap.
@@ -671,15 +781,23 @@ func (e errOverCap) Error() string {
 	return fmt.Sprintf("the spool holds %d bytes and its cap is %d bytes (--spool-max-size); it frees space as the server acknowledges events", e.size, e.limit)
 }
 
-// checkCap reports an error when n more bytes would take the spool over
-// its size cap.
-func (s *Spool) checkCap(n int) error {
+// reserve counts n more bytes on disk, or reports an error when they would
+// take the spool over its size cap.
+func (s *Spool) reserve(n int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.diskBytes+int64(n) > s.cfg.maxSize {
+	if s.diskBytes+n > s.cfg.maxSize {
 		return errOverCap{s.diskBytes, s.cfg.maxSize}
 	}
+	s.diskBytes += n
 	return nil
+}
+
+// unreserve gives back bytes counted by reserve that were not written.
+func (s *Spool) unreserve(n int64) {
+	s.mu.Lock()
+	s.diskBytes -= n
+	s.mu.Unlock()
 }
 
 // setUnhealthy makes Err report cause; the first failure of a run of them
@@ -738,48 +856,108 @@ func (s *Spool) isClosed() bool {
 	return s.closed
 }
 
-// appendDurable writes b after the durable end of the current segment and
-// fsyncs. On failure it cuts the segment back to its durable end, so a
-// retry never leaves a partial record in the middle.
-func (s *Spool) appendDurable(b []byte) error {
+// appendDurable appends b (which may be empty) to the current segment,
+// after everything written to it (start records included), and fsyncs the
+// segment outside fileMu, so that Begin does not wait for the disk. It
+// returns the segment and the size the fsync covered. On a failed write it
+// cuts the segment back to where b began, and on a failed fsync to its
+// durable end (cutUnsynced), so a retry never leaves a partial record in
+// the middle.
+func (s *Spool) appendDurable(b []byte) (uint64, int64, error) {
 	if s.failAppend != nil {
 		if err := s.failAppend(); err != nil {
-			return err
+			return 0, 0, err
 		}
 	}
+	s.fileMu.Lock()
 	if s.f == nil {
 		if err := s.nextSegment(); err != nil {
-			return err
+			s.fileMu.Unlock()
+			return 0, 0, err
 		}
 	}
-	if _, err := s.f.WriteAt(b, s.size); err != nil {
-		_ = s.f.Truncate(s.size)
-		return err
+	if len(b) > 0 {
+		n := int64(len(b))
+		if err := s.reserve(n); err != nil {
+			s.fileMu.Unlock()
+			return 0, 0, err
+		}
+		if _, err := s.f.WriteAt(b, s.size); err != nil {
+			_ = s.f.Truncate(s.size)
+			s.unreserve(n)
+			s.fileMu.Unlock()
+			return 0, 0, err
+		}
+		s.size += n
 	}
-	if err := s.f.Sync(); err != nil {
-		_ = s.f.Truncate(s.size)
-		return err
-	}
-	s.size += int64(len(b))
+	f, end := s.f, s.size
 	s.mu.Lock()
-	s.diskBytes += int64(len(b))
+	seg := s.writeSeg
+	s.unsynced = false
 	s.mu.Unlock()
-	return nil
+	s.fileMu.Unlock()
+	// Only the writer removes or closes f, so it stays open meanwhile.
+	if err := f.Sync(); err != nil {
+		s.cutUnsynced(f)
+		return 0, 0, err
+	}
+	return seg, end, nil
 }
 
-// rotate starts the next segment. The current one is complete and fsynced,
-// so the reader may read it to its end once writeSeg moves on. On failure
-// the writer keeps appending to the current segment and tries again after
-// the next batch.
-func (s *Spool) rotate() {
+// cutUnsynced cuts the segment f back to its durable end after a failed
+// fsync: what was written after it may not be on disk, whatever the page
+// cache says. Start records written since are lost with it (their
+// statements' final events are still recorded); Begin calls waiting for
+// an fsync of theirs (WithSyncAlways) and Flush report it.
+func (s *Spool) cutUnsynced(f *os.File) {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if s.f != f {
+		return
+	}
 	s.mu.Lock()
-	next := s.writeSeg + 1
+	durable := s.writeSize
 	s.mu.Unlock()
+	if s.size <= durable {
+		return
+	}
+	if err := f.Truncate(durable); err != nil {
+		s.log.Warn("cutting a session log spool segment back to its durable end failed", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.diskBytes -= s.size - durable
+	s.cutGen++
+	s.mu.Unlock()
+	s.size = durable
+}
+
+// rotateIfFull starts the next segment once the current one holds
+// WithSegmentSize bytes, and reports whether it did. It fsyncs the current
+// segment first (start records written since the batch's fsync are in
+// it), so the reader may read it to its end once writeSeg moves on. On
+// failure the writer keeps appending to the current segment and tries
+// again after the next batch.
+func (s *Spool) rotateIfFull() bool {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if s.f == nil || s.size < s.cfg.segmentSize {
+		return false
+	}
+	s.mu.Lock()
+	next, durable := s.writeSeg+1, s.writeSize
+	s.mu.Unlock()
+	if s.size > durable {
+		if err := s.f.Sync(); err != nil {
+			s.log.Error("fsyncing a session log spool segment failed; appending to it", "dir", s.dir, "err", err)
+			return false
+		}
+	}
 	f, err := createSegment(s.dir, next)
 	if err != nil {
 		s.log.Error("starting a new session log spool segment failed; appending to the current one", "dir", s.dir, "err", err)
 		_ = os.Remove(filepath.Join(s.dir, segmentName(next)))
-		return
+		return false
 	}
 	old, oldSize := s.f, s.size
 	s.f, s.size = f, headerSize
@@ -788,12 +966,14 @@ func (s *Spool) rotate() {
 	s.diskBytes += headerSize
 	s.writeSeg, s.writeSize = next, headerSize
 	s.segs = append(s.segs, next)
+	s.unsynced = false // what was written is in the old segment, fsynced
 	close(s.synced)
 	s.synced = make(chan struct{})
 	s.mu.Unlock()
 	if err := old.Close(); err != nil {
 		s.log.Warn("closing a session log spool segment failed", "err", err)
 	}
+	return true
 }
 
 // freeDelivered removes the segment being written once the server has
@@ -803,6 +983,8 @@ func (s *Spool) rotate() {
 // the next write tries again. Removing a delivered segment before the ack
 // file says so is safe: a restart resumes at the first segment on disk.
 func (s *Spool) freeDelivered(force bool) {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
 	if s.f == nil {
 		return
 	}
@@ -833,8 +1015,8 @@ func (s *Spool) freeDelivered(force bool) {
 	}
 }
 
-// nextSegment creates the segment after writeSeg and makes it the one the
-// writer appends to.
+// nextSegment creates the segment after writeSeg and makes it the one
+// written to. The caller holds fileMu.
 func (s *Spool) nextSegment() error {
 	s.mu.Lock()
 	next := s.writeSeg + 1

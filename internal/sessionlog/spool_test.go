@@ -665,7 +665,7 @@ func FuzzScanSegment(f *testing.F) {
 	f.Add(append(seg, 0, 0, 0))
 	f.Add([]byte(segmentMagic[:3]))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		sc, err := scanSegmentReader(bytes.NewReader(data), int64(len(data)))
+		sc, err := scanSegmentReader(bytes.NewReader(data), int64(len(data)), nil)
 		if err != nil {
 			return
 		}

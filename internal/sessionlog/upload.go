@@ -58,12 +58,22 @@ type batchBuilder struct {
 }
 
 func (bb *batchBuilder) add(record []byte) {
+	bb.sep()
+	bb.json = append(bb.json, record...)
+}
+
+// addStart appends a start record as its Event's JSON.
+func (bb *batchBuilder) addStart(record []byte) {
+	bb.sep()
+	bb.json = eventOfStart(bb.json, record)
+}
+
+func (bb *batchBuilder) sep() {
 	if bb.n == 0 {
 		bb.json = append(bb.json[:0], '[')
 	} else {
 		bb.json = append(bb.json, ',')
 	}
-	bb.json = append(bb.json, record...)
 	bb.n++
 }
 
@@ -80,6 +90,17 @@ func (bb *batchBuilder) batch() Batch {
 // acknowledged position durably and removes segments that hold only
 // acknowledged events. A failed Upload is retried with exponential backoff
 // (100 ms doubling to 10 s) while recording goes on; no event is skipped.
+//
+// Start records (Begin) are not sent when their statement's final event is
+// on disk: Run waits at one whose final event is recorded but not yet
+// written, so that nothing after it is acknowledged before the final event
+// is durable, and at one whose statement has run less than
+// WithRunningAfter. It sends the start record as an event of its own
+// (Outcome empty) when the statement runs longer, or when the spool is at
+// its size cap (the final event then follows as its own event); with
+// Outcome "outcome unknown" when its final event was lost: dropped under
+// WithFailOpen, or never written because the process stopped (OpenSpool
+// finds those).
 //
 // If Upload returns an error that is (errors.As) a *RejectedError, the
 // server stored the batch except the events it names, which it will never
@@ -161,7 +182,8 @@ func (s *Spool) Run(ctx context.Context, up Uploader) error {
 			}
 			delay = min(2*delay, s.cfg.maxBackoff)
 		}
-		s.acknowledge(next, batch.Len())
+		s.acknowledge(next, r.counted)
+		s.forgetStarts(r.forget)
 		start = next
 	}
 }
@@ -258,6 +280,15 @@ type spoolReader struct {
 	sealed int64    // pos.seg's size once the writer has moved past it, else -1
 	br     *bufio.Reader
 	buf    []byte
+
+	// Of the last batch read: how many of its events count as Pending
+	// (running start records do not), and the start records in it that
+	// stand for lost final events, forgotten once it is acknowledged.
+	counted int
+	forget  []string
+	// retry, when not zero, is when to read again without new data: the
+	// reader waits at a start record.
+	retry time.Duration
 }
 
 func (r *spoolReader) close() {
@@ -281,9 +312,21 @@ func (r *spoolReader) next(ctx context.Context) (Batch, position, error) {
 		if batch.Len() > 0 {
 			return batch, r.pos, nil
 		}
+		var retry <-chan time.Time
+		var t *time.Timer
+		if r.retry > 0 {
+			t = time.NewTimer(r.retry)
+			retry = t.C
+		}
 		select {
 		case <-ch:
+		case <-retry:
 		case <-ctx.Done():
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
 			return Batch{}, position{}, ctx.Err()
 		}
 	}
@@ -351,7 +394,9 @@ func (r *spoolReader) read() (Batch, error) {
 	cfg := &r.s.cfg
 	var bb batchBuilder
 	bytes := 0
-	for bb.n < cfg.uploadEvents {
+	r.counted, r.forget, r.retry = 0, r.forget[:0], 0
+	now := time.Now()
+	for bb.n < cfg.uploadEvents && r.retry == 0 {
 		if err := r.open(); err != nil {
 			if errors.Is(err, errNoSegment) {
 				break
@@ -395,7 +440,12 @@ func (r *spoolReader) read() (Batch, error) {
 					"the session log spool segment %s is damaged at offset %d; restart the gateway to truncate it", segmentName(r.pos.seg), r.pos.off))
 			}
 			r.buf = payload[:0]
-			bb.add(payload)
+			if !isStartRecord(payload) {
+				bb.add(payload)
+				r.counted++
+			} else if stop := r.addStart(&bb, payload, now); stop {
+				break
+			}
 			r.pos.off += size
 			bytes += int(size)
 		}
@@ -405,6 +455,33 @@ func (r *spoolReader) read() (Batch, error) {
 	}
 	r.skipFinished()
 	return bb.batch(), nil
+}
+
+// addStart decides on a start record (see Run): it adds it to the batch
+// as it is, as "outcome unknown", or not at all, and reports true when the
+// reader must stop before it (r.retry says when to look again).
+func (r *spoolReader) addStart(bb *batchBuilder, payload []byte, now time.Time) bool {
+	id, _, _ := recordIDs(payload)
+	verdict, msg, retry := r.s.verdictOf(id, now)
+	switch verdict {
+	case verdictWait:
+		r.retry = max(retry, time.Millisecond)
+		return true
+	case verdictRunning:
+		bb.addStart(payload)
+	case verdictUnknown:
+		js, err := unknownOutcome(payload, msg)
+		if err != nil {
+			// The record passed its checksum, so the spool wrote it:
+			// send it as it is rather than lose it.
+			bb.addStart(payload)
+		} else {
+			bb.add(js)
+		}
+		r.counted++
+		r.forget = append(r.forget, id)
+	}
+	return false
 }
 
 // skipFinished moves past a segment that has been read to its end and will

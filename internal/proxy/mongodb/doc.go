@@ -66,9 +66,10 @@
 //     the log would name one database and the command run in the other);
 //     every command but the handshake while the session's recorder
 //     reports that it cannot persist events (common.Session.RecorderErr,
-//     sessionlog.HealthReporter), with code 1 and "the session log cannot
-//     be written (why): new commands are refused until it can" (fail
-//     closed); and a command whose statement is over the project's limit
+//     sessionlog.HealthReporter), or cannot take the command's start
+//     record (write-ahead, below), with code 1 and "the session log
+//     cannot be written (why): new commands are refused until it can"
+//     (fail closed); and a command whose statement is over the project's limit
 //     when the project refuses such commands (see the session log below),
 //     with code 10334 (BSONObjectTooLarge);
 //  5. forwards every other OP_MSG as it came, and relays the server's
@@ -133,6 +134,16 @@
 // replacement), whose field names (update operators such as $set
 // included) stay; filters (q, filter) stay visible. A client's own
 // authentication commands are recorded without their document.
+//
+// When the recorder takes start records (sessionlog.WriteAheadRecorder:
+// the gateway's spool), each recorded command's start (the event as
+// above, with its own ID and no outcome) is handed to it before the
+// command is forwarded; Begin returns once the start is in the spool's
+// file, so a crash of the gateway after the command was forwarded cannot
+// lose it (the spool delivers a start with no final event as "outcome
+// unknown"). The final event names its start in StartID. The handshake
+// and the other commands that are not recorded have no start; nor has a
+// refused command, which is not forwarded.
 //
 // A statement is recorded whole up to the project's limit
 // (common.Session.MaxStatementBytes, 1 MiB by default; it can change while

@@ -192,7 +192,7 @@ func (e *Engine) Serve(ctx context.Context, client net.Conn, sess *common.Sessio
 		maxSize: DefaultMaxMessageSize,
 	}
 	if sess.Recorder() != nil {
-		cc.rec = &recorder{rec: sess.Recorder(), sessionID: sess.ID(), connID: connID, sess: sess}
+		cc.rec = newRecorder(sess.Recorder(), sess, connID)
 	}
 	err := cc.run()
 	close(c.done)
@@ -561,6 +561,9 @@ func (cc *clientConn) legacyCommand(req *request) error {
 	if cc.refusesOversize(p) {
 		return cc.refuseOversize(req, p)
 	}
+	if err := cc.writeAhead(p); err != nil {
+		return cc.refuseUnrecordable(req, err)
+	}
 	rp, _, err := cc.roundTrip(appendMsg(nil, wiremessage.NextRequestID(), 0, commandBody(req)))
 	if err != nil {
 		if cc.served.wasEnded() {
@@ -589,6 +592,9 @@ func (cc *clientConn) forward(req *request) error {
 	p := cc.begin(req)
 	if cc.refusesOversize(p) {
 		return cc.refuseOversize(req, p)
+	}
+	if err := cc.writeAhead(p); err != nil {
+		return cc.refuseUnrecordable(req, err)
 	}
 	if err := cc.upstream.Write(cc.ctx, req.raw); err != nil {
 		if cc.served.wasEnded() {
@@ -661,6 +667,15 @@ func (cc *clientConn) begin(req *request) *pending {
 		return nil
 	}
 	return cc.rec.begin(req, cc.e.cfg.Clock())
+}
+
+// writeAhead writes the start record of p, a recorded command, before it
+// is forwarded, when the session's recorder takes start records.
+func (cc *clientConn) writeAhead(p *pending) error {
+	if p == nil {
+		return nil
+	}
+	return cc.rec.writeAhead(p)
 }
 
 // refusesOversize reports whether the command of p must be refused: its

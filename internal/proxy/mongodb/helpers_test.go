@@ -58,6 +58,64 @@ func (r *memRecorder) commands(name string) []sessionlog.Event {
 	return out
 }
 
+// waRecorder is a memRecorder that also takes start records (a
+// sessionlog.WriteAheadRecorder, as the gateway's spool): onBegin, when
+// set, runs in Begin, before the command can be forwarded, and its error
+// fails Begin.
+type waRecorder struct {
+	*memRecorder
+	onBegin func(ev sessionlog.Event) error
+
+	smu    sync.Mutex
+	starts []sessionlog.Event
+}
+
+func (r *waRecorder) Begin(ev sessionlog.Event) error {
+	if r.onBegin != nil {
+		if err := r.onBegin(ev); err != nil {
+			return err
+		}
+	}
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	r.starts = append(r.starts, ev)
+	return nil
+}
+
+func (r *waRecorder) allStarts() []sessionlog.Event {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	return append([]sessionlog.Event(nil), r.starts...)
+}
+
+// checkStarts checks that each final event that names a start record
+// names one of rec's, of the same command and statement, and that no
+// start is named twice.
+func checkStarts(t testing.TB, rec *waRecorder) {
+	t.Helper()
+	starts := map[string]sessionlog.Event{}
+	for _, st := range rec.allStarts() {
+		starts[st.ID] = st
+	}
+	named := map[string]bool{}
+	for _, ev := range rec.all() {
+		if ev.StartID == "" {
+			continue
+		}
+		st, ok := starts[ev.StartID]
+		switch {
+		case !ok:
+			t.Errorf("the %s event %s names no start record", ev.Command, ev.ID)
+		case named[ev.StartID]:
+			t.Errorf("two final events name the start of %s", st.Command)
+		case st.Kind != ev.Kind || st.Command != ev.Command || st.Statement != ev.Statement ||
+			st.Database != ev.Database || st.Collection != ev.Collection || st.Outcome != "":
+			t.Errorf("the %s event %+v names the start %+v", ev.Command, ev, st)
+		}
+		named[ev.StartID] = true
+	}
+}
+
 // configFor returns the Config of a FerretDB user.
 func configFor(f *testenv.FerretDB, u testenv.MongoUser) Config {
 	cfg := Config{
@@ -78,7 +136,8 @@ type proxy struct {
 	t    testing.TB
 	ln   net.Listener
 	sess *common.Session
-	rec  *memRecorder
+	rec  *memRecorder // the final events; the session records into wa
+	wa   *waRecorder
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	errs []error
@@ -86,7 +145,9 @@ type proxy struct {
 }
 
 // startProxy serves cfg on 127.0.0.1 at a free port under a new Session
-// with a recorder (and opts).
+// with a recorder that takes start records, as the gateway's spool does
+// (and opts). When the test ends, each final event must name a start of
+// the same command.
 func startProxy(t testing.TB, cfg Config, opts ...common.SessionOption) *proxy {
 	t.Helper()
 	return startProxyWith(t, cfg, nil, opts...)
@@ -105,7 +166,8 @@ func startProxyWith(t testing.TB, cfg Config, engOpts []Option, opts ...common.S
 		t.Fatal(err)
 	}
 	p := &proxy{t: t, ln: ln, rec: &memRecorder{}, addr: ln.Addr().String()}
-	p.sess = common.NewSession("sess-test", append([]common.SessionOption{common.WithRecorder(p.rec)}, opts...)...)
+	p.wa = &waRecorder{memRecorder: p.rec}
+	p.sess = common.NewSession("sess-test", append([]common.SessionOption{common.WithRecorder(p.wa)}, opts...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go func() {
@@ -139,6 +201,7 @@ func startProxyWith(t testing.TB, cfg Config, engOpts []Option, opts ...common.S
 		if cfg.Password != "" && strings.Contains(logs.String(), cfg.Password) {
 			t.Errorf("the engine's log holds the password")
 		}
+		checkStarts(t, p.wa)
 		if t.Failed() {
 			t.Logf("engine log:\n%s", logs.String())
 		}

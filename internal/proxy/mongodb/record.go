@@ -44,6 +44,32 @@ type recorder struct {
 	sessionID string
 	connID    string
 	sess      *common.Session // for its log settings, which may change
+	// wa, when the recorder can, takes each command's start record before
+	// the command is forwarded (write-ahead).
+	wa sessionlog.WriteAheadRecorder
+}
+
+// newRecorder returns the session log of a connection of sess, into rec.
+func newRecorder(rec sessionlog.Recorder, sess *common.Session, connID string) *recorder {
+	wa, _ := rec.(sessionlog.WriteAheadRecorder)
+	return &recorder{rec: rec, sessionID: sess.ID(), connID: connID, sess: sess, wa: wa}
+}
+
+// writeAhead hands the recorder the start record of p, the event of a
+// command about to be forwarded, and names it in p's final event. It
+// returns the recorder's error when it cannot take it: the command must
+// then not be forwarded.
+func (r *recorder) writeAhead(p *pending) error {
+	if r.wa == nil {
+		return nil
+	}
+	start := p.ev
+	start.ID = uuid.Must(uuid.NewV7()).String()
+	if err := r.wa.Begin(start); err != nil {
+		return err
+	}
+	p.ev.StartID = start.ID
+	return nil
 }
 
 func (r *recorder) newEvent(kind string, at time.Time) sessionlog.Event {

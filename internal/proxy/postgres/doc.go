@@ -184,6 +184,31 @@
 // transaction, so the statements before a failure are rolled back even
 // though their events show their tags.
 //
+// # Write-ahead
+//
+// When the recorder takes start records (sessionlog.WriteAheadRecorder:
+// the gateway's spool), the client side hands it the start of each Query,
+// Execute and FunctionCall before forwarding the message: an event of the
+// same kind with its own ID, the time, the statement (masked as the final
+// event's is) and, for an Execute or a FunctionCall, its values; no
+// outcome. Begin returns once the start is in the spool's file, so a crash
+// of the gateway after the statement was forwarded cannot lose it (the
+// spool delivers a start with no final event as "outcome unknown"). The
+// final event, recorded when the answer comes as above, names its start
+// in StartID. The client side knows an Execute's statement and values
+// before the server confirms them: it follows the Parse, Bind and Close
+// messages (and a simple Query's SQL PREPARE, DECLARE, DEALLOCATE,
+// DISCARD and CLOSE) as the client sends them, assuming they succeed, in
+// memory bounded like the server side's (the statements' text by 16 MiB,
+// 1,024 named portals); it decodes a Bind's binary values by the types of
+// the Parse, or of the server's ParameterDescription once the server side
+// has seen it (pgx describes a statement, and waits, before it binds it),
+// else records them in hexadecimal. Where its guess is wrong, the
+// statement failed or was skipped, and the final event says what ran. A
+// start the recorder cannot take refuses its statement (below); what pgx
+// pipelines is started message by message, so the statements before the
+// refused one are forwarded.
+//
 // When the connection closes, the requests still waiting for an answer are
 // recorded with outcome "outcome unknown": the database may have run them,
 // even committed them, and did not say (or "error" if an error had come,
@@ -271,7 +296,13 @@
 // "airlock: the session log cannot be written, so statements are refused
 // until it can (why)" with SQLSTATE 58030, and an event with outcome
 // "refused" is offered to the recorder. New connections are served; each
-// is refused at its first statement until the recorder recovers.
+// is refused at its first statement until the recorder recovers. A
+// Query, Execute or FunctionCall whose start record the recorder cannot
+// take (Begin fails: the spool is full, closed, or its disk fails) is
+// refused the same way, with Begin's words, and recorded as refused with
+// its statement: its bytes are held back from its header on (those of a
+// message that began in an earlier read were forwarded, but without its
+// end the server does not run it).
 //
 // A refusal ends the connection: the engine waits (up to 5 s) for the
 // answers to the client's earlier requests to reach it, then sends the
@@ -331,6 +362,9 @@
 //   - guard.go: the login guard, which ends a login whose server does not
 //     answer as PostgreSQL.
 //   - bigbind.go: the parser of a Bind larger than 1 MiB, as its bytes pass.
+//   - writeahead.go: the start records of write-ahead recording, and the
+//     client side's view of the prepared statements and portals they
+//     need.
 //   - oversize.go: the statement limits, a statement over the limit read in
 //     bounded memory, and the refusals (limit, session log unwritable).
 //   - startup.go: readStartup, the parser of the client's opening packets,

@@ -261,6 +261,16 @@ type frontendObserver struct {
 	// reserved is what the current message holds of the engine's budget
 	// for large messages.
 	reserved int
+
+	// With write-ahead (connLog.wa): the client side's view of the
+	// statements and portals, its own decoder of binary values, and
+	// where the header of the message being read is: at hdrAt in chunk
+	// number hdrChunk (chunks counts them).
+	cs       clientState
+	values   valueDecoder
+	chunks   int
+	hdrChunk int
+	hdrAt    int
 }
 
 func newFrontendObserver(l *connLog) *frontendObserver {
@@ -285,6 +295,7 @@ func (f *frontendObserver) midMessage() bool { return !f.scan.atBoundary() }
 // bytes before its header.
 func (f *frontendObserver) observeFront(chunk []byte) (int, error) {
 	f.now = time.Time{}
+	f.chunks++
 	f.holdAt, f.checked = -1, false
 	if f.holding {
 		f.holdAt = 0
@@ -298,6 +309,9 @@ func (f *frontendObserver) observeFront(chunk []byte) (int, error) {
 	if len(f.batch) > 0 {
 		var perr error
 		f.spare, perr = f.log.push(f.batch, f.spare)
+		if perr != nil && f.log.wa != nil {
+			f.unqueued(f.batch)
+		}
 		if perr != nil && err == nil {
 			err = perr
 		}
@@ -313,6 +327,7 @@ func (f *frontendObserver) observeFront(chunk []byte) (int, error) {
 // recording limit is read as it passes (bigStatement), and, unless the
 // project records the ends of such statements, held back and refused.
 func (f *frontendObserver) begin(typ byte, size, keep, at int) (int, error) {
+	f.hdrChunk, f.hdrAt = f.chunks, at
 	keep, err := f.decide(typ, size, keep, at)
 	if err != nil {
 		return keep, err
@@ -421,11 +436,27 @@ func (f *frontendObserver) endBig() error {
 		return &refusal{code: sqlStateProgramLimitExceeded, message: msg}
 	}
 	if b.typ == 'Q' {
-		f.add(pendingQuery).stmt = st
-		return nil
+		it := f.add(pendingQuery)
+		it.stmt = st
+		return f.started(it)
 	}
 	it := f.add(pendingParse)
 	it.name, it.stmt = string(b.name), st
+	return f.started(it)
+}
+
+// started follows request it, filled in, on the client side and, for a
+// statement, writes its start record, when the session log is written
+// ahead; an error refuses it.
+func (f *frontendObserver) started(it *pending) error {
+	if f.log.wa == nil {
+		return nil
+	}
+	f.followClient(it)
+	switch it.kind {
+	case pendingQuery, pendingExecute, pendingFunctionCall:
+		return f.writeAhead(it)
+	}
 	return nil
 }
 
@@ -456,18 +487,24 @@ func (f *frontendObserver) message(typ byte, body []byte, size int) error {
 		return f.endBig()
 	}
 	if f.bb != nil && typ == 'B' {
-		f.bb.finish(f, f.add(pendingBind))
+		it := f.add(pendingBind)
+		f.bb.finish(f, it)
 		f.bb = nil
-		return nil
+		return f.started(it)
 	}
 	switch typ {
 	case 'Q':
-		f.add(pendingQuery).stmt = f.query(body, size)
+		it := f.add(pendingQuery)
+		it.stmt = f.query(body, size)
+		return f.started(it)
 	case 'P':
 		it := f.add(pendingParse)
 		it.name, it.stmt = f.parse(body, size)
+		return f.started(it)
 	case 'B':
-		f.bind(f.add(pendingBind), body, size)
+		it := f.add(pendingBind)
+		f.bind(it, body, size)
+		return f.started(it)
 	case 'E':
 		// Execute is decoded by hand, as it is on every extended query's
 		// path: pgproto3's decoder allocates for the portal name.
@@ -476,6 +513,7 @@ func (f *frontendObserver) message(typ byte, body []byte, size int) error {
 		if i := bytes.IndexByte(body, 0); i >= 0 {
 			it.name = string(body[:i])
 		}
+		return f.started(it)
 	case 'D':
 		var m pgproto3.Describe
 		it := f.add(pendingDescribe)
@@ -490,10 +528,13 @@ func (f *frontendObserver) message(typ byte, body []byte, size int) error {
 		if len(body) == size && m.Decode(body) == nil {
 			it.object, it.name = m.ObjectType, m.Name
 		}
+		return f.started(it)
 	case 'S':
 		f.add(pendingSync)
 	case 'F':
-		f.functionCall(f.add(pendingFunctionCall), body, size)
+		it := f.add(pendingFunctionCall)
+		f.functionCall(it, body, size)
+		return f.started(it)
 	case 'd':
 		f.copyIn += int64(size)
 	}
@@ -529,6 +570,7 @@ func (f *frontendObserver) parse(body []byte, size int) (string, *statement) {
 	st := f.statement(m.Query)
 	if len(m.ParameterOIDs) > 0 {
 		st.paramOIDs = m.ParameterOIDs
+		st.parseOIDs = m.ParameterOIDs
 	}
 	return m.Name, st
 }

@@ -111,6 +111,9 @@ func (b *backendObserver) parameterDescription(st *statement, body []byte, size 
 		return
 	}
 	st.paramOIDs = m.ParameterOIDs
+	b.log.mu.Lock()
+	st.described = m.ParameterOIDs
+	b.log.mu.Unlock()
 }
 
 // valueDecoder renders binary parameter values as their text, with pgx's

@@ -72,8 +72,12 @@ type connLog struct {
 	maxStatement int64
 	oversize     string
 	health       sessionlog.HealthReporter // nil: the recorder cannot fail
-	budget       *byteBudget               // the engine's, for large messages; nil: none
-	now          func() time.Time
+	// wa, when the recorder can, takes each statement's start record
+	// before the statement is forwarded (write-ahead); nil: the events
+	// are only recorded when the answers come.
+	wa     sessionlog.WriteAheadRecorder
+	budget *byteBudget // the engine's, for large messages; nil: none
+	now    func() time.Time
 	// client is what the client asked for at startup (clientRequest):
 	// the statement of the connect event.
 	client string
@@ -127,6 +131,7 @@ type pending struct {
 	kind     pendingKind
 	time     time.Time // when it was forwarded
 	copyMark int64     // connLog.copyIn when it was forwarded
+	startID  string    // Query, Execute, FunctionCall: the ID of its start record, if one was written
 
 	name     string     // Parse: statement; Bind, Execute: portal; Describe, Close: object
 	object   byte       // Describe, Close: 'S' (statement) or 'P' (portal)
@@ -168,6 +173,12 @@ type statement struct {
 	// the statement is described. Only the server side touches them once
 	// the Parse is queued.
 	paramOIDs []uint32
+	// parseOIDs are the types the Parse message gave, never changed, and
+	// described those of the ParameterDescription once the server side
+	// has seen it (guarded by connLog.mu): the client side reads them to
+	// render the values of a start record.
+	parseOIDs []uint32
+	described []uint32
 }
 
 // portal is a bound statement.
@@ -189,6 +200,7 @@ func newConnLog(sess *common.Session, cfg Config, connID string) *connLog {
 		maxStatement: cfg.MaxStatementBytes,
 		oversize:     cfg.OversizeStatements,
 		health:       healthOf(sess.Recorder()),
+		wa:           writeAheadOf(sess.Recorder()),
 	}
 }
 
@@ -337,6 +349,7 @@ func (l *connLog) copyEndBefore(next *pending) int64 {
 func (l *connLog) emit(it *pending, kind, stmt string, params []string, outcome string, end time.Time) {
 	ev := sessionlog.Event{
 		ID:         uuid.Must(uuid.NewV7()).String(),
+		StartID:    it.startID,
 		SessionID:  l.sessionID,
 		Time:       it.time,
 		ConnID:     l.connID,

@@ -22,14 +22,53 @@ import (
 )
 
 // startRecording starts a proxy whose session records into an in-memory
-// recorder.
+// recorder, write-ahead (as into the gateway's spool): the recorder
+// returned holds the final events; when the test ends, each that names a
+// start record must name one of the same kind and, for a simple Query or
+// a FunctionCall, the same statement.
 func startRecording(t *testing.T, db testenv.Database, cfg Config, opts ...common.SessionOption) (*testProxy, *memRecorder) {
 	t.Helper()
-	rec := &memRecorder{}
+	rec := &waRecorder{}
 	log, _ := newLogger(t, cfg.Password)
 	sess := common.NewSession("sess-"+db.Name, append([]common.SessionOption{common.WithRecorder(rec)}, opts...)...)
 	p := startProxy(t, newEngine(t, WithLogger(log)), sess, cfg)
-	return p, rec
+	t.Cleanup(func() { checkStarts(t, rec) })
+	return p, &rec.memRecorder
+}
+
+// checkStarts checks that each final event that names a start record
+// names one of rec's, of its kind (and statement, but for an Execute,
+// whose start the client side describes before the server confirms its
+// statement), and that no start is named twice.
+func checkStarts(t *testing.T, rec *waRecorder) {
+	t.Helper()
+	starts := map[string]sessionlog.Event{}
+	for _, st := range rec.allStarts() {
+		starts[st.ID] = st
+	}
+	named := map[string]bool{}
+	for _, ev := range rec.all() {
+		if ev.StartID == "" {
+			continue
+		}
+		st, ok := starts[ev.StartID]
+		switch {
+		case !ok:
+			t.Errorf("event %+v names no start record", briefOf(ev))
+		case named[ev.StartID]:
+			t.Errorf("two final events name the start %+v", briefOf(st))
+		case ev.Kind == sessionlog.KindQuery || ev.Kind == sessionlog.KindFunctionCall:
+			if st.Kind != ev.Kind || st.Statement != ev.Statement {
+				t.Errorf("event %+v names the start %+v", briefOf(ev), briefOf(st))
+			}
+		case ev.Kind == sessionlog.KindExecute && st.Kind != ev.Kind:
+			t.Errorf("event %+v names the start %+v", briefOf(ev), briefOf(st))
+		case ev.Kind == sessionlog.KindExecute && ev.Outcome != OutcomeError && ev.Outcome != OutcomeSkipped &&
+			(st.Statement != ev.Statement || fmt.Sprint(st.Params) != fmt.Sprint(ev.Params)):
+			t.Errorf("event %+v names the start %+v", briefOf(ev), briefOf(st))
+		}
+		named[ev.StartID] = true
+	}
 }
 
 // superExec runs statements on db as the superuser.
