@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -171,7 +172,11 @@ func (s *Spool) Run(ctx context.Context, up Uploader) error {
 			if ctx.Err() != nil {
 				return result()
 			}
-			s.log.Warn("uploading session events failed; retrying", "events", batch.Len(),
+			lvl := slog.LevelDebug
+			if attempt == 1 || attempt%30 == 0 {
+				lvl = slog.LevelWarn // once, then about once a minute
+			}
+			s.log.Log(ctx, lvl, "uploading session events failed; retrying", "events", batch.Len(),
 				"spool_segment", segmentName(start.seg), "attempt", attempt, "retry_in", delay, "err", err)
 			t := time.NewTimer(delay)
 			select {
@@ -180,13 +185,19 @@ func (s *Spool) Run(ctx context.Context, up Uploader) error {
 				t.Stop()
 				return result()
 			}
-			delay = min(2*delay, s.cfg.maxBackoff)
+			// Uploads retry at most every maxUploadBackoff, so the log is
+			// readable soon after the server or its store is back.
+			delay = min(2*delay, s.cfg.maxBackoff, maxUploadBackoff)
 		}
 		s.acknowledge(next, r.counted)
 		s.forgetStarts(r.forget)
 		start = next
 	}
 }
+
+// maxUploadBackoff bounds the wait between upload attempts: a failed upload
+// costs little, and events should reach the server soon after it is back.
+const maxUploadBackoff = 2 * time.Second
 
 // acknowledge records that everything before pos was delivered: in memory,
 // in the ack file, and by removing segments before pos.
