@@ -191,7 +191,8 @@ document.addEventListener("DOMContentLoaded", function () {
   cancelBtn.addEventListener("click", function () {
     status.textContent = "Cancelling…";
     call("POST", "/cancel").then(function (b) {
-      if (b.error) { status.textContent = b.error; } else { status.textContent = "Cancel sent."; }
+      if (!runBtn.disabled) { return; } // the statement has answered already
+      status.textContent = b.error ? b.error : "Cancel sent; waiting for the database…";
     });
   });
   endBtn.addEventListener("click", function () {
