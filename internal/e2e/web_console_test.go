@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -223,16 +224,32 @@ func TestWebConsoleLimits(t *testing.T) {
 	// by posting the Web Access form five times from one page.
 	b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="app"]`)
 	form := `document.querySelector("form.web-access")`
+	var live []string
 	for i := 0; i < 6; i++ {
 		got := b.eval(`fetch(` + form + `.action, {method: "POST", credentials: "same-origin", body: new FormData(` + form + `)}).then(r => r.text())`)
-		if i < 5 && !strings.Contains(got, `id="sql"`) {
-			t.Fatalf("console %d did not open: %s", i+1, got)
+		if i < 5 {
+			m := consoleSessionRE.FindStringSubmatch(got)
+			if m == nil {
+				t.Fatalf("console %d did not open: %s", i+1, got)
+			}
+			live = append(live, m[1])
 		}
 		if i == 5 && !strings.Contains(got, "5 live web console sessions") {
 			t.Fatalf("a sixth console: %s", got)
 		}
 	}
+
+	// Signing out ends the browser's consoles, saying why.
+	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	for _, id := range live {
+		w.admin.JSON(&sess, "", "sessions", "show", id)
+		if sess.Status != "ended" || sess.EndReason != "ended_by_user" || !strings.Contains(sess.EndMessage, "signed out") {
+			t.Fatalf("a console's session after signing out: %+v", sess)
+		}
+	}
 }
+
+var consoleSessionRE = regexp.MustCompile(`id="console-session">([0-9a-f-]{36})<`)
 
 // saveScreenshot saves the page as name under $AIRLOCK_TEST_ARTIFACTS (or
 // a temporary directory) and logs where.
