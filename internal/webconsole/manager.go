@@ -192,9 +192,11 @@ func (m *Manager) close(c *Console, why string) bool {
 	m.mu.Lock()
 	delete(m.consoles, c.ID)
 	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = c.conn.Close(ctx)
+	if c.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = c.conn.Close(ctx)
+	}
 	return true
 }
 
