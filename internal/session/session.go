@@ -83,7 +83,7 @@ type Session struct {
 	EndedAt         *time.Time `json:"endedAt,omitempty"`
 	Duration        string     `json:"duration" doc:"how long the session lasted (so far, while active)"`
 	Status          string     `json:"status" enum:"active,ended"`
-	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,revoked,client_lost,gateway_lost" doc:"why the session ended: ended_by_user (its owner ended it), expired (its duration was over), terminated (a project admin ended it), revoked (its owner, login, role, account, resource or project went away), client_lost (its airlock CLI was gone for too long), gateway_lost (its gateway was gone for too long, or deleted)"`
+	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,revoked,client_lost,gateway_lost" doc:"why the session ended: ended_by_user (its owner ended it), expired (its duration was over), terminated (a project admin ended it), revoked (its owner, login, role, account, resource or project went away), client_lost (its airlock CLI, or the server holding its web console, was gone for too long), gateway_lost (its gateway was gone for too long, or deleted)"`
 	EndMessage      string     `json:"endMessage,omitempty" doc:"why the session ended, in words, such as \"access was revoked: user removed from the project\""`
 }
 
@@ -495,7 +495,7 @@ func EndMessage(reason string, expires time.Time) string {
 	case GatewayLost:
 		return "session ended: its gateway was lost"
 	case ClientLost:
-		return "session ended: its airlock CLI was unreachable for too long"
+		return "session ended: its client (the airlock CLI, or the server's web console) was unreachable for too long"
 	case Revoked:
 		return "session ended: access was revoked"
 	}

@@ -28,5 +28,7 @@
 // is idle too long, or when the browser sends a request that is not one
 // the console sends. A session ended elsewhere (expiry, an admin's
 // terminate, logout, a revocation) is noticed within a second and closes
-// the console; its page is told why.
+// the console; its page is told why. While a console lives, it records its
+// session's client as seen (as the relay does for a CLI), so the session of
+// a console whose server stopped ends as client_lost.
 package webconsole

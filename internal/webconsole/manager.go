@@ -21,6 +21,12 @@ type Sessions interface {
 	CreateWeb(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*session.Created, error)
 	Get(ctx context.Context, id string) (*session.Session, error)
 	EndWeb(ctx context.Context, id, why string) error
+	// ClientSeen records that the session's client (this console) is up;
+	// a web session not seen for a while (the server that held its
+	// console stopped) ends as client_lost.
+	ClientSeen(ctx context.Context, id string)
+	// PresenceInterval is how often ClientSeen is called.
+	PresenceInterval() time.Duration
 }
 
 // Dialer opens a connection of a session through the relay
@@ -154,10 +160,13 @@ func (m *Manager) Get(id string, p *api.Principal, webSession string) (*Console,
 // End ends a console and its session (reason ended_by_user, with why in
 // the session's end message). Ending an ended console does nothing.
 func (m *Manager) End(c *Console, why string) {
-	if !m.close(c, why) {
+	if !c.markEnded(why) {
 		return
 	}
+	// The session ends first: its gateway cancels what runs and closes
+	// the connection, as for a CLI's Ctrl+C; then the console closes.
 	m.endSession(c.owner, c.SessionID, why)
+	m.release(c)
 }
 
 // EndAll ends every console of a browser login (it logged out).
@@ -178,17 +187,29 @@ func (m *Manager) EndAll(webSession, why string) {
 	}
 }
 
-// close closes a console's connection and forgets it; it reports whether
-// this call closed it.
-func (m *Manager) close(c *Console, why string) bool {
+// close closes a console whose session has ended elsewhere.
+func (m *Manager) close(c *Console, why string) {
+	if c.markEnded(why) {
+		m.release(c)
+	}
+}
+
+// markEnded records that the console ends, and why; it reports whether
+// this call is the one that ends it.
+func (c *Console) markEnded(why string) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.ended {
-		c.mu.Unlock()
 		return false
 	}
 	c.ended, c.endWhy = true, why
+	return true
+}
+
+// release forgets an ended console, tells its page (Done) and closes its
+// connection.
+func (m *Manager) release(c *Console) {
 	close(c.done)
-	c.mu.Unlock()
 	m.mu.Lock()
 	delete(m.consoles, c.ID)
 	m.mu.Unlock()
@@ -197,7 +218,6 @@ func (m *Manager) close(c *Console, why string) bool {
 		defer cancel()
 		_ = c.conn.Close(ctx)
 	}
-	return true
 }
 
 func (m *Manager) endSession(p *api.Principal, sessionID, why string) {
@@ -213,6 +233,7 @@ func (m *Manager) endSession(p *api.Principal, sessionID, why string) {
 func (m *Manager) watch(c *Console) {
 	t := time.NewTicker(m.cfg.CheckEvery)
 	defer t.Stop()
+	var seen time.Time
 	for {
 		select {
 		case <-c.done:
@@ -233,6 +254,10 @@ func (m *Manager) watch(c *Console) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(api.WithPrincipal(context.Background(), c.owner), 5*time.Second)
+		if time.Since(seen) >= m.cfg.Sessions.PresenceInterval() {
+			m.cfg.Sessions.ClientSeen(ctx, c.SessionID)
+			seen = time.Now()
+		}
 		s, err := m.cfg.Sessions.Get(ctx, c.SessionID)
 		cancel()
 		switch {

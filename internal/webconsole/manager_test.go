@@ -40,6 +40,10 @@ func (f *fakeSessions) EndWeb(ctx context.Context, id, why string) error {
 	return nil
 }
 
+func (f *fakeSessions) ClientSeen(context.Context, string) {}
+
+func (f *fakeSessions) PresenceInterval() time.Duration { return time.Second }
+
 func (f *fakeSessions) endedWhy(id string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
