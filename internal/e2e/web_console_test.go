@@ -92,10 +92,16 @@ func TestWebConsole(t *testing.T) {
 	if n := b.eval(`Promise.resolve(String(document.querySelectorAll("#results table.grid tbody tr").length))`); n != "1000" {
 		t.Fatalf("the grid shows %s rows", n)
 	}
-	if got := b.text("#results .truncated"); !strings.Contains(got, "1000 of 5000") {
+	if got := b.text("#results .truncated"); !strings.Contains(got, "first 1000 rows") || !strings.Contains(got, "not fetched") {
 		t.Fatalf("the truncation note: %q", got)
 	}
 	saveScreenshot(t, b, "web-console-rows.png")
+	// In a batch of several statements (sent as one simple query), each
+	// result shows at most 1,000 rows too, and says how many came.
+	run("select 1; select g from generate_series(1, 1500) g")
+	if got := b.text("#results"); !strings.Contains(got, "1000 of 1500") {
+		t.Fatalf("a batch's long result: %q", got)
+	}
 
 	// The schema browser: the account's table and its columns.
 	b.do(chromedp.Click(chromedp.ID("schema-refresh")),

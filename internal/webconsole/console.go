@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/airlockpam/airlock/internal/api"
@@ -177,6 +178,9 @@ func (c *Console) Run(ctx context.Context, sql string, timeout time.Duration) (*
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
+	if countStatements(sql) == 1 {
+		return c.runOne(ctx, sql)
+	}
 	start := time.Now()
 	out := &RunResult{Results: []Result{}}
 	mrr := c.conn.Exec(ctx, sql)
@@ -236,6 +240,89 @@ func (c *Console) Run(ctx context.Context, sql string, timeout time.Duration) (*
 	}
 	out.TxStatus = c.TxStatus()
 	return out, nil
+}
+
+// runOne runs a single statement with the extended protocol, asking for at
+// most MaxRows rows (Execute's row limit): the database sends no more, and
+// the result says that there were more (PortalSuspended) without counting
+// them.
+func (c *Console) runOne(ctx context.Context, sql string) (*RunResult, error) {
+	const op = "webconsole.(*Console).runOne"
+	start := time.Now()
+	fe := c.conn.Frontend()
+	fe.SendParse(&pgproto3.Parse{Query: sql})
+	fe.SendBind(&pgproto3.Bind{})
+	fe.SendDescribe(&pgproto3.Describe{ObjectType: 'P'})
+	fe.SendExecute(&pgproto3.Execute{MaxRows: MaxRows})
+	fe.SendSync(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		c.conn.Close(context.Background())
+		return nil, errs.Wrap(op, errs.Unavailable, "the connection to the database was lost (the session may have ended)", err)
+	}
+	out := &RunResult{Results: []Result{}}
+	var res *Result
+	result := func() *Result {
+		if res == nil {
+			res = &Result{}
+		}
+		return res
+	}
+	for {
+		msg, err := c.conn.ReceiveMessage(ctx)
+		if err != nil {
+			c.conn.Close(context.Background())
+			return nil, errs.Wrap(op, errs.Unavailable, "the connection to the database was lost (the session may have ended)", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.RowDescription:
+			r := result()
+			r.Rows = [][]*string{}
+			for _, f := range m.Fields {
+				r.Columns = append(r.Columns, Column{Name: string(f.Name), Type: typeName(f.DataTypeOID, f.TypeModifier)})
+			}
+		case *pgproto3.DataRow:
+			r := result()
+			row := make([]*string, len(m.Values))
+			for i, v := range m.Values {
+				if v == nil {
+					continue
+				}
+				s := string(v)
+				if len(s) > maxCellBytes {
+					s = s[:maxCellBytes] + "…"
+				}
+				row[i] = &s
+			}
+			r.Rows = append(r.Rows, row)
+		case *pgproto3.CommandComplete:
+			r := result()
+			tag := pgconn.NewCommandTag(string(m.CommandTag))
+			r.Command, r.RowsAffected = tag.String(), tag.RowsAffected()
+		case *pgproto3.PortalSuspended:
+			r := result()
+			r.Truncated = true
+			r.Command, r.RowsAffected = fmt.Sprintf("SELECT %d (more not fetched)", len(r.Rows)), int64(len(r.Rows))
+		case *pgproto3.EmptyQueryResponse:
+			result()
+		case *pgproto3.ErrorResponse:
+			pe := pgconn.ErrorResponseToPgError(m)
+			out.Error = &SQLError{Severity: pe.Severity, Code: pe.Code, Message: pe.Message, Detail: pe.Detail, Hint: pe.Hint, Position: pe.Position}
+		case *pgproto3.CopyInResponse:
+			fe.Send(&pgproto3.CopyFail{Message: "the web console sends no COPY data: use COPY ... TO STDOUT or airlock db access"})
+			if err := fe.Flush(); err != nil {
+				c.conn.Close(context.Background())
+				return nil, errs.Wrap(op, errs.Unavailable, "the connection to the database was lost", err)
+			}
+		case *pgproto3.ReadyForQuery:
+			if res != nil && out.Error == nil {
+				out.Results = append(out.Results, *res)
+			}
+			c.touch(time.Now())
+			out.Elapsed = time.Since(start).Round(time.Millisecond).String()
+			out.TxStatus = c.TxStatus()
+			return out, nil
+		}
+	}
 }
 
 // Cancel asks the database to cancel what the console runs: a real

@@ -135,13 +135,16 @@ document.addEventListener("DOMContentLoaded", function () {
     if (["INSERT", "UPDATE", "DELETE", "MERGE"].indexOf(verb) >= 0) {
       head.appendChild(el("span", "affected", r.rowsAffected + (r.rowsAffected === 1 ? " row affected" : " rows affected")));
     } else if (r.columns) {
-      head.appendChild(el("span", "rowcount", (r.truncated ? r.totalRows : r.rows.length) + " rows"));
+      head.appendChild(el("span", "rowcount", r.truncated ? (r.totalRows ? r.totalRows + " rows" : "more than " + r.rows.length + " rows") : r.rows.length + " rows"));
     }
     d.appendChild(head);
     if (r.columns) {
-      if (r.truncated) {
+      if (r.truncated && r.totalRows) {
         d.appendChild(el("p", "truncated", "Showing the first " + r.rows.length + " of " + r.totalRows +
           " rows: the console shows at most " + box.dataset.maxRows + " rows of a result; the rest are not shown."));
+      } else if (r.truncated) {
+        d.appendChild(el("p", "truncated", "Showing the first " + r.rows.length + " rows: the console fetches at most " +
+          box.dataset.maxRows + " rows of a result; the rest were not fetched."));
       }
       var wrap = el("div", "result-table"), t = el("table", "grid"), thead = el("thead"), tr = el("tr");
       r.columns.forEach(function (c) {
