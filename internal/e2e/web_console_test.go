@@ -145,7 +145,12 @@ func TestWebConsole(t *testing.T) {
 			t.Fatalf("the session log lacks %q:\n%s", want, out)
 		}
 	}
-	// The Sessions page shows the web session, its statements and outcomes.
+	// The Sessions page lists the web session, and its page shows its
+	// statements and outcomes.
+	b.open("/sessions?project="+w.project, chromedp.CSS(`tr[data-session="`+sid+`"]`))
+	if got := b.text(chromedp.CSS(`tr[data-session="` + sid + `"] td.method`)); got != "web" {
+		t.Errorf("the sessions list says the access method is %q", got)
+	}
 	b.open("/sessions/"+sid, "h1")
 	if got := b.eval(`Promise.resolve([...document.querySelectorAll("dt")].find(d => d.textContent == "How").nextElementSibling.textContent)`); got != "web" {
 		t.Errorf("the session page says the access method is %q", got)
