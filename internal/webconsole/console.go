@@ -103,6 +103,7 @@ type Console struct {
 
 	mu       sync.Mutex
 	opened   time.Time
+	tx       string // the transaction state (TxStatus)
 	attached bool // its page's event stream has connected
 	lastUsed time.Time
 	ended    bool
@@ -139,20 +140,29 @@ func (c *Console) Owns(p *api.Principal, webSession string) bool {
 	return p != nil && p.Kind == c.owner.Kind && p.ID == c.owner.ID && webSession == c.web
 }
 
-// TxStatus is the connection's transaction state in words.
+// TxStatus is the connection's transaction state in words, as the last
+// statement left it.
 func (c *Console) TxStatus() string {
-	switch c.conn.TxStatus() {
-	case 'T':
-		return "in transaction"
-	case 'E':
-		return "failed transaction"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tx == "" {
+		return "idle"
 	}
-	return "idle"
+	return c.tx
 }
 
+// touch records that the console was used, and the transaction state its
+// last statement left; the caller holds c.run (so the connection is its).
 func (c *Console) touch(now time.Time) {
+	tx := "idle"
+	switch c.conn.TxStatus() {
+	case 'T':
+		tx = "in transaction"
+	case 'E':
+		tx = "failed transaction"
+	}
 	c.mu.Lock()
-	c.lastUsed = now
+	c.lastUsed, c.tx = now, tx
 	c.mu.Unlock()
 }
 
