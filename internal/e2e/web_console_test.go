@@ -124,6 +124,11 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("the cancel took %s", d)
 	}
 	saveScreenshot(t, b, "web-console.png")
+	// The console is usable after the cancel.
+	run("select 2 as two")
+	if got := b.text("#results"); !strings.Contains(got, "two") || b.has("#sql-error") {
+		t.Fatalf("after the cancel: %q", got)
+	}
 
 	// The session log holds each statement and its outcome.
 	w.waitOutcome(sid, "select 1 as one", "SELECT 1")
