@@ -104,7 +104,7 @@ type Console struct {
 	mu       sync.Mutex
 	opened   time.Time
 	tx       string // the transaction state (TxStatus)
-	attached bool // its page's event stream has connected
+	attached bool   // its page's event stream has connected
 	lastUsed time.Time
 	ended    bool
 	endWhy   string
