@@ -218,6 +218,16 @@ func TestWebConsoleLimits(t *testing.T) {
 			headers: {"X-CSRF-Token": document.getElementById("console").dataset.csrf, "Content-Type": "application/json"},
 			body: ` + body + `}).then(r => r.json().then(j => r.status + " " + (j.error || "")))`)
 	}
+	// End session ends it, saying so.
+	open()
+	ended := strings.TrimSpace(b.text("#console-session"))
+	b.do(chromedp.Click(chromedp.ID("end-console")), chromedp.WaitVisible(chromedp.ID("console-ended")))
+	var sess struct{ Status, EndReason, EndMessage string }
+	w.admin.JSON(&sess, "", "sessions", "show", ended)
+	if sess.Status != "ended" || sess.EndReason != "ended_by_user" || !strings.Contains(sess.EndMessage, "ended from the web console") {
+		t.Fatalf("after End session: %+v", sess)
+	}
+
 	cid := open()
 	big := `JSON.stringify({sql: "select '" + "x".repeat(1100000) + "'"})`
 	if got := post(cid, big); !strings.HasPrefix(got, "413 ") || !strings.Contains(got, "1 MiB") {
@@ -230,7 +240,6 @@ func TestWebConsoleLimits(t *testing.T) {
 	if got := post(cid, `JSON.stringify({sql: "select 1", evil: true})`); !strings.HasPrefix(got, "400 ") {
 		t.Fatalf("an unexpected request: %q", got)
 	}
-	var sess struct{ Status, EndReason, EndMessage string }
 	w.admin.JSON(&sess, "", "sessions", "show", sid)
 	if sess.Status != "ended" || !strings.Contains(sess.EndMessage, "does not send") {
 		t.Fatalf("after an unexpected request: %+v", sess)
