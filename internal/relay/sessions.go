@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -220,4 +221,30 @@ func (s *Service) CloseSession(ctx context.Context, sessionID, gatewayID, reason
 	for _, m := range muxes {
 		m.Close()
 	}
+}
+
+// DialSession opens one connection of a session whose client is this
+// server (the web console, access method web), as a CLI's relay stream
+// would: the connection is authorized from the store (AuthorizeConnection),
+// a data stream to the session's gateway is opened with the same header, and
+// the session is marked started. The caller checks the session's owner
+// first, and speaks TLS with the session's client certificate over the
+// returned stream, as the CLI does; clientAddr is the browser's address.
+func (s *Service) DialSession(ctx context.Context, sessionID, clientAddr string) (net.Conn, error) {
+	now, err := s.sessions.AuthorizeConnection(ctx, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Connected(now.GatewayID) {
+		return nil, errs.E("relay.(*Service).DialSession", errs.Unavailable, "the resource's gateway is offline: start it and check `airlock gateways list`")
+	}
+	header := tunnel.Header{SessionID: now.ID, Target: &now.Target, ExpiresAt: now.ExpiresAt.Unix(), ClientAddr: clientAddr,
+		MaskPatterns: now.MaskPatterns, RedactValues: now.RedactValues,
+		MaxStatementBytes: now.MaxStatementBytes, OversizeStatements: now.OversizeStatements}
+	gw, err := s.OpenData(now.GatewayID, header)
+	if err != nil {
+		return nil, err
+	}
+	s.sessions.MarkStarted(context.WithoutCancel(ctx), sessionID)
+	return gw, nil
 }

@@ -116,8 +116,8 @@ func (s *Service) expireDue(ctx context.Context) {
 	if up >= s.clientLostAfter {
 		cutoff := store.Micros(now.Add(-s.clientLostAfter))
 		s.endWhere(ctx, ClientLost, "no connection from it for more than "+s.clientLostAfter.String(), "client lost",
-			`SELECT id FROM sessions WHERE status = $1 AND access_method = $2 AND client_seen_at < $3 AND created_at < $3`,
-			StatusActive, accessCLI, cutoff)
+			`SELECT id FROM sessions WHERE status = $1 AND access_method IN ($2, $3) AND client_seen_at < $4 AND created_at < $4`,
+			StatusActive, accessCLI, accessWeb, cutoff)
 	}
 }
 

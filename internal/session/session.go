@@ -54,6 +54,11 @@ const (
 	DefaultTTL  = time.Hour
 	minimumTTL  = 10 * time.Second
 	accessCLI   = "cli"
+	accessWeb   = "web"
+
+	// MaxWebSessions is how many live web-console sessions (access method
+	// web) a user may have in one project at a time.
+	MaxWebSessions = 5
 )
 
 // Session is an access session.
@@ -78,7 +83,7 @@ type Session struct {
 	EndedAt         *time.Time `json:"endedAt,omitempty"`
 	Duration        string     `json:"duration" doc:"how long the session lasted (so far, while active)"`
 	Status          string     `json:"status" enum:"active,ended"`
-	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,revoked,client_lost,gateway_lost" doc:"why the session ended: ended_by_user (its owner ended it), expired (its duration was over), terminated (a project admin ended it), revoked (its owner, login, role, account, resource or project went away), client_lost (its airlock CLI was gone for too long), gateway_lost (its gateway was gone for too long, or deleted)"`
+	EndReason       string     `json:"endReason,omitempty" enum:"ended_by_user,expired,terminated,revoked,client_lost,gateway_lost" doc:"why the session ended: ended_by_user (its owner ended it), expired (its duration was over), terminated (a project admin ended it), revoked (its owner, login, role, account, resource or project went away), client_lost (its airlock CLI, or the server holding its web console, was gone for too long), gateway_lost (its gateway was gone for too long, or deleted)"`
 	EndMessage      string     `json:"endMessage,omitempty" doc:"why the session ended, in words, such as \"access was revoked: user removed from the project\""`
 }
 
@@ -176,7 +181,18 @@ func ParseDuration(op, v string, max time.Duration) (time.Duration, error) {
 
 // Create starts a session for the caller on an account.
 func (s *Service) Create(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*Created, error) {
-	const op = "session.(*Service).Create"
+	return s.create(ctx, "session.(*Service).Create", accessCLI, projectID, resource, account, duration, csrPEM)
+}
+
+// CreateWeb starts a session for the caller on a PostgreSQL account whose
+// client is the server's web console (access method web): the server made
+// the key of csrPEM and connects through the relay itself (relay.DialSession).
+// A user has at most MaxWebSessions live web sessions per project.
+func (s *Service) CreateWeb(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*Created, error) {
+	return s.create(ctx, "session.(*Service).CreateWeb", accessWeb, projectID, resource, account, duration, csrPEM)
+}
+
+func (s *Service) create(ctx context.Context, op, method, projectID, resource, account, duration, csrPEM string) (*Created, error) {
 	proj, err := s.projects.Authorize(ctx, projectID, project.RoleMember)
 	if err != nil {
 		return nil, err
@@ -192,6 +208,9 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 	t, err := s.targets(ctx, proj.ID, resource, account)
 	if err != nil {
 		return nil, err
+	}
+	if method == accessWeb && t.Kind != "postgres" {
+		return nil, errs.E(op, errs.Invalid, "the web console serves PostgreSQL resources only; use `airlock db access` for this one")
 	}
 	if !s.relay.Connected(t.GatewayID) {
 		return nil, errs.Ef(op, errs.Unavailable, "the gateway of resource %q is offline: start it (`airlock gateway --data-dir ...`) and check `airlock gateways list`", t.ResourceName)
@@ -209,10 +228,20 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 		return nil, errs.Wrap(op, errs.Internal, "signing the session certificate failed", err)
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if method == accessWeb {
+			var live int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sessions WHERE project_id = $1 AND subject_kind = $2
+				AND subject_id = $3 AND access_method = $4 AND status = $5`, proj.ID, p.Kind, p.ID, accessWeb, StatusActive).Scan(&live); err != nil {
+				return err
+			}
+			if live >= MaxWebSessions {
+				return errs.Ef(op, errs.Conflict, "you have %d live web console sessions in this project, the most allowed: end one (close its tab or press End session) first", live)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (org_id, token_family, `+columns+`) VALUES
 			($18, $19, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16, 0, '', $17, '')`,
 			id, proj.ID, p.Kind, p.ID, p.Name, t.ResourceID, t.ResourceName, t.Kind, t.AccountID, t.AccountName, t.Username,
-			t.GatewayID, accessCLI, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID, p.TokenFamily); err != nil {
+			t.GatewayID, method, api.ClientAddr(ctx), store.Micros(now), store.Micros(expires), StatusActive, p.OrgID, p.TokenFamily); err != nil {
 			return err
 		}
 		if err := s.reseal(ctx, tx, id, nil); err != nil {
@@ -224,6 +253,9 @@ func (s *Service) Create(ctx context.Context, projectID, resource, account, dura
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
 			Details: map[string]any{"resource": t.ResourceName, "account": t.AccountName, "expiresAt": expires.UTC().Format(time.RFC3339), "certSerial": serial}}))
 	})
+	if errs.Is(err, errs.Conflict) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "creating the session failed", err)
 	}
@@ -353,6 +385,26 @@ func (s *Service) End(ctx context.Context, id, reason string) (*Session, error) 
 	return s.get(ctx, id)
 }
 
+// EndWeb ends the caller's own web-console session (reason ended_by_user)
+// with why in words (the tab was closed, the console was idle), recorded
+// in the session's end message. An ended session is left as it is.
+func (s *Service) EndWeb(ctx context.Context, id, why string) error {
+	const op = "session.(*Service).EndWeb"
+	x, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	p := api.PrincipalFrom(ctx)
+	if x.UserKind != p.Kind || x.UserID != p.ID || x.AccessMethod != accessWeb {
+		return errs.E(op, errs.NotFound, "no session with that id, or not one of yours")
+	}
+	if x.Status != StatusActive {
+		return nil
+	}
+	_, err = s.finish(ctx, id, EndedByUser, why, audit.By(ctx, audit.Entry{Action: "session.end"}))
+	return err
+}
+
 // finish marks an active session ended for reason (detail, when not empty,
 // says why in words), audits it, and closes its connections: first on the
 // gateway, then the CLI's. It reports whether this call ended the session
@@ -443,7 +495,7 @@ func EndMessage(reason string, expires time.Time) string {
 	case GatewayLost:
 		return "session ended: its gateway was lost"
 	case ClientLost:
-		return "session ended: its airlock CLI was unreachable for too long"
+		return "session ended: its client (the airlock CLI, or the server's web console) was unreachable for too long"
 	case Revoked:
 		return "session ended: access was revoked"
 	}

@@ -78,7 +78,7 @@ func TestEndMessage(t *testing.T) {
 		Expired:     "session expired at 2026-12-03T17:30:00Z",
 		EndedByUser: "session ended by its owner",
 		GatewayLost: "session ended: its gateway was lost",
-		ClientLost:  "session ended: its airlock CLI was unreachable for too long",
+		ClientLost:  "session ended: its client (the airlock CLI, or the server's web console) was unreachable for too long",
 		Revoked:     "session ended: access was revoked",
 		"surprise":  "session ended (surprise)",
 	} {

@@ -31,9 +31,10 @@
 // Pages: pages_projects.go (projects, members), pages_resources.go
 // (resources, their accounts, the Access command), pages_sessions.go
 // (sessions and their logs, terminate), pages_admin.go (gateways, audit
-// log). The browser SQL console (issue 15, item 4) is still to come: it
-// will be a page of an account (/projects/{p}/resources/{r}/accounts/{a}/console)
-// whose statements run through the gateway as a session with access method
-// web, posting with the same CSRF token (header X-CSRF-Token is accepted
-// for script requests).
+// log), pages_console.go (the browser SQL console: Web Access on a
+// PostgreSQL account opens a console of package webconsole, a session with
+// access method web whose client is this server; its page's script posts
+// SQL, Cancel and End with the X-CSRF-Token header, reads the schema, and
+// keeps an event stream open whose end, when the tab closes, ends the
+// session).
 package web

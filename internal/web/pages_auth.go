@@ -59,6 +59,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 // logout ends the web session and revokes its login's tokens.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if ws := h.sessions.remove(h.sessionCookie(r)); ws != nil {
+		h.consoles.EndAll(ws.key, "signed out of the web UI")
 		h.revoke(r.Context(), ws)
 	}
 	h.clearSessionCookie(w, r)

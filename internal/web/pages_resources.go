@@ -430,6 +430,8 @@ type accountData struct {
 	Account *pam.Account
 	Meta    []metaPair
 	Access  accessCmd
+	// Kind is the resource's kind: postgres accounts have Web Access.
+	Kind string
 }
 
 func (h *Handler) accountPage(w http.ResponseWriter, r *http.Request) {
@@ -458,6 +460,9 @@ func (h *Handler) renderAccount(w http.ResponseWriter, r *http.Request, status i
 	}
 	meta = append(meta, metaPair{})
 	d := accountData{ProjectTab: tab, Account: a, Meta: meta, Access: h.access(r, tab.Project, a.ResourceName, a.Name)}
+	if res, err := h.cfg.PAM.GetResource(r.Context(), tab.Project.ID, a.ResourceID); err == nil {
+		d.Kind = res.Kind
+	}
 	h.render(w, r, status, "account", view{Title: a.ResourceName + " / " + a.Name, Nav: "projects", Error: msg, Data: d})
 }
 

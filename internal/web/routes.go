@@ -35,8 +35,15 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /projects/{pid}/resources/{rid}/accounts/{aid}", h.page(h.accountPage))
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/metadata", h.page(h.accountMetadata))
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/delete", h.page(h.accountDelete))
-	// Issue 15 item 4, the browser SQL console, goes here:
-	// GET/POST /projects/{pid}/resources/{rid}/accounts/{aid}/console.
+	// The browser SQL console (pages_console.go).
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/console", h.page(h.consoleOpen))
+	m.HandleFunc("GET /console/{cid}", h.page(h.consolePage))
+	m.HandleFunc("POST /console/{cid}/run", h.pageLimit(consoleBodyLimit, h.consoleRun))
+	m.HandleFunc("POST /console/{cid}/cancel", h.page(h.consoleCancel))
+	m.HandleFunc("POST /console/{cid}/end", h.page(h.consoleEnd))
+	m.HandleFunc("GET /console/{cid}/schema", h.page(h.consoleSchema))
+	m.HandleFunc("GET /console/{cid}/columns", h.page(h.consoleColumns))
+	m.HandleFunc("GET /console/{cid}/events", h.page(h.consoleEvents))
 
 	m.HandleFunc("GET /sessions", h.page(h.sessionList))
 	m.HandleFunc("GET /sessions/{sid}", h.page(h.sessionPage))

@@ -16,6 +16,7 @@ import (
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
 	"github.com/airlockpam/airlock/internal/session"
+	"github.com/airlockpam/airlock/internal/webconsole"
 )
 
 // Defaults of Config.
@@ -54,6 +55,9 @@ type Config struct {
 	// MaxLifetime ends a session this long after its login; default 12
 	// hours (and never later than the login's refresh token).
 	MaxLifetime time.Duration
+	// ConsoleIdleTimeout ends a web SQL console unused for this long;
+	// default webconsole.DefaultIdleTimeout (10 minutes).
+	ConsoleIdleTimeout time.Duration
 	// Version is shown in the footer.
 	Version string
 }
@@ -82,6 +86,7 @@ type Handler struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	pages    *pages
+	consoles *webconsole.Manager
 }
 
 // New returns the UI's handler.
@@ -94,6 +99,12 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, sessions: newSessionStore(cfg.Now, cfg.IdleTimeout, cfg.MaxLifetime), mux: http.NewServeMux(), pages: pg}
+	if cfg.Sessions != nil && cfg.Relay != nil {
+		if h.consoles, err = webconsole.New(webconsole.Config{Sessions: cfg.Sessions, Dial: cfg.Relay.DialSession,
+			IdleTimeout: cfg.ConsoleIdleTimeout}); err != nil {
+			return nil, err
+		}
+	}
 	h.routes()
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -144,6 +155,16 @@ func infoFrom(ctx context.Context) *reqInfo {
 // does), and refuses a state-changing request without the session's CSRF
 // token. A request without a live session goes to the login page.
 func (h *Handler) page(f http.HandlerFunc) http.HandlerFunc {
+	return h.pageLimit(maxFormBytes, f)
+}
+
+// consoleBodyLimit bounds what a console's page may post: SQL of up to
+// webconsole.MaxSQLBytes, escaped in JSON; the console reads one byte
+// more, to tell a longer body.
+const consoleBodyLimit = 6*webconsole.MaxSQLBytes + 1
+
+// pageLimit is page with a limit on the body of a state-changing request.
+func (h *Handler) pageLimit(limit int64, f http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := h.sessionCookie(r)
 		ws, expired := h.sessions.get(id)
@@ -164,7 +185,7 @@ func (h *Handler) page(f http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if !safeMethod(r.Method) {
-			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 			tok := r.Header.Get("X-CSRF-Token")
 			if tok == "" {
 				tok = r.PostFormValue("csrf")

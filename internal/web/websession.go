@@ -38,6 +38,7 @@ type webSession struct {
 	mu       sync.Mutex // held while the tokens are used or refreshed
 	tokens   auth.TokenPair
 	csrf     string
+	key      string // its key in the store: names it to the web console
 	created  time.Time
 	lastSeen time.Time
 }
@@ -75,7 +76,7 @@ func storeKey(cookie string) string {
 func (s *sessionStore) create(tokens auth.TokenPair) (string, *webSession) {
 	id := randomToken()
 	now := s.now()
-	ws := &webSession{tokens: tokens, csrf: randomToken(), created: now, lastSeen: now}
+	ws := &webSession{tokens: tokens, csrf: randomToken(), key: storeKey(id), created: now, lastSeen: now}
 	s.mu.Lock()
 	s.m[storeKey(id)] = ws
 	s.mu.Unlock()
