@@ -31,6 +31,8 @@ type sessionInfo struct {
 	ResourceKind    string     `json:"resourceKind"`
 	AccountName     string     `json:"accountName"`
 	AccountUsername string     `json:"accountUsername"`
+	AccessMethod    string     `json:"accessMethod"`
+	ClientAddr      string     `json:"clientAddr"`
 	CreatedAt       time.Time  `json:"createdAt"`
 	StartedAt       *time.Time `json:"startedAt,omitempty"`
 	ExpiresAt       time.Time  `json:"expiresAt"`

@@ -26,7 +26,8 @@ func (o *options) printSession(s sessionInfo) error {
 		started = fmtTime(*s.StartedAt)
 	}
 	return o.printObject(s, [][2]string{{"ID", s.ID}, {"User", s.UserName}, {"Resource", s.ResourceName + " (" + s.ResourceKind + ")"},
-		{"Account", s.AccountName + " (" + s.AccountUsername + ")"}, {"Status", s.Status}, {"Created", fmtTime(s.CreatedAt)},
+		{"Account", s.AccountName + " (" + s.AccountUsername + ")"}, {"Access", orDash(s.AccessMethod)}, {"Client address", orDash(s.ClientAddr)},
+		{"Status", s.Status}, {"Created", fmtTime(s.CreatedAt)},
 		{"Started", started}, {"Expires", fmtTime(s.ExpiresAt)}, {"Ended", ended}, {"End reason", reason}, {"Duration", s.Duration}})
 }
 
@@ -98,9 +99,9 @@ admins end other people's sessions with airlock sessions terminate.`,
 			}
 			rows := make([][]string, 0, len(ss))
 			for _, s := range ss {
-				rows = append(rows, []string{s.ID, s.UserName, s.ResourceName, s.AccountName, s.Status, s.EndReason, fmtTime(s.CreatedAt), s.Duration})
+				rows = append(rows, []string{s.ID, s.UserName, s.ResourceName, s.AccountName, orDash(s.AccessMethod), s.Status, s.EndReason, fmtTime(s.CreatedAt), s.Duration})
 			}
-			return o.printTable(ss, []string{"ID", "USER", "RESOURCE", "ACCOUNT", "STATUS", "END REASON", "CREATED", "DURATION"}, rows)
+			return o.printTable(ss, []string{"ID", "USER", "RESOURCE", "ACCOUNT", "ACCESS", "STATUS", "END REASON", "CREATED", "DURATION"}, rows)
 		},
 	}
 	fl := list.Flags()
