@@ -67,6 +67,12 @@ func TestGatewayLogsTheClientAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The first 8 bytes of a StartupMessage (length, protocol 3.0), which
+	// the local proxy passes on to the gateway (it reads them itself to
+	// tell TLS from plain), then nothing more.
+	if _, err := c.Write([]byte{0, 0, 0, 100, 0, 3, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 
 	// The engine logs both connections, the second at debug level.

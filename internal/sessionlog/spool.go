@@ -150,6 +150,7 @@ type Spool struct {
 	cutGen        uint64                // bumped when unsynced data is cut after a failed fsync
 	droppedStarts uint64                // start records not written under WithFailOpen
 	beginFailing  bool                  // a run of Begin failures is going on (logged once)
+	healthByBegin bool                  // health was set by a Begin over the size cap (clearFullIfRoom)
 
 	kick       chan struct{} // wakes the writer
 	freed      chan struct{} // wakes the writer: deliveries were acknowledged
@@ -618,6 +619,7 @@ func (s *Spool) writeLoop() {
 			case <-s.kick:
 			case <-s.freed:
 				s.freeDelivered(false)
+				s.clearFullIfRoom()
 			}
 			s.mu.Lock()
 		}
@@ -757,6 +759,9 @@ func (s *Spool) writeBatch(batch []Event) (uint64, int64, bool) {
 			return 0, 0, false
 		}
 		s.setUnhealthy(err)
+		// The start records written meanwhile must still reach the
+		// reader: their delivery is what frees the space this batch needs.
+		s.syncWritten()
 		if closed {
 			delay = min(delay, time.Second)
 		}
@@ -807,7 +812,7 @@ func (s *Spool) setUnhealthy(cause error) {
 	full := errors.As(cause, &over) || errors.Is(cause, syscall.ENOSPC)
 	s.mu.Lock()
 	first := s.health == nil
-	s.health = &SpoolError{Full: full, Cause: cause}
+	s.health, s.healthByBegin = &SpoolError{Full: full, Cause: cause}, false
 	s.mu.Unlock()
 	if first {
 		s.log.Error("the session log spool cannot persist events; new statements are refused (fail closed) until it can: free disk space, raise --spool-max-size, or restore the connection to the server; events already accepted are kept in memory and written when it can",
@@ -819,13 +824,43 @@ func (s *Spool) setUnhealthy(cause error) {
 func (s *Spool) setHealthy() {
 	s.mu.Lock()
 	was, dropping, dropped := s.health, s.dropping, s.dropped
-	s.health, s.dropping = nil, false
+	s.health, s.dropping, s.healthByBegin = nil, false, false
 	s.mu.Unlock()
 	if was != nil {
 		s.log.Info("the session log spool persists events again; statements are accepted again", "dir", s.dir)
 	}
 	if dropping {
 		s.log.Error("the session log spool persists events again, after dropping some (--spool-full=allow)", "dir", s.dir, "dropped_total", dropped)
+	}
+}
+
+// syncWritten fsyncs what was written to the current segment (start
+// records) and lets the reader read it. The writer calls it while a batch
+// cannot be written, so that deliveries go on and free space.
+func (s *Spool) syncWritten() {
+	seg, end, err := s.appendDurable(nil)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if seg == s.writeSeg && end > s.writeSize {
+		s.writeSize = end
+	}
+	close(s.synced)
+	s.synced = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// clearFullIfRoom ends an unhealthy spell that a start record over the size
+// cap began (Begin sets it, so that the engines refuse statements at once),
+// once deliveries have brought the spool back under its cap. A writer's
+// own failure clears only when it writes again.
+func (s *Spool) clearFullIfRoom() {
+	s.mu.Lock()
+	full := s.healthByBegin && s.diskBytes < s.cfg.maxSize
+	s.mu.Unlock()
+	if full {
+		s.setHealthy()
 	}
 }
 

@@ -184,6 +184,11 @@ func (s *Spool) beginFailed(ev Event, err error) error {
 	s.beginFailing = true
 	if s.cfg.failOpen {
 		s.droppedStarts++
+	} else if s.health == nil {
+		// Fail closed at once: the engines refuse the next statements
+		// before writing anything, until the writer or freed space says
+		// the spool has room again.
+		s.health, s.healthByBegin = se, true
 	}
 	s.mu.Unlock()
 	if s.cfg.failOpen {
