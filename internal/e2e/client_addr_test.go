@@ -76,7 +76,7 @@ func TestGatewayLogsTheClientAddress(t *testing.T) {
 	c.Close()
 
 	// The engine logs both connections, the second at debug level.
-	early := regexp.MustCompile(`msg="(?:client closed the connection before its startup packet|could not read the client's startup packet)".* client=(\S+)`)
+	early := regexp.MustCompile(`msg="(?:client closed the connection before its startup packet|could not read the client's startup packet|rejected the client's opening)".* client=(\S+)`)
 	deadline = time.Now().Add(20 * time.Second)
 	for !early.MatchString(gateway.Stderr()) {
 		if time.Now().After(deadline) {
