@@ -76,7 +76,21 @@ func (b *webBrowser) pageText() string {
 // open navigates to path and waits for the element sel.
 func (b *webBrowser) open(path string, sel chromedp.CSS) {
 	b.t.Helper()
-	b.do(chromedp.Navigate(b.base+path), chromedp.WaitVisible(sel))
+	// A navigation typed while the previous page still loads is aborted by
+	// the browser (net::ERR_ABORTED), as it would be for a person: type it
+	// again.
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+		err := chromedp.Do(ctx, chromedp.Navigate(b.base+path), chromedp.WaitVisible(sel))
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "ERR_ABORTED") {
+			b.t.Fatalf("browser: opening %s: %v\npage: %s", path, err, b.pageText())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // text returns the visible text of sel.
