@@ -70,6 +70,16 @@ type Service struct {
 	// away commits (logout, reuse detection, a user disabled or deleted,
 	// tokens revoked, a machine identity deleted).
 	revoked func(ctx context.Context)
+	// loginMFA, when set, is asked once a user's password is right (package
+	// mfa's LoginGate): it answers "" when no second factor is needed, the
+	// method when the challenge given was passed, or the error that asks
+	// for a code.
+	loginMFA func(ctx context.Context, orgID, userID, email, challengeID, code string) (string, error)
+}
+
+// SetLoginMFA sets the second-factor check of user logins.
+func (s *Service) SetLoginMFA(f func(ctx context.Context, orgID, userID, email, challengeID, code string) (string, error)) {
+	s.loginMFA = f
 }
 
 // OnAccessRevoked sets the function called after a change that may revoke

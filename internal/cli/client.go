@@ -172,6 +172,7 @@ var apiFlags = map[string]string{
 	"requireMfa":            "--require-mfa",
 	"duration":              "--duration",
 	"mfaMethod":             "--mfa-method",
+	"requireMfaLogin":       "--require-mfa-login",
 	"maxSessionDuration":    "--max-session-duration",
 	"maxStatementBytes":     "--max-statement-size",
 	"oversizeStatements":    "--oversize-statements",

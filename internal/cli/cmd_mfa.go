@@ -27,6 +27,7 @@ type mfaStatus struct {
 	} `json:"methods"`
 	RecoveryCodesLeft int     `json:"recoveryCodesLeft"`
 	OrgMethod         string  `json:"orgMethod"`
+	RequireMFALogin   bool    `json:"requireMfaLogin"`
 	LockedUntil       *string `json:"lockedUntil,omitempty"`
 }
 
@@ -120,7 +121,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 				list = "none (enroll with `airlock mfa enroll totp`)"
 			}
 			rows := [][2]string{{"Methods", list}, {"Recovery codes left", fmt.Sprint(st.RecoveryCodesLeft)},
-				{"Organization enforces", st.OrgMethod}}
+				{"Organization enforces", st.OrgMethod}, {"MFA at login", fmt.Sprint(st.RequireMFALogin)}}
 			if st.LockedUntil != nil {
 				rows = append(rows, [2]string{"Locked until", *st.LockedUntil})
 			}
@@ -241,4 +242,55 @@ func writeQR(w io.Writer, text string) error {
 	}
 	_, err = io.WriteString(w, b.String())
 	return err
+}
+
+// loginWithMFA posts a password login; when the organization requires MFA
+// at login it gets a code (code, else a prompt on the terminal, again after
+// a wrong code while tries are left) and repeats the login with it.
+func (o *options) loginWithMFA(ctx context.Context, c *client, body map[string]string, code string, pair *tokenPair) error {
+	err := c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.Type != problemMFARequired || ae.ChallengeID == "" {
+		return err
+	}
+	interactive := code == ""
+	if interactive && !o.stdinIsTerminal() {
+		return fmt.Errorf("%s; there is no terminal to ask for the code: pass --mfa-code", ae.Detail)
+	}
+	if interactive {
+		fmt.Fprintln(o.stderr, ae.Detail)
+	}
+	body["mfaChallengeId"] = ae.ChallengeID
+	for {
+		if interactive {
+			if code, err = o.prompt("Code: "); err != nil {
+				return err
+			}
+		}
+		body["mfaCode"] = code
+		err = c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
+		var ve *apiError
+		if err != nil && interactive && errors.As(err, &ve) && ve.Status == http.StatusUnprocessableEntity && triesLeft.MatchString(ve.Error()) {
+			fmt.Fprintln(o.stderr, ve.Error())
+			continue
+		}
+		return err
+	}
+}
+
+// suggestEnrollment tells a user who has no second factor, in an
+// organization that requires one, to enroll now. It is advice: a failure
+// to ask says nothing.
+func (o *options) suggestEnrollment(ctx context.Context) {
+	c, err := loggedInClient()
+	if err != nil {
+		return
+	}
+	var st mfaStatus
+	if c.do(ctx, http.MethodGet, "/api/v1/mfa", nil, nil, &st) != nil || len(st.Methods) > 0 {
+		return
+	}
+	if st.RequireMFALogin || st.OrgMethod == "totp" {
+		fmt.Fprintln(o.stderr, "Your organization requires a second factor and you have none enrolled: enroll an authenticator app now with `airlock mfa enroll totp`.")
+	}
 }

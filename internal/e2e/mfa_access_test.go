@@ -105,10 +105,32 @@ func TestMFADBAccess(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "cannot send email") || !strings.Contains(errOut, "airlock mfa enroll totp") {
 		t.Fatalf("no method, no SMTP: exit %d, %s", code, errOut)
 	}
-	// Their status; an admin's reset of the admin's own TOTP is audited.
 	st := w.admin.Must("", "mfa", "status")
 	if !strings.Contains(st, "totp") || !strings.Contains(st, "9") {
 		t.Fatalf("status:\n%s", st)
+	}
+
+	// MFA at login: a script passes --mfa-code; a terminal is asked.
+	w.admin.Must("", "org", "update", "--require-mfa-login")
+	again := e2e.NewUser(t)
+	if _, errOut, code := again.Run(w.srv.AdminPassword, "login", "--domain", w.srv.URL, "--email", w.srv.AdminEmail, "--password-stdin"); code == 0 ||
+		!strings.Contains(errOut, "MFA required") || !strings.Contains(errOut, "--mfa-code") {
+		t.Fatalf("login without a code: exit %d, %s", code, errOut)
+	}
+	again.Must(w.srv.AdminPassword, "login", "--domain", w.srv.URL, "--email", w.srv.AdminEmail, "--password-stdin", "--mfa-code", recovery[1])
+	third := e2e.NewUser(t)
+	ptm, out = startOnPTY(t, third, "login", "--domain", w.srv.URL, "--email", w.srv.AdminEmail)
+	waitOutput(t, out, regexp.MustCompile(`Password: `), 30*time.Second)
+	fmt.Fprintf(ptm, "%s\n", w.srv.AdminPassword)
+	waitOutput(t, out, regexp.MustCompile(`authenticator app(?s:.*)Code: `), 30*time.Second)
+	fmt.Fprintf(ptm, "000000\n")
+	waitOutput(t, out, regexp.MustCompile(`wrong code; 2 tries left`), 30*time.Second)
+	fmt.Fprintf(ptm, "%s\n", recovery[2])
+	waitOutput(t, out, regexp.MustCompile(`Logged in to `), 30*time.Second)
+	// bob has no method and the server no SMTP: he cannot log in, and is told why.
+	if _, errOut, code := e2e.NewUser(t).Run("password of bob@example.com", "login", "--domain", w.srv.URL, "--email", "bob@example.com", "--password-stdin"); code == 0 ||
+		!strings.Contains(errOut, "cannot send email") {
+		t.Fatalf("bob's login: exit %d, %s", code, errOut)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlockpam/airlock/internal/e2e"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
 
@@ -36,9 +37,19 @@ func TestMFAEmailCode(t *testing.T) {
 		t.Fatalf("the server's log holds the code or the SMTP password:\n%s", log)
 	}
 
-	// An organization admin sets the enforced method; org get shows it.
-	w.admin.Must("", "org", "update", "--mfa-method", "email")
-	if got := w.admin.Must("", "org", "get"); !strings.Contains(got, "email") {
+	// An organization admin sets the enforced method and MFA at login; org
+	// get shows them.
+	w.admin.Must("", "org", "update", "--mfa-method", "email", "--require-mfa-login")
+	if got := w.admin.Must("", "org", "get"); !strings.Contains(got, "email") || !strings.Contains(got, "true") {
 		t.Fatalf("org get:\n%s", got)
 	}
+	// bob logs in with an email code and is led to enroll a method.
+	mp.DeleteAll(t)
+	ptm, out = startOnPTY(t, e2e.NewUser(t), "login", "--domain", w.srv.URL, "--email", "bob@example.com")
+	waitOutput(t, out, regexp.MustCompile(`Password: `), 30*time.Second)
+	fmt.Fprintf(ptm, "password of bob@example.com\n")
+	waitOutput(t, out, regexp.MustCompile(`code was emailed to bob@example\.com(?s:.*)Code: `), 30*time.Second)
+	msg = mp.WaitForMessage(t, 30*time.Second, func(m testenv.Message) bool { return len(m.To) == 1 && m.To[0].Address == "bob@example.com" })
+	fmt.Fprintf(ptm, "%s\n", regexp.MustCompile(`\b\d{6}\b`).FindString(mp.Text(t, msg.ID)))
+	waitOutput(t, out, regexp.MustCompile(`Logged in to (?s:.*)airlock mfa enroll totp`), 30*time.Second)
 }

@@ -69,9 +69,18 @@ func (s *Service) Gate(ctx context.Context, accountID, accountName, challengeID 
 	if err := s.checkLocked(ctx, op, p.ID); err != nil {
 		return "", err
 	}
+	return "", s.challenge(ctx, p, accountID, "account "+accountName, note)
+}
+
+// challenge makes a challenge for p's login (token family) and accountID
+// ("" for a login's own challenge), sends the email code when that is the
+// method, and returns the *RequiredError that names it. what says what the
+// code opens, for the email.
+func (s *Service) challenge(ctx context.Context, p *api.Principal, accountID, what, note string) error {
+	const op = "mfa.(*Service).challenge"
 	method, email, err := s.chooseMethod(ctx, op, p)
 	if err != nil {
-		return "", err
+		return err
 	}
 	now := s.cfg.Now()
 	id := uuid.Must(uuid.NewV7()).String()
@@ -80,15 +89,19 @@ func (s *Service) Gate(ctx context.Context, accountID, accountName, challengeID 
 	var codeHash []byte
 	if method == MethodEmail {
 		if s.cfg.Mailer == nil {
-			return "", errs.Ef(op, errs.Unavailable, "account %q requires MFA and your second factor would be an email code, "+
-				"but this server cannot send email (its operator sets --smtp-url); enroll TOTP instead: `airlock mfa enroll totp`", accountName)
+			return errs.Ef(op, errs.Unavailable, "MFA required for %s and your second factor would be an email code, "+
+				"but this server cannot send email (its operator sets --smtp-url); enroll TOTP instead: `airlock mfa enroll totp`", what)
 		}
 		n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
 		if err != nil {
-			return "", errs.Wrap(op, errs.Internal, "making a code failed", err)
+			return errs.Wrap(op, errs.Internal, "making a code failed", err)
 		}
 		code = fmt.Sprintf("%06d", n.Int64())
 		codeHash = s.hashEmailCode(id, code)
+	}
+	targetKind, targetID := "account", accountID
+	if accountID == "" {
+		targetKind, targetID = api.SubjectUser, p.ID
 	}
 	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO mfa_challenges (id, org_id, user_id, token_family, account_id, method, code_hash,
@@ -96,28 +109,28 @@ func (s *Service) Gate(ctx context.Context, accountID, accountName, challengeID 
 			id, p.OrgID, p.ID, p.TokenFamily, accountID, method, codeHash, store.Micros(now), store.Micros(expires)); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "mfa.challenge", TargetKind: "account", TargetID: accountID,
-			Details: map[string]any{"method": method, "challenge": id, "account": accountName}}))
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "mfa.challenge", TargetKind: targetKind, TargetID: targetID,
+			Details: map[string]any{"method": method, "challenge": id, "for": what}}))
 	})
 	if err != nil {
-		return "", errs.Wrap(op, errs.Unavailable, "making the MFA challenge failed", err)
+		return errs.Wrap(op, errs.Unavailable, "making the MFA challenge failed", err)
 	}
 	detail := "MFA required: enter the 6-digit code from your authenticator app (or a recovery code)"
 	if method == MethodEmail {
 		if err := s.cfg.Mailer.Send(ctx, email, "Your Airlock code", "Your Airlock code is "+code+
-			".\n\nIt opens account "+accountName+" and is valid for "+s.cfg.ChallengeTTL.String()+
+			".\n\nIt opens "+what+" and is valid for "+s.cfg.ChallengeTTL.String()+
 			". If you did not ask for it, tell your Airlock administrator.\n"); err != nil {
 			// The operator's log says why; the code is not in it.
 			slog.ErrorContext(ctx, "sending an MFA email code failed", "op", op, "user", p.ID, "challenge", id, "err", err)
 			_, _ = s.cfg.DB.ExecContext(ctx, `UPDATE mfa_challenges SET used_at = $1 WHERE id = $2`, store.Micros(now), id)
-			_ = audit.RecordNow(ctx, s.cfg.DB, audit.By(ctx, audit.Entry{Action: "mfa.challenge", Outcome: audit.Failure, TargetKind: "account",
-				TargetID: accountID, Details: map[string]any{"method": method, "challenge": id, "reason": "email could not be sent"}}))
-			return "", errs.E(op, errs.Unavailable, "MFA required, but the email code could not be sent (the server's log says why); "+
+			_ = audit.RecordNow(ctx, s.cfg.DB, audit.By(ctx, audit.Entry{Action: "mfa.challenge", Outcome: audit.Failure, TargetKind: targetKind,
+				TargetID: targetID, Details: map[string]any{"method": method, "challenge": id, "reason": "email could not be sent"}}))
+			return errs.E(op, errs.Unavailable, "MFA required, but the email code could not be sent (the server's log says why); "+
 				"try again later, use a recovery code with TOTP, or ask your administrator")
 		}
 		detail = "MFA required: a 6-digit code was emailed to " + email
 	}
-	return "", &RequiredError{
+	return &RequiredError{
 		ErrorModel:  huma.ErrorModel{Type: ProblemMFARequired, Status: http.StatusForbidden, Title: "MFA required", Detail: note + detail},
 		ChallengeID: id, Method: method, ExpiresAt: expires,
 	}
@@ -176,6 +189,12 @@ func (s *Service) VerifyChallenge(ctx context.Context, id, code string) (*Challe
 	if err != nil {
 		return nil, err
 	}
+	return s.verify(ctx, op, p, id, code, false)
+}
+
+// verify checks code for challenge id of p's login; consume also uses the
+// challenge up (a login's challenge, passed and used in one step).
+func (s *Service) verify(ctx context.Context, op string, p *api.Principal, id, code string, consume bool) (*ChallengePassed, error) {
 	if err := s.checkLocked(ctx, op, p.ID); err != nil {
 		return nil, err
 	}
@@ -187,7 +206,7 @@ func (s *Service) VerifyChallenge(ctx context.Context, id, code string) (*Challe
 	var wrongMethod string
 	var left int
 	var out *ChallengePassed
-	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
+	err := s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
 		refusal, wrongMethod, left, out = nil, "", 0, nil
 		var method, accountID string
 		var hash []byte
@@ -230,14 +249,23 @@ func (s *Service) VerifyChallenge(ctx context.Context, id, code string) (*Challe
 			_, err := tx.ExecContext(ctx, `UPDATE mfa_challenges SET failures = $1 WHERE id = $2`, failures, id)
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE mfa_challenges SET approved_at = $1, method = $2 WHERE id = $3`, store.Micros(now), passed, id); err != nil {
+		usedAt := int64(0)
+		if consume {
+			usedAt = store.Micros(now)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE mfa_challenges SET approved_at = $1, method = $2, used_at = $3 WHERE id = $4`,
+			store.Micros(now), passed, usedAt, id); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET mfa_failures = 0 WHERE id = $1`, p.ID); err != nil {
 			return err
 		}
 		out = &ChallengePassed{ChallengeID: id, Method: passed, ExpiresAt: store.Time(expires)}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "mfa.verify", TargetKind: "account", TargetID: accountID,
+		targetKind, targetID := "account", accountID
+		if accountID == "" {
+			targetKind, targetID = api.SubjectUser, p.ID
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "mfa.verify", TargetKind: targetKind, TargetID: targetID,
 			Details: map[string]any{"method": passed, "challenge": id}}))
 	})
 	if err != nil {
@@ -266,4 +294,33 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// LoginGate is called by the identity service once a user's password is
+// right. When the organization requires MFA at login it makes a challenge
+// (a *RequiredError), or with a challenge id and code checks and uses up
+// that challenge and returns how it was passed. Otherwise it returns "".
+func (s *Service) LoginGate(ctx context.Context, orgID, userID, email, challengeID, code string) (string, error) {
+	const op = "mfa.(*Service).LoginGate"
+	var required bool
+	if err := s.cfg.DB.QueryRowContext(ctx, `SELECT require_mfa_login FROM organizations WHERE id = $1`, orgID).Scan(&required); err != nil {
+		return "", errs.Wrap(op, errs.Unavailable, "reading the MFA policy failed", err)
+	}
+	if !required {
+		return "", nil
+	}
+	// The password is right: the user acts, for the audit log.
+	p := &api.Principal{Kind: api.SubjectUser, ID: userID, OrgID: orgID, Name: email}
+	ctx = api.WithPrincipal(ctx, p)
+	if challengeID != "" {
+		v, err := s.verify(ctx, op, p, challengeID, code, true)
+		if err != nil {
+			return "", err
+		}
+		return v.Method, nil
+	}
+	if err := s.checkLocked(ctx, op, p.ID); err != nil {
+		return "", err
+	}
+	return "", s.challenge(ctx, p, "", "a login", "")
 }

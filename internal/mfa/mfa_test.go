@@ -284,13 +284,13 @@ func TestMethodChoiceAndEmail(t *testing.T) {
 	// The organization enforces TOTP: bob without it is told to enroll;
 	// alice with it gets TOTP.
 	admin := as("alice", "f1")
-	if _, err := e.s.UpdateOrg(bob, MethodTOTP); !errs.Is(err, errs.Forbidden) {
+	if _, err := e.s.UpdateOrg(bob, ptr(MethodTOTP), nil); !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("a non-admin changed the policy: %v", err)
 	}
-	if _, err := e.s.UpdateOrg(admin, MethodWebAuthn); !errs.Is(err, errs.Invalid) {
+	if _, err := e.s.UpdateOrg(admin, ptr(MethodWebAuthn), nil); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("webauthn enforced without passkey support: %v", err)
 	}
-	if o, err := e.s.UpdateOrg(admin, MethodTOTP); err != nil || o.MFAMethod != MethodTOTP {
+	if o, err := e.s.UpdateOrg(admin, ptr(MethodTOTP), nil); err != nil || o.MFAMethod != MethodTOTP {
 		t.Fatalf("%+v %v", o, err)
 	}
 	_, err = e.s.Gate(bob, "A", "A", "")
@@ -300,7 +300,7 @@ func TestMethodChoiceAndEmail(t *testing.T) {
 		t.Fatalf("method %q; want totp", re.Method)
 	}
 	// Enforced email wins over alice's own TOTP.
-	if _, err := e.s.UpdateOrg(admin, MethodEmail); err != nil {
+	if _, err := e.s.UpdateOrg(admin, ptr(MethodEmail), nil); err != nil {
 		t.Fatal(err)
 	}
 	if re := e.challenge(t, admin, "A"); re.Method != MethodEmail {
@@ -334,12 +334,12 @@ func TestDisableResetAndLockout(t *testing.T) {
 	e := newEnv(t)
 	alice := as("alice", "f1")
 	secret, recovery := e.enroll(t, alice)
-	if _, err := e.s.UpdateOrg(alice, MethodTOTP); err != nil {
+	if _, err := e.s.UpdateOrg(alice, ptr(MethodTOTP), nil); err != nil {
 		t.Fatal(err)
 	}
 	err := e.s.Disable(alice, MethodTOTP, recovery[0])
 	wantCode(t, err, errs.Conflict, "requires totp")
-	if _, err := e.s.UpdateOrg(alice, MethodNone); err != nil {
+	if _, err := e.s.UpdateOrg(alice, ptr(MethodNone), nil); err != nil {
 		t.Fatal(err)
 	}
 	err = e.s.Disable(alice, MethodTOTP, "000000")
@@ -382,4 +382,49 @@ func TestDisableResetAndLockout(t *testing.T) {
 	if e.audit(t, "mfa.reset", "success") != 1 {
 		t.Fatal("the reset is not audited")
 	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestLoginGate: with MFA required at login, a right password gets a
+// challenge; the code passes it once; a wrong code shows the tries left;
+// the last method cannot be turned off.
+func TestLoginGate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", ""); m != "" || err != nil {
+		t.Fatalf("no policy: %q %v", m, err)
+	}
+	alice := as("alice", "f1")
+	secret, _ := e.enroll(t, alice)
+	if o, err := e.s.UpdateOrg(alice, nil, ptr(true)); err != nil || !o.RequireMFALogin || o.MFAMethod != MethodNone {
+		t.Fatalf("%+v %v", o, err)
+	}
+	_, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", "", "")
+	var re *RequiredError
+	if !errors.As(err, &re) || re.Method != MethodTOTP {
+		t.Fatalf("login: %v", err)
+	}
+	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, "000000")
+	wantCode(t, err, errs.Invalid, "2 tries left")
+	e.clock.Advance(30 * time.Second)
+	if m, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, e.code(t, secret, e.clock.Now())); err != nil || m != MethodTOTP {
+		t.Fatalf("the right code: %q %v", m, err)
+	}
+	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, e.code(t, secret, e.clock.Now()))
+	wantCode(t, err, errs.Conflict, "used up")
+	// An access approval is not a login's, nor the other way round.
+	_, err = e.s.VerifyChallenge(alice, re.ChallengeID, "123456")
+	wantCode(t, err, errs.NotFound, "no such MFA challenge")
+	// A user without a method gets an email code.
+	_, err = e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", "")
+	if !errors.As(err, &re) || re.Method != MethodEmail {
+		t.Fatalf("bob's login: %v", err)
+	}
+	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", re.ChallengeID, e.mail.lastCode(t)); err != nil || m != MethodEmail {
+		t.Fatalf("bob's email code: %q %v", m, err)
+	}
+	e.clock.Advance(time.Minute)
+	err = e.s.Disable(alice, MethodTOTP, e.code(t, secret, e.clock.Now()))
+	wantCode(t, err, errs.Conflict, "last method")
 }

@@ -104,6 +104,7 @@ type MFAStatus struct {
 	Methods           []EnrolledMFAMethod `json:"methods"`
 	RecoveryCodesLeft int                 `json:"recoveryCodesLeft"`
 	OrgMethod         string              `json:"orgMethod" enum:"none,totp,email,webauthn" doc:"the method the organization enforces"`
+	RequireMFALogin   bool                `json:"requireMfaLogin" doc:"the organization requires a second factor at login"`
 	LockedUntil       *time.Time          `json:"lockedUntil,omitempty" doc:"set while MFA is locked after wrong codes"`
 }
 
@@ -140,8 +141,8 @@ func (s *Service) Status(ctx context.Context) (*MFAStatus, error) {
 	}
 	var locked int64
 	err = s.cfg.DB.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at = 0),
-		u.mfa_locked_until, o.mfa_method FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.id = $1`, p.ID).
-		Scan(&st.RecoveryCodesLeft, &locked, &st.OrgMethod)
+		u.mfa_locked_until, o.mfa_method, o.require_mfa_login FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.id = $1`, p.ID).
+		Scan(&st.RecoveryCodesLeft, &locked, &st.OrgMethod, &st.RequireMFALogin)
 	if err != nil {
 		return nil, errs.Wrap(op, errs.Unavailable, "reading MFA state failed", err)
 	}

@@ -358,13 +358,20 @@ func (s *Service) Disable(ctx context.Context, method, code string) error {
 	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
 		refusal, wrong = nil, false
 		var orgMethod string
-		var has int
-		if err := tx.QueryRowContext(ctx, `SELECT o.mfa_method, (SELECT COUNT(*) FROM mfa_methods m WHERE m.user_id = u.id AND m.kind = $2 AND m.confirmed)
-			FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.id = $1`, p.ID, method).Scan(&orgMethod, &has); err != nil {
+		var has, all int
+		var loginMFA bool
+		if err := tx.QueryRowContext(ctx, `SELECT o.mfa_method, o.require_mfa_login,
+			(SELECT COUNT(*) FROM mfa_methods m WHERE m.user_id = u.id AND m.kind = $2 AND m.confirmed),
+			(SELECT COUNT(*) FROM mfa_methods m WHERE m.user_id = u.id AND m.confirmed)
+			FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.id = $1`, p.ID, method).Scan(&orgMethod, &loginMFA, &has, &all); err != nil {
 			return err
 		}
 		if has == 0 {
 			refusal = errs.Ef(op, errs.NotFound, "%s is not enrolled (see `airlock mfa status`)", method)
+			return nil
+		}
+		if loginMFA && all == 1 {
+			refusal = errs.Ef(op, errs.Conflict, "your organization requires a second factor at login and %s is your last method: enroll another before turning it off", method)
 			return nil
 		}
 		if orgMethod == method {

@@ -182,6 +182,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	s.Sessions.SetMFA(s.MFA.Gate)
+	s.Auth.SetLoginMFA(s.MFA.LoginGate)
 	s.Sessions.SetLiveness(s.cfg.GatewayLostAfter, s.cfg.ClientLostAfter)
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)

@@ -26,8 +26,8 @@ CREATE TABLE mfa_challenges (
     id           TEXT PRIMARY KEY,
     org_id       TEXT NOT NULL,
     user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    token_family TEXT NOT NULL,               -- the login it was issued to
-    account_id   TEXT NOT NULL,               -- the account it opens
+    token_family TEXT NOT NULL,               -- the login it was issued to; '' for a login's own challenge
+    account_id   TEXT NOT NULL,               -- the account it opens; '' for a login's own challenge
     method       TEXT NOT NULL,               -- totp | email
     code_hash    BYTEA,                       -- email: HMAC of the code; NULL for totp
     failures     INTEGER NOT NULL DEFAULT 0,
@@ -39,12 +39,14 @@ CREATE TABLE mfa_challenges (
 CREATE INDEX mfa_challenges_user ON mfa_challenges (user_id, created_at);
 
 ALTER TABLE organizations ADD COLUMN mfa_method TEXT NOT NULL DEFAULT ''; -- '' (none) | totp | email
+ALTER TABLE organizations ADD COLUMN require_mfa_login BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE users ADD COLUMN mfa_failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN mfa_locked_until BIGINT NOT NULL DEFAULT 0;
 
 -- +goose Down
 ALTER TABLE users DROP COLUMN mfa_locked_until;
 ALTER TABLE users DROP COLUMN mfa_failures;
+ALTER TABLE organizations DROP COLUMN require_mfa_login;
 ALTER TABLE organizations DROP COLUMN mfa_method;
 DROP TABLE mfa_challenges;
 DROP TABLE mfa_recovery_codes;
