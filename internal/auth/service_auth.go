@@ -137,16 +137,23 @@ func (s *Service) checkRate(ctx context.Context, op, account string) error {
 var errBadCredentials = "the email or password is wrong; after repeated failures an account is locked for a while " +
 	"(an organization admin can unlock it)"
 
-// Login checks a user's password and issues tokens. When the organization
-// requires MFA at login it fails with the problem that asks for a code (see
-// LoginWithMFA).
+// Login checks a user's password and issues tokens, for a caller that
+// cannot ask for a second factor (the web UI's sign-in, until it has an MFA
+// step): when the organization requires MFA at login it is refused
+// (Forbidden), and no challenge is made.
 func (s *Service) Login(ctx context.Context, email, password string) (TokenPair, error) {
-	return s.LoginWithMFA(ctx, email, password, "", "")
+	return s.login(ctx, email, password, "", "", false)
 }
 
-// LoginWithMFA is Login with the answer to the MFA challenge of an earlier
-// attempt, when the organization requires MFA at login.
+// LoginWithMFA checks a user's password and issues tokens. When the
+// organization requires MFA at login, a login without mfaChallengeID fails
+// with the problem that names a new challenge, and a login with it and its
+// code passes it.
 func (s *Service) LoginWithMFA(ctx context.Context, email, password, mfaChallengeID, mfaCode string) (TokenPair, error) {
+	return s.login(ctx, email, password, mfaChallengeID, mfaCode, true)
+}
+
+func (s *Service) login(ctx context.Context, email, password, mfaChallengeID, mfaCode string, canAsk bool) (TokenPair, error) {
 	const op = "auth.(*Service).Login"
 	email = normalizeEmail(email)
 	if email == "" || password == "" {
@@ -195,7 +202,7 @@ func (s *Service) LoginWithMFA(ctx context.Context, email, password, mfaChalleng
 	}
 	mfaMethod := ""
 	if s.loginMFA != nil {
-		if mfaMethod, err = s.loginMFA(ctx, u.orgID, u.id, email, mfaChallengeID, mfaCode); err != nil {
+		if mfaMethod, err = s.loginMFA(ctx, u.orgID, u.id, email, mfaChallengeID, mfaCode, canAsk); err != nil {
 			return TokenPair{}, err // the problem that asks for a code, or why the code is refused
 		}
 	}

@@ -33,7 +33,13 @@ type RequiredError struct {
 	ExpiresAt   time.Time `json:"expiresAt"`
 }
 
-// Verified is an approved challenge.
+// Unwrap lets callers that read *errs.Error (the web UI) see a Forbidden
+// error with the problem's message; the API answers the problem itself.
+func (e *RequiredError) Unwrap() error {
+	return &errs.Error{Op: "mfa", Code: errs.Forbidden, Msg: e.Detail}
+}
+
+// ChallengePassed is an approved challenge.
 type ChallengePassed struct {
 	ChallengeID string    `json:"challengeId"`
 	Method      string    `json:"method" doc:"how it was passed: totp, email or recovery"`
@@ -300,7 +306,9 @@ func plural(n int, one, many string) string {
 // right. When the organization requires MFA at login it makes a challenge
 // (a *RequiredError), or with a challenge id and code checks and uses up
 // that challenge and returns how it was passed. Otherwise it returns "".
-func (s *Service) LoginGate(ctx context.Context, orgID, userID, email, challengeID, code string) (string, error) {
+// A caller that cannot ask for a code (canAsk false) gets a refusal and no
+// challenge (and no email).
+func (s *Service) LoginGate(ctx context.Context, orgID, userID, email, challengeID, code string, canAsk bool) (string, error) {
 	const op = "mfa.(*Service).LoginGate"
 	var required bool
 	if err := s.cfg.DB.QueryRowContext(ctx, `SELECT require_mfa_login FROM organizations WHERE id = $1`, orgID).Scan(&required); err != nil {
@@ -308,6 +316,9 @@ func (s *Service) LoginGate(ctx context.Context, orgID, userID, email, challenge
 	}
 	if !required {
 		return "", nil
+	}
+	if !canAsk {
+		return "", errs.E(op, errs.Forbidden, "your organization requires a second factor at login, which this sign-in cannot ask for yet: log in with the CLI (`airlock login`)")
 	}
 	// The password is right: the user acts, for the audit log.
 	p := &api.Principal{Kind: api.SubjectUser, ID: userID, OrgID: orgID, Name: email}

@@ -26,6 +26,12 @@
 // it up (single use, same user, login and account, within its 5 minutes).
 // Machine identities cannot pass a challenge and are refused.
 //
+// Login. When the organization requires MFA at login, LoginGate (called by
+// package auth once a password is right) makes a challenge bound to the
+// user alone (no login exists yet: token family and account are empty), and
+// checks and uses it up in one step when the login is repeated with its id
+// and code. Access and login challenges never stand in for each other.
+//
 // Every enrollment, reset, policy change, challenge, success, failure and
 // lockout is audited with its method.
 //
@@ -35,6 +41,7 @@
 // enforced method).
 //
 // Not here yet: passkeys (WebAuthn) and the web UI's MFA step; the UI will
-// call the same API (GET /api/v1/mfa, the enroll endpoints, and POST
-// /api/v1/mfa/challenges/{id}/verify followed by the retried request).
+// call the same API (GET /api/v1/mfa, the enroll endpoints, POST
+// /api/v1/mfa/challenges/{id}/verify followed by the retried request, and
+// the login repeated with mfaChallengeId and mfaCode).
 package mfa

@@ -3,6 +3,7 @@ package mfa
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +61,17 @@ func TestParseSMTPURL(t *testing.T) {
 		case want != "error" && (err != nil || m.Redacted() != want):
 			t.Errorf("%s: %v %v; want %s", raw, m, err, want)
 		}
+	}
+}
+
+// TestLogMailer: `airlock dev`'s fallback logs the message, labelled.
+func TestLogMailer(t *testing.T) {
+	var b strings.Builder
+	m := LogMailer{Log: slog.New(slog.NewTextHandler(&b, nil))}
+	if err := m.Send(context.Background(), "bob@example.com", "Your Airlock code", "Your Airlock code is 123456."); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "DEVELOPMENT FALLBACK") || !strings.Contains(b.String(), "123456") {
+		t.Fatalf("log: %s", b.String())
 	}
 }

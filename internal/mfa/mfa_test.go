@@ -127,7 +127,7 @@ func (e *env) challenge(t *testing.T, ctx context.Context, account string) *Requ
 	if !errors.As(err, &re) {
 		t.Fatalf("Gate = %q, %v; want a RequiredError", method, err)
 	}
-	if re.Status != http.StatusForbidden || re.Type != ProblemMFARequired || re.ChallengeID == "" {
+	if re.Status != http.StatusForbidden || re.Type != ProblemMFARequired || re.ChallengeID == "" || !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("problem %+v", re)
 	}
 	return re
@@ -392,7 +392,7 @@ func ptr[T any](v T) *T { return &v }
 func TestLoginGate(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", ""); m != "" || err != nil {
+	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", "", true); m != "" || err != nil {
 		t.Fatalf("no policy: %q %v", m, err)
 	}
 	alice := as("alice", "f1")
@@ -400,28 +400,35 @@ func TestLoginGate(t *testing.T) {
 	if o, err := e.s.UpdateOrg(alice, nil, ptr(true)); err != nil || !o.RequireMFALogin || o.MFAMethod != MethodNone {
 		t.Fatalf("%+v %v", o, err)
 	}
-	_, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", "", "")
+	_, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", "", "", true)
 	var re *RequiredError
 	if !errors.As(err, &re) || re.Method != MethodTOTP {
 		t.Fatalf("login: %v", err)
 	}
-	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, "000000")
+	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, "000000", true)
 	wantCode(t, err, errs.Invalid, "2 tries left")
 	e.clock.Advance(30 * time.Second)
-	if m, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, e.code(t, secret, e.clock.Now())); err != nil || m != MethodTOTP {
+	if m, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, e.code(t, secret, e.clock.Now()), true); err != nil || m != MethodTOTP {
 		t.Fatalf("the right code: %q %v", m, err)
 	}
-	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, e.code(t, secret, e.clock.Now()))
+	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, e.code(t, secret, e.clock.Now()), true)
 	wantCode(t, err, errs.Conflict, "used up")
 	// An access approval is not a login's, nor the other way round.
 	_, err = e.s.VerifyChallenge(alice, re.ChallengeID, "123456")
 	wantCode(t, err, errs.NotFound, "no such MFA challenge")
+	// A caller that cannot ask is refused, and nothing is sent.
+	sent := len(e.mail.sent)
+	_, err = e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", "", false)
+	wantCode(t, err, errs.Forbidden, "cannot ask")
+	if len(e.mail.sent) != sent {
+		t.Fatal("a login that cannot ask for a code sent one")
+	}
 	// A user without a method gets an email code.
-	_, err = e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", "")
+	_, err = e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", "", true)
 	if !errors.As(err, &re) || re.Method != MethodEmail {
 		t.Fatalf("bob's login: %v", err)
 	}
-	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", re.ChallengeID, e.mail.lastCode(t)); err != nil || m != MethodEmail {
+	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", re.ChallengeID, e.mail.lastCode(t), true); err != nil || m != MethodEmail {
 		t.Fatalf("bob's email code: %q %v", m, err)
 	}
 	e.clock.Advance(time.Minute)

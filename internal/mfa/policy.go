@@ -14,7 +14,7 @@ import (
 	"github.com/airlockpam/airlock/internal/store"
 )
 
-// Org is the caller's organization and its MFA policy.
+// Organization is the caller's organization and its MFA policy.
 type Organization struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`

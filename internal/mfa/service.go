@@ -99,7 +99,7 @@ func user(ctx context.Context, op string) (*api.Principal, error) {
 	return p, nil
 }
 
-// Status is a user's MFA state.
+// MFAStatus is a user's MFA state.
 type MFAStatus struct {
 	Methods           []EnrolledMFAMethod `json:"methods"`
 	RecoveryCodesLeft int                 `json:"recoveryCodesLeft"`
@@ -108,7 +108,7 @@ type MFAStatus struct {
 	LockedUntil       *time.Time          `json:"lockedUntil,omitempty" doc:"set while MFA is locked after wrong codes"`
 }
 
-// EnrolledMethod is one confirmed method.
+// EnrolledMFAMethod is one confirmed method.
 type EnrolledMFAMethod struct {
 	Kind      string    `json:"kind" enum:"totp"`
 	CreatedAt time.Time `json:"createdAt"`

@@ -27,13 +27,13 @@ const (
 
 var totpOpts = totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
 
-// Enrollment is a TOTP secret waiting for its first code.
+// TOTPEnrollment is a TOTP secret waiting for its first code.
 type TOTPEnrollment struct {
 	Secret string `json:"secret" doc:"base32 secret, for typing into an authenticator app"`
 	URI    string `json:"uri" doc:"otpauth:// URI, for a QR code"`
 }
 
-// Confirmed is the answer to a confirmed enrollment.
+// TOTPConfirmed is the answer to a confirmed enrollment.
 type TOTPConfirmed struct {
 	Method        string   `json:"method"`
 	RecoveryCodes []string `json:"recoveryCodes,omitempty" doc:"shown once, at the first enrollment: each works once in place of a code"`
