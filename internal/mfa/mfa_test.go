@@ -17,6 +17,7 @@ import (
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
@@ -65,7 +66,7 @@ type env struct {
 // users alice (an org admin) and bob.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db, kr := testenv.OpenStore(t)
+	db, kr := openStore(t)
 	c := testenv.NewClock(time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC))
 	m := &fakeMailer{}
 	s, err := New(Config{DB: db, Keyring: kr, Mailer: m, Now: c.Now})
@@ -434,4 +435,40 @@ func TestLoginGate(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	err = e.s.Disable(alice, MethodTOTP, e.code(t, secret, e.clock.Now()))
 	wantCode(t, err, errs.Conflict, "last method")
+}
+
+// openStore opens the embedded store, or PostgreSQL under TestOnPostgres.
+func openStore(t *testing.T) (*store.DB, *keyring.Keyring) {
+	t.Helper()
+	if !strings.HasPrefix(t.Name(), "TestOnPostgres/") {
+		return testenv.OpenStore(t)
+	}
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{DatabaseURL: testenv.SharedPostgres(t).SuperURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	root, err := keyring.ParseRootKey(keyring.GenerateRootKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.New(ctx, db, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, kr
+}
+
+// TestOnPostgres runs the tests above on a PostgreSQL store.
+func TestOnPostgres(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"TOTP", TestTOTPEnrollmentAndClock}, {"Binding", TestApprovalBinding}, {"Methods", TestMethodChoiceAndEmail},
+		{"Disable", TestDisableResetAndLockout}, {"Login", TestLoginGate},
+	} {
+		t.Run(tc.name, tc.f)
+	}
 }
