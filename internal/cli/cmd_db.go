@@ -97,6 +97,11 @@ psql "host=DIR port=<port> user=... dbname=..."), mongodb-<port>.sock for
 MongoDB. <port> is --port, by default 5432 (PostgreSQL) or 27017 (MongoDB); no
 TCP port is opened.
 
+An account that requires MFA asks for a code first: on a terminal you are
+prompted (and asked again after a wrong code while tries are left); scripts
+pass --mfa-code (a TOTP code or a recovery code). The session then starts on
+its own.
+
 If the Airlock server becomes unreachable, the proxy says so in one line,
 reconnects until the session expires, and says when it is connected again;
 new connections meanwhile are refused with an error that says so (details

@@ -94,6 +94,10 @@ func (s *Service) challenge(ctx context.Context, p *api.Principal, accountID, wh
 	var code string
 	var codeHash []byte
 	if method == MethodEmail {
+		if s.cfg.Mailer == nil && accountID == "" {
+			return errs.E(op, errs.Unavailable, "your organization requires a second factor at login; you have none enrolled, "+
+				"and this server cannot send email codes (its operator sets --smtp-url): ask an organization admin")
+		}
 		if s.cfg.Mailer == nil {
 			return errs.Ef(op, errs.Unavailable, "MFA required for %s and your second factor would be an email code, "+
 				"but this server cannot send email (its operator sets --smtp-url); enroll TOTP instead: `airlock mfa enroll totp`", what)
