@@ -114,6 +114,12 @@ func (s *Service) challenge(ctx context.Context, p *api.Principal, accountID, wh
 		targetKind, targetID = api.SubjectUser, p.ID
 	}
 	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
+		// The user's challenges that ended a day ago go (the audit log keeps
+		// their story), so the table stays small without a job.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM mfa_challenges WHERE user_id = $1 AND expires_at < $2`,
+			p.ID, store.Micros(now.Add(-24*time.Hour))); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO mfa_challenges (id, org_id, user_id, token_family, account_id, method, code_hash,
 			failures, created_at, expires_at, approved_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, 0, 0)`,
 			id, p.OrgID, p.ID, p.TokenFamily, accountID, method, codeHash, store.Micros(now), store.Micros(expires)); err != nil {

@@ -252,6 +252,14 @@ func TestApprovalBinding(t *testing.T) {
 	_, err = e.s.VerifyChallenge(ctx, re.ChallengeID, e.code(t, secret, e.clock.Now()))
 	wantCode(t, err, errs.Conflict, "expired")
 
+	// Challenges that ended a day ago are removed when the next is made.
+	e.clock.Advance(25 * time.Hour)
+	e.challenge(t, ctx, "A")
+	var n int
+	if err := e.db.QueryRow(`SELECT COUNT(*) FROM mfa_challenges WHERE user_id = 'alice'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d challenges left (%v); want only the new one", n, err)
+	}
+
 	// Machine identities are refused.
 	mctx := api.WithPrincipal(context.Background(), &api.Principal{Kind: api.SubjectMachine, ID: "m", OrgID: "org", TokenFamily: "f"})
 	_, err = e.s.Gate(mctx, "A", "A", "")
