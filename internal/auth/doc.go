@@ -6,7 +6,9 @@
 // to a family (one login): refreshing rotates the pair, presenting a refresh
 // token twice revokes the family (it was stolen), and logout revokes it too.
 // Failed logins are rate limited per address and per account, and repeated
-// failures lock a user account for a while; both are audited.
+// failures lock a user account for a while; both are audited. When the
+// organization requires MFA at login, a right password is not enough: the
+// LoginMFA hook (package mfa) asks for a second factor first.
 //
 // Files: password.go (hashing), tokens.go (token repository), users.go and
 // machines.go (repositories), ratelimit.go, bootstrap.go (the first admin),

@@ -70,7 +70,19 @@ type Service struct {
 	// away commits (logout, reuse detection, a user disabled or deleted,
 	// tokens revoked, a machine identity deleted).
 	revoked func(ctx context.Context)
+	// loginMFA, when set, is asked once a user's password is right (package
+	// mfa's LoginGate).
+	loginMFA LoginMFA
 }
+
+// LoginMFA checks the second factor of a user login whose password is
+// right: it answers "" when none is needed, the method when the challenge
+// given was passed, or the error that asks for a code (canAsk: the caller
+// can ask for one; otherwise a plain refusal, and no challenge is made).
+type LoginMFA func(ctx context.Context, orgID, userID, email, challengeID, code string, canAsk bool) (string, error)
+
+// SetLoginMFA sets the second-factor check of user logins.
+func (s *Service) SetLoginMFA(f LoginMFA) { s.loginMFA = f }
 
 // OnAccessRevoked sets the function called after a change that may revoke
 // live sessions' access commits (the session service's EnforceAccess).

@@ -19,6 +19,10 @@ type loginInput struct {
 	Body struct {
 		Email    string `json:"email" maxLength:"254" doc:"the user's email address"`
 		Password string `json:"password" maxLength:"1024"`
+		// When the organization requires MFA at login, the first answer is
+		// 403 with a challenge; the login is repeated with its id and code.
+		MFAChallengeID string `json:"mfaChallengeId,omitempty" maxLength:"64" doc:"the challenge of a 403 mfa-required answer to this login"`
+		MFACode        string `json:"mfaCode,omitempty" maxLength:"20" doc:"its code (TOTP, email, or a recovery code)"`
 	}
 }
 
@@ -49,10 +53,10 @@ type Me struct {
 func (s *Service) registerAuth(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "login", Method: http.MethodPost, Path: "/api/v1/auth/login", Tags: []string{"Auth"},
-		Summary: "Log in with email and password (a disabled user gets 403)",
+		Summary: "Log in with email and password (a disabled user gets 403; with MFA required at login, 403 mfa-required with a challenge)",
 		Errors:  []int{401, 403, 422, 423, 429},
 	}, func(ctx context.Context, in *loginInput) (*tokenOutput, error) {
-		pair, err := s.Login(ctx, in.Body.Email, in.Body.Password)
+		pair, err := s.LoginWithMFA(ctx, in.Body.Email, in.Body.Password, in.Body.MFAChallengeID, in.Body.MFACode)
 		if err != nil {
 			return nil, api.Err(ctx, err)
 		}
@@ -133,8 +137,23 @@ func (s *Service) checkRate(ctx context.Context, op, account string) error {
 var errBadCredentials = "the email or password is wrong; after repeated failures an account is locked for a while " +
 	"(an organization admin can unlock it)"
 
-// Login checks a user's password and issues tokens.
+// Login checks a user's password and issues tokens, for a caller that
+// cannot ask for a second factor (the web UI's sign-in, until it has an MFA
+// step): when the organization requires MFA at login it is refused
+// (Forbidden), and no challenge is made.
 func (s *Service) Login(ctx context.Context, email, password string) (TokenPair, error) {
+	return s.login(ctx, email, password, "", "", false)
+}
+
+// LoginWithMFA checks a user's password and issues tokens. When the
+// organization requires MFA at login, a login without mfaChallengeID fails
+// with the problem that names a new challenge, and a login with it and its
+// code passes it.
+func (s *Service) LoginWithMFA(ctx context.Context, email, password, mfaChallengeID, mfaCode string) (TokenPair, error) {
+	return s.login(ctx, email, password, mfaChallengeID, mfaCode, true)
+}
+
+func (s *Service) login(ctx context.Context, email, password, mfaChallengeID, mfaCode string, canAsk bool) (TokenPair, error) {
 	const op = "auth.(*Service).Login"
 	email = normalizeEmail(email)
 	if email == "" || password == "" {
@@ -181,6 +200,16 @@ func (s *Service) Login(ctx context.Context, email, password string) (TokenPair,
 		}
 		return TokenPair{}, errs.E(op, errs.Unauthenticated, errBadCredentials)
 	}
+	mfaMethod := ""
+	if s.loginMFA != nil {
+		if mfaMethod, err = s.loginMFA(ctx, u.orgID, u.id, email, mfaChallengeID, mfaCode, canAsk); err != nil {
+			return TokenPair{}, err // the problem that asks for a code, or why the code is refused
+		}
+	}
+	var details map[string]any
+	if mfaMethod != "" {
+		details = map[string]any{"mfa": mfaMethod}
+	}
 	var pair TokenPair
 	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = $1`, u.id); err != nil {
@@ -191,7 +220,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (TokenPair,
 			return err
 		}
 		return audit.Record(ctx, tx, audit.Entry{OrgID: u.orgID, ActorKind: api.SubjectUser, ActorID: u.id, ActorName: email,
-			ClientAddr: api.ClientAddr(ctx), Action: "auth.login", Outcome: audit.Success, TargetKind: api.SubjectUser, TargetID: u.id})
+			ClientAddr: api.ClientAddr(ctx), Action: "auth.login", Outcome: audit.Success, TargetKind: api.SubjectUser, TargetID: u.id, Details: details})
 	})
 	if err != nil {
 		return TokenPair{}, errs.Wrap(op, errs.Unavailable, "logging in failed", err)

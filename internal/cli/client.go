@@ -113,9 +113,13 @@ func loggedInClient() (*client, error) {
 // apiError is a problem response from the server.
 type apiError struct {
 	Status int
+	Type   string `json:"type"`
 	Title  string `json:"title"`
 	Detail string `json:"detail"`
-	Errors []struct {
+	// ChallengeID and Method are set on an MFA-required problem.
+	ChallengeID string `json:"challengeId"`
+	Method      string `json:"method"`
+	Errors      []struct {
 		Message  string `json:"message"`
 		Location string `json:"location"`
 	} `json:"errors"`
@@ -167,6 +171,8 @@ var apiFlags = map[string]string{
 	"metadata":              "--metadata",
 	"requireMfa":            "--require-mfa",
 	"duration":              "--duration",
+	"mfaMethod":             "--mfa-method",
+	"requireMfaLogin":       "--require-mfa-login",
 	"maxSessionDuration":    "--max-session-duration",
 	"maxStatementBytes":     "--max-statement-size",
 	"oversizeStatements":    "--oversize-statements",

@@ -56,7 +56,7 @@ type createdSession struct {
 type accessFlags struct {
 	resource, account, projectID, duration, domain string
 	port                                           int
-	unixSocketDir                                  string
+	unixSocketDir, mfaCode                         string
 	allowOtherUsers                                bool
 	checkEvery                                     time.Duration
 }
@@ -98,6 +98,11 @@ one clients look for in DIR: .s.PGSQL.<port> for PostgreSQL (psql, libpq, pgx:
 psql "host=DIR port=<port> user=... dbname=..."), mongodb-<port>.sock for
 MongoDB. <port> is --port, by default 5432 (PostgreSQL) or 27017 (MongoDB); no
 TCP port is opened.
+
+An account that requires MFA asks for a code first: on a terminal you are
+prompted (and asked again after a wrong code while tries are left); scripts
+pass --mfa-code (a TOTP code or a recovery code). The session then starts on
+its own.
 
 If the Airlock server becomes unreachable, the proxy says so in one line,
 reconnects until the session expires, and says when it is connected again;
@@ -141,6 +146,7 @@ its connections and exits.`,
 	fl.IntVar(&f.port, "port", 0, "local port to listen on (default: this account's port from last time if free, else a new one; with --unix-socket, the port in the socket's name)")
 	fl.StringVar(&f.unixSocketDir, "unix-socket", "", "listen on a socket file (mode 0600) in this existing directory instead of on TCP: DIR/.s.PGSQL.<port> for PostgreSQL, DIR/mongodb-<port>.sock for MongoDB")
 	fl.BoolVar(&f.allowOtherUsers, "allow-other-local-users", false, "DANGEROUS: let every OS user of this machine use the proxy (what they run is recorded as yours)")
+	fl.StringVar(&f.mfaCode, "mfa-code", "", "for an account that requires MFA: the code (TOTP, or a recovery code) instead of a prompt")
 	fl.DurationVar(&f.checkEvery, "check-interval", 30*time.Second, "how often to check that the session and your login are still valid")
 	_ = fl.MarkHidden("check-interval")
 	for _, name := range []string{"resource", "account", "project-id"} {
@@ -189,7 +195,13 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 
 	var cs createdSession
 	body := map[string]string{"resource": f.resource, "account": f.account, "duration": f.duration, "csr": string(csrPEM)}
-	if err := c.do(ctx, http.MethodPost, "/api/v1/projects/"+url.PathEscape(f.projectID)+"/sessions", nil, body, &cs); err != nil {
+	err = o.withMFA(ctx, c, f.mfaCode, func(mfaChallengeID string) error {
+		if mfaChallengeID != "" {
+			body["mfaChallengeId"] = mfaChallengeID
+		}
+		return c.do(ctx, http.MethodPost, "/api/v1/projects/"+url.PathEscape(f.projectID)+"/sessions", nil, body, &cs)
+	})
+	if err != nil {
 		// The server's answer does not repeat what was asked for; the
 		// user's own terminal may.
 		return fmt.Errorf("starting a session on account %s of resource %s: %w", f.account, f.resource, err)

@@ -16,6 +16,7 @@ import (
 func newLoginCommand(o *options) *cobra.Command {
 	var domain, email, clientID, clientSecret, caFile string
 	var passwordStdin bool
+	var mfaCode string
 	cmd := &cobra.Command{
 		Use:   "login",
 		Short: "Log in to an Airlock server and store the token (mode 0600)",
@@ -56,8 +57,7 @@ The token is stored in your config directory (~/.config/airlock) with mode 0600.
 					return err2
 				}
 				who = email
-				err = c.do(cmd.Context(), http.MethodPost, "/api/v1/auth/login", nil,
-					map[string]string{"email": email, "password": password}, &pair)
+				err = o.loginWithMFA(cmd.Context(), c, map[string]string{"email": email, "password": password}, mfaCode, &pair)
 			}
 			if err != nil {
 				return fmt.Errorf("login failed: %w", err)
@@ -74,6 +74,9 @@ The token is stored in your config directory (~/.config/airlock) with mode 0600.
 				return fmt.Errorf("saving the token: %w", err)
 			}
 			fmt.Fprintf(o.stdout, "Logged in to %s as %s.\n", c.base, who)
+			if clientID == "" {
+				o.suggestEnrollment(cmd.Context())
+			}
 			return nil
 		},
 	}
@@ -81,6 +84,7 @@ The token is stored in your config directory (~/.config/airlock) with mode 0600.
 	fl.StringVar(&domain, "domain", "", "the Airlock server, e.g. https://airlock.example.com (or AIRLOCK_DOMAIN)")
 	fl.StringVar(&email, "email", "", "your email (asked at a prompt when not given)")
 	fl.BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
+	fl.StringVar(&mfaCode, "mfa-code", "", "when your organization requires MFA at login: the code (TOTP, or a recovery code) instead of a prompt")
 	fl.StringVar(&clientID, "client-id", "", "machine identity client id (or AIRLOCK_CLIENT_ID)")
 	fl.StringVar(&clientSecret, "client-secret", "", "machine identity client secret (or AIRLOCK_CLIENT_SECRET)")
 	fl.StringVar(&caFile, "ca-file", "", "PEM CA certificate that signed the server's certificate, when it is not publicly trusted")

@@ -24,9 +24,9 @@ import (
 func generateRootKey() string { return keyring.GenerateRootKey() }
 
 type serverFlags struct {
-	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile   string
-	trustProxyHeaders                                            bool
-	accessTokenTTL, gatewayLostAfter, clientLostAfter, gwCertTTL time.Duration
+	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile, smtpURL string
+	trustProxyHeaders                                                   bool
+	accessTokenTTL, gatewayLostAfter, clientLostAfter, gwCertTTL        time.Duration
 }
 
 func newServerCommand(o *options) *cobra.Command {
@@ -55,6 +55,7 @@ organization admin; afterwards they are ignored.`,
 				RootKey: root, TrustProxyHeaders: f.trustProxyHeaders,
 			}
 			cfg.BootstrapEmail, cfg.BootstrapPassword = bootstrapFromEnv()
+			cfg.SMTPURL = smtpURL(f.smtpURL)
 			if f.accessTokenTTL < 0 || (f.accessTokenTTL > 0 && f.accessTokenTTL < time.Second) {
 				return fmt.Errorf("--access-token-ttl %s is too short: use at least 1s (default 15m)", f.accessTokenTTL)
 			}
@@ -87,6 +88,7 @@ organization admin; afterwards they are ignored.`,
 	fl.DurationVar(&f.clientLostAfter, "client-lost-after", 2*time.Minute,
 		"how long a session's `db access` may stay disconnected before the session ends as client_lost (the server's own restart counts as a grace period)")
 	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
+	fl.StringVar(&f.smtpURL, "smtp-url", "", "SMTP server for MFA email codes: smtp://user:pass@host:587 (STARTTLS when offered) or smtps://...:465, optional ?from=addr (or AIRLOCK_SMTP_URL)")
 	fl.DurationVar(&f.gwCertTTL, "gateway-certificate-lifetime", 365*24*time.Hour,
 		"lifetime of the certificates gateways get at enrollment and renewal; they renew when a third of it is left (at least 1m)")
 	return cmd
@@ -127,7 +129,7 @@ func runServer(ctx context.Context, o *options, cfg server.Config, ready func(s 
 }
 
 func newDevCommand(o *options) *cobra.Command {
-	var dataDir, listen string
+	var dataDir, listen, smtp string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Airlock for development: server, gateway, embedded store and an admin, no setup",
@@ -161,7 +163,7 @@ refuses to start.`,
 			}
 			password := randomPassword(20)
 			cfg := server.Config{Listen: listen, DataDir: dataDir, RootKey: root,
-				BootstrapEmail: devAdminEmail, BootstrapPassword: password}
+				BootstrapEmail: devAdminEmail, BootstrapPassword: password, SMTPURL: smtpURL(smtp), DevMailLog: true}
 			ctx := cmd.Context()
 			fmt.Fprintf(o.stdout, "Starting the server on %s (store and root key in %s)...\n", listen, dataDir)
 			return runServer(ctx, o, cfg, func(s *server.Server, url string) {
@@ -188,7 +190,16 @@ refuses to start.`,
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default ~/.local/state/airlock/dev)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8720", "address to serve on")
+	cmd.Flags().StringVar(&smtp, "smtp-url", "", "SMTP server for MFA email codes (or AIRLOCK_SMTP_URL); without it, codes are written to this command's log")
 	return cmd
+}
+
+// smtpURL is the --smtp-url flag, else AIRLOCK_SMTP_URL.
+func smtpURL(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return os.Getenv("AIRLOCK_SMTP_URL")
 }
 
 const devAdminEmail = "admin@airlock.local"

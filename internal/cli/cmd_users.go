@@ -70,6 +70,20 @@ func newUsersCommand(o *options) *cobra.Command {
 			return o.printTable(us, []string{"ID", "EMAIL", "ORG ADMIN", "DISABLED", "LOCKED UNTIL", "CREATED"}, rows)
 		},
 	}
+	resetMFA := &cobra.Command{
+		Use: "reset-mfa USER_ID", Short: "Remove every second factor and recovery code of a user (a lost phone); audited", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := loggedInClient()
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/users/"+url.PathEscape(args[0])+"/reset-mfa", nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.stdout, "MFA of user %s is reset: they can enroll again (airlock mfa enroll totp).\n", args[0])
+			return nil
+		},
+	}
 	unlock := &cobra.Command{
 		Use: "unlock USER_ID", Short: "Unlock a user locked after failed logins", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -112,7 +126,7 @@ func newUsersCommand(o *options) *cobra.Command {
 		http.MethodDelete, "", "Deleted; the user's live sessions have ended.")
 	revoke := userAction("revoke-tokens", "Revoke every token of a user (all their logins); the sessions started under them end",
 		http.MethodPost, "revoke-tokens", "Revoked every token of the user; the sessions started under them have ended.")
-	cmd.AddCommand(create, list, unlock, disable, enable, del, revoke)
+	cmd.AddCommand(create, list, unlock, disable, enable, del, revoke, resetMFA)
 	return cmd
 }
 

@@ -62,6 +62,8 @@ func NewRootCommand() *cobra.Command {
 		newLogoutCommand(o),
 		newProjectsCommand(o),
 		newUsersCommand(o),
+		newOrgCommand(o),
+		newMFACommand(o),
 		newMachineIdentitiesCommand(o),
 		newAuditCommand(o),
 		newAdminCommand(o),

@@ -26,6 +26,7 @@ import (
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/jobs"
 	"github.com/airlockpam/airlock/internal/keyring"
+	"github.com/airlockpam/airlock/internal/mfa"
 	"github.com/airlockpam/airlock/internal/pam"
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
@@ -72,6 +73,12 @@ type Config struct {
 	// of it is left, so a shorter one limits how long a stolen gateway key
 	// is of use.
 	GatewayCertLifetime time.Duration
+	// SMTPURL, smtp://user:pass@host:port or smtps://..., is where MFA
+	// email codes are sent; empty: no email codes (see DevMailLog).
+	SMTPURL string
+	// DevMailLog, without SMTPURL, writes email codes to the log instead
+	// (`airlock dev` only: a development fallback).
+	DevMailLog bool
 }
 
 // CheckAndSetDefaults validates cfg.
@@ -95,6 +102,11 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.GatewayCertLifetime < 0 || (c.GatewayCertLifetime > 0 && c.GatewayCertLifetime < time.Minute) {
 		return errs.E(op, errs.Invalid, "--gateway-certificate-lifetime must be at least 1m (default 8760h, a year)")
 	}
+	if c.SMTPURL != "" {
+		if _, err := mfa.ParseSMTPURL(c.SMTPURL); err != nil {
+			return errs.E(op, errs.Invalid, err.Error())
+		}
+	}
 	if c.DatabaseURL == "" && c.DataDir == "" {
 		return errs.E(op, errs.Invalid, "give --data-dir (embedded store) or --database-url (PostgreSQL)")
 	}
@@ -112,6 +124,7 @@ type Server struct {
 	PKI      *pki.Manager
 	Relay    *relay.Service
 	Sessions *session.Service
+	MFA      *mfa.Service
 	// Jobs runs the durable jobs (session expiry) on this replica.
 	Jobs   *jobs.Scheduler
 	PAM    *pam.Service
@@ -165,6 +178,11 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
 	s.Sessions.SetCurrentTargets(s.currentTarget)
+	if s.MFA, err = mfa.New(mfa.Config{DB: s.DB, Keyring: s.Keyring, Mailer: s.mailer(), Now: authCfg.Now}); err != nil {
+		return err
+	}
+	s.Sessions.SetMFA(s.MFA.Gate)
+	s.Auth.SetLoginMFA(s.MFA.LoginGate)
 	s.Sessions.SetLiveness(s.cfg.GatewayLostAfter, s.cfg.ClientLostAfter)
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)
@@ -208,6 +226,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Secrets.Register(a)
 	s.Relay.Register(a, mux)
 	s.Sessions.Register(a)
+	s.MFA.Register(a)
 	s.PAM.Register(a)
 	audit.Register(a, s.Audit, func(ctx context.Context, projectID string) error {
 		_, err := s.Projects.Authorize(ctx, projectID, project.RoleAdmin)
@@ -240,6 +259,22 @@ func (s *Server) init(ctx context.Context) error {
 		fmt.Fprintln(w, "ok")
 	})
 	s.handler = s.withClientAddr(mux)
+	return nil
+}
+
+// mailer returns where MFA email codes go: the SMTP server, the log in
+// development, or nowhere.
+func (s *Server) mailer() mfa.Mailer {
+	if s.cfg.SMTPURL != "" {
+		m, _ := mfa.ParseSMTPURL(s.cfg.SMTPURL) // checked in CheckAndSetDefaults
+		slog.Info("MFA email codes are sent through SMTP", "smtp", m.Redacted())
+		return m
+	}
+	if s.cfg.DevMailLog {
+		slog.Warn("no SMTP configured: MFA email codes are written to this log (a development fallback; set --smtp-url to send them)")
+		return mfa.LogMailer{}
+	}
+	slog.Info("no SMTP configured (--smtp-url): MFA email codes cannot be sent; users need TOTP for accounts that require MFA")
 	return nil
 }
 

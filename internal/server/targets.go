@@ -13,7 +13,7 @@ func (s *Server) targets(ctx context.Context, projectID, resource, account strin
 		return nil, err
 	}
 	return &session.Target{ResourceID: r.ID, ResourceName: r.Name, Kind: r.Kind, GatewayID: r.GatewayID,
-		AccountID: a.ID, AccountName: a.Name, Username: a.Username, Database: r.Database, Wire: t}, nil
+		AccountID: a.ID, AccountName: a.Name, Username: a.Username, Database: r.Database, Wire: t, RequireMFA: a.RequireMFA}, nil
 }
 
 // currentTarget resolves a session's account as it is now, for a new

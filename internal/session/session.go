@@ -15,7 +15,10 @@
 // Sessions end by their owner, by a project admin, at expiry, by
 // revocation, or when their gateway or CLI is lost; every end (finish) is
 // recorded once with its reason and a message, and closes the session's
-// connections, gateway first.
+// connections, gateway first. A session on an account that requires MFA
+// starts only with a passed MFA challenge, checked and used up by the
+// MFAGate (package mfa) before anything is written; the session.start audit
+// entry then says how MFA was passed.
 package session
 
 import (
@@ -92,6 +95,24 @@ type Target struct {
 	ResourceID, ResourceName, Kind, GatewayID  string
 	AccountID, AccountName, Username, Database string
 	Wire                                       tunnel.Target
+	// RequireMFA: a session on the account needs an MFA approval (MFAGate).
+	RequireMFA bool
+}
+
+// MFAGate lets a session on an account that requires MFA start (package
+// mfa's Gate): with the id of a passed challenge it uses the challenge up
+// and returns how it was passed; otherwise it returns an error, the problem
+// that asks for a second factor.
+type MFAGate func(ctx context.Context, accountID, accountName, challengeID string) (method string, err error)
+
+// CreateOption sets an optional part of Create.
+type CreateOption func(*createOptions)
+
+type createOptions struct{ mfaChallengeID string }
+
+// WithMFAChallenge passes the id of an MFA challenge the caller has passed.
+func WithMFAChallenge(id string) CreateOption {
+	return func(o *createOptions) { o.mfaChallengeID = id }
 }
 
 // TargetResolver finds an account of a resource in a project (by name or
@@ -108,6 +129,7 @@ type Service struct {
 	current  CurrentTargetResolver
 	events   EventStore
 	jobs     *jobs.Scheduler // runs expiry (KindExpire); nil: expiry waits for UseJobs
+	mfa      MFAGate         // nil: an account that requires MFA cannot be opened
 	now      func() time.Time
 	// started is when this service started: sessions get a grace period
 	// from it before their gateway or CLI counts as lost.
@@ -179,20 +201,31 @@ func ParseDuration(op, v string, max time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// Create starts a session for the caller on an account.
-func (s *Service) Create(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*Created, error) {
-	return s.create(ctx, "session.(*Service).Create", accessCLI, projectID, resource, account, duration, csrPEM)
+// SetMFA sets the gate for accounts that require MFA.
+func (s *Service) SetMFA(g MFAGate) { s.mfa = g }
+
+// Create starts a session for the caller on an account. An account that
+// requires MFA needs a passed challenge (WithMFAChallenge); without one the
+// answer is the MFA gate's problem, which names a new challenge.
+func (s *Service) Create(ctx context.Context, projectID, resource, account, duration, csrPEM string, opts ...CreateOption) (*Created, error) {
+	return s.create(ctx, "session.(*Service).Create", accessCLI, projectID, resource, account, duration, csrPEM, opts...)
 }
 
 // CreateWeb starts a session for the caller on a PostgreSQL account whose
 // client is the server's web console (access method web): the server made
 // the key of csrPEM and connects through the relay itself (relay.DialSession).
-// A user has at most MaxWebSessions live web sessions per project.
-func (s *Service) CreateWeb(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*Created, error) {
-	return s.create(ctx, "session.(*Service).CreateWeb", accessWeb, projectID, resource, account, duration, csrPEM)
+// A user has at most MaxWebSessions live web sessions per project. The MFA
+// gate applies as for Create: the console cannot open a require-MFA
+// account without a passed challenge.
+func (s *Service) CreateWeb(ctx context.Context, projectID, resource, account, duration, csrPEM string, opts ...CreateOption) (*Created, error) {
+	return s.create(ctx, "session.(*Service).CreateWeb", accessWeb, projectID, resource, account, duration, csrPEM, opts...)
 }
 
-func (s *Service) create(ctx context.Context, op, method, projectID, resource, account, duration, csrPEM string) (*Created, error) {
+func (s *Service) create(ctx context.Context, op, method, projectID, resource, account, duration, csrPEM string, opts ...CreateOption) (*Created, error) {
+	var o createOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	proj, err := s.projects.Authorize(ctx, projectID, project.RoleMember)
 	if err != nil {
 		return nil, err
@@ -214,6 +247,15 @@ func (s *Service) create(ctx context.Context, op, method, projectID, resource, a
 	}
 	if !s.relay.Connected(t.GatewayID) {
 		return nil, errs.Ef(op, errs.Unavailable, "the gateway of resource %q is offline: start it (`airlock gateway --data-dir ...`) and check `airlock gateways list`", t.ResourceName)
+	}
+	mfaMethod := ""
+	if t.RequireMFA {
+		if s.mfa == nil {
+			return nil, errs.Ef(op, errs.Unavailable, "account %q requires MFA, and this server has no MFA service", t.AccountName)
+		}
+		if mfaMethod, err = s.mfa(ctx, t.AccountID, t.AccountName, o.mfaChallengeID); err != nil {
+			return nil, err // the problem that asks for a code, as it is
+		}
 	}
 	p := api.PrincipalFrom(ctx)
 	ca, err := s.pki.ForOrg(ctx, p.OrgID)
@@ -250,8 +292,11 @@ func (s *Service) create(ctx context.Context, op, method, projectID, resource, a
 		if err := jobs.Schedule(ctx, tx, now, KindExpire, id, expires, ""); err != nil {
 			return err
 		}
-		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID,
-			Details: map[string]any{"resource": t.ResourceName, "account": t.AccountName, "expiresAt": expires.UTC().Format(time.RFC3339), "certSerial": serial}}))
+		d := map[string]any{"resource": t.ResourceName, "account": t.AccountName, "expiresAt": expires.UTC().Format(time.RFC3339), "certSerial": serial}
+		if mfaMethod != "" {
+			d["mfa"] = mfaMethod // passed, and how: totp, email or recovery
+		}
+		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "session.start", TargetKind: "session", TargetID: id, ProjectID: proj.ID, Details: d}))
 	})
 	if errs.Is(err, errs.Conflict) {
 		return nil, err
@@ -510,7 +555,7 @@ func (s *Service) Register(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "create-session", Method: http.MethodPost, Path: "/api/v1/projects/{projectId}/sessions", Tags: tags,
 		Summary: "Start an access session on an account (project members)", Security: api.Secured,
-		DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 422, 503},
+		DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 422, 423, 503},
 	}, func(ctx context.Context, in *struct {
 		project.ProjectPath
 		Body struct {
@@ -518,9 +563,10 @@ func (s *Service) Register(a huma.API) {
 			Account  string `json:"account" maxLength:"64" doc:"account name or id"`
 			Duration string `json:"duration,omitempty" maxLength:"20" doc:"such as 30m, 1h, 2h30m; default 1h"`
 			CSR      string `json:"csr" maxLength:"8192" doc:"PEM certificate request for a key the client made"`
+			MFA      string `json:"mfaChallengeId,omitempty" maxLength:"64" doc:"a passed MFA challenge (for an account that requires MFA: the first answer is 403 with a challenge id; pass it with POST /api/v1/mfa/challenges/{id}/verify, then repeat this request with it)"`
 		}
 	}) (*struct{ Body *Created }, error) {
-		c, err := s.Create(ctx, in.ProjectID, in.Body.Resource, in.Body.Account, in.Body.Duration, in.Body.CSR)
+		c, err := s.Create(ctx, in.ProjectID, in.Body.Resource, in.Body.Account, in.Body.Duration, in.Body.CSR, WithMFAChallenge(in.Body.MFA))
 		return &struct{ Body *Created }{c}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{

@@ -18,7 +18,7 @@ import (
 
 // Sessions is the session service as the console uses it.
 type Sessions interface {
-	CreateWeb(ctx context.Context, projectID, resource, account, duration, csrPEM string) (*session.Created, error)
+	CreateWeb(ctx context.Context, projectID, resource, account, duration, csrPEM string, opts ...session.CreateOption) (*session.Created, error)
 	Get(ctx context.Context, id string) (*session.Session, error)
 	EndWeb(ctx context.Context, id, why string) error
 	// ClientSeen records that the session's client (this console) is up;

@@ -20,7 +20,7 @@ type fakeSessions struct {
 	ended  map[string]string // session id: why EndWeb was called
 }
 
-func (f *fakeSessions) CreateWeb(context.Context, string, string, string, string, string) (*session.Created, error) {
+func (f *fakeSessions) CreateWeb(context.Context, string, string, string, string, string, ...session.CreateOption) (*session.Created, error) {
 	panic("not used")
 }
 
