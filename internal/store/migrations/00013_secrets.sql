@@ -1,0 +1,67 @@
+-- The secrets store grows environments and folders (package secrets).
+-- Environments are a project's named stages (dev, staging, prod by default);
+-- folders are paths inside one environment (/, /db/orders); each secret
+-- version now lives in a folder. The versions move from the table secrets,
+-- keeping their ids: a value is sealed with its row id as associated data,
+-- so the ciphertexts still open.
+
+-- +goose Up
+CREATE TABLE secret_environments (
+    project_id TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    slug       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    position   INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (project_id, slug)
+);
+
+-- The root folder / of every environment exists without a row.
+CREATE TABLE secret_folders (
+    project_id  TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    environment TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (project_id, environment, path)
+);
+
+CREATE TABLE secret_versions (
+    id          TEXT PRIMARY KEY,
+    project_id  TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    environment TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    value_enc   BYTEA NOT NULL,          -- sealed with the project's data key, AAD "secret:" || id
+    deleted     BOOLEAN NOT NULL DEFAULT FALSE,
+    created_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    UNIQUE (project_id, environment, path, name, version)
+);
+
+INSERT INTO secret_versions (id, project_id, environment, path, name, version, value_enc, deleted, created_by, created_at)
+    SELECT id, project_id, environment, '/', name, version, value_enc, deleted, created_by, created_at FROM secrets;
+-- Environments that already hold secrets are kept; a project without any
+-- gets dev, staging and prod on its first use of secrets.
+INSERT INTO secret_environments (project_id, slug, name, position, created_at)
+    SELECT DISTINCT project_id, environment, environment, 0, 0 FROM secrets;
+DROP TABLE secrets;
+
+-- +goose Down
+CREATE TABLE secrets (
+    id          TEXT PRIMARY KEY,
+    project_id  TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    environment TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    value_enc   BYTEA NOT NULL,
+    deleted     BOOLEAN NOT NULL DEFAULT FALSE,
+    created_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    UNIQUE (project_id, environment, name, version)
+);
+INSERT INTO secrets (id, project_id, environment, name, version, value_enc, deleted, created_by, created_at)
+    SELECT id, project_id, environment, name, version, value_enc, deleted, created_by, created_at FROM secret_versions WHERE path = '/';
+DROP TABLE secret_versions;
+DROP TABLE secret_folders;
+DROP TABLE secret_environments;
