@@ -6,6 +6,11 @@
 package server
 
 import (
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+
 	"context"
 	"crypto/tls"
 	"database/sql"
@@ -21,6 +26,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/appconn"
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/auth"
 	"github.com/airlockpam/airlock/internal/errs"
@@ -109,6 +115,8 @@ type Server struct {
 	Auth     *auth.Service
 	Projects *project.Service
 	Secrets  *secrets.Service
+	// AppConns are the server's own database logins (app connections).
+	AppConns *appconn.Service
 	PKI      *pki.Manager
 	Relay    *relay.Service
 	Sessions *session.Service
@@ -163,6 +171,8 @@ func (s *Server) init(ctx context.Context) error {
 		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Now: authCfg.Now}); err != nil {
 		return err
 	}
+	s.AppConns = appconn.New(appconn.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Relay: s.Relay, Now: authCfg.Now,
+		Guard: &appconn.Guard{AllowInternal: os.Getenv(appconn.AllowInternalEnv) == "true", Forbidden: storeAddrs(ctx, s.cfg.DatabaseURL)}})
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
 	s.Sessions.SetCurrentTargets(s.currentTarget)
 	s.Sessions.SetLiveness(s.cfg.GatewayLostAfter, s.cfg.ClientLostAfter)
@@ -206,6 +216,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Auth.Register(a)
 	s.Projects.Register(a)
 	s.Secrets.Register(a)
+	s.AppConns.Register(a)
 	s.Relay.Register(a, mux)
 	s.Sessions.Register(a)
 	s.PAM.Register(a)
@@ -419,4 +430,18 @@ func (s *Server) OrgID(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	return id, err
+}
+
+// storeAddrs are the addresses of the PostgreSQL store, which app
+// connections may never point at.
+func storeAddrs(ctx context.Context, databaseURL string) []netip.AddrPort {
+	if databaseURL == "" {
+		return nil
+	}
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return nil
+	}
+	port, _ := strconv.Atoi(u.Port())
+	return appconn.StoreAddrs(ctx, u.Hostname(), port)
 }

@@ -47,7 +47,38 @@ INSERT INTO secret_environments (project_id, slug, name, position, created_at)
     SELECT DISTINCT project_id, environment, environment, 0, 0 FROM secrets;
 DROP TABLE secrets;
 
+-- App connections (package appconn): the server's own logins to a
+-- database, for secret rotations. password_enc is sealed with AAD bound to
+-- the row; pending_password_enc holds a platform-managed password between
+-- setting it in the database and promoting it here.
+CREATE TABLE app_connections (
+    id                      TEXT PRIMARY KEY,
+    project_id              TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    name                    TEXT NOT NULL,
+    description             TEXT NOT NULL DEFAULT '',
+    app                     TEXT NOT NULL,          -- postgres
+    method                  TEXT NOT NULL,          -- username-and-password
+    platform_managed        BOOLEAN NOT NULL DEFAULT FALSE,
+    gateway_id              TEXT NOT NULL DEFAULT '',
+    host                    TEXT NOT NULL,
+    port                    INTEGER NOT NULL,
+    database_name           TEXT NOT NULL,
+    username                TEXT NOT NULL,
+    password_enc            BYTEA NOT NULL,
+    pending_password_enc    BYTEA,
+    pending_attempt         TEXT NOT NULL DEFAULT '',
+    ssl_enabled             BOOLEAN NOT NULL,
+    ssl_reject_unauthorized BOOLEAN NOT NULL,
+    ssl_certificate         TEXT NOT NULL DEFAULT '',
+    status_error            TEXT NOT NULL DEFAULT '',
+    version                 INTEGER NOT NULL,
+    created_at              BIGINT NOT NULL,
+    updated_at              BIGINT NOT NULL,
+    UNIQUE (project_id, name)
+);
+
 -- +goose Down
+DROP TABLE app_connections;
 CREATE TABLE secrets (
     id          TEXT PRIMARY KEY,
     project_id  TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
