@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/audit"
@@ -227,7 +228,13 @@ func (s *Service) login(ctx context.Context, op, gatewayID string, c Credentials
 
 // changePassword sets user's password to newPw as the user itself.
 func (s *Service) changePassword(ctx context.Context, gatewayID string, c Credentials, current, newPw string) (tunnel.Result, error) {
-	rot := tunnel.Rotation{Username: c.Username, NewPassword: newPw}
+	return s.setPassword(ctx, gatewayID, c, current, c.Username, newPw)
+}
+
+// setPassword logs in with c and current and sets username's password to
+// newPw (postgres.Rotate: a SCRAM verifier), then logs in as username.
+func (s *Service) setPassword(ctx context.Context, gatewayID string, c Credentials, current, username, newPw string) (tunnel.Result, error) {
+	rot := tunnel.Rotation{Username: username, NewPassword: newPw}
 	if gatewayID != "" {
 		return s.cfg.Relay.Rotate(ctx, gatewayID, target(gatewayID, c, current), rot)
 	}
@@ -665,4 +672,84 @@ func (s *Service) Login(ctx context.Context, c *Connection) (Credentials, string
 		return Credentials{}, "", errs.Wrap("appconn.(*Service).Login", errs.Invalid, "app connection "+c.Name+" cannot log in: "+err.Error(), err)
 	}
 	return c.Credentials, pw, nil
+}
+
+// SetUserPassword sets another user's password as connection c (for secret
+// rotations), and logs in as that user with it. The Result says what
+// happened; an error means the outcome is unknown (a gateway that did not
+// answer) or c could not log in.
+func (s *Service) SetUserPassword(ctx context.Context, c *Connection, username, newPw string) (tunnel.Result, error) {
+	creds, pw, err := s.Login(ctx, c)
+	if err != nil {
+		return tunnel.Result{Code: tunnel.CodeAuthFailed, Message: err.Error()}, nil
+	}
+	return s.setPassword(ctx, c.GatewayID, creds, pw, username, newPw)
+}
+
+// LogsIn says whether username logs in with password where c points.
+func (s *Service) LogsIn(ctx context.Context, c *Connection, username, password string) error {
+	creds := c.Credentials
+	creds.Username = username
+	return s.login(ctx, "appconn.(*Service).LogsIn", c.GatewayID, creds, password)
+}
+
+// CheckRoles checks, before any password changes, that each role exists
+// and that c's user may change its password (superuser, or CREATEROLE and,
+// on PostgreSQL 16 and later, the admin option on the role). Through a
+// gateway it checks that c logs in; the rest shows at the first rotation.
+func (s *Service) CheckRoles(ctx context.Context, c *Connection, roles ...string) error {
+	const op = "appconn.(*Service).CheckRoles"
+	creds, pw, err := s.Login(ctx, c)
+	if err != nil {
+		return err
+	}
+	if c.GatewayID != "" {
+		return nil
+	}
+	cfg, err := s.config(ctx, creds, pw)
+	if err != nil {
+		return errs.E(op, errs.Invalid, err.Error())
+	}
+	pc, err := cfg.PgConnConfig()
+	if err != nil {
+		return errs.E(op, errs.Invalid, err.Error())
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return errs.E(op, errs.Invalid, "app connection "+c.Name+" cannot log in")
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, r := range roles {
+		res := conn.ExecParams(ctx, `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+			(SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user),
+			current_setting('server_version_num')::int >= 160000,
+			pg_has_role(current_user, r.oid, 'USAGE WITH ADMIN OPTION'), r.rolsuper
+			FROM pg_roles r WHERE r.rolname = $1`, [][]byte{[]byte(r)}, nil, nil, nil).Read()
+		if res.Err != nil {
+			return errs.Wrap(op, errs.Unavailable, "checking the database roles failed", res.Err)
+		}
+		if len(res.Rows) == 0 {
+			return errs.Ef(op, errs.Invalid, "the database user %q does not exist", r)
+		}
+		row := res.Rows[0]
+		t := func(i int) bool { return string(row[i]) == "t" }
+		switch {
+		case t(0):
+		case t(4):
+			return errs.Ef(op, errs.Invalid, "the database user %q is a superuser: only a superuser may change its password; rotate ordinary users", r)
+		case !t(1):
+			return errs.Ef(op, errs.Invalid, "app connection %s's user %q may not change the password of %q: it needs CREATEROLE (ALTER ROLE %s WITH CREATEROLE)",
+				c.Name, creds.Username, r, creds.Username)
+		case t(2) && !t(3):
+			return errs.Ef(op, errs.Invalid, "app connection %s's user %q may not change the password of %q: on PostgreSQL 16 and later it needs the admin option: GRANT %s TO %s WITH ADMIN OPTION",
+				c.Name, creds.Username, r, r, creds.Username)
+		}
+	}
+	return nil
+}
+
+// ByID returns a connection without checking the caller (for jobs that run
+// as the system, such as secret rotations).
+func (s *Service) ByID(ctx context.Context, id string) (*Connection, error) {
+	return s.find(ctx, `SELECT `+columns+` FROM app_connections WHERE id = $1`, id)
 }

@@ -52,12 +52,18 @@ func apiCall(t *testing.T, srv *e2e.Server, token, method, path, body string) (i
 // pgRole creates a login role in the cluster of db.
 func pgRole(t *testing.T, db testenv.Database, name, password string) {
 	t.Helper()
+	pgRoleExec(t, db, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s'`, name, password))
+}
+
+// pgRoleExec runs a statement as the superuser in db.
+func pgRoleExec(t *testing.T, db testenv.Database, stmt string) {
+	t.Helper()
 	conn, err := pgx.Connect(context.Background(), db.SuperURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s'`, name, password)); err != nil {
+	if _, err := conn.Exec(context.Background(), stmt); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -48,6 +48,42 @@ type Service struct {
 	keyring  *keyring.Keyring
 	projects *project.Service
 	now      func() time.Time
+	owner    OwnerFunc
+}
+
+// OwnerFunc names what owns a secret (a secret rotation), or "": an owned
+// secret is written only by its owner (WriteOwned), not by hand.
+type OwnerFunc func(ctx context.Context, q store.Querier, projectID string, pl Place, name string) (string, error)
+
+// SetOwner sets the check of who owns a secret.
+func (s *Service) SetOwner(f OwnerFunc) { s.owner = f }
+
+// checkOwner refuses a change by hand of an owned secret.
+func (s *Service) checkOwner(ctx context.Context, q store.Querier, projectID string, pl Place, name string) error {
+	if s.owner == nil {
+		return nil
+	}
+	owner, err := s.owner(ctx, q, projectID, pl, name)
+	if err != nil {
+		return err
+	}
+	if owner != "" {
+		return errs.Ef("secrets.checkOwner", errs.Conflict, "secret %s in %s is written by %s and cannot be changed by hand; change or delete that first", name, pl, owner)
+	}
+	return nil
+}
+
+// WriteOwned writes values (name, value pairs) into a folder in tx as the
+// system on behalf of owner (a secret rotation), without the check of
+// hand edits. The folder must exist.
+func (s *Service) WriteOwned(ctx context.Context, tx *sql.Tx, projectID, orgID string, pl Place, owner string, values [][2]string) error {
+	for _, v := range values {
+		sys := &audit.Entry{OrgID: orgID, ActorKind: "system", ActorID: "secret-rotation", ActorName: owner}
+		if _, err := s.write(ctx, tx, projectID, pl, v[0], v[1], "secret.set", map[string]any{"by": owner}, sys); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // New returns a Service.
@@ -99,7 +135,10 @@ func (s *Service) Set(ctx context.Context, projectID string, pl Place, name, val
 	var sec *Secret
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		sec, err = s.write(ctx, tx, proj.ID, pl, name, value, "secret.set", nil)
+		if err := s.checkOwner(ctx, tx, proj.ID, pl, name); err != nil {
+			return err
+		}
+		sec, err = s.write(ctx, tx, proj.ID, pl, name, value, "secret.set", nil, nil)
 		return err
 	})
 	if err != nil {
@@ -110,7 +149,7 @@ func (s *Service) Set(ctx context.Context, projectID string, pl Place, name, val
 
 // write adds a version holding value in tx, checking that the folder exists,
 // and audits it as action.
-func (s *Service) write(ctx context.Context, tx *sql.Tx, projectID string, pl Place, name, value, action string, details map[string]any) (*Secret, error) {
+func (s *Service) write(ctx context.Context, tx *sql.Tx, projectID string, pl Place, name, value, action string, details map[string]any, sys *audit.Entry) (*Secret, error) {
 	const op = "secrets.(*Service).write"
 	if err := folderExists(ctx, tx, projectID, pl); err != nil {
 		return nil, err
@@ -120,10 +159,11 @@ func (s *Service) write(ctx context.Context, tx *sql.Tx, projectID string, pl Pl
 	if err != nil {
 		return nil, err
 	}
-	p := api.PrincipalFrom(ctx)
 	by := "airlock"
-	if p != nil {
+	if p := api.PrincipalFrom(ctx); p != nil && sys == nil {
 		by = p.Name
+	} else if sys != nil {
+		by = sys.ActorName
 	}
 	now := store.Micros(s.now())
 	sec := &Secret{Name: name, Environment: pl.Environment, Path: pl.Path, UpdatedBy: by, UpdatedAt: store.Time(now)}
@@ -143,8 +183,13 @@ func (s *Service) write(ctx context.Context, tx *sql.Tx, projectID string, pl Pl
 		details = map[string]any{}
 	}
 	details["version"] = sec.Version
-	return sec, audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: action, TargetKind: "secret", TargetID: target(pl, name),
-		ProjectID: projectID, Details: details}))
+	ev := audit.Entry{Action: action, TargetKind: "secret", TargetID: target(pl, name), ProjectID: projectID, Details: details}
+	if sys != nil {
+		ev.OrgID, ev.ActorKind, ev.ActorID, ev.ActorName, ev.Outcome = sys.OrgID, sys.ActorKind, sys.ActorID, sys.ActorName, audit.Success
+	} else {
+		ev = audit.By(ctx, ev)
+	}
+	return sec, audit.Record(ctx, tx, ev)
 }
 
 // Get returns a secret with its value: the newest version, or the given
@@ -360,7 +405,10 @@ func (s *Service) Restore(ctx context.Context, projectID string, pl Place, name 
 		if err != nil {
 			return err
 		}
-		sec, err = s.write(ctx, tx, proj.ID, pl, name, string(pt), "secret.restore", map[string]any{"restoredVersion": version})
+		if err := s.checkOwner(ctx, tx, proj.ID, pl, name); err != nil {
+			return err
+		}
+		sec, err = s.write(ctx, tx, proj.ID, pl, name, string(pt), "secret.restore", map[string]any{"restoredVersion": version}, nil)
 		return err
 	})
 	if err != nil {
@@ -394,6 +442,9 @@ func (s *Service) Delete(ctx context.Context, projectID string, pl Place, name s
 		if err != nil {
 			return err
 		}
+		if err := s.checkOwner(ctx, tx, proj.ID, pl, name); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO secret_versions (id, project_id, environment, path, name, version, value_enc, deleted, created_by, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, $9)`,
 			id, proj.ID, pl.Environment, pl.Path, name, version+1, []byte{}, p.Name, store.Micros(s.now())); err != nil {
@@ -406,4 +457,15 @@ func (s *Service) Delete(ctx context.Context, projectID string, pl Place, name s
 		return errs.Wrap(op, errs.Unavailable, "deleting the secret failed", err)
 	}
 	return nil
+}
+
+// Live says whether a folder holds a live secret of that name.
+func Live(ctx context.Context, q store.Querier, projectID string, pl Place, name string) (bool, error) {
+	var deleted bool
+	err := q.QueryRowContext(ctx, `SELECT deleted FROM secret_versions WHERE project_id = $1 AND environment = $2 AND path = $3 AND name = $4
+		ORDER BY version DESC LIMIT 1`, projectID, pl.Environment, pl.Path, name).Scan(&deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil && !deleted, err
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
+	"github.com/airlockpam/airlock/internal/secretrotation"
 	"github.com/airlockpam/airlock/internal/secrets"
 	"github.com/airlockpam/airlock/internal/server/apidocs"
 	"github.com/airlockpam/airlock/internal/session"
@@ -117,9 +118,11 @@ type Server struct {
 	Secrets  *secrets.Service
 	// AppConns are the server's own database logins (app connections).
 	AppConns *appconn.Service
-	PKI      *pki.Manager
-	Relay    *relay.Service
-	Sessions *session.Service
+	// Rotations are the dual-user credential rotations of secrets.
+	Rotations *secretrotation.Service
+	PKI       *pki.Manager
+	Relay     *relay.Service
+	Sessions  *session.Service
 	// Jobs runs the durable jobs (session expiry) on this replica.
 	Jobs   *jobs.Scheduler
 	PAM    *pam.Service
@@ -179,6 +182,9 @@ func (s *Server) init(ctx context.Context) error {
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)
 	s.PAM.UseJobs(s.Jobs)
+	s.Rotations = secretrotation.New(secretrotation.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Secrets: s.Secrets,
+		Conns: s.AppConns, Now: authCfg.Now})
+	s.Rotations.UseJobs(s.Jobs)
 	s.Relay.SetSessions(s.Sessions)
 	// Every change that may take access away ends the live sessions that
 	// lost it as soon as it commits (the expiry job checks again each tick).
@@ -217,6 +223,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Projects.Register(a)
 	s.Secrets.Register(a)
 	s.AppConns.Register(a)
+	s.Rotations.Register(a)
 	s.Relay.Register(a, mux)
 	s.Sessions.Register(a)
 	s.PAM.Register(a)

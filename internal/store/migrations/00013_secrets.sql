@@ -77,7 +77,44 @@ CREATE TABLE app_connections (
     UNIQUE (project_id, name)
 );
 
+-- Dual-user credential rotations (package secretrotation): two database
+-- users take turns; the active one's username and password are written to
+-- two secrets. password1_enc and password2_enc are each user's newest
+-- password; pending_password_enc is a new password of the inactive user
+-- between ALTER ROLE and the store transaction that publishes it.
+CREATE TABLE secret_rotations (
+    id                   TEXT PRIMARY KEY,
+    project_id           TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    name                 TEXT NOT NULL,
+    description          TEXT NOT NULL DEFAULT '',
+    type                 TEXT NOT NULL,             -- postgres-credentials
+    connection_id        TEXT NOT NULL REFERENCES app_connections (id),
+    environment          TEXT NOT NULL,
+    path                 TEXT NOT NULL,
+    interval_days        INTEGER NOT NULL,
+    rotate_at            TEXT NOT NULL,             -- HH:MM, local time in time_zone
+    time_zone            TEXT NOT NULL,             -- IANA name, e.g. Europe/Berlin
+    auto_rotation        BOOLEAN NOT NULL,
+    username1            TEXT NOT NULL,
+    username2            TEXT NOT NULL,
+    username_secret      TEXT NOT NULL,
+    password_secret      TEXT NOT NULL,
+    active_index         INTEGER NOT NULL DEFAULT 0, -- 0 before the first rotation, else 1 or 2
+    password1_enc        BYTEA,
+    password2_enc        BYTEA,
+    pending_index        INTEGER NOT NULL DEFAULT 0,
+    pending_password_enc BYTEA,
+    pending_attempt      TEXT NOT NULL DEFAULT '',
+    status               TEXT NOT NULL DEFAULT '',  -- '', ok, failed
+    last_error           TEXT NOT NULL DEFAULT '',
+    last_rotated_at      BIGINT NOT NULL DEFAULT 0,
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL,
+    UNIQUE (project_id, name)
+);
+
 -- +goose Down
+DROP TABLE secret_rotations;
 DROP TABLE app_connections;
 CREATE TABLE secrets (
     id          TEXT PRIMARY KEY,
