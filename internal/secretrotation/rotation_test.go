@@ -16,6 +16,7 @@ import (
 	"github.com/airlockpam/airlock/internal/appconn"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/jobs"
+	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/secretrotation"
 	"github.com/airlockpam/airlock/internal/secrets"
@@ -49,12 +50,46 @@ type fixture struct {
 	svc     *secretrotation.Service
 	sched   *jobs.Scheduler
 	conn    string // the app connection's name
+	uid     string // alice's user id
 	u1, u2  string
+}
+
+// services builds the services on a store, as a server does.
+func services(db *store.DB, kr *keyring.Keyring, now func() time.Time) (*project.Service, *secrets.Service, *appconn.Service, *secretrotation.Service) {
+	projects := project.New(db, kr, now)
+	sec := secrets.New(db, kr, projects)
+	sec.SetClock(now)
+	conns := appconn.New(appconn.Config{DB: db, Keyring: kr, Projects: projects, Guard: &appconn.Guard{AllowInternal: true}, Now: now})
+	svc := secretrotation.New(secretrotation.Config{DB: db, Keyring: kr, Projects: projects, Secrets: sec, Conns: conns, Now: now})
+	return projects, sec, conns, svc
+}
+
+func openStore(t *testing.T, dir, rootKey string) (*store.DB, *keyring.Keyring) {
+	t.Helper()
+	db, err := store.Open(context.Background(), store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	root, err := keyring.ParseRootKey(rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.New(context.Background(), db, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, kr
 }
 
 func newFixture(t *testing.T, start time.Time) *fixture {
 	t.Helper()
-	db, kr := testenv.OpenStore(t)
+	return newFixtureIn(t, t.TempDir(), keyring.GenerateRootKey(), start)
+}
+
+func newFixtureIn(t *testing.T, dir, rootKey string, start time.Time) *fixture {
+	t.Helper()
+	db, kr := openStore(t, dir, rootKey)
 	if _, err := db.Exec(`INSERT INTO organizations (id, name, created_at) VALUES ('org', 'org', 0)`); err != nil {
 		t.Fatal(err)
 	}
@@ -64,16 +99,14 @@ func newFixture(t *testing.T, start time.Time) *fixture {
 	}
 	f := &fixture{db: db, pg: testenv.SharedPostgres(t), clock: &clock{t: start}}
 	f.ctx = api.WithPrincipal(context.Background(), &api.Principal{Kind: api.SubjectUser, ID: uid, OrgID: "org", Name: "alice@example.com"})
-	projects := project.New(db, kr, f.clock.Now)
+	f.uid = uid
+	var projects *project.Service
+	projects, f.secrets, f.conns, f.svc = services(db, kr, f.clock.Now)
 	p, err := projects.Create(f.ctx, "payments", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.proj = p.ID
-	f.secrets = secrets.New(db, kr, projects)
-	f.secrets.SetClock(f.clock.Now)
-	f.conns = appconn.New(appconn.Config{DB: db, Keyring: kr, Projects: projects, Guard: &appconn.Guard{AllowInternal: true}, Now: f.clock.Now})
-	f.svc = secretrotation.New(secretrotation.Config{DB: db, Keyring: kr, Projects: projects, Secrets: f.secrets, Conns: f.conns, Now: f.clock.Now})
 	f.sched = jobs.New(db, jobs.WithClock(f.clock.Now))
 	f.svc.UseJobs(f.sched)
 

@@ -12,7 +12,7 @@ import (
 // PlaceQuery selects an environment and a folder.
 type PlaceQuery struct {
 	ProjectID   string `path:"projectId" maxLength:"64"`
-	Environment string `query:"environment" required:"true" maxLength:"32" doc:"the environment's slug, such as dev or prod"`
+	Environment string `query:"environment" maxLength:"32" doc:"the environment's slug, such as dev or prod; absent: the project's first environment"`
 	Path        string `query:"path" default:"/" maxLength:"256" doc:"the folder, such as / or /db/orders"`
 }
 

@@ -63,7 +63,7 @@ func (s *Service) authorizePlace(ctx context.Context, op, projectID string, pl P
 	if err != nil {
 		return nil, pl, err
 	}
-	if !envRE.MatchString(pl.Environment) {
+	if pl.Environment != "" && !envRE.MatchString(pl.Environment) {
 		return nil, pl, errs.InvalidField(op, "query.environment", "the environment must be a slug such as dev or prod")
 	}
 	if pl.Path, err = CleanPath(op, "query.path", pl.Path); err != nil {
@@ -72,6 +72,10 @@ func (s *Service) authorizePlace(ctx context.Context, op, projectID string, pl P
 	envs, err := s.environments(ctx, proj.ID)
 	if err != nil {
 		return nil, pl, errs.Wrap(op, errs.Unavailable, "reading the environments failed", err)
+	}
+	if pl.Environment == "" && len(envs) > 0 {
+		// The API before environments: the project's first one.
+		pl.Environment = envs[0].Slug
 	}
 	for _, e := range envs {
 		if e.Slug == pl.Environment {

@@ -248,7 +248,6 @@ func TestNamesValidated(t *testing.T) {
 	for _, tc := range []struct{ env, name, field string }{
 		{"Prod", "A", "query.environment"},
 		{"-prod", "A", "query.environment"},
-		{"", "A", "query.environment"},
 		{"prod", "1A", "path.name"},
 		{"prod", "A B", "path.name"},
 		{"prod", "../A", "path.name"},
@@ -258,6 +257,10 @@ func TestNamesValidated(t *testing.T) {
 		if !errs.Is(err, errs.Invalid) || !errors.As(err, &e) || e.Field != tc.field {
 			t.Errorf("Set(%q, %q): %v, want invalid %s", tc.env, tc.name, err, tc.field)
 		}
+	}
+	// No environment: the project's first one (the API before environments).
+	if sec, err := f.svc.Set(alice, pid, at(""), "NO_ENV", "v"); err != nil || sec.Environment != "dev" {
+		t.Fatalf("Set without an environment = %+v, %v; want dev", sec, err)
 	}
 	if _, err := f.svc.CreateEnvironment(alice, pid, "prod-eu", "Production (EU)"); err != nil {
 		t.Fatal(err)
