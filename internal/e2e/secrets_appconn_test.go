@@ -208,3 +208,42 @@ func TestSecretsAppConnectionSeed(t *testing.T) {
 		t.Fatalf("a refused connection was saved:\n%s", out)
 	}
 }
+
+// TestSecretsAppConnectionThroughGateway: through a gateway the server's
+// internal-address guard does not apply (the server runs without the
+// setting): the gateway logs in, and with platform-managed credentials sets
+// the new password (the original stops working). A gateway the project may
+// not use is refused.
+func TestSecretsAppConnectionThroughGateway(t *testing.T) {
+	w := newWorld(t)
+	conn, err := pgx.Connect(context.Background(), w.pg.SuperURL(testenv.AppDatabase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(context.Background(), `CREATE ROLE gw_rotator LOGIN PASSWORD 'gw-original'`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	args := []string{"app-connections", "create", "postgres", "--project-id", w.project, "--name", "via-gateway", "--gateway", "dc1",
+		"--host", "127.0.0.1", "--port", fmt.Sprint(w.pg.Port), "--database", testenv.AppDatabase, "--username", "gw_rotator",
+		"--password-stdin", "--ssl-ca-file", w.caFile, "--platform-managed"}
+	other := strings.TrimSpace(w.admin.Must("", "projects", "create", "elsewhere"))
+	bad := append([]string{}, args...)
+	bad[4] = other
+	if _, errOut, code := w.admin.Run("gw-original\n", bad...); code == 0 || !strings.Contains(errOut, "allow-project") {
+		t.Fatalf("a gateway the project may not use: exit %d %s", code, errOut)
+	}
+	w.admin.Must("gw-original\n", args...)
+	login := func(pw string) bool {
+		c, err := pgx.Connect(context.Background(), fmt.Sprintf("postgres://gw_rotator:%s@127.0.0.1:%d/%s?sslmode=verify-full&sslrootcert=%s",
+			pw, w.pg.Port, testenv.AppDatabase, w.caFile))
+		if err != nil {
+			return false
+		}
+		c.Close(context.Background())
+		return true
+	}
+	if login("gw-original") {
+		t.Fatal("the original password still logs in after a platform-managed create through the gateway")
+	}
+}
