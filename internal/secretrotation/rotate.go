@@ -47,7 +47,14 @@ func (s *Service) runJob(ctx context.Context, j jobs.Job) (time.Time, error) {
 	if err := s.rotate(ctx, r.ID); err != nil {
 		return time.Time{}, err
 	}
-	return NextRotation(s.cfg.Now(), r.RotationInterval, r.RotateAt, r.TimeZone), nil
+	// Due one interval after the time this run was due (a late run does not
+	// shift the schedule), skipping the times already past (a server that
+	// was down rotates once, not once per missed period).
+	next := NextRotation(j.RunAt, r.RotationInterval, r.RotateAt, r.TimeZone)
+	for now := s.cfg.Now(); !next.After(now); {
+		next = NextRotation(next, r.RotationInterval, r.RotateAt, r.TimeZone)
+	}
+	return next, nil
 }
 
 // RotateNow runs a rotation at once (project admins) and returns it with

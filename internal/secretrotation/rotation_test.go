@@ -368,3 +368,29 @@ func TestMappedSecretsOwned(t *testing.T) {
 		t.Fatalf("after the rotation is gone the secret is an ordinary one: %v", err)
 	}
 }
+
+// TestMissedRotationsRunOnce: a server that was down for several periods
+// rotates once at its next start, and the next rotation is the next
+// rotate-at to come, not a catch-up of every missed one.
+func TestMissedRotationsRunOnce(t *testing.T) {
+	f := newFixture(t, time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	in := f.input("orders-creds")
+	in.TimeZone = "UTC"
+	if _, err := f.svc.Create(f.ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Set(time.Date(2026, 6, 6, 10, 0, 0, 0, time.UTC))
+	f.sched.RunDue(context.Background())
+	f.sched.Wait()
+	h, err := f.secrets.History(f.ctx, f.proj, orders, "PGUSER")
+	if err != nil || len(h) != 2 {
+		t.Fatalf("PGUSER history after five missed days: %+v, %v; want one rotation after the first", h, err)
+	}
+	r, _ := f.svc.Resolve(f.ctx, f.proj, "orders-creds")
+	if want := time.Date(2026, 6, 7, 3, 0, 0, 0, time.UTC); r.NextRotationAt == nil || !r.NextRotationAt.Equal(want) {
+		t.Fatalf("next rotation %v, want %s", r.NextRotationAt, want)
+	}
+	if r.ActiveUsername != f.u2 {
+		t.Fatalf("active user %s, want %s", r.ActiveUsername, f.u2)
+	}
+}
