@@ -196,9 +196,9 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 	uf.StringVar(&tz, "timezone", "", "the time zone of --rotate-at")
 	uf.BoolVar(&auto, "auto-rotation", true, "rotate on the schedule")
 
-	var deleteSecrets bool
+	var deleteSecrets, revoke bool
 	del := &cobra.Command{
-		Use: "delete NAME|ID", Short: "Delete a rotation; the mapped secrets stay unless --delete-secrets (project admins)", Args: cobra.ExactArgs(1),
+		Use: "delete NAME|ID", Short: "Delete a rotation; the mapped secrets and passwords stay unless --delete-secrets, --revoke-credentials (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
@@ -208,6 +208,9 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 			if deleteSecrets {
 				q.Set("deleteSecrets", "true")
 			}
+			if revoke {
+				q.Set("revokeGeneratedCredentials", "true")
+			}
 			if err := c.do(cmd.Context(), http.MethodDelete, rotationsPath+"/"+url.PathEscape(args[0]), q, nil, nil); err != nil {
 				return err
 			}
@@ -216,6 +219,7 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 		},
 	}
 	del.Flags().BoolVar(&deleteSecrets, "delete-secrets", false, "also delete the mapped secrets")
+	del.Flags().BoolVar(&revoke, "revoke-credentials", false, "first give both database users a random password nobody keeps")
 
 	creds := &cobra.Command{
 		Use: "credentials NAME|ID", Short: "Print both users' generated credentials; the read is audited (project admins)", Args: cobra.ExactArgs(1),

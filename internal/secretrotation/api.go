@@ -109,9 +109,10 @@ func (s *Service) Register(a huma.API) {
 		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404},
 	}, func(ctx context.Context, in *struct {
 		RefQuery
-		DeleteSecrets bool `query:"deleteSecrets" doc:"also delete the mapped secrets"`
+		DeleteSecrets     bool `query:"deleteSecrets" doc:"also delete the mapped secrets"`
+		RevokeCredentials bool `query:"revokeGeneratedCredentials" doc:"first give both users a random password nobody keeps"`
 	}) (*struct{}, error) {
-		return nil, api.Err(ctx, s.Delete(ctx, in.ProjectID, in.Ref, in.DeleteSecrets))
+		return nil, api.Err(ctx, s.Delete(ctx, in.ProjectID, in.Ref, in.DeleteSecrets, in.RevokeCredentials))
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "rotate-postgres-credentials", Method: http.MethodPost, Path: base + "/{rotationId}/rotate-secrets", Tags: tags,

@@ -361,8 +361,12 @@ func TestMappedSecretsOwned(t *testing.T) {
 	if err != nil || creds.Active != f.u1 || creds.Accounts[0].Password == "" || !f.logsIn(f.u1, creds.Accounts[0].Password) {
 		t.Fatalf("Credentials = %+v, %v", creds, err)
 	}
-	if err := f.svc.Delete(f.ctx, f.proj, "orders-creds", false); err != nil {
+	u, p := f.published(t)
+	if err := f.svc.Delete(f.ctx, f.proj, "orders-creds", false, true); err != nil {
 		t.Fatal(err)
+	}
+	if f.logsIn(u, p) {
+		t.Fatal("the published credentials still log in after a delete that revokes them")
 	}
 	if _, err := f.secrets.Set(f.ctx, f.proj, orders, "PGPASSWORD", "mine"); err != nil {
 		t.Fatalf("after the rotation is gone the secret is an ordinary one: %v", err)

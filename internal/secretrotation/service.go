@@ -468,8 +468,10 @@ func (s *Service) Update(ctx context.Context, projectID, ref string, in UpdateIn
 }
 
 // Delete removes a rotation (project admins). The mapped secrets stay, as
-// ordinary secrets, unless deleteSecrets; the users keep their passwords.
-func (s *Service) Delete(ctx context.Context, projectID, ref string, deleteSecrets bool) error {
+// ordinary secrets, unless deleteSecrets; the users keep their passwords
+// unless revoke, which first gives both a random password nobody keeps
+// (nothing is deleted when that fails).
+func (s *Service) Delete(ctx context.Context, projectID, ref string, deleteSecrets, revoke bool) error {
 	const op = "secretrotation.(*Service).Delete"
 	r, err := s.Resolve(ctx, projectID, ref)
 	if err != nil {
@@ -477,6 +479,25 @@ func (s *Service) Delete(ctx context.Context, projectID, ref string, deleteSecre
 	}
 	if _, err := s.cfg.Projects.Authorize(ctx, r.ProjectID, project.RoleAdmin); err != nil {
 		return err
+	}
+	if revoke {
+		conn, err := s.cfg.Conns.ByID(ctx, r.ConnectionID)
+		if err != nil {
+			return err
+		}
+		for _, u := range []string{r.Parameters.Username1, r.Parameters.Username2} {
+			pw, err := generatePassword()
+			if err != nil {
+				return err
+			}
+			res, err := s.cfg.Conns.SetUserPassword(ctx, conn, u, pw)
+			if err == nil && !res.OK {
+				err = errors.New(res.Message)
+			}
+			if err != nil {
+				return errs.E(op, errs.Unavailable, "revoking the password of "+u+" failed, so nothing was deleted: "+err.Error())
+			}
+		}
 	}
 	err = s.cfg.DB.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM secret_rotations WHERE id = $1`, r.ID); err != nil {
@@ -486,7 +507,7 @@ func (s *Service) Delete(ctx context.Context, projectID, ref string, deleteSecre
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "secret-rotation.delete", TargetKind: "secret-rotation", TargetID: r.ID,
-			ProjectID: r.ProjectID, Details: map[string]any{"name": r.Name, "deleteSecrets": deleteSecrets}}))
+			ProjectID: r.ProjectID, Details: map[string]any{"name": r.Name, "deleteSecrets": deleteSecrets, "revokeCredentials": revoke}}))
 	})
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the secret rotation failed", err)
