@@ -167,6 +167,9 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Projects = project.New(s.DB, s.Keyring, authCfg.Now)
 	s.Secrets = secrets.New(s.DB, s.Keyring, s.Projects)
+	if authCfg.Now != nil {
+		s.Secrets.SetClock(authCfg.Now)
+	}
 	s.PKI = pki.NewManager(s.DB, s.Keyring, authCfg.Now)
 	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
