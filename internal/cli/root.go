@@ -74,6 +74,7 @@ func NewRootCommand() *cobra.Command {
 		newDBCommand(o),
 		newSessionsCommand(o),
 		newKeygenCommand(o),
+		newSecretsCommand(o), newRunCommand(o), newExportCommand(o), newAppConnectionsCommand(o), newSecretRotationsCommand(o),
 		&cobra.Command{
 			Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 			Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(o.stdout, "airlock", version.Version) },

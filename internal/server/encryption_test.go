@@ -88,7 +88,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 		}
 
 		// A ciphertext copied into another row does not open.
-		_, err := e.sqlDB().Exec(`UPDATE secrets SET value_enc = (SELECT value_enc FROM secrets WHERE name = 'DB_PASSWORD') WHERE name = 'OTHER'`)
+		_, err := e.sqlDB().Exec(`UPDATE secret_versions SET value_enc = (SELECT value_enc FROM secret_versions WHERE name = 'DB_PASSWORD') WHERE name = 'OTHER'`)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,11 @@
 package server
 
 import (
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+
 	"context"
 	"crypto/tls"
 	"database/sql"
@@ -21,6 +26,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/airlockpam/airlock/internal/api"
+	"github.com/airlockpam/airlock/internal/appconn"
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/auth"
 	"github.com/airlockpam/airlock/internal/errs"
@@ -31,6 +37,7 @@ import (
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
+	"github.com/airlockpam/airlock/internal/secretrotation"
 	"github.com/airlockpam/airlock/internal/secrets"
 	"github.com/airlockpam/airlock/internal/server/apidocs"
 	"github.com/airlockpam/airlock/internal/session"
@@ -121,10 +128,14 @@ type Server struct {
 	Auth     *auth.Service
 	Projects *project.Service
 	Secrets  *secrets.Service
-	PKI      *pki.Manager
-	Relay    *relay.Service
-	Sessions *session.Service
-	MFA      *mfa.Service
+	// AppConns are the server's own database logins (app connections).
+	AppConns *appconn.Service
+	// Rotations are the dual-user credential rotations of secrets.
+	Rotations *secretrotation.Service
+	PKI       *pki.Manager
+	Relay     *relay.Service
+	Sessions  *session.Service
+	MFA       *mfa.Service
 	// Jobs runs the durable jobs (session expiry) on this replica.
 	Jobs   *jobs.Scheduler
 	PAM    *pam.Service
@@ -169,6 +180,9 @@ func (s *Server) init(ctx context.Context) error {
 	}
 	s.Projects = project.New(s.DB, s.Keyring, authCfg.Now)
 	s.Secrets = secrets.New(s.DB, s.Keyring, s.Projects)
+	if authCfg.Now != nil {
+		s.Secrets.SetClock(authCfg.Now)
+	}
 	s.PKI = pki.NewManager(s.DB, s.Keyring, authCfg.Now)
 	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
@@ -176,6 +190,8 @@ func (s *Server) init(ctx context.Context) error {
 		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Now: authCfg.Now}); err != nil {
 		return err
 	}
+	s.AppConns = appconn.New(appconn.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Relay: s.Relay, Now: authCfg.Now,
+		Guard: &appconn.Guard{AllowInternal: os.Getenv(appconn.AllowInternalEnv) == "true", Forbidden: storeAddrs(ctx, s.cfg.DatabaseURL)}})
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
 	s.Sessions.SetCurrentTargets(s.currentTarget)
 	if s.MFA, err = mfa.New(mfa.Config{DB: s.DB, Keyring: s.Keyring, Mailer: s.mailer(), Now: authCfg.Now}); err != nil {
@@ -187,6 +203,9 @@ func (s *Server) init(ctx context.Context) error {
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)
 	s.PAM.UseJobs(s.Jobs)
+	s.Rotations = secretrotation.New(secretrotation.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Secrets: s.Secrets,
+		Conns: s.AppConns, Now: authCfg.Now})
+	s.Rotations.UseJobs(s.Jobs)
 	s.Relay.SetSessions(s.Sessions)
 	// Every change that may take access away ends the live sessions that
 	// lost it as soon as it commits (the expiry job checks again each tick).
@@ -224,6 +243,8 @@ func (s *Server) init(ctx context.Context) error {
 	s.Auth.Register(a)
 	s.Projects.Register(a)
 	s.Secrets.Register(a)
+	s.AppConns.Register(a)
+	s.Rotations.Register(a)
 	s.Relay.Register(a, mux)
 	s.Sessions.Register(a)
 	s.MFA.Register(a)
@@ -454,4 +475,18 @@ func (s *Server) OrgID(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	return id, err
+}
+
+// storeAddrs are the addresses of the PostgreSQL store, which app
+// connections may never point at.
+func storeAddrs(ctx context.Context, databaseURL string) []netip.AddrPort {
+	if databaseURL == "" {
+		return nil
+	}
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return nil
+	}
+	port, _ := strconv.Atoi(u.Port())
+	return appconn.StoreAddrs(ctx, u.Hostname(), port)
 }

@@ -1,0 +1,116 @@
+package appconn
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/airlockpam/airlock/internal/api"
+)
+
+type connOut struct {
+	Body struct {
+		AppConnection *Connection `json:"appConnection"`
+	}
+}
+
+func one(c *Connection) *connOut {
+	out := &connOut{}
+	out.Body.AppConnection = c
+	return out
+}
+
+// Register adds the app connection operations to the API.
+func (s *Service) Register(a huma.API) {
+	tags := []string{"App connections"}
+	base := "/api/v1/app-connections/postgres"
+	huma.Register(a, huma.Operation{
+		OperationID: "create-postgres-app-connection", Method: http.MethodPost, Path: base, Tags: tags,
+		Summary: "Add a PostgreSQL app connection; the server logs in with it first (project admins)", Security: api.Secured,
+		Errors: []int{403, 404, 409, 422, 503},
+	}, func(ctx context.Context, in *struct {
+		Body struct {
+			Name                         string      `json:"name" maxLength:"64" doc:"a slug, unique in the project"`
+			Description                  string      `json:"description,omitempty" maxLength:"256"`
+			Method                       string      `json:"method" enum:"username-and-password"`
+			IsPlatformManagedCredentials bool        `json:"isPlatformManagedCredentials,omitempty" doc:"give the user a new random password that only the server knows"`
+			ProjectID                    string      `json:"projectId" maxLength:"64"`
+			GatewayID                    string      `json:"gatewayId,omitempty" maxLength:"64" doc:"log in through this gateway instead of from the server"`
+			Credentials                  Credentials `json:"credentials"`
+		}
+	}) (*connOut, error) {
+		b := in.Body
+		c, err := s.Create(ctx, CreateInput{Name: b.Name, Description: b.Description, Method: b.Method, IsPlatformManagedCredentials: b.IsPlatformManagedCredentials,
+			ProjectID: b.ProjectID, GatewayID: b.GatewayID, Credentials: b.Credentials})
+		return one(c), api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "list-postgres-app-connections", Method: http.MethodGet, Path: base, Tags: tags,
+		Summary: "List a project's PostgreSQL app connections", Security: api.Secured, Errors: []int{404},
+	}, func(ctx context.Context, in *struct {
+		ProjectID string `query:"projectId" required:"true" maxLength:"64"`
+	}) (*struct {
+		Body struct {
+			AppConnections []Connection `json:"appConnections"`
+		}
+	}, error) {
+		list, err := s.List(ctx, in.ProjectID)
+		out := &struct {
+			Body struct {
+				AppConnections []Connection `json:"appConnections"`
+			}
+		}{}
+		out.Body.AppConnections = list
+		return out, api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "get-postgres-app-connection", Method: http.MethodGet, Path: base + "/{connectionId}", Tags: tags,
+		Summary: "Get a PostgreSQL app connection by id", Security: api.Secured, Errors: []int{404},
+	}, func(ctx context.Context, in *struct {
+		ConnectionID string `path:"connectionId" maxLength:"64"`
+	}) (*connOut, error) {
+		c, err := s.Get(ctx, in.ConnectionID)
+		return one(c), api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "get-postgres-app-connection-by-name", Method: http.MethodGet, Path: base + "/connection-name/{connectionName}", Tags: tags,
+		Summary: "Get a project's PostgreSQL app connection by name", Security: api.Secured, Errors: []int{404},
+	}, func(ctx context.Context, in *struct {
+		ConnectionName string `path:"connectionName" maxLength:"64"`
+		ProjectID      string `query:"projectId" required:"true" maxLength:"64"`
+	}) (*connOut, error) {
+		c, err := s.GetByName(ctx, in.ProjectID, in.ConnectionName)
+		return one(c), api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "update-postgres-app-connection", Method: http.MethodPatch, Path: base + "/{connectionId}", Tags: tags,
+		Summary: "Change a PostgreSQL app connection; new credentials or a new gateway log in first (project admins)", Security: api.Secured,
+		Errors: []int{403, 404, 409, 422, 503},
+	}, func(ctx context.Context, in *struct {
+		ConnectionID string `path:"connectionId" maxLength:"64"`
+		Body         struct {
+			Name        *string      `json:"name,omitempty" maxLength:"64"`
+			Description *string      `json:"description,omitempty" maxLength:"256"`
+			GatewayID   *string      `json:"gatewayId,omitempty" maxLength:"64" doc:"\"\" to connect from the server"`
+			Credentials *Credentials `json:"credentials,omitempty" doc:"all settings; the password may be left out to keep the stored one"`
+		}
+	}) (*connOut, error) {
+		b := in.Body
+		c, err := s.Update(ctx, in.ConnectionID, UpdateInput{Name: b.Name, Description: b.Description, GatewayID: b.GatewayID, Credentials: b.Credentials})
+		return one(c), api.Err(ctx, err)
+	})
+	huma.Register(a, huma.Operation{
+		OperationID: "delete-postgres-app-connection", Method: http.MethodDelete, Path: base + "/{connectionId}", Tags: tags,
+		Summary: "Delete a PostgreSQL app connection that no secret rotation uses (project admins)", Security: api.Secured,
+		Errors: []int{403, 404, 409},
+	}, func(ctx context.Context, in *struct {
+		ConnectionID string `path:"connectionId" maxLength:"64"`
+	}) (*connOut, error) {
+		c, err := s.Get(ctx, in.ConnectionID)
+		if err == nil {
+			err = s.Delete(ctx, in.ConnectionID)
+		}
+		return one(c), api.Err(ctx, err)
+	})
+}
