@@ -33,7 +33,7 @@ func newServerCommand(o *options) *cobra.Command {
 	var f serverFlags
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the Airlock control plane (API, gateway relay, session scheduler)",
+		Short: "Run the Airlock control plane (API, web UI, gateway relay, jobs)",
 		Long: `Run the Airlock control plane.
 
 The store is an embedded SQLite file in --data-dir unless --database-url names a
@@ -76,7 +76,7 @@ organization admin; afterwards they are ignored.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:8720", "address to serve the API and the gateway relay on")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8720", "address to serve the API, the web UI and the gateway relay on")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the embedded store (required without --database-url)")
 	fl.StringVar(&f.databaseURL, "database-url", "", "PostgreSQL store, postgres://user:pass@host/db (or AIRLOCK_DATABASE_URL)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (with --tls-key)")
