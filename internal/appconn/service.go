@@ -2,7 +2,6 @@ package appconn
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -280,7 +279,7 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Connection, erro
 	}
 	var newPw string
 	if in.IsPlatformManagedCredentials {
-		if newPw, err = generatePassword(); err != nil {
+		if newPw, err = keyring.NewPassword(); err != nil {
 			return nil, err
 		}
 		c.attempt = uuid.Must(uuid.NewV7()).String()
@@ -323,7 +322,7 @@ func (s *Service) Create(ctx context.Context, in CreateInput) (*Connection, erro
 			return nil, s.keepPending(ctx, op, c, err.Error())
 		}
 		return c, nil
-	case rerr == nil && unchanged(res.Code):
+	case rerr == nil && res.PasswordUnchanged():
 		// The database kept the original password: nothing is kept.
 		s.remove(ctx, c.ID)
 		return nil, errs.E(op, errs.Invalid, "the connection was not saved: setting a new password for "+c.Credentials.Username+" failed: "+res.Message)
@@ -412,33 +411,6 @@ func (s *Service) settle(ctx context.Context, c *Connection) (string, error) {
 		c.pending, c.attempt = nil, ""
 	}
 	return string(pw), nil
-}
-
-func unchanged(code string) bool {
-	switch code {
-	case tunnel.CodeDenied, tunnel.CodeAuthFailed, tunnel.CodeUnreachable, tunnel.CodeTLS, tunnel.CodeNoDatabase, tunnel.CodeInvalid:
-		return true
-	}
-	return false
-}
-
-// generatePassword returns 32 random letters and digits.
-func generatePassword() (string, error) {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 32)
-	for i := range b {
-		for {
-			var one [1]byte
-			if _, err := rand.Read(one[:]); err != nil {
-				return "", err
-			}
-			if one[0] < 248 {
-				b[i] = alphabet[int(one[0])%len(alphabet)]
-				break
-			}
-		}
-	}
-	return string(b), nil
 }
 
 const columns = `id, project_id, name, description, app, method, platform_managed, gateway_id, host, port, database_name, username,

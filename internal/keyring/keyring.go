@@ -226,3 +226,24 @@ func (k *Keyring) DeriveKey(label string) ([]byte, error) {
 	}
 	return key, nil
 }
+
+// NewPassword returns 32 random letters and digits (about 190 bits) from
+// crypto/rand, without modulo bias: a password for a database user that
+// needs no quoting in PostgreSQL or MongoDB.
+func NewPassword() (string, error) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 32)
+	for i := range b {
+		for {
+			var one [1]byte
+			if _, err := rand.Read(one[:]); err != nil {
+				return "", err
+			}
+			if one[0] < 248 { // 248 = 4 × 62
+				b[i] = alphabet[int(one[0])%len(alphabet)]
+				break
+			}
+		}
+	}
+	return string(b), nil
+}

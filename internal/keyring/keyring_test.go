@@ -129,3 +129,20 @@ func TestDeriveKey(t *testing.T) {
 		t.Fatal("an empty label was accepted")
 	}
 }
+
+func TestNewPassword(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		pw, err := keyring.NewPassword()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pw) != 32 || strings.Trim(pw, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != "" {
+			t.Fatalf("NewPassword() = %q: want 32 letters and digits", pw)
+		}
+		if seen[pw] {
+			t.Fatalf("NewPassword() repeated %q", pw)
+		}
+		seen[pw] = true
+	}
+}

@@ -2,7 +2,6 @@ package pam
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/jobs"
+	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
@@ -151,7 +151,7 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 		}
 	}
 	// 2. The new password, sealed as pending before the database changes.
-	newPw, err := generatePassword()
+	newPw, err := keyring.NewPassword()
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -179,7 +179,7 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 			return time.Time{}, err
 		}
 		return s.now().Add(time.Duration(a.rotationDays) * 24 * time.Hour), nil
-	case rerr == nil && unchanged(out.Code):
+	case rerr == nil && out.PasswordUnchanged():
 		// The database surely kept the current password.
 		if _, err := s.db.ExecContext(ctx, `UPDATE accounts SET pending_password_enc = NULL, pending_attempt = '' WHERE id = $1 AND pending_attempt = $2`,
 			a.ID, attempt); err != nil {
@@ -196,16 +196,6 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 		}
 		return time.Time{}, s.rotationFailed(ctx, a, out.Message)
 	}
-}
-
-// unchanged reports whether a rotation that failed with code surely left
-// the password as it was.
-func unchanged(code string) bool {
-	switch code {
-	case tunnel.CodeDenied, tunnel.CodeAuthFailed, tunnel.CodeUnreachable, tunnel.CodeTLS, tunnel.CodeNoDatabase, tunnel.CodeInvalid:
-		return true
-	}
-	return false
 }
 
 // settlePending resolves a pending password left by an attempt: when it
@@ -298,28 +288,6 @@ func (s *Service) orgOf(ctx context.Context, projectID string) (string, error) {
 		return "", fmt.Errorf("reading the account's project failed: %w", err)
 	}
 	return orgID, nil
-}
-
-// generatePassword returns 32 random letters and digits: about 190 bits,
-// and nothing that needs quoting in PostgreSQL or MongoDB.
-func generatePassword() (string, error) {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	for i := range b {
-		// 256 = 4*62 + 8: the bias of a modulo is under 0.4%; reject it.
-		for b[i] >= 248 {
-			var one [1]byte
-			if _, err := rand.Read(one[:]); err != nil {
-				return "", err
-			}
-			b[i] = one[0]
-		}
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b), nil
 }
 
 // RotateNow rotates an account's password at once (project admins) and

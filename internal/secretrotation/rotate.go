@@ -2,7 +2,6 @@ package secretrotation
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -13,9 +12,9 @@ import (
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/jobs"
+	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/store"
-	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
 // KindRotate is the job that runs a secret rotation when it is due.
@@ -106,7 +105,7 @@ func (s *Service) rotate(ctx context.Context, id string) error {
 	if r.active == 1 {
 		target = 2
 	}
-	newPw, err := generatePassword()
+	newPw, err := keyring.NewPassword()
 	if err != nil {
 		return err
 	}
@@ -135,7 +134,7 @@ func (s *Service) rotate(ctx context.Context, id string) error {
 		}
 		// 4. Publish and flip, in one transaction.
 		return s.publish(ctx, r, target, newPw, "")
-	case rerr == nil && unchanged(out.Code):
+	case rerr == nil && out.PasswordUnchanged():
 		if _, err := s.cfg.DB.ExecContext(ctx, `UPDATE secret_rotations SET pending_password_enc = NULL, pending_attempt = '', pending_index = 0
 			WHERE id = $1 AND pending_attempt = $2`, r.ID, attempt); err != nil {
 			return err
@@ -207,31 +206,4 @@ func (s *Service) failed(ctx context.Context, r *Rotation, why string) error {
 		})
 	}
 	return errors.New(why)
-}
-
-func unchanged(code string) bool {
-	switch code {
-	case tunnel.CodeDenied, tunnel.CodeAuthFailed, tunnel.CodeUnreachable, tunnel.CodeTLS, tunnel.CodeNoDatabase, tunnel.CodeInvalid:
-		return true
-	}
-	return false
-}
-
-// generatePassword returns 32 random letters and digits.
-func generatePassword() (string, error) {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 32)
-	for i := range b {
-		for {
-			var one [1]byte
-			if _, err := rand.Read(one[:]); err != nil {
-				return "", err
-			}
-			if one[0] < 248 {
-				b[i] = alphabet[int(one[0])%len(alphabet)]
-				break
-			}
-		}
-	}
-	return string(b), nil
 }

@@ -486,7 +486,7 @@ func (s *Service) Delete(ctx context.Context, projectID, ref string, deleteSecre
 			return err
 		}
 		for _, u := range []string{r.Parameters.Username1, r.Parameters.Username2} {
-			pw, err := generatePassword()
+			pw, err := keyring.NewPassword()
 			if err != nil {
 				return err
 			}

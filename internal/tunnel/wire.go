@@ -169,6 +169,19 @@ type Result struct {
 	Message string `json:"message,omitempty"`
 }
 
+// PasswordUnchanged reports whether a failed rotate request surely left the
+// password as it was: the rotation account could not log in or lacked the
+// privilege, or the request was malformed. Any other failure (the password
+// was set but the new one did not log in, the connection broke) leaves the
+// outcome unknown.
+func (r Result) PasswordUnchanged() bool {
+	switch r.Code {
+	case CodeDenied, CodeAuthFailed, CodeUnreachable, CodeTLS, CodeNoDatabase, CodeInvalid:
+		return !r.OK
+	}
+	return false
+}
+
 // Failure codes of a validation.
 const (
 	CodeAuthFailed  = "auth_failed" // wrong username or password
