@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
-	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/wiremessage"
 
 	"github.com/airlockpam/airlock/internal/proxy/common"
 	"github.com/airlockpam/airlock/internal/tunnel"
@@ -23,41 +22,20 @@ func rotate(ctx context.Context, cfg Config, rot tunnel.Rotation, dial common.Di
 	if rot.Username == "" || rot.NewPassword == "" {
 		return tunnel.Result{Code: tunnel.CodeInvalid, Message: "a rotation needs a user and a new password"}
 	}
-	if err := cfg.Check(); err != nil {
-		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
+	conn, done, res := login(ctx, cfg, dial)
+	if conn == nil {
+		res.Message = "the rotation account could not log in: " + res.Message
+		return res
 	}
-	topo, err := newTopology(cfg, dial)
-	if err != nil {
-		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), disconnectTimeout)
-		defer cancel()
-		_ = topo.Disconnect(dctx)
-	}()
-	conn, err := acquire(ctx, topo, cfg)
-	if err != nil {
-		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: f.code, Message: "the rotation account could not log in: " + f.message}
-	}
-	defer expire(conn)
-
+	defer done()
 	body := bsoncore.NewDocumentBuilder().
 		AppendString("updateUser", rot.Username).
 		AppendString("pwd", rot.NewPassword).
 		AppendString("$db", cfg.authDatabase()).Build()
-	if err := conn.Write(ctx, appendMsg(nil, wiremessage.NextRequestID(), 0, body)); err != nil {
-		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: tunnel.CodeInternal, Message: "sending updateUser failed; the password may have changed: " + f.message}
-	}
-	msg, err := conn.Read(ctx)
+	rp, err := runCommand(ctx, conn, body)
 	if err != nil {
 		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: tunnel.CodeInternal, Message: "the answer to updateUser was lost; the password may have changed: " + f.message}
-	}
-	rp, err := parseReply(msg)
-	if err != nil {
-		return tunnel.Result{Code: tunnel.CodeInternal, Message: "the answer to updateUser is malformed; the password may have changed: " + err.Error()}
+		return tunnel.Result{Code: tunnel.CodeInternal, Message: "the answer to updateUser was lost; the password may have changed: " + redact(f.message, rot.NewPassword)}
 	}
 	if !replyOK(rp.body) {
 		code, m := errorOf(rp.body)

@@ -32,8 +32,34 @@ func Validate(ctx context.Context, cfg Config) tunnel.Result {
 // validate is Validate with the connections opened by dial (nil: the
 // driver's own dialer), as Engine.Validate does with the engine's dialer.
 func validate(ctx context.Context, cfg Config, dial common.DialFunc) tunnel.Result {
+	conn, done, res := login(ctx, cfg, dial)
+	if conn == nil {
+		return res
+	}
+	defer done()
+	pctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout())
+	defer cancel()
+	body := bsoncore.NewDocumentBuilder().AppendInt32("ping", 1).AppendString("$db", cfg.authDatabase()).Build()
+	rp, err := runCommand(pctx, conn, body)
+	if err != nil {
+		f := describeConnectError(cfg, err)
+		return tunnel.Result{Code: f.code, Message: "logged in, but ping failed: " + f.message}
+	}
+	if !replyOK(rp.body) {
+		code, m := errorOf(rp.body)
+		return tunnel.Result{Code: tunnel.CodeInternal, Message: redact(fmt.Sprintf("logged in, but ping failed: %s (code %s)", m, code), cfg.Password)}
+	}
+	return tunnel.Result{OK: true}
+}
+
+// login opens a connection to a writable server of cfg's deployment,
+// authenticated as cfg's user, through dial (nil: the driver's own
+// dialer). On failure conn is nil and res says why, in words that never
+// hold the password; otherwise done closes the connection and its
+// topology.
+func login(ctx context.Context, cfg Config, dial common.DialFunc) (conn *mnet.Connection, done func(), res tunnel.Result) {
 	if err := cfg.Check(); err != nil {
-		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
+		return nil, nil, tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
 	}
 	topo, err := newTopology(cfg, dial)
 	var dnsErr *net.DNSError
@@ -41,44 +67,35 @@ func validate(ctx context.Context, cfg Config, dial common.DialFunc) tunnel.Resu
 		// A mongodb+srv:// host is looked up while the URI is read: a
 		// host that does not resolve is unreachable, not a malformed URI.
 		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: f.code, Message: f.message}
+		return nil, nil, tunnel.Result{Code: f.code, Message: f.message}
 	}
 	if err != nil {
-		return tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
+		return nil, nil, tunnel.Result{Code: tunnel.CodeInvalid, Message: redact(err.Error(), cfg.Password)}
 	}
-	defer func() {
+	disconnect := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), disconnectTimeout)
 		defer cancel()
 		_ = topo.Disconnect(dctx)
-	}()
-	conn, err := acquire(ctx, topo, cfg)
-	if err != nil {
-		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: f.code, Message: f.message}
 	}
-	defer expire(conn)
+	conn, err = acquire(ctx, topo, cfg)
+	if err != nil {
+		disconnect()
+		f := describeConnectError(cfg, err)
+		return nil, nil, tunnel.Result{Code: f.code, Message: f.message}
+	}
+	return conn, func() { expire(conn); disconnect() }, tunnel.Result{}
+}
 
-	pctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout())
-	defer cancel()
-	body := bsoncore.NewDocumentBuilder().AppendInt32("ping", 1).AppendString("$db", cfg.authDatabase()).Build()
-	if err := conn.Write(pctx, appendMsg(nil, wiremessage.NextRequestID(), 0, body)); err != nil {
-		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: f.code, Message: "logged in, but ping failed: " + f.message}
+// runCommand sends one command document on conn and returns its reply.
+func runCommand(ctx context.Context, conn *mnet.Connection, body bsoncore.Document) (*reply, error) {
+	if err := conn.Write(ctx, appendMsg(nil, wiremessage.NextRequestID(), 0, body)); err != nil {
+		return nil, err
 	}
-	msg, err := conn.Read(pctx)
+	msg, err := conn.Read(ctx)
 	if err != nil {
-		f := describeConnectError(cfg, err)
-		return tunnel.Result{Code: f.code, Message: "logged in, but ping failed: " + f.message}
+		return nil, err
 	}
-	rp, err := parseReply(msg)
-	if err != nil {
-		return tunnel.Result{Code: tunnel.CodeInternal, Message: "logged in, but the answer to ping is malformed: " + err.Error()}
-	}
-	if !replyOK(rp.body) {
-		code, m := errorOf(rp.body)
-		return tunnel.Result{Code: tunnel.CodeInternal, Message: redact(fmt.Sprintf("logged in, but ping failed: %s (code %s)", m, code), cfg.Password)}
-	}
-	return tunnel.Result{OK: true}
+	return parseReply(msg)
 }
 
 // writable selects the servers a client's commands may go to: the
