@@ -10,35 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlockpam/airlock/internal/keyring"
 	"github.com/airlockpam/airlock/internal/pki"
-	"github.com/airlockpam/airlock/internal/store"
 	"github.com/airlockpam/airlock/internal/tunnel"
 )
 
-// newCA returns an organization CA backed by a real (SQLite) store.
-func newCA(t *testing.T, orgID string) *pki.CA {
-	t.Helper()
-	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Exec(`INSERT INTO organizations (id, name, created_at) VALUES ($1, 'o', 0)`, orgID); err != nil {
-		t.Fatal(err)
-	}
-	root, _ := keyring.ParseRootKey(keyring.GenerateRootKey())
-	kr, err := keyring.New(ctx, db, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.NewManager(db, kr, nil).ForOrg(ctx, orgID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
+// newCA returns an organization CA backed by a real (SQLite) store, on
+// the real clock.
+func newCA(t *testing.T, orgID string) *pki.CA { return newCAAt(t, orgID, nil) }
 
 func clientCert(t *testing.T, ca *pki.CA, sessionID string, notAfter time.Time) tls.Certificate {
 	t.Helper()
