@@ -78,27 +78,8 @@ func (s *Service) registerMachines(a huma.API) {
 		OperationID: "list-machine-identities", Method: http.MethodGet, Path: "/api/v1/machine-identities", Tags: []string{"Machine identities"},
 		Summary: "List machine identities (organization admins)", Security: api.Secured,
 	}, func(ctx context.Context, _ *struct{}) (*struct{ Body []MachineIdentity }, error) {
-		const op = "auth.listMachineIdentities"
-		p, err := requireOrgAdmin(ctx, op)
-		if err != nil {
-			return nil, api.Err(ctx, err)
-		}
-		rows, err := s.cfg.DB.QueryContext(ctx, `SELECT id, name, client_id, created_at FROM machine_identities WHERE org_id = $1 ORDER BY name`, p.OrgID)
-		if err != nil {
-			return nil, api.Err(ctx, errs.Wrap(op, errs.Unavailable, "listing machine identities failed", err))
-		}
-		defer rows.Close()
-		out := []MachineIdentity{}
-		for rows.Next() {
-			var m MachineIdentity
-			var at int64
-			if err := rows.Scan(&m.ID, &m.Name, &m.ClientID, &at); err != nil {
-				return nil, api.Err(ctx, errs.Wrap(op, errs.Unavailable, "listing machine identities failed", err))
-			}
-			m.CreatedAt = store.Time(at)
-			out = append(out, m)
-		}
-		return &struct{ Body []MachineIdentity }{out}, api.Err(ctx, rows.Err())
+		out, err := s.ListMachineIdentities(ctx)
+		return &struct{ Body []MachineIdentity }{out}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "delete-machine-identity", Method: http.MethodDelete, Path: "/api/v1/machine-identities/{id}", Tags: []string{"Machine identities"},
@@ -109,6 +90,35 @@ func (s *Service) registerMachines(a huma.API) {
 	}) (*struct{}, error) {
 		return nil, api.Err(ctx, s.DeleteMachineIdentity(ctx, in.ID))
 	})
+}
+
+// ListMachineIdentities lists the organization's machine identities
+// (organization admins).
+func (s *Service) ListMachineIdentities(ctx context.Context) ([]MachineIdentity, error) {
+	const op = "auth.(*Service).ListMachineIdentities"
+	p, err := requireOrgAdmin(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.cfg.DB.QueryContext(ctx, `SELECT id, name, client_id, created_at FROM machine_identities WHERE org_id = $1 ORDER BY name`, p.OrgID)
+	if err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "listing machine identities failed", err)
+	}
+	defer rows.Close()
+	out := []MachineIdentity{}
+	for rows.Next() {
+		var m MachineIdentity
+		var at int64
+		if err := rows.Scan(&m.ID, &m.Name, &m.ClientID, &at); err != nil {
+			return nil, errs.Wrap(op, errs.Unavailable, "listing machine identities failed", err)
+		}
+		m.CreatedAt = store.Time(at)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, errs.Wrap(op, errs.Unavailable, "listing machine identities failed", err)
+	}
+	return out, nil
 }
 
 // CreateMachineIdentity creates a machine identity and returns its secret.

@@ -62,17 +62,18 @@ func projectClient(ctx context.Context, projectID *string) (*client, error) {
 }
 
 type project struct {
-	ID                 string    `json:"id"`
-	Name               string    `json:"name"`
-	Description        string    `json:"description"`
-	MaxSessionDuration string    `json:"maxSessionDuration"`
-	Role               string    `json:"role"`
-	LogMaskPatterns    []string  `json:"logMaskPatterns"`
-	LogRedactValues    bool      `json:"logRedactValues"`
-	MaxStatementBytes  int64     `json:"maxStatementBytes"`
-	OversizeStatements string    `json:"oversizeStatements"`
-	CreatedAt          time.Time `json:"createdAt"`
-	UpdatedAt          time.Time `json:"updatedAt"`
+	ID                      string    `json:"id"`
+	Name                    string    `json:"name"`
+	Description             string    `json:"description"`
+	MaxSessionDuration      string    `json:"maxSessionDuration"`
+	Role                    string    `json:"role"`
+	LogMaskPatterns         []string  `json:"logMaskPatterns"`
+	LogRedactValues         bool      `json:"logRedactValues"`
+	MaxStatementBytes       int64     `json:"maxStatementBytes"`
+	OversizeStatements      string    `json:"oversizeStatements"`
+	ConsoleStatementTimeout string    `json:"consoleStatementTimeout"`
+	CreatedAt               time.Time `json:"createdAt"`
+	UpdatedAt               time.Time `json:"updatedAt"`
 }
 
 type member struct {
@@ -180,7 +181,7 @@ organization admins.`,
 	var upDesc, upMax string
 	var upMasks []string
 	var clearMasks, redact bool
-	var maxStmt, oversize string
+	var maxStmt, oversize, consoleTimeout string
 	update := &cobra.Command{
 		Use: "update NAME|ID", Short: "Change a project's settings (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -217,9 +218,12 @@ organization admins.`,
 				}
 				body["oversizeStatements"] = oversize
 			}
+			if cmd.Flags().Changed("console-statement-timeout") {
+				body["consoleStatementTimeout"] = consoleTimeout
+			}
 			if len(body) == 0 {
 				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern, --clear-log-mask-patterns, " +
-					"--log-redact-values, --max-statement-size or --oversize-statements")
+					"--log-redact-values, --max-statement-size, --oversize-statements or --console-statement-timeout")
 			}
 			id, err := c.resolveProject(cmd.Context(), args[0])
 			if err != nil {
@@ -232,9 +236,11 @@ organization admins.`,
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
 				{"Max session", p.MaxSessionDuration}, {"Log mask patterns", strings.Join(p.LogMaskPatterns, "  ")},
 				{"Redact written values", fmt.Sprint(p.LogRedactValues)},
-				{"Max statement size", fmtSize(p.MaxStatementBytes)}, {"Oversize statements", p.OversizeStatements}})
+				{"Max statement size", fmtSize(p.MaxStatementBytes)}, {"Oversize statements", p.OversizeStatements},
+				{"Console statement timeout", p.ConsoleStatementTimeout}})
 		},
 	}
+	update.Flags().StringVar(&consoleTimeout, "console-statement-timeout", "", "the web SQL console's statement timeout, e.g. 30s or 5m (1s to 1h; default 30s)")
 	update.Flags().StringVar(&upDesc, "description", "", "what the project is for")
 	update.Flags().StringVar(&maxStmt, "max-statement-size", "", "the longest statement session logs record whole, e.g. 1MiB, 512KiB or 2097152 (1KiB to 4MiB; default 1MiB)")
 	update.Flags().StringVar(&oversize, "oversize-statements", "", "what happens to a longer statement: refuse (default) or record_ends "+

@@ -196,12 +196,19 @@ func TestWebConsole(t *testing.T) {
 	saveScreenshot(t, b, "web-console-terminated.png")
 }
 
-// TestWebConsoleLimits: a request the page never sends closes only its
-// console; SQL over 1 MiB is refused; at most five live web sessions per
-// user and project.
+// TestWebConsoleLimits: the project's statement timeout holds; a request
+// the page never sends closes only its console; SQL over 1 MiB is
+// refused; at most five live web sessions per user and project.
 func TestWebConsoleLimits(t *testing.T) {
 	w := newWorld(t)
 	w.account("app", w.pg.SCRAMUser)
+	// The statement timeout is a project setting: out of range is refused
+	// and names the flag; 1s is taken.
+	if _, errOut, code := w.admin.Run("", "projects", "update", w.project, "--console-statement-timeout", "2h"); code == 0 ||
+		!strings.Contains(errOut, "--console-statement-timeout") || !strings.Contains(errOut, "1s to 1h") {
+		t.Fatalf("a 2h console timeout: exit %d, %s", code, errOut)
+	}
+	w.admin.Must("", "projects", "update", w.project, "--console-statement-timeout", "1s")
 	b := newWebBrowser(t, w.srv.URL)
 	b.login(w.srv.AdminEmail, w.srv.AdminPassword)
 	open := func() string {
@@ -229,6 +236,15 @@ func TestWebConsoleLimits(t *testing.T) {
 	}
 
 	cid := open()
+	if page := b.text("#console-limits"); !strings.Contains(page, "Statement timeout 1s") {
+		t.Fatalf("the console names its limits as %q, want the project's 1s statement timeout", page)
+	}
+	slow := b.eval(`fetch("/console/` + cid + `/run", {method: "POST", credentials: "same-origin",
+		headers: {"X-CSRF-Token": document.getElementById("console").dataset.csrf, "Content-Type": "application/json"},
+		body: JSON.stringify({sql: "select pg_sleep(5)"})}).then(r => r.json()).then(j => j.error ? j.error.code + " " + j.error.message : JSON.stringify(j))`)
+	if !strings.HasPrefix(slow, "57014 ") || !strings.Contains(slow, "statement timeout") {
+		t.Fatalf("pg_sleep(5) with a 1s console timeout: %s", slow)
+	}
 	big := `JSON.stringify({sql: "select '" + "x".repeat(1100000) + "'"})`
 	if got := post(cid, big); !strings.HasPrefix(got, "413 ") || !strings.Contains(got, "1 MiB") {
 		t.Fatalf("1.1 MB of SQL: %q", got)

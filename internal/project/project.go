@@ -75,8 +75,13 @@ type Project struct {
 	// default) refuses it with a clear error; record_ends runs it and
 	// records its first and last parts and its SHA-256.
 	OversizeStatements string `json:"oversizeStatements" enum:"refuse,record_ends" doc:"what happens to a statement over maxStatementBytes"`
+	// ConsoleStatementTimeout is the browser SQL console's statement
+	// timeout (the connection's statement_timeout), default 30s.
+	ConsoleStatementTimeout string `json:"consoleStatementTimeout" doc:"the web SQL console's statement timeout, as a Go duration; default 30s" example:"30s"`
 	// MaxSession is MaxSessionDuration as a duration.
 	MaxSession time.Duration `json:"-"`
+	// ConsoleTimeout is ConsoleStatementTimeout as a duration.
+	ConsoleTimeout time.Duration `json:"-"`
 }
 
 // Statement limits of session logs.
@@ -91,6 +96,15 @@ const (
 	MaxMaxStatementBytes = 4 << 20
 )
 
+// The web SQL console's statement timeout.
+const (
+	// DefaultConsoleStatementTimeout is the timeout of a project that sets none.
+	DefaultConsoleStatementTimeout = 30 * time.Second
+	// MinConsoleStatementTimeout and MaxConsoleStatementTimeout bound it.
+	MinConsoleStatementTimeout = time.Second
+	MaxConsoleStatementTimeout = time.Hour
+)
+
 // ProjectUpdate changes a project's settings; nil fields stay as they are.
 type ProjectUpdate struct {
 	Description        *string   `json:"description,omitempty" maxLength:"1000"`
@@ -101,6 +115,8 @@ type ProjectUpdate struct {
 	MaxStatementBytes *int64 `json:"maxStatementBytes,omitempty" doc:"the longest statement recorded whole, in bytes: 1024 to 4194304"`
 	// OversizeStatements is refuse or record_ends.
 	OversizeStatements *string `json:"oversizeStatements,omitempty" maxLength:"20" doc:"refuse (default) or record_ends: what happens to a longer statement"`
+	// ConsoleStatementTimeout is a Go duration from 1s to 1h.
+	ConsoleStatementTimeout *string `json:"consoleStatementTimeout,omitempty" maxLength:"20" doc:"the web SQL console's statement timeout, as a Go duration from 1s to 1h"`
 }
 
 // Service manages projects.
@@ -153,7 +169,7 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 	if _, err := uuid.Parse(projectID); err != nil {
 		return nil, notFound
 	}
-	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.max_statement_bytes, p.oversize_statements, p.created_at, p.updated_at, COALESCE(m.role, '')
+	row := s.db.QueryRowContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.max_statement_bytes, p.oversize_statements, p.console_statement_timeout_ms, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.id = $3 AND p.org_id = $4`, p.Kind, p.ID, projectID, p.OrgID)
@@ -178,16 +194,18 @@ func (s *Service) Authorize(ctx context.Context, projectID string, need Role) (*
 
 func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 	var p Project
-	var maxSecs, created, updated int64
+	var maxSecs, consoleMillis, created, updated int64
 	var role, masks string
 	if err := row.Scan(&p.ID, &p.Name, &p.Description, &maxSecs, &masks, &p.LogRedactValues, &p.MaxStatementBytes, &p.OversizeStatements,
-		&created, &updated, &role); err != nil {
+		&consoleMillis, &created, &updated, &role); err != nil {
 		return nil, err
 	}
 	p.LogMaskPatterns = []string{}
 	_ = json.Unmarshal([]byte(masks), &p.LogMaskPatterns)
 	p.MaxSession = time.Duration(maxSecs) * time.Second
 	p.MaxSessionDuration = p.MaxSession.String()
+	p.ConsoleTimeout = time.Duration(consoleMillis) * time.Millisecond
+	p.ConsoleStatementTimeout = p.ConsoleTimeout.String()
 	p.CreatedAt, p.UpdatedAt, p.Role = store.Time(created), store.Time(updated), Role(role)
 	return &p, nil
 }
@@ -236,7 +254,8 @@ func (s *Service) Create(ctx context.Context, name, description, maxSession stri
 	now := s.now()
 	proj := &Project{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Description: description, MaxSession: max, LogMaskPatterns: []string{},
 		MaxStatementBytes: DefaultMaxStatementBytes, OversizeStatements: tunnel.OversizeRefuse,
-		MaxSessionDuration: max.String(), Role: RoleAdmin, CreatedAt: store.Time(store.Micros(now)), UpdatedAt: store.Time(store.Micros(now))}
+		MaxSessionDuration: max.String(), ConsoleTimeout: DefaultConsoleStatementTimeout, ConsoleStatementTimeout: DefaultConsoleStatementTimeout.String(),
+		Role: RoleAdmin, CreatedAt: store.Time(store.Micros(now)), UpdatedAt: store.Time(store.Micros(now))}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO projects (id, org_id, name, description, max_session_seconds, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $6)`, proj.ID, p.OrgID, name, description, int64(max/time.Second), store.Micros(now)); err != nil {
@@ -271,7 +290,7 @@ func (s *Service) List(ctx context.Context) ([]Project, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.max_statement_bytes, p.oversize_statements, p.created_at, p.updated_at, COALESCE(m.role, '')
+	rows, err := s.db.QueryContext(ctx, `SELECT p.id, p.name, p.description, p.max_session_seconds, p.log_mask_patterns, p.log_redact_values, p.max_statement_bytes, p.oversize_statements, p.console_statement_timeout_ms, p.created_at, p.updated_at, COALESCE(m.role, '')
 		FROM projects p
 		LEFT JOIN project_members m ON m.project_id = p.id AND m.subject_kind = $1 AND m.subject_id = $2
 		WHERE p.org_id = $3 AND (m.role IS NOT NULL OR $4)
@@ -356,14 +375,22 @@ func (s *Service) Update(ctx context.Context, projectID string, in ProjectUpdate
 		proj.OversizeStatements = *in.OversizeStatements
 		changes["oversizeStatements"] = proj.OversizeStatements
 	}
+	if in.ConsoleStatementTimeout != nil {
+		d, err := time.ParseDuration(*in.ConsoleStatementTimeout)
+		if err != nil || d < MinConsoleStatementTimeout || d > MaxConsoleStatementTimeout {
+			return nil, errs.InvalidField(op, "body.consoleStatementTimeout", "the console's statement timeout must be a duration from 1s to 1h, such as 30s or 5m")
+		}
+		proj.ConsoleTimeout, proj.ConsoleStatementTimeout = d, d.String()
+		changes["consoleStatementTimeout"] = proj.ConsoleStatementTimeout
+	}
 	logSettings := in.LogMaskPatterns != nil || in.LogRedactValues != nil || in.MaxStatementBytes != nil || in.OversizeStatements != nil
 	masksJSON, _ := json.Marshal(proj.LogMaskPatterns)
 	now := s.now()
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE projects SET description = $1, max_session_seconds = $2, log_mask_patterns = $3, log_redact_values = $4,
-			updated_at = $5, max_statement_bytes = $7, oversize_statements = $8 WHERE id = $6`,
+			updated_at = $5, max_statement_bytes = $7, oversize_statements = $8, console_statement_timeout_ms = $9 WHERE id = $6`,
 			proj.Description, int64(proj.MaxSession/time.Second), string(masksJSON), proj.LogRedactValues, store.Micros(now), proj.ID,
-			proj.MaxStatementBytes, proj.OversizeStatements); err != nil {
+			proj.MaxStatementBytes, proj.OversizeStatements, proj.ConsoleTimeout.Milliseconds()); err != nil {
 			return err
 		}
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "project.update", TargetKind: "project", TargetID: proj.ID,

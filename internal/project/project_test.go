@@ -247,3 +247,33 @@ func TestCreateValidates(t *testing.T) {
 		t.Fatalf("a taken name: %v", err)
 	}
 }
+
+// TestConsoleStatementTimeout: a project's browser-console statement
+// timeout is 30s until its admins change it within 1s to 1h; a bad value
+// names the field and changes nothing.
+func TestConsoleStatementTimeout(t *testing.T) {
+	f := newFixture(t)
+	alice := f.user(t, "org", "alice@example.com", false)
+	p, err := f.svc.Create(alice, "ops", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ConsoleTimeout != project.DefaultConsoleStatementTimeout || p.ConsoleStatementTimeout != "30s" {
+		t.Fatalf("a new project's console timeout: %v %q", p.ConsoleTimeout, p.ConsoleStatementTimeout)
+	}
+	for _, bad := range []string{"0s", "500ms", "61m", "soon"} {
+		_, err := f.svc.Update(alice, p.ID, project.ProjectUpdate{ConsoleStatementTimeout: &bad})
+		var e *errs.Error
+		if !errors.As(err, &e) || e.Code != errs.Invalid || e.Field != "body.consoleStatementTimeout" {
+			t.Errorf("timeout %q: %v, want invalid body.consoleStatementTimeout", bad, err)
+		}
+	}
+	five := "5m"
+	if _, err := f.svc.Update(alice, p.ID, project.ProjectUpdate{ConsoleStatementTimeout: &five}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.svc.Authorize(alice, p.ID, project.RoleViewer)
+	if err != nil || got.ConsoleTimeout.Minutes() != 5 || got.ConsoleStatementTimeout != "5m0s" {
+		t.Fatalf("after setting 5m: %+v %v", got, err)
+	}
+}

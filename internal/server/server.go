@@ -258,7 +258,7 @@ func (s *Server) init(ctx context.Context) error {
 	// other unknown path is the web UI's (HTML).
 	mux.Handle("/api/", web.APIFallback(mux))
 	ui, err := web.New(web.Config{Auth: s.Auth, Projects: s.Projects, PAM: s.PAM, Sessions: s.Sessions, Relay: s.Relay,
-		Audit: s.Audit, API: mux, Now: authCfg.Now, Secure: s.cfg.TLSCert != "", TrustProxyHeaders: s.cfg.TrustProxyHeaders, Version: version.Version})
+		Audit: s.Audit, Machines: s.Auth, API: mux, Now: authCfg.Now, Secure: s.cfg.TLSCert != "", TrustProxyHeaders: s.cfg.TrustProxyHeaders, Version: version.Version})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/airlockpam/airlock/internal/audit"
+	"github.com/airlockpam/airlock/internal/auth"
 	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
@@ -13,17 +14,132 @@ import (
 
 type gatewaysData struct {
 	Gateways []relay.Gateway
+	Form     struct{ Name string }
+	// New is a gateway just created (or given a new token): its one-time
+	// enrollment token is shown on this answer only.
+	New *relay.NewGateway
+	// Domain is this server's URL, for the gateway's command line.
+	Domain string
 }
 
 // gatewayList lists the organization's gateways (organization admins; the
 // relay service refuses anyone else).
 func (h *Handler) gatewayList(w http.ResponseWriter, r *http.Request) {
+	h.renderGateways(w, r, http.StatusOK, gatewaysData{}, "")
+}
+
+func (h *Handler) renderGateways(w http.ResponseWriter, r *http.Request, status int, d gatewaysData, msg string) {
 	gws, err := h.cfg.Relay.ListGateways(r.Context())
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.render(w, r, http.StatusOK, "gateways", view{Title: "Gateways", Nav: "gateways", Data: gatewaysData{Gateways: gws}})
+	d.Gateways, d.Domain = gws, h.origin(r)
+	if d.New != nil {
+		// The page that shows a token is never stored or replayed.
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	h.render(w, r, status, "gateways", view{Title: "Gateways", Nav: "gateways", Error: msg, Data: d})
+}
+
+// gatewayCreate registers a gateway and shows its enrollment token once.
+func (h *Handler) gatewayCreate(w http.ResponseWriter, r *http.Request) {
+	var d gatewaysData
+	d.Form.Name = strings.TrimSpace(r.PostFormValue("name"))
+	g, err := h.cfg.Relay.CreateGateway(r.Context(), d.Form.Name)
+	if err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderGateways(w, r, status, d, msg)
+		return
+	}
+	h.renderGateways(w, r, http.StatusCreated, gatewaysData{New: g}, "")
+}
+
+// gatewayToken issues a new enrollment token for a gateway (a lost token,
+// or a gateway re-installed), shown once.
+func (h *Handler) gatewayToken(w http.ResponseWriter, r *http.Request) {
+	g, err := h.cfg.Relay.NewEnrollmentToken(r.Context(), r.PathValue("gid"))
+	if err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderGateways(w, r, status, gatewaysData{}, msg)
+		return
+	}
+	h.renderGateways(w, r, http.StatusOK, gatewaysData{New: g}, "")
+}
+
+// gatewayDelete deletes a gateway; the page's confirmation says that its
+// resources stop working and sessions through it end.
+func (h *Handler) gatewayDelete(w http.ResponseWriter, r *http.Request) {
+	if err := h.cfg.Relay.DeleteGateway(r.Context(), r.PathValue("gid")); err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderGateways(w, r, status, gatewaysData{}, msg)
+		return
+	}
+	http.Redirect(w, r, "/gateways?done=gateway-deleted", http.StatusSeeOther)
+}
+
+type machinesData struct {
+	Machines []auth.MachineIdentity
+	Form     struct{ Name string }
+	// New is an identity just created; its secret is shown on this answer
+	// only.
+	New    *auth.NewMachineIdentity
+	Domain string
+}
+
+// machineList lists the organization's machine identities (organization
+// admins; the identity service refuses anyone else).
+func (h *Handler) machineList(w http.ResponseWriter, r *http.Request) {
+	h.renderMachines(w, r, http.StatusOK, machinesData{}, "")
+}
+
+func (h *Handler) renderMachines(w http.ResponseWriter, r *http.Request, status int, d machinesData, msg string) {
+	if h.cfg.Machines == nil {
+		h.errorPage(w, r, http.StatusNotFound, "This server does not manage machine identities.")
+		return
+	}
+	list, err := h.cfg.Machines.ListMachineIdentities(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	d.Machines, d.Domain = list, h.origin(r)
+	if d.New != nil {
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	h.render(w, r, status, "machines", view{Title: "Machine identities", Nav: "machines", Error: msg, Data: d})
+}
+
+// machineCreate creates a machine identity and shows its secret once.
+func (h *Handler) machineCreate(w http.ResponseWriter, r *http.Request) {
+	var d machinesData
+	d.Form.Name = strings.TrimSpace(r.PostFormValue("name"))
+	if h.cfg.Machines == nil {
+		h.errorPage(w, r, http.StatusNotFound, "This server does not manage machine identities.")
+		return
+	}
+	m, err := h.cfg.Machines.CreateMachineIdentity(r.Context(), d.Form.Name)
+	if err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderMachines(w, r, status, d, msg)
+		return
+	}
+	h.renderMachines(w, r, http.StatusCreated, machinesData{New: &m}, "")
+}
+
+// machineDelete deletes a machine identity: its tokens are revoked and its
+// live sessions end.
+func (h *Handler) machineDelete(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Machines == nil {
+		h.errorPage(w, r, http.StatusNotFound, "This server does not manage machine identities.")
+		return
+	}
+	if err := h.cfg.Machines.DeleteMachineIdentity(r.Context(), r.PathValue("mid")); err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderMachines(w, r, status, machinesData{}, msg)
+		return
+	}
+	http.Redirect(w, r, "/machine-identities?done=machine-deleted", http.StatusSeeOther)
 }
 
 type auditData struct {

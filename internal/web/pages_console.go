@@ -42,7 +42,7 @@ func (h *Handler) consoleOpen(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ri := infoFrom(r.Context())
-	c, err := h.consoles.Open(r.Context(), tab.Project.ID, r.PathValue("rid"), r.PathValue("aid"), ri.ws.key, tab.Project.MaxSession)
+	c, err := h.consoles.Open(r.Context(), tab.Project.ID, r.PathValue("rid"), r.PathValue("aid"), ri.ws.key, tab.Project.MaxSession, tab.Project.ConsoleTimeout)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -56,7 +56,7 @@ func (h *Handler) consolePage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	d := consoleData{C: c, StatementTimeout: h.consoles.StatementTimeout().String(), IdleTimeout: h.consoles.IdleTimeout().String(),
+	d := consoleData{C: c, StatementTimeout: c.StatementTimeout.String(), IdleTimeout: h.consoles.IdleTimeout().String(),
 		MaxRows: webconsole.MaxRows}
 	h.render(w, r, http.StatusOK, "console", view{Title: "SQL console · " + c.ResourceName + " / " + c.AccountName, Nav: "projects", Data: d})
 }
@@ -131,7 +131,7 @@ func (h *Handler) consoleRun(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"error": fmt.Sprintf("the SQL is %d bytes, over 1 MiB: the console sends at most 1 MiB", len(in.SQL))})
 		return
 	}
-	res, err := c.Run(r.Context(), in.SQL, h.consoles.StatementTimeout()+30*time.Second)
+	res, err := c.Run(r.Context(), in.SQL, c.StatementTimeout+30*time.Second)
 	if err != nil {
 		h.consoleFail(w, r, true, err)
 		return

@@ -115,3 +115,41 @@ func (h *Handler) memberRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	http.Redirect(w, r, "/projects/"+r.PathValue("pid")+"/members?done=member-removed", http.StatusSeeOther)
 }
+
+type settingsData struct {
+	ProjectTab
+	Form struct{ Description, MaxSession, ConsoleTimeout string }
+}
+
+// projectSettings shows a project's settings; its admins change them.
+func (h *Handler) projectSettings(w http.ResponseWriter, r *http.Request) {
+	tab, ok := h.project(w, r, "settings")
+	if !ok {
+		return
+	}
+	d := settingsData{ProjectTab: tab}
+	d.Form.Description, d.Form.MaxSession, d.Form.ConsoleTimeout = tab.Project.Description, tab.Project.MaxSessionDuration, tab.Project.ConsoleStatementTimeout
+	h.render(w, r, http.StatusOK, "settings", view{Title: tab.Project.Name + " settings", Nav: "projects", Data: d})
+}
+
+// projectSettingsSave saves them through the project service (which
+// refuses anyone but the project's admins); a bad value keeps what was
+// typed and names the field.
+func (h *Handler) projectSettingsSave(w http.ResponseWriter, r *http.Request) {
+	tab, ok := h.project(w, r, "settings")
+	if !ok {
+		return
+	}
+	d := settingsData{ProjectTab: tab}
+	d.Form.Description = r.PostFormValue("description")
+	d.Form.MaxSession = strings.TrimSpace(r.PostFormValue("maxSession"))
+	d.Form.ConsoleTimeout = strings.TrimSpace(r.PostFormValue("consoleTimeout"))
+	_, err := h.cfg.Projects.Update(r.Context(), tab.Project.ID, project.ProjectUpdate{Description: &d.Form.Description,
+		MaxSessionDuration: &d.Form.MaxSession, ConsoleStatementTimeout: &d.Form.ConsoleTimeout})
+	if err != nil {
+		status, msg := userError(r.Context(), err)
+		h.render(w, r, status, "settings", view{Title: tab.Project.Name + " settings", Nav: "projects", Error: msg, Data: d})
+		return
+	}
+	http.Redirect(w, r, "/projects/"+tab.Project.ID+"/settings?done=settings-saved", http.StatusSeeOther)
+}

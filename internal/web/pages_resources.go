@@ -376,10 +376,6 @@ func (h *Handler) renderAccounts(w http.ResponseWriter, r *http.Request, status 
 
 // access builds the CLI command that opens a session on an account.
 func (h *Handler) access(r *http.Request, p *project.Project, resource, account string) accessCmd {
-	scheme := "http"
-	if h.secure(r) {
-		scheme = "https"
-	}
 	c := accessCmd{Account: account, Default: "1h"}
 	for _, d := range accessDurations {
 		if dur, _ := time.ParseDuration(d); p.MaxSession == 0 || dur <= p.MaxSession {
@@ -387,9 +383,18 @@ func (h *Handler) access(r *http.Request, p *project.Project, resource, account 
 		}
 	}
 	c.Template = "airlock db access --resource " + shellQuote(resource) + " --account " + shellQuote(account) +
-		" --project-id " + shellQuote(p.ID) + " --duration {duration} --domain " + shellQuote(scheme+"://"+r.Host)
+		" --project-id " + shellQuote(p.ID) + " --duration {duration} --domain " + shellQuote(h.origin(r))
 	c.Command = strings.Replace(c.Template, "{duration}", c.Default, 1)
 	return c
+}
+
+// origin is this server's URL as the browser reached it: the --domain of
+// the commands the pages show.
+func (h *Handler) origin(r *http.Request) string {
+	if h.secure(r) {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:@%+=,-]+$`)

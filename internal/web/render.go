@@ -141,6 +141,9 @@ var notices = map[string]string{
 	"member-removed":   "The member was removed.",
 	"terminated":       "The session was terminated.",
 	"logged-out":       "You are signed out.",
+	"gateway-deleted":  "The gateway was deleted; sessions through it ended.",
+	"machine-deleted":  "The machine identity was deleted; its tokens are revoked.",
+	"settings-saved":   "The project's settings were saved.",
 }
 
 // errorPage writes an HTML error page.

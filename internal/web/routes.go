@@ -50,5 +50,13 @@ func (h *Handler) routes() {
 	m.HandleFunc("POST /sessions/{sid}/terminate", h.page(h.sessionTerminate))
 
 	m.HandleFunc("GET /gateways", h.page(h.gatewayList))
+	m.HandleFunc("POST /gateways", h.page(h.gatewayCreate))
+	m.HandleFunc("POST /gateways/{gid}/token", h.page(h.gatewayToken))
+	m.HandleFunc("POST /gateways/{gid}/delete", h.page(h.gatewayDelete))
+	m.HandleFunc("GET /machine-identities", h.page(h.machineList))
+	m.HandleFunc("POST /machine-identities", h.page(h.machineCreate))
+	m.HandleFunc("POST /machine-identities/{mid}/delete", h.page(h.machineDelete))
+	m.HandleFunc("GET /projects/{pid}/settings", h.page(h.projectSettings))
+	m.HandleFunc("POST /projects/{pid}/settings", h.page(h.projectSettingsSave))
 	m.HandleFunc("GET /audit", h.page(h.auditList))
 }

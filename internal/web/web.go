@@ -36,6 +36,8 @@ type Config struct {
 	Sessions *session.Service
 	Relay    *relay.Service
 	Audit    *audit.Repository
+	// Machines manages machine identities (the identity service).
+	Machines MachineIdentities
 	// API is the server's API handler; logging out calls its logout
 	// operation in-process, so that the login's tokens are revoked,
 	// audited and its sessions ended exactly as `airlock logout` does.

@@ -23,6 +23,14 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, raw string) (*api.Principal, error)
 }
 
+// MachineIdentities is what the machine identities page needs of the
+// identity service.
+type MachineIdentities interface {
+	ListMachineIdentities(ctx context.Context) ([]auth.MachineIdentity, error)
+	CreateMachineIdentity(ctx context.Context, name string) (auth.NewMachineIdentity, error)
+	DeleteMachineIdentity(ctx context.Context, id string) error
+}
+
 // Cookie names: under TLS the __Host- prefix makes the browser refuse a
 // cookie that is not Secure, has a Domain or another Path.
 const (

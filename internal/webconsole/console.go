@@ -94,6 +94,9 @@ type Console struct {
 	Username     string
 	Database     string
 	ExpiresAt    time.Time
+	// StatementTimeout is the connection's statement_timeout (the
+	// project's console setting).
+	StatementTimeout time.Duration
 
 	owner *api.Principal
 	web   string // the web session (browser login) it belongs to

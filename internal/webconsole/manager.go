@@ -41,7 +41,8 @@ type Config struct {
 	Now func() time.Time
 	// IdleTimeout ends a console unused for this long; default 10 minutes.
 	IdleTimeout time.Duration
-	// StatementTimeout is the connection's statement_timeout; default 30 s.
+	// StatementTimeout is the connection's statement_timeout when Open is
+	// given none (the project's setting); default 30 s.
 	StatementTimeout time.Duration
 	// Duration is how long a console's session lasts at most; default 1
 	// hour, capped by the project's maximum session.
@@ -90,9 +91,6 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{cfg: cfg, consoles: map[string]*Console{}}, nil
 }
 
-// StatementTimeout is the consoles' statement timeout.
-func (m *Manager) StatementTimeout() time.Duration { return m.cfg.StatementTimeout }
-
 // IdleTimeout is how long an unused console lives.
 func (m *Manager) IdleTimeout() time.Duration { return m.cfg.IdleTimeout }
 
@@ -100,8 +98,9 @@ func (m *Manager) IdleTimeout() time.Duration { return m.cfg.IdleTimeout }
 // account and connects to it through the relay. webSession names the
 // browser login the console belongs to. maxSession is the project's
 // maximum session (the console's session lasts the shorter of it and
-// Config.Duration).
-func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSession string, maxSession time.Duration) (*Console, error) {
+// Config.Duration). statementTimeout is the project's console statement
+// timeout (zero: Config.StatementTimeout).
+func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSession string, maxSession, statementTimeout time.Duration) (*Console, error) {
 	const op = "webconsole.(*Manager).Open"
 	p, err := api.MustPrincipal(ctx)
 	if err != nil {
@@ -123,7 +122,10 @@ func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSes
 	dial := func(ctx context.Context) (net.Conn, error) { return m.cfg.Dial(ctx, sid, addr) }
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	conn, err := connect(cctx, dial, key, cs.ClientCertificate, cs.CACertificate, cs.GatewayServerName, cs.Username, cs.Database, m.cfg.StatementTimeout)
+	if statementTimeout <= 0 {
+		statementTimeout = m.cfg.StatementTimeout
+	}
+	conn, err := connect(cctx, dial, key, cs.ClientCertificate, cs.CACertificate, cs.GatewayServerName, cs.Username, cs.Database, statementTimeout)
 	if err != nil {
 		m.endSession(p, sid, "the web console could not connect")
 		var e *errs.Error
@@ -135,7 +137,7 @@ func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSes
 	c := &Console{
 		ID: randomID(), SessionID: sid, ProjectID: cs.Session.ProjectID, ResourceID: cs.Session.ResourceID,
 		ResourceName: cs.Session.ResourceName, AccountName: cs.Session.AccountName, Username: cs.Username, Database: cs.Database,
-		ExpiresAt: cs.Session.ExpiresAt, owner: p, web: webSession, conn: conn, opened: m.cfg.Now(), lastUsed: m.cfg.Now(),
+		ExpiresAt: cs.Session.ExpiresAt, StatementTimeout: statementTimeout, owner: p, web: webSession, conn: conn, opened: m.cfg.Now(), lastUsed: m.cfg.Now(),
 		done: make(chan struct{}),
 	}
 	m.mu.Lock()
