@@ -96,11 +96,27 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("the truncation note: %q", got)
 	}
 	saveScreenshot(t, b, "web-console-rows.png")
-	// In a batch of several statements (sent as one simple query), each
-	// result shows at most 1,000 rows too, and says how many came.
-	run("select 1; select g from generate_series(1, 1500) g")
-	if got := b.text("#results"); !strings.Contains(got, "1000 of 1500") {
-		t.Fatalf("a batch's long result: %q", got)
+	// In a batch of several statements, each result shows at most 1,000
+	// rows too, and the rest are not fetched either.
+	run("select 1 as first; select g from generate_series(1, 1500) g; select 3 as third")
+	if got := b.text("#results"); !strings.Contains(got, "first") || !strings.Contains(got, "third") || !strings.Contains(got, "not fetched") {
+		t.Fatalf("a batch with a long result: %q", got)
+	}
+	if n := b.eval(`Promise.resolve(String(document.querySelectorAll("#results .truncated").length))`); n != "1" {
+		t.Fatalf("%s results of the batch say they were cut, want 1", n)
+	}
+	if n := b.eval(`Promise.resolve(String(document.querySelectorAll("#results table.grid tbody tr").length))`); n != "1002" {
+		t.Fatalf("the batch's grids show %s rows, want 1 + 1000 + 1", n)
+	}
+	// A batch is one transaction, as psql -c sends it: an error in it
+	// undoes what ran before.
+	run("insert into web_t values (3, 'x'); select 1/0")
+	if !strings.Contains(b.text("#sql-error"), "22012") {
+		t.Fatalf("the failing batch shows %q", b.text("#sql-error"))
+	}
+	run("select count(*) as n from web_t")
+	if got := b.text("#results table.grid tbody"); strings.TrimSpace(got) != "2" {
+		t.Fatalf("after a failed batch web_t has %q rows, want 2", got)
 	}
 
 	// The schema browser: the account's table and its columns.

@@ -191,9 +191,12 @@ func (c *Console) Run(ctx context.Context, sql string, timeout time.Duration) (*
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if countStatements(sql) == 1 {
-		return c.runOne(ctx, sql)
+	if stmts := splitStatements(sql); len(stmts) == 1 || len(stmts) > 1 && !beginAtomic.MatchString(sql) {
+		return c.runStatements(ctx, stmts)
 	}
+	// No statement (white space, comments), or a batch this console cannot
+	// split: sent as one simple query. Rows over MaxRows are then read
+	// from the database and dropped.
 	start := time.Now()
 	out := &RunResult{Results: []Result{}}
 	mrr := c.conn.Exec(ctx, sql)
@@ -255,18 +258,23 @@ func (c *Console) Run(ctx context.Context, sql string, timeout time.Duration) (*
 	return out, nil
 }
 
-// runOne runs a single statement with the extended protocol, asking for at
-// most MaxRows rows (Execute's row limit): the database sends no more, and
-// the result says that there were more (PortalSuspended) without counting
-// them.
-func (c *Console) runOne(ctx context.Context, sql string) (*RunResult, error) {
-	const op = "webconsole.(*Console).runOne"
+// runStatements runs statements with the extended protocol, asking for at
+// most MaxRows rows of each (Execute's row limit): the database sends no
+// more, and the result says that there were more (PortalSuspended)
+// without counting them. One Sync ends the batch, so that, as for a
+// simple query of several statements, they run in one implicit
+// transaction (unless they hold BEGIN/COMMIT) and an error skips the
+// rest.
+func (c *Console) runStatements(ctx context.Context, stmts []string) (*RunResult, error) {
+	const op = "webconsole.(*Console).runStatements"
 	start := time.Now()
 	fe := c.conn.Frontend()
-	fe.SendParse(&pgproto3.Parse{Query: sql})
-	fe.SendBind(&pgproto3.Bind{})
-	fe.SendDescribe(&pgproto3.Describe{ObjectType: 'P'})
-	fe.SendExecute(&pgproto3.Execute{MaxRows: MaxRows})
+	for _, sql := range stmts {
+		fe.SendParse(&pgproto3.Parse{Query: sql})
+		fe.SendBind(&pgproto3.Bind{})
+		fe.SendDescribe(&pgproto3.Describe{ObjectType: 'P'})
+		fe.SendExecute(&pgproto3.Execute{MaxRows: MaxRows})
+	}
 	fe.SendSync(&pgproto3.Sync{})
 	if err := fe.Flush(); err != nil {
 		c.conn.Close(context.Background())
@@ -279,6 +287,11 @@ func (c *Console) runOne(ctx context.Context, sql string) (*RunResult, error) {
 			res = &Result{}
 		}
 		return res
+	}
+	// done ends the current statement's result.
+	done := func() {
+		out.Results = append(out.Results, *res)
+		res = nil
 	}
 	for {
 		msg, err := c.conn.ReceiveMessage(ctx)
@@ -311,13 +324,17 @@ func (c *Console) runOne(ctx context.Context, sql string) (*RunResult, error) {
 			r := result()
 			tag := pgconn.NewCommandTag(string(m.CommandTag))
 			r.Command, r.RowsAffected = tag.String(), tag.RowsAffected()
+			done()
 		case *pgproto3.PortalSuspended:
 			r := result()
 			r.Truncated = true
 			r.Command, r.RowsAffected = fmt.Sprintf("SELECT %d (more not fetched)", len(r.Rows)), int64(len(r.Rows))
+			done()
 		case *pgproto3.EmptyQueryResponse:
 			result()
+			done()
 		case *pgproto3.ErrorResponse:
+			res = nil // a statement's rows before its error are not its result
 			pe := pgconn.ErrorResponseToPgError(m)
 			out.Error = &SQLError{Severity: pe.Severity, Code: pe.Code, Message: pe.Message, Detail: pe.Detail, Hint: pe.Hint, Position: pe.Position}
 		case *pgproto3.CopyInResponse:
@@ -327,9 +344,6 @@ func (c *Console) runOne(ctx context.Context, sql string) (*RunResult, error) {
 				return nil, errs.Wrap(op, errs.Unavailable, "the connection to the database was lost", err)
 			}
 		case *pgproto3.ReadyForQuery:
-			if res != nil && out.Error == nil {
-				out.Results = append(out.Results, *res)
-			}
 			c.touch(time.Now())
 			out.Elapsed = time.Since(start).Round(time.Millisecond).String()
 			out.TxStatus = c.TxStatus()

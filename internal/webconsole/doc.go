@@ -15,12 +15,14 @@
 //
 // Limits (console.go): one statement batch at a time; a batch of SQL over
 // MaxSQLBytes (1 MiB) is refused before it is sent; at most MaxRows rows
-// of each result are shown: a single statement (split.go counts them) is
-// sent with the extended protocol and Execute's row limit, so the database
-// sends no more; a batch of several goes as one simple query, whose extra
-// rows are read and dropped, and the result says how many came; a statement
-// timeout (StatementTimeout, 30 s by default) set as the connection's
-// statement_timeout startup parameter, so the database enforces it; Cancel
+// of each result are shown: the batch's statements (split.go splits them)
+// are sent with the extended protocol and Execute's row limit under one
+// Sync, so the database sends no more and they run in one implicit
+// transaction as a simple query would (a batch holding BEGIN ATOMIC goes
+// as one simple query, whose extra rows are read and dropped); a statement
+// timeout (the project's consoleStatementTimeout, 30 s by default) set as
+// the connection's statement_timeout startup parameter, so the database
+// enforces it; Cancel
 // sends a real CancelRequest on a new connection of the same session; a
 // console unused for IdleTimeout (10 minutes) ends.
 //

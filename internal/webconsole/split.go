@@ -1,24 +1,37 @@
 package webconsole
 
-import "strings"
+import (
+	"regexp"
+	"strings"
+)
 
-// countStatements counts the statements of a batch of SQL: the parts
-// between semicolons that hold more than white space and comments. It
-// knows PostgreSQL's quoting: '...' (with ” inside), E'...' (with
-// backslash escapes), "..." identifiers, $tag$...$tag$ bodies, -- and
-// nested /* */ comments. It only decides how a batch is sent (one
-// statement: with a row limit); the database parses the SQL itself.
-func countStatements(sql string) int {
-	n := 0
+// countStatements counts the statements of a batch of SQL.
+func countStatements(sql string) int { return len(splitStatements(sql)) }
+
+// beginAtomic finds a SQL-standard function body (BEGIN ATOMIC ... END),
+// whose statements end with semicolons inside the one statement. psql's
+// splitter tracks those bodies; this one does not, so a batch holding one
+// is sent whole, as a simple query.
+var beginAtomic = regexp.MustCompile(`(?i)\bbegin\s+atomic\b`)
+
+// splitStatements splits a batch of SQL into its statements: the parts
+// between semicolons that hold more than white space and comments, each
+// without its semicolon. It knows PostgreSQL's quoting: '...' (with ”
+// inside), E'...' (with backslash escapes), "..." identifiers,
+// $tag$...$tag$ bodies, -- and nested /* */ comments; not BEGIN ATOMIC
+// bodies (see beginAtomic). The database parses each statement.
+func splitStatements(sql string) []string {
+	var out []string
+	start := 0
 	content := false
 	for i := 0; i < len(sql); i++ {
 		ch := sql[i]
 		switch {
 		case ch == ';':
 			if content {
-				n++
+				out = append(out, sql[start:i])
 			}
-			content = false
+			start, content = i+1, false
 			continue
 		case ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f':
 			continue
@@ -67,9 +80,9 @@ func countStatements(sql string) int {
 		}
 	}
 	if content {
-		n++
+		out = append(out, sql[start:])
 	}
-	return n
+	return out
 }
 
 // skipQuoted returns the index of the quote that closes the one at i.

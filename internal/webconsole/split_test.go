@@ -31,6 +31,22 @@ func TestCountStatements(t *testing.T) {
 	}
 }
 
+func TestSplitStatements(t *testing.T) {
+	got := splitStatements("select 1; -- one\nselect ';' /* ; */; $$ ; $$;\n\n")
+	want := []string{"select 1", " -- one\nselect ';' /* ; */", " $$ ; $$"}
+	if len(got) != len(want) {
+		t.Fatalf("splitStatements = %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("statement %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+	if !beginAtomic.MatchString("create function f() returns int begin  ATOMIC select 1; end; select f()") {
+		t.Fatal("BEGIN ATOMIC not found")
+	}
+}
+
 func FuzzCountStatements(f *testing.F) {
 	f.Add("select 1; select $a$;$a$; /* ; */ 'x'")
 	f.Fuzz(func(t *testing.T, sql string) {
