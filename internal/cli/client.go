@@ -177,6 +177,7 @@ var apiFlags = map[string]string{
 	"maxStatementBytes":       "--max-statement-size",
 	"oversizeStatements":      "--oversize-statements",
 	"consoleStatementTimeout": "--console-statement-timeout",
+	"search":                  "--search",
 	"logMaskPatterns":         "--log-mask-pattern",
 	"logRedactValues":         "--log-redact-values",
 }

@@ -126,8 +126,9 @@ The filters are applied by the server: --conn (#2, 2, or a connection id or
 the start or end of one), --kind (query, execute, function_call, copy_in,
 copy_out, command, connect, disconnect; comma-separated), --errors (events
 that failed or whose outcome is not known), --since (an RFC 3339 time, or a
-duration ago such as 10m) and --tail N (the last N matching events). An event
-that fails its integrity check is always listed.`,
+duration ago such as 10m), --search TEXT (statement, parameters, outcome or
+error holding TEXT, ignoring case) and --tail N (the last N matching events).
+An event that fails its integrity check is always listed.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := loggedInClient()
 			if err != nil {
@@ -143,6 +144,7 @@ that fails its integrity check is always listed.`,
 	lfl.BoolVar(&lf.errors, "errors", false, "only events that failed or whose outcome is not known")
 	lfl.IntVar(&lf.tail, "tail", 0, "only the last N matching events (1-1000); with --follow, then the new ones")
 	lfl.StringVar(&lf.since, "since", "", "only events at or after this time (RFC 3339, or a duration ago such as 10m)")
+	lfl.StringVar(&lf.search, "search", "", "only events whose statement, parameters, outcome or error holds this text (ignoring case)")
 	verify := &cobra.Command{
 		Use: "verify ID", Short: "Check that a session's log is whole: no event removed or altered (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -23,11 +23,12 @@ type logFlags struct {
 	errors bool
 	tail   int
 	since  string
+	search string
 }
 
 // filtered reports whether the flags select some events only.
 func (f *logFlags) filtered() bool {
-	return f.conn != "" || len(f.kinds) > 0 || f.errors || f.since != "" || f.tail > 0
+	return f.conn != "" || len(f.kinds) > 0 || f.errors || f.since != "" || f.tail > 0 || f.search != ""
 }
 
 // logKinds are the event kinds (sessionlog.Kind*) this version records.
@@ -101,6 +102,9 @@ func (o *options) sessionLogs(ctx context.Context, c *client, id string, f logFl
 			return fmt.Errorf("--since: %w", err)
 		}
 		q.Set("since", t.UTC().Format(time.RFC3339Nano))
+	}
+	if f.search != "" {
+		q.Set("search", f.search)
 	}
 	conns := &connNumbers{byID: map[string]int{}}
 	if f.filtered() {

@@ -215,6 +215,20 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("psql after the termination: %+v", r)
 	}
 
+	// Search inside the logs: the session is listed with its matching
+	// event under it; text nobody ran lists nothing; so does a time range
+	// before it.
+	b.open("/sessions", "#session-filter")
+	b.do(chromedp.SetValue(chromedp.ID("log-search"), "WEB-UI-"), chromedp.Click(chromedp.ID("apply-session-filter")),
+		chromedp.WaitVisible(chromedp.CSS("tr.matches")))
+	if m := b.text("tr.matches"); !strings.Contains(m, "'web-ui-' || 42") || !strings.Contains(m, "SELECT 1") {
+		t.Fatalf("the search shows %q", m)
+	}
+	saveScreenshot(t, b, "sessions-search.png")
+	b.open("/sessions?q=drop+table+nobody", "#no-sessions")
+	b.open("/sessions?to=2001-01-01", "#no-sessions")
+	b.open("/sessions?from=yesterday-ish", "#error")
+
 	// Forged requests: a same-origin script without the CSRF token, and a
 	// form on another origin that even carries a valid token.
 	b.open("/projects", "#project-form")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -71,7 +72,15 @@ type LogQuery struct {
 	// Since keeps the events at or after this time (the time a request was
 	// sent, a connection opened or ended).
 	Since time.Time
+	// Search keeps the events whose statement, parameters, command,
+	// collection, outcome or error holds this text, ignoring case. The
+	// events are sealed in the store, so the server searches what it
+	// opens.
+	Search string
 }
+
+// MaxSearchLen bounds LogQuery.Search.
+const MaxSearchLen = 200
 
 // DefaultLogLimit is the page size of Logs when LogQuery.Limit is 0.
 const DefaultLogLimit = 200
@@ -83,7 +92,7 @@ var maxLogScan = 20_000
 
 // filtered reports whether q filters events.
 func (q *LogQuery) filtered() bool {
-	return q.Conn != "" || len(q.Kinds) > 0 || q.Errors || !q.Since.IsZero()
+	return q.Conn != "" || len(q.Kinds) > 0 || q.Errors || !q.Since.IsZero() || q.Search != ""
 }
 
 // match reports whether ev passes q's filters.
@@ -99,8 +108,34 @@ func (q *LogQuery) match(ev *sessionlog.Event) bool {
 		return false
 	case !q.Since.IsZero() && ev.Time.Before(q.Since):
 		return false
+	case q.Search != "" && !holds(ev, q.Search):
+		return false
 	}
 	return true
+}
+
+// holds reports whether an event's words hold text, ignoring case.
+func holds(ev *sessionlog.Event, text string) bool {
+	has := func(s string) bool { return s != "" && containsFold(s, text) }
+	if has(ev.Statement) || has(ev.Command) || has(ev.Collection) || has(ev.Outcome) || has(ev.ErrorMsg) || has(ev.ErrorCode) {
+		return true
+	}
+	return slices.ContainsFunc(ev.Params, has)
+}
+
+// containsFold is strings.Contains ignoring case (Unicode simple folding).
+func containsFold(s, sub string) bool {
+	if len(sub) == 0 {
+		return true
+	}
+	for i := 0; i+len(sub) <= len(s); {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+		_, n := utf8.DecodeRuneInString(s[i:])
+		i += n
+	}
+	return false
 }
 
 // Failed reports whether an event records something that failed or whose
@@ -126,6 +161,8 @@ func (s *Service) Logs(ctx context.Context, id string, q LogQuery) (*Logs, error
 		return nil, errs.InvalidField(op, "limit", fmt.Sprintf("the page size must be between 1 and %d", sessionlog.MaxListLimit))
 	case q.Tail < 0 || q.Tail > sessionlog.MaxListLimit:
 		return nil, errs.InvalidField(op, "tail", fmt.Sprintf("the tail must be between 1 and %d events", sessionlog.MaxListLimit))
+	case len(q.Search) > MaxSearchLen:
+		return nil, errs.InvalidField(op, "search", fmt.Sprintf("the search text must be at most %d bytes", MaxSearchLen))
 	}
 	if q.Limit == 0 {
 		q.Limit = DefaultLogLimit
@@ -255,9 +292,10 @@ func (s *Service) registerLogs(a huma.API) {
 		Kind      []string  `query:"kind" maxItems:"16" doc:"only events of these kinds (query, execute, function_call, copy_in, copy_out, command, connect, disconnect), comma-separated"`
 		Errors    bool      `query:"errors" doc:"only events that failed or whose outcome is not known: an error code, a refusal, a cancel, 'outcome unknown', a connection refused or ended by the session's end"`
 		Since     time.Time `query:"since" doc:"only events at or after this RFC 3339 time"`
+		Search    string    `query:"search" maxLength:"200" doc:"only events whose statement, parameters, command, collection, outcome or error holds this text (ignoring case)"`
 	}) (*struct{ Body *Logs }, error) {
 		l, err := s.Logs(ctx, in.SessionID, LogQuery{After: in.After, Limit: in.Limit, Tail: in.Tail,
-			Conn: in.Conn, Kinds: in.Kind, Errors: in.Errors, Since: in.Since})
+			Conn: in.Conn, Kinds: in.Kind, Errors: in.Errors, Since: in.Since, Search: in.Search})
 		return &struct{ Body *Logs }{l}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{

@@ -92,6 +92,11 @@ func TestLogsFilters(t *testing.T) {
 		{"tail of errors", session.LogQuery{Tail: 2, Errors: true}, "27 30", 30, false, 0},
 		{"tail of a connection", session.LogQuery{Tail: 4, Conn: connA}, "23 25 27 29", 30, false, 0},
 		{"tail of connects", session.LogQuery{Tail: 5, Kinds: []string{"connect"}}, "1 2", 30, false, 0},
+		{"search a statement", session.LogQuery{Search: "/0"}, "7 12 17 22 27", 30, false, 0},
+		{"search ignores case", session.LogQuery{Search: "USER=b"}, "2", 30, false, 0},
+		{"search an error code", session.LogQuery{Search: "22012", Conn: connB}, "12 22", 30, false, 0},
+		{"search, the tail", session.LogQuery{Search: "/0", Tail: 2}, "22 27", 30, false, 0},
+		{"search finds nothing", session.LogQuery{Search: "drop table"}, "", 30, false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,7 +117,7 @@ func TestLogsFilters(t *testing.T) {
 	if _, err := w.sessions.Logs(w.alice, id, session.LogQuery{Errors: true}); err != nil {
 		t.Fatalf("the project admin reads the log: %v", err)
 	}
-	for _, q := range []session.LogQuery{{After: -1}, {Limit: 1001}, {Tail: -1}, {Tail: 1001}} {
+	for _, q := range []session.LogQuery{{After: -1}, {Limit: 1001}, {Tail: -1}, {Tail: 1001}, {Search: strings.Repeat("x", 201)}} {
 		if _, err := w.sessions.Logs(w.bob, id, q); err == nil {
 			t.Errorf("Logs(%+v) accepted", q)
 		}
