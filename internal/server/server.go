@@ -262,6 +262,7 @@ func (s *Server) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ui.UseSecrets(s.Secrets, s.AppConns, s.Rotations)
 	mux.Handle("/", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

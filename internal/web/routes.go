@@ -49,6 +49,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /sessions/{sid}", h.page(h.sessionPage))
 	m.HandleFunc("POST /sessions/{sid}/terminate", h.page(h.sessionTerminate))
 
+	h.secretRoutes() // pages_secrets.go: secrets, app connections, secret rotations
+
 	m.HandleFunc("GET /gateways", h.page(h.gatewayList))
 	m.HandleFunc("POST /gateways", h.page(h.gatewayCreate))
 	m.HandleFunc("POST /gateways/{gid}/token", h.page(h.gatewayToken))

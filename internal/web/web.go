@@ -89,6 +89,7 @@ type Handler struct {
 	handler  http.Handler
 	pages    *pages
 	consoles *webconsole.Manager
+	sec      secretsDeps // the secrets pages' services (UseSecrets)
 }
 
 // New returns the UI's handler.
