@@ -190,8 +190,10 @@ func (s *Service) publish(ctx context.Context, r *Rotation, i int, pw, note stri
 	return nil
 }
 
-// failed records why a rotation failed (on it and in the audit log) and
-// returns the reason as an error, so that the job retries.
+// failed records why a rotation failed (on it and in the audit log), emails
+// the project's admins when it follows a success (notify.go; not when a
+// rotation's first run, at its creation, fails), and returns
+// the reason as an error, so that the job retries.
 func (s *Service) failed(ctx context.Context, r *Rotation, why string) error {
 	ctx = context.WithoutCancel(ctx)
 	var orgID string
@@ -204,6 +206,9 @@ func (s *Service) failed(ctx context.Context, r *Rotation, why string) error {
 				Action: "secret-rotation.rotate", Outcome: audit.Failure, TargetKind: "secret-rotation", TargetID: r.ID, ProjectID: r.ProjectID,
 				Details: map[string]any{"name": r.Name, "error": why}})
 		})
+	}
+	if r.RotationStatus == "ok" {
+		s.notify(ctx, r, why)
 	}
 	return errors.New(why)
 }

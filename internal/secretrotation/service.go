@@ -99,6 +99,8 @@ type Service struct {
 	// afterChange runs after the database took a new password and before
 	// it is published (tests stop a rotation there).
 	afterChange func() error
+	// mailer tells the project's admins of a failure (notify.go).
+	mailer Mailer
 }
 
 // New returns a Service; it owns the mapped secrets and the connections

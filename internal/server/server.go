@@ -206,6 +206,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Rotations = secretrotation.New(secretrotation.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Secrets: s.Secrets,
 		Conns: s.AppConns, Now: authCfg.Now})
 	s.Rotations.UseJobs(s.Jobs)
+	s.Rotations.SetMailer(s.rotationMailer())
 	s.Relay.SetSessions(s.Sessions)
 	// Every change that may take access away ends the live sessions that
 	// lost it as soon as it commits (the expiry job checks again each tick).
