@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/audit"
@@ -30,10 +29,12 @@ const (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 
-// Relay reaches a gateway: a login check, and a password change.
+// Relay reaches a gateway: a login check, a password change, and a check
+// of the users a rotation changes.
 type Relay interface {
 	Validate(ctx context.Context, gatewayID string, t tunnel.Target) error
 	Rotate(ctx context.Context, gatewayID string, admin tunnel.Target, rot tunnel.Rotation) (tunnel.Result, error)
+	CheckRoles(ctx context.Context, gatewayID string, admin tunnel.Target, roles []string) (tunnel.Result, error)
 	ResolveGateway(ctx context.Context, orgID, nameOrID string) (id, name string, err error)
 	GatewayAllowed(ctx context.Context, gatewayID, projectID string) (bool, error)
 }
@@ -667,57 +668,39 @@ func (s *Service) LogsIn(ctx context.Context, c *Connection, username, password 
 
 // CheckRoles checks, before any password changes, that each role exists
 // and that c's user may change its password (superuser, or CREATEROLE and,
-// on PostgreSQL 16 and later, the admin option on the role). Through a
-// gateway it checks that c logs in; the rest shows at the first rotation.
+// on PostgreSQL 16 and later, the admin option on the role):
+// postgres.CheckRoles, run by the server or, for a connection through a
+// gateway, by the gateway. Nothing is changed.
 func (s *Service) CheckRoles(ctx context.Context, c *Connection, roles ...string) error {
 	const op = "appconn.(*Service).CheckRoles"
 	creds, pw, err := s.Login(ctx, c)
 	if err != nil {
 		return err
 	}
+	var res tunnel.Result
 	if c.GatewayID != "" {
+		if s.cfg.Relay == nil {
+			return errs.E(op, errs.Unavailable, "app connection "+c.Name+" goes through a gateway, and this server has no relay")
+		}
+		if res, err = s.cfg.Relay.CheckRoles(ctx, c.GatewayID, target(c.GatewayID, creds, pw), roles); err != nil {
+			return errs.Wrap(op, errs.Unavailable, "app connection "+c.Name+": the gateway could not check the database users "+
+				"(it may be offline, or older than this server: upgrade it)", err)
+		}
+	} else {
+		cfg, err := s.config(ctx, creds, pw)
+		if err != nil {
+			return errs.E(op, errs.Invalid, err.Error())
+		}
+		res = postgres.CheckRoles(ctx, cfg, roles)
+	}
+	if res.OK {
 		return nil
 	}
-	cfg, err := s.config(ctx, creds, pw)
-	if err != nil {
-		return errs.E(op, errs.Invalid, err.Error())
+	code := errs.Invalid
+	if res.Code == tunnel.CodeInternal {
+		code = errs.Unavailable
 	}
-	pc, err := cfg.PgConnConfig()
-	if err != nil {
-		return errs.E(op, errs.Invalid, err.Error())
-	}
-	conn, err := pgconn.ConnectConfig(ctx, pc)
-	if err != nil {
-		return errs.E(op, errs.Invalid, "app connection "+c.Name+" cannot log in")
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	for _, r := range roles {
-		res := conn.ExecParams(ctx, `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-			(SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user),
-			current_setting('server_version_num')::int >= 160000,
-			pg_has_role(current_user, r.oid, 'USAGE WITH ADMIN OPTION'), r.rolsuper
-			FROM pg_roles r WHERE r.rolname = $1`, [][]byte{[]byte(r)}, nil, nil, nil).Read()
-		if res.Err != nil {
-			return errs.Wrap(op, errs.Unavailable, "checking the database roles failed", res.Err)
-		}
-		if len(res.Rows) == 0 {
-			return errs.Ef(op, errs.Invalid, "the database user %q does not exist", r)
-		}
-		row := res.Rows[0]
-		t := func(i int) bool { return string(row[i]) == "t" }
-		switch {
-		case t(0):
-		case t(4):
-			return errs.Ef(op, errs.Invalid, "the database user %q is a superuser: only a superuser may change its password; rotate ordinary users", r)
-		case !t(1):
-			return errs.Ef(op, errs.Invalid, "app connection %s's user %q may not change the password of %q: it needs CREATEROLE (ALTER ROLE %s WITH CREATEROLE)",
-				c.Name, creds.Username, r, creds.Username)
-		case t(2) && !t(3):
-			return errs.Ef(op, errs.Invalid, "app connection %s's user %q may not change the password of %q: on PostgreSQL 16 and later it needs the admin option: GRANT %s TO %s WITH ADMIN OPTION",
-				c.Name, creds.Username, r, r, creds.Username)
-		}
-	}
-	return nil
+	return errs.E(op, code, "app connection "+c.Name+": "+res.Message)
 }
 
 // ByID returns a connection without checking the caller (for jobs that run

@@ -252,6 +252,8 @@ func (a *Agent) handle(ctx context.Context, st net.Conn) {
 	case tunnel.TypeRotate:
 		res := a.rotate(ctx, h.Target, h.Rotation)
 		tunnel.WriteFrame(st, res)
+	case tunnel.TypeCheckRoles:
+		tunnel.WriteFrame(st, a.checkRoles(ctx, h.Target, h.Roles))
 	case tunnel.TypeTerminate:
 		if h.SessionID == "" {
 			tunnel.WriteFrame(st, tunnel.Result{Code: tunnel.CodeInvalid, Message: "terminate: no session id"})
@@ -305,6 +307,31 @@ func (a *Agent) rotate(ctx context.Context, admin *tunnel.Target, rot *tunnel.Ro
 	res := e.Rotate(rctx, *admin, *rot)
 	a.log.Info("rotated a password", "resource", admin.ResourceID, "username", rot.Username, "ok", res.OK, "code", res.Code)
 	return res
+}
+
+// roleChecker is an engine that checks the users a rotation would change
+// (the PostgreSQL engine).
+type roleChecker interface {
+	CheckRoles(ctx context.Context, admin tunnel.Target, roles []string) tunnel.Result
+}
+
+// checkRoles checks, changing nothing, that roles exist and that admin's
+// user may change their passwords (tunnel.TypeCheckRoles), through the
+// target policy like every dial.
+func (a *Agent) checkRoles(ctx context.Context, admin *tunnel.Target, roles []string) tunnel.Result {
+	if admin == nil {
+		return tunnel.Result{Code: tunnel.CodeInvalid, Message: "check-roles: no target"}
+	}
+	rc, ok := a.engines[admin.Kind].(roleChecker)
+	if !ok {
+		return tunnel.Result{Code: tunnel.CodeInvalid, Message: fmt.Sprintf("this gateway cannot check the users of %q resources", admin.Kind)}
+	}
+	if err := a.checkTarget(ctx, *admin); err != nil {
+		return tunnel.Result{Code: tunnel.CodeUnreachable, Message: err.Error()}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	return rc.CheckRoles(cctx, *admin, roles)
 }
 
 // serveData terminates the CLI's mTLS and serves the database protocol.

@@ -298,6 +298,14 @@ func (s *Service) Rotate(ctx context.Context, gatewayID string, admin tunnel.Tar
 	return s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeRotate, Target: &admin, Rotation: &rot})
 }
 
+// CheckRoles asks the gateway to check, changing nothing, that each of
+// roles exists and that admin's user may change its password
+// (postgres.CheckRoles). The Result says what was found; an error means
+// the gateway could not be asked or did not answer.
+func (s *Service) CheckRoles(ctx context.Context, gatewayID string, admin tunnel.Target, roles []string) (tunnel.Result, error) {
+	return s.request(ctx, gatewayID, tunnel.Header{Type: tunnel.TypeCheckRoles, Target: &admin, Roles: roles})
+}
+
 // Validate asks the gateway to log in with the target's credentials. A
 // refusal is an Invalid error saying why. Only an organization admin gets
 // the gateway's own words (which may quote the far end: a banner, a TLS

@@ -28,8 +28,11 @@ const (
 	TypeUpdate    = "update"    // apply new settings (MaskPatterns, RedactValues, statement limits) to live SessionID
 	TypeRenew     = "renew"     // gateway -> server: CSR for a new certificate; Result.Certificate answers
 	TypeRotate    = "rotate"    // set Rotation.Username's password as Target's user, then log in with it
-	TypeHeartbeat = "heartbeat"
-	TypeEvents    = "events" // gateway -> server: a batch of session events follows
+	// TypeCheckRoles checks, changing nothing, that each of Roles exists and
+	// that Target's user may change its password (secret rotations).
+	TypeCheckRoles = "check-roles"
+	TypeHeartbeat  = "heartbeat"
+	TypeEvents     = "events" // gateway -> server: a batch of session events follows
 )
 
 // Resource kinds.
@@ -128,6 +131,8 @@ type Header struct {
 	// Rotation is the password change of a rotate stream, made as Target's
 	// user (the resource's rotation account).
 	Rotation *Rotation `json:"rotation,omitempty"`
+	// Roles are the database users of a check-roles stream.
+	Roles []string `json:"roles,omitempty"`
 }
 
 // Rotation asks a gateway to set the password of the database user
