@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/airlockpam/airlock/internal/appconn"
+	"github.com/airlockpam/airlock/internal/errs"
 	"github.com/airlockpam/airlock/internal/pam"
 )
 
@@ -128,6 +129,9 @@ func (h *Handler) appConnCreate(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		status, msg := userError(r.Context(), err)
+		if label := appConnLabels[fieldOf(err)]; label != "" {
+			msg = label + ": " + msg
+		}
 		h.renderAppConnForm(w, r, status, f, msg)
 		return
 	}
@@ -137,10 +141,24 @@ func (h *Handler) appConnCreate(w http.ResponseWriter, r *http.Request) {
 // appConnDelete deletes a connection; one a rotation uses is refused with
 // the rotation's name.
 func (h *Handler) appConnDelete(w http.ResponseWriter, r *http.Request) {
-	if err := h.sec.conns.Delete(r.Context(), r.PathValue("cid")); err != nil {
+	c, err := h.sec.conns.Get(r.Context(), r.PathValue("cid"))
+	if err == nil && c.ProjectID != r.PathValue("pid") {
+		err = errs.E("web.appConnDelete", errs.NotFound, "no such app connection in this project")
+	}
+	if err == nil {
+		err = h.sec.conns.Delete(r.Context(), c.ID)
+	}
+	if err != nil {
 		status, msg := userError(r.Context(), err)
 		h.renderAppConns(w, r, status, msg)
 		return
 	}
 	http.Redirect(w, r, "/projects/"+r.PathValue("pid")+"/app-connections?done=appconn-deleted", http.StatusSeeOther)
+}
+
+// appConnLabels name the form's fields of the service's errors.
+var appConnLabels = map[string]string{
+	"body.name": "Name", "body.method": "Method", "body.gatewayId": "Gateway", "body.credentials.host": "Host",
+	"body.credentials.port": "Port", "body.credentials.database": "Database", "body.credentials.username": "Username",
+	"body.credentials.password": "Password", "body.credentials.sslCertificate": "CA certificate",
 }

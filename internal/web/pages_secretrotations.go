@@ -140,7 +140,24 @@ func readWizard(r *http.Request) wizard {
 	return z
 }
 
+// wizardAdmin refuses the wizard's posts to anyone but the project's
+// admins before any step is checked (a check logs in to the database).
+func (h *Handler) wizardAdmin(w http.ResponseWriter, r *http.Request) bool {
+	tab, ok := h.project(w, r, "rotations")
+	if !ok {
+		return false
+	}
+	if !tab.Admin {
+		h.errorPage(w, r, http.StatusForbidden, "Only the project's admins add secret rotations.")
+		return false
+	}
+	return true
+}
+
 func (h *Handler) rotationWizardStep(w http.ResponseWriter, r *http.Request) {
+	if !h.wizardAdmin(w, r) {
+		return
+	}
 	z := readWizard(r)
 	step, err := strconv.Atoi(r.PostFormValue("step"))
 	if err != nil || step < stepBehaviour || step > stepReview {
@@ -288,6 +305,9 @@ func (h *Handler) renderWizard(w http.ResponseWriter, r *http.Request, status, s
 // rotationCreate creates the reviewed rotation; a refusal is shown on the
 // review page and nothing is saved.
 func (h *Handler) rotationCreate(w http.ResponseWriter, r *http.Request) {
+	if !h.wizardAdmin(w, r) {
+		return
+	}
 	z := readWizard(r)
 	for step := stepBehaviour; step < stepReview; step++ {
 		if field, msg := h.checkStep(r, step, &z); msg != "" {

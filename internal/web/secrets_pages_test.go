@@ -14,6 +14,7 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/appconn"
 	"github.com/airlockpam/airlock/internal/audit"
+	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/secrets"
 	"github.com/airlockpam/airlock/internal/server"
 	"github.com/airlockpam/airlock/internal/testenv"
@@ -147,6 +148,38 @@ func TestSecretsDashboard(t *testing.T) {
 	resp, _ = b.post(dash, dash+"/environments", url.Values{"slug": {"qa"}, "envName": {"Quality"}})
 	if _, body = b.get(dash); resp.StatusCode != http.StatusSeeOther || !strings.Contains(body, `data-env="qa"`) {
 		t.Fatalf("environment: %d", resp.StatusCode)
+	}
+
+	// A viewer sees names, not values, and no controls; forged forms are refused.
+	b.post(folder, dash, url.Values{"env": {"dev"}, "path": {"/db"}, "name": {"SEEN"}, "value": {"seen-SECRET-3"}})
+	ctx := api.WithPrincipal(context.Background(), adminPrincipal(t, e))
+	if _, err := e.srv.Auth.CreateUser(ctx, "viewer@example.com", "viewer password 1", "", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.Projects.SetMember(ctx, pid, "viewer@example.com", "", project.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	v := e.browser()
+	v.login("viewer@example.com", "viewer password 1")
+	_, body = v.get(folder)
+	if !strings.Contains(body, `data-secret="SEEN"`) {
+		t.Fatalf("the viewer does not see the secret's name:\n%s", body)
+	}
+	for _, control := range []string{`id="reveal-SEEN"`, `id="edit-SEEN"`, `id="secret-form"`, `id="folder-form"`, `id="environment-form"`, `id="add-secret-rotation"`} {
+		if strings.Contains(body, control) {
+			t.Fatalf("the viewer sees %s", control)
+		}
+	}
+	for path, form := range map[string]url.Values{
+		dash + "/reveal": {"env": {"dev"}, "path": {"/db"}, "name": {"SEEN"}},
+		dash:             {"env": {"dev"}, "path": {"/db"}, "name": {"SEEN"}, "value": {"mine"}},
+		"/projects/" + pid + "/secret-rotations/new": {"step": {"2"}, "go": {"next"}, "connection": {"x"}, "username1": {"a"}, "username2": {"b"}},
+		"/projects/" + pid + "/app-connections":      {"name": {"x"}, "host": {"db.example.com"}, "database": {"d"}, "username": {"u"}, "password": {"p"}},
+	} {
+		resp, body := v.post(folder, path, form)
+		if resp.StatusCode != http.StatusForbidden || strings.Contains(body, "seen-SECRET-3") {
+			t.Fatalf("a viewer's POST %s: %d %.300s", path, resp.StatusCode, body)
+		}
 	}
 }
 
