@@ -224,6 +224,18 @@ func TestAppConnectionAndRotationPages(t *testing.T) {
 		t.Fatalf("connections:\n%s", body)
 	}
 
+	// A platform-managed connection: its user's original password no longer logs in.
+	pgExec(t, pg.SuperURL(), `CREATE ROLE web_managed LOGIN PASSWORD 'managed-SECRET-pw'`)
+	pm := url.Values{"name": {"managed-db"}, "host": {"127.0.0.1"}, "port": {fmt.Sprint(pg.Cluster.Port)}, "database": {pg.Name},
+		"username": {"web_managed"}, "password": {"managed-SECRET-pw"}, "sslEnabled": {"on"}, "sslRejectUnauthorized": {"on"},
+		"sslCertificate": {string(pg.Cluster.CA.CertPEM)}, "platformManaged": {"on"}}
+	if resp, _ = b.post(conns+"/new", conns, pm); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("create a platform-managed connection: %d", resp.StatusCode)
+	}
+	if _, body = b.get(conns); !strings.Contains(body, "platform-managed (nobody knows the password)") || pgLogin(pg, "web_managed", "managed-SECRET-pw") {
+		t.Fatal("the platform-managed connection is not marked, or its original password still logs in")
+	}
+
 	// The wizard.
 	dash := "/projects/" + pid + "/secrets"
 	b.post(dash, dash+"/folders", url.Values{"env": {"prod"}, "path": {"/"}, "folder": {"/db/orders"}})
@@ -319,6 +331,23 @@ func TestAppConnectionAndRotationPages(t *testing.T) {
 	if u2 != "web_app_b" || !pgLogin(pg, u2, p2) || !pgLogin(pg, u, p) {
 		t.Fatalf("after Rotate now: published %s; the new or the previous credentials do not log in", u2)
 	}
+	// A failing rotation: the error shows, the status says failed, and the
+	// published credentials stay as they were.
+	pgExec(t, pg.SuperURL(), `ALTER ROLE web_app_a NOLOGIN`)
+	resp, body = b.post(rots, rots+"/"+id+"/rotate", url.Values{})
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, `id="error"`) || !strings.Contains(body, "the rotation failed") {
+		t.Fatalf("a failing Rotate now: %d %s", resp.StatusCode, body)
+	}
+	_, body = b.get(rots)
+	status := regexp.MustCompile(`(?s)id="status-orders-creds">(.*?)</td>`).FindStringSubmatch(body)
+	if status == nil || !strings.Contains(status[1], "failed") || !strings.Contains(status[1], "last-error") {
+		t.Fatalf("the failed rotation's status:\n%s", body)
+	}
+	if u3, p3 := published(); u3 != u2 || p3 != p2 || !pgLogin(pg, u2, p2) {
+		t.Fatal("a failed rotation changed or broke the published credentials")
+	}
+	pgExec(t, pg.SuperURL(), `ALTER ROLE web_app_a LOGIN`)
+
 	// Mapped secrets and the used connection are refused.
 	folder := dash + "?env=prod&path=/db/orders"
 	if _, body = b.get(folder); !strings.Contains(body, "rotated by orders-creds") || strings.Contains(body, `id="edit-PGPASSWORD"`) {
@@ -332,7 +361,7 @@ func TestAppConnectionAndRotationPages(t *testing.T) {
 		t.Fatal("a refused edit changed a mapped secret")
 	}
 	_, body = b.get(conns)
-	cid := regexp.MustCompile(`/app-connections/([^/]+)/delete`).FindStringSubmatch(body)[1]
+	cid := regexp.MustCompile(`(?s)data-connection="orders-db".*?/app-connections/([^/]+)/delete`).FindStringSubmatch(body)[1]
 	resp, body = b.post(conns, conns+"/"+cid+"/delete", url.Values{})
 	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "secret rotation orders-creds") {
 		t.Fatalf("deleting a used connection: %d %s", resp.StatusCode, body)
