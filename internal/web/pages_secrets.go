@@ -41,6 +41,9 @@ func (h *Handler) secretRoutes() {
 	m.HandleFunc("POST /projects/{pid}/secrets/restore", h.page(h.needSecrets(h.secretRestore)))
 	m.HandleFunc("POST /projects/{pid}/secrets/folders", h.page(h.needSecrets(h.folderCreate)))
 	m.HandleFunc("POST /projects/{pid}/secrets/environments", h.page(h.needSecrets(h.environmentCreate)))
+	m.HandleFunc("POST /projects/{pid}/secrets/environments/rename", h.page(h.needSecrets(h.environmentRename)))
+	m.HandleFunc("POST /projects/{pid}/secrets/environments/delete", h.page(h.needSecrets(h.environmentDelete)))
+	m.HandleFunc("POST /projects/{pid}/secrets/folders/delete", h.page(h.needSecrets(h.folderDelete)))
 
 	m.HandleFunc("GET /projects/{pid}/app-connections", h.page(h.needSecrets(h.appConnList)))
 	m.HandleFunc("GET /projects/{pid}/app-connections/new", h.page(h.needSecrets(h.appConnForm)))
@@ -74,6 +77,9 @@ var secretNotices = map[string]string{
 	"secret-restored":     "The version was restored as the newest version.",
 	"folder-created":      "The folder was created.",
 	"environment-created": "The environment was added.",
+	"environment-renamed": "The environment was renamed; its slug stays.",
+	"environment-deleted": "The environment was deleted.",
+	"folder-deleted":      "The folder was deleted.",
 	"appconn-created":     "The app connection was added: Airlock logged in with it first. Its password is sealed and never shown again.",
 	"appconn-deleted":     "The app connection was deleted.",
 	"rotation-created":    "The secret rotation was created and its first rotation published the credentials of database username 1.",
@@ -113,8 +119,12 @@ type secretsData struct {
 	Form     secretForm
 	Folder   string
 	EnvForm  struct{ Slug, Name string }
+	// Rename is the environment's new name as typed.
+	Rename string
+	// EnvName is the current environment's display name.
+	EnvName string
 	// FormError is shown next to the form it concerns: "secret",
-	// "folder" or "environment".
+	// "folder", "environment" or "rename".
 	FormError string
 }
 
@@ -194,6 +204,14 @@ func (h *Handler) renderSecrets(w http.ResponseWriter, r *http.Request, status i
 		}
 	}
 	d.Env, d.Path = pl.Environment, pl.Path
+	for _, e := range envs {
+		if e.Slug == pl.Environment && d.Rename == "" {
+			d.EnvName = e.Name
+		}
+	}
+	if d.Rename != "" {
+		d.EnvName = d.Rename
+	}
 	if pl.Path != "/" {
 		segs := strings.Split(pl.Path[1:], "/")
 		for i, s := range segs {
@@ -427,4 +445,51 @@ func fieldOf(err error) string {
 		return e.Field
 	}
 	return ""
+}
+
+// environmentRename changes the display name of the current environment
+// (project admins).
+func (h *Handler) environmentRename(w http.ResponseWriter, r *http.Request) {
+	pl := place(r)
+	name := strings.TrimSpace(r.PostFormValue("envName"))
+	if _, err := h.sec.secrets.RenameEnvironment(r.Context(), r.PathValue("pid"), pl.Environment, name); err != nil {
+		status, msg := userError(r.Context(), err)
+		if fieldOf(err) == "body.name" {
+			msg = "Name: " + msg
+		}
+		h.renderSecrets(w, r, status, pl, secretsData{FormError: "rename", Rename: name}, msg, nil)
+		return
+	}
+	pl.Path, _ = secrets.CleanPath("", "", pl.Path)
+	http.Redirect(w, r, secretsURL(r.PathValue("pid"), pl, "environment-renamed"), http.StatusSeeOther)
+}
+
+// environmentDelete deletes the current environment when it is empty
+// (project admins).
+func (h *Handler) environmentDelete(w http.ResponseWriter, r *http.Request) {
+	pl := place(r)
+	if err := h.sec.secrets.DeleteEnvironment(r.Context(), r.PathValue("pid"), pl.Environment); err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderSecrets(w, r, status, pl, secretsData{FormError: "rename"}, msg, nil)
+		return
+	}
+	http.Redirect(w, r, secretsURL(r.PathValue("pid"), secrets.Place{Path: "/"}, "environment-deleted"), http.StatusSeeOther)
+}
+
+// folderDelete deletes the current folder when it is empty and shows its
+// parent.
+func (h *Handler) folderDelete(w http.ResponseWriter, r *http.Request) {
+	pl := place(r)
+	if err := h.sec.secrets.DeleteFolder(r.Context(), r.PathValue("pid"), pl); err != nil {
+		status, msg := userError(r.Context(), err)
+		h.renderSecrets(w, r, status, pl, secretsData{FormError: "folder"}, msg, nil)
+		return
+	}
+	parent := "/"
+	if p, err := secrets.CleanPath("", "", pl.Path); err == nil {
+		if i := strings.LastIndex(p, "/"); i > 0 {
+			parent = p[:i]
+		}
+	}
+	http.Redirect(w, r, secretsURL(r.PathValue("pid"), secrets.Place{Environment: pl.Environment, Path: parent}, "folder-deleted"), http.StatusSeeOther)
 }

@@ -150,6 +150,25 @@ func TestSecretsDashboard(t *testing.T) {
 		t.Fatalf("environment: %d", resp.StatusCode)
 	}
 
+	// Rename and delete an environment; one that holds a folder is not deleted.
+	qa := dash + "?env=qa&path=/"
+	resp, body = b.post(qa, dash+"/environments/rename", url.Values{"env": {"qa"}, "path": {"/"}, "envName": {""}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "Name: an environment&#39;s name holds 1 to 64") {
+		t.Fatalf("an empty environment name: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = b.post(qa, dash+"/environments/rename", url.Values{"env": {"qa"}, "path": {"/"}, "envName": {"QA team"}})
+	if _, body = b.get(qa); resp.StatusCode != http.StatusSeeOther || !strings.Contains(body, "QA team") {
+		t.Fatalf("rename: %d", resp.StatusCode)
+	}
+	resp, body = b.post(dash, dash+"/environments/delete", url.Values{"env": {"dev"}, "path": {"/"}})
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "still holds") {
+		t.Fatalf("deleting an environment with a folder: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = b.post(qa, dash+"/environments/delete", url.Values{"env": {"qa"}, "path": {"/"}})
+	if _, body = b.get(dash); resp.StatusCode != http.StatusSeeOther || strings.Contains(body, `data-env="qa"`) {
+		t.Fatalf("deleting an empty environment: %d", resp.StatusCode)
+	}
+
 	// A viewer sees names, not values, and no controls; forged forms are refused.
 	b.post(folder, dash, url.Values{"env": {"dev"}, "path": {"/db"}, "name": {"SEEN"}, "value": {"seen-SECRET-3"}})
 	ctx := api.WithPrincipal(context.Background(), adminPrincipal(t, e))
@@ -180,6 +199,16 @@ func TestSecretsDashboard(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden || strings.Contains(body, "seen-SECRET-3") {
 			t.Fatalf("a viewer's POST %s: %d %.300s", path, resp.StatusCode, body)
 		}
+	}
+	// A folder that holds a secret is not deleted; an empty one is.
+	resp, body = b.post(folder, dash+"/folders/delete", url.Values{"env": {"dev"}, "path": {"/db"}})
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "still holds 1 secrets") {
+		t.Fatalf("deleting a folder with a secret: %d %s", resp.StatusCode, body)
+	}
+	b.post(folder, dash+"/delete", url.Values{"env": {"dev"}, "path": {"/db"}, "name": {"SEEN"}})
+	resp, _ = b.post(folder, dash+"/folders/delete", url.Values{"env": {"dev"}, "path": {"/db"}})
+	if _, body = b.get(dash + "?env=dev&path=/"); resp.StatusCode != http.StatusSeeOther || strings.Contains(body, `data-folder="db"`) {
+		t.Fatalf("deleting an empty folder: %d", resp.StatusCode)
 	}
 }
 
