@@ -16,6 +16,7 @@ import (
 type rotationsData struct {
 	ProjectTab
 	Rotations []secretrotation.Rotation
+	Zones     []string
 }
 
 func (h *Handler) rotationList(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +34,7 @@ func (h *Handler) renderRotations(w http.ResponseWriter, r *http.Request, status
 		return
 	}
 	h.render(w, r, status, "secretrotations", view{Title: tab.Project.Name + ": secret rotations", Nav: "projects", Error: msg, Notice: notice(r),
-		Data: rotationsData{ProjectTab: tab, Rotations: list}})
+		Data: rotationsData{ProjectTab: tab, Rotations: list, Zones: zonesWith(list)}})
 }
 
 func (h *Handler) rotationRotate(w http.ResponseWriter, r *http.Request) {
@@ -43,6 +44,50 @@ func (h *Handler) rotationRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/projects/"+r.PathValue("pid")+"/secret-rotations?done=rotation-rotated", http.StatusSeeOther)
+}
+
+// zonesWith returns the wizard's time zones and those of list.
+func zonesWith(list []secretrotation.Rotation) []string {
+	out := append([]string{}, timeZones...)
+	for _, r := range list {
+		known := false
+		for _, z := range out {
+			known = known || z == r.TimeZone
+		}
+		if !known {
+			out = append(out, r.TimeZone)
+		}
+	}
+	return out
+}
+
+// rotationLabels name the schedule form's fields of the service's errors.
+var rotationLabels = map[string]string{
+	"body.rotationInterval": "Rotation Interval", "body.rotateAt": "Rotate At", "body.timeZone": "Time zone", "body.name": "Name",
+}
+
+// rotationUpdate saves a rotation's schedule: interval, rotate-at, time
+// zone, auto-rotation and description (project admins).
+func (h *Handler) rotationUpdate(w http.ResponseWriter, r *http.Request) {
+	v := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
+	interval, err := strconv.Atoi(v("interval"))
+	if err != nil {
+		h.renderRotations(w, r, http.StatusUnprocessableEntity, "Rotation Interval: give a number of days from 1 to 365.")
+		return
+	}
+	rotateAt, tz, desc := v("rotateAt"), v("timeZone"), v("description")
+	auto := r.PostFormValue("autoRotation") == "on"
+	_, err = h.sec.rotations.Update(r.Context(), r.PathValue("pid"), r.PathValue("rid"), secretrotation.UpdateInput{
+		RotationInterval: &interval, RotateAt: &rotateAt, TimeZone: &tz, AutoRotation: &auto, Description: &desc})
+	if err != nil {
+		status, msg := userError(r.Context(), err)
+		if label := rotationLabels[fieldOf(err)]; label != "" {
+			msg = label + ": " + msg
+		}
+		h.renderRotations(w, r, status, msg)
+		return
+	}
+	http.Redirect(w, r, "/projects/"+r.PathValue("pid")+"/secret-rotations?done=rotation-updated", http.StatusSeeOther)
 }
 
 func (h *Handler) rotationDelete(w http.ResponseWriter, r *http.Request) {

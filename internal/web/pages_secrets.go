@@ -55,6 +55,7 @@ func (h *Handler) secretRoutes() {
 	m.HandleFunc("POST /projects/{pid}/secret-rotations/new", h.page(h.needSecrets(h.rotationWizardStep)))
 	m.HandleFunc("POST /projects/{pid}/secret-rotations", h.page(h.needSecrets(h.rotationCreate)))
 	m.HandleFunc("POST /projects/{pid}/secret-rotations/{rid}/rotate", h.page(h.needSecrets(h.rotationRotate)))
+	m.HandleFunc("POST /projects/{pid}/secret-rotations/{rid}/update", h.page(h.needSecrets(h.rotationUpdate)))
 	m.HandleFunc("POST /projects/{pid}/secret-rotations/{rid}/delete", h.page(h.needSecrets(h.rotationDelete)))
 }
 
@@ -85,6 +86,7 @@ var secretNotices = map[string]string{
 	"rotation-created":    "The secret rotation was created and its first rotation published the credentials of database username 1.",
 	"rotation-rotated":    "The credentials were rotated: the mapped secrets hold the other user's new password.",
 	"rotation-deleted":    "The secret rotation was deleted.",
+	"rotation-updated":    "The secret rotation's schedule was saved.",
 }
 
 func notice(r *http.Request) string { return secretNotices[r.URL.Query().Get("done")] }

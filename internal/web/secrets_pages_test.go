@@ -352,6 +352,16 @@ func TestAppConnectionAndRotationPages(t *testing.T) {
 	}
 	// Rotate now.
 	id := regexp.MustCompile(`/secret-rotations/([^/]+)/rotate`).FindStringSubmatch(body)[1]
+	// The schedule: a bad interval is refused, naming the field; a good one is saved.
+	resp, body = b.post(rots, rots+"/"+id+"/update", url.Values{"interval": {"400"}, "rotateAt": {"03:30"}, "timeZone": {"UTC"}})
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(body, "Rotation Interval: the rotation interval is a number of days from 1 to 365") {
+		t.Fatalf("interval 400: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = b.post(rots, rots+"/"+id+"/update", url.Values{"interval": {"14"}, "rotateAt": {"03:30"}, "timeZone": {"UTC"}, "description": {"orders"}})
+	if _, body = b.get(rots); resp.StatusCode != http.StatusSeeOther || !strings.Contains(body, "every 14 days at 03:30 UTC") ||
+		!strings.Contains(body, "auto-rotation off") || !strings.Contains(body, `id="next-orders-creds">only by hand`) {
+		t.Fatalf("the saved schedule: %d\n%s", resp.StatusCode, body)
+	}
 	resp, _ = b.post(rots, rots+"/"+id+"/rotate", url.Values{})
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("rotate now: %d", resp.StatusCode)
