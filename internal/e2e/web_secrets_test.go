@@ -192,9 +192,16 @@ func TestWebSecrets(t *testing.T) {
 	}
 	saveScreenshot(t, b, "secrets-mapped.png")
 	b.open("/projects/"+pid+"/secrets/edit?env=prod&path=/db/orders&name=PGPASSWORD", "#secret-edit-form")
+	if msg := b.text("#error"); !strings.Contains(msg, "secret rotation web-orders") {
+		t.Fatalf("the edit page of a mapped secret does not warn: %q", msg)
+	}
+	// Sent anyway, the service refuses it (the warning goes first, so that
+	// the answer's error is the one read).
+	b.eval(`(async () => { document.getElementById("error").remove(); return "" })()`)
 	b.do(chromedp.SendKeys(chromedp.ID("secret-value"), "by-hand"), chromedp.Click(chromedp.ID("save-secret")),
 		chromedp.WaitVisible(chromedp.CSS("#secret-edit-form #error")))
-	if msg := b.text("#error"); !strings.Contains(msg, "secret rotation web-orders") || !strings.Contains(msg, "cannot be changed by hand") {
+	if msg := b.text("#error"); !strings.Contains(msg, "secret PGPASSWORD in prod:/db/orders/ is written by secret rotation web-orders") ||
+		!strings.Contains(msg, "cannot be changed by hand") {
 		t.Fatalf("editing a mapped secret: %q", msg)
 	}
 	if u, p := published(); u != u2 || p != p2 {
