@@ -16,7 +16,8 @@ import (
 // TestWebSecrets drives the secrets pages in Chromium against the real
 // binary and a real PostgreSQL: an app connection (a wrong password is shown
 // next to the form and nothing is saved; the right one saves, and the
-// password is never shown), a secret added, revealed, edited, its history
+// password is never shown; another through a gateway picked from a list),
+// a secret added, revealed, edited, its history
 // and a restore; the Add Secret Rotation wizard step by step with its review
 // page; Rotate now; the mapped secrets hold credentials that log in to
 // PostgreSQL (pgx and psql); a mapped secret cannot be edited and the
@@ -68,6 +69,23 @@ func TestWebSecrets(t *testing.T) {
 	}
 	if strings.Contains(b.html(), "rotator-pw-77") {
 		t.Fatal("the connections page shows the password")
+	}
+	// A connection through a gateway picked from the registered ones: the
+	// gateway logs in with it before it is saved.
+	lghStartGateway(t, srv, admin, "gw-web", "env", nil)
+	lghWaitOnline(t, admin, "gw-web")
+	admin.Must("", "gateways", "allow-project", "gw-web", "--project-id", pid)
+	b.open("/projects/"+pid+"/app-connections/new", "#appconn-form")
+	if opts := b.text("#gateway"); !strings.Contains(opts, "none: the Airlock server connects itself") || !strings.Contains(opts, "gw-web (online") {
+		t.Fatalf("the gateway choices: %q", opts)
+	}
+	b.do(chromedp.SendKeys(chromedp.ID("name"), "orders-via-gw"), chromedp.SendKeys(chromedp.ID("host"), "127.0.0.1"),
+		chromedp.SetValue(chromedp.ID("port"), fmt.Sprint(pg.Cluster.Port)), chromedp.SendKeys(chromedp.ID("database"), pg.Name),
+		chromedp.SendKeys(chromedp.ID("username"), "webui_rotator"), chromedp.SendKeys(chromedp.ID("password"), "rotator-pw-77"),
+		chromedp.SetValue(chromedp.ID("sslCertificate"), string(pg.Cluster.CA.CertPEM)), chromedp.SetValue(chromedp.ID("gateway"), "gw-web"),
+		chromedp.Click(chromedp.ID("create-connection")), chromedp.WaitVisible(chromedp.ID("notice")))
+	if row := b.text(`tr[data-connection="orders-via-gw"]`); !strings.Contains(row, "gateway gw-web") {
+		t.Fatalf("the connection through the gateway: %s", row)
 	}
 
 	// A secret: added, hidden, revealed, edited, history, restore.
