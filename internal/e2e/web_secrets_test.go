@@ -193,13 +193,15 @@ func TestWebSecrets(t *testing.T) {
 	if u2 != "webui_orders_b" || !pgLogsIn(pg, u2, p2) || !pgLogsIn(pg, u1, p1) {
 		t.Fatalf("after Rotate now: %s published; it or the previous credentials do not log in", u2)
 	}
-	if psql, err := exec.LookPath("psql"); err == nil {
-		cmd := exec.Command(psql, "-X", "-A", "-t", "-c", "select current_user")
-		cmd.Env = append(cmd.Environ(), "PGHOST=127.0.0.1", "PGPORT="+fmt.Sprint(pg.Cluster.Port), "PGDATABASE="+pg.Name,
-			"PGUSER="+u2, "PGPASSWORD="+p2, "PGSSLMODE=verify-full", "PGSSLROOTCERT="+pg.Cluster.CAFile)
-		if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != u2 {
-			t.Fatalf("psql with the mapped secrets: %v %s", err, out)
-		}
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		t.Fatalf("psql (Debian's postgresql-client) is needed: %v", err)
+	}
+	cmd := exec.Command(psql, "-X", "-A", "-t", "-c", "select current_user")
+	cmd.Env = append(cmd.Environ(), "PGHOST=127.0.0.1", "PGPORT="+fmt.Sprint(pg.Cluster.Port), "PGDATABASE="+pg.Name,
+		"PGUSER="+u2, "PGPASSWORD="+p2, "PGSSLMODE=verify-full", "PGSSLROOTCERT="+pg.Cluster.CAFile)
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != u2 {
+		t.Fatalf("psql with the mapped secrets: %v %s", err, out)
 	}
 
 	// The mapped secrets are the rotation's: the dashboard says so, and an
