@@ -14,7 +14,9 @@
 // rotation cut short (a crash, a lost answer) leaves the published secrets
 // as they were, still working; the next run logs in with the pending
 // password and publishes it when it works, else drops it and starts over.
-// Failures are recorded on the rotation and in the audit log, and retried
+// Failures are recorded on the rotation and in the audit log (the first
+// after a success is also emailed to the project's admins when the server
+// has SMTP: notify.go), and retried
 // with backoff by the jobs package (kind secret.rotate, one job per
 // rotation: once across replicas; a time missed while the server was down
 // runs at its next start).
@@ -24,6 +26,11 @@
 // local across daylight-saving changes). The mapped secrets belong to the
 // rotation: they cannot be written, restored or deleted by hand.
 //
+// Preconditions (the users exist and differ, the connection may change
+// their passwords) are checked before any password changes, by the server
+// or, for a connection through a gateway, by the gateway
+// (appconn.CheckRoles).
+//
 // service.go creates, changes and reads rotations, rotate.go runs them,
-// api.go registers the HTTP operations.
+// notify.go mails failures, api.go registers the HTTP operations.
 package secretrotation
