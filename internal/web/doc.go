@@ -28,10 +28,12 @@
 //   - apierrors.go: unknown paths and wrong methods under /api/ answer
 //     application/problem+json, never text or HTML.
 //
-// Pages: pages_projects.go (projects, members), pages_resources.go
+// Pages: pages_projects.go (projects, members, settings), pages_resources.go
 // (resources, their accounts, the Access command), pages_sessions.go
 // (sessions and their logs, terminate), pages_admin.go (gateways, audit
-// log), pages_console.go (the browser SQL console: Web Access on a
+// log, machine identities), pages_secrets.go (secrets, their history
+// and restore), pages_appconn.go (app connections), pages_secretrotations.go
+// (secret rotations: the Add wizard, Rotate now, schedule), pages_console.go (the browser SQL console: Web Access on a
 // PostgreSQL account opens a console of package webconsole, a session with
 // access method web whose client is this server; its page's script posts
 // SQL, Cancel and End with the X-CSRF-Token header, reads the schema, and
