@@ -26,11 +26,11 @@ func TestWebAdminPages(t *testing.T) {
 
 	// A gateway: a bad name is named and kept; then its token, once.
 	b.open("/gateways", "#gateway-form")
-	b.do(chromedp.SetValue(chromedp.ID("gateway-name"), "Edge One"), chromedp.Click(chromedp.ID("create-gateway")), chromedp.WaitVisible(chromedp.ID("error")))
+	b.do(chromedp.SetValue(chromedp.ID("gateway-name"), "Edge One"), submit(chromedp.ID("create-gateway")), chromedp.WaitVisible(chromedp.ID("error")))
 	if v := b.eval(`Promise.resolve(document.getElementById("gateway-name").value)`); v != "Edge One" {
 		t.Fatalf("the form kept %q", v)
 	}
-	b.do(chromedp.SetValue(chromedp.ID("gateway-name"), "edge-1"), chromedp.Click(chromedp.ID("create-gateway")), chromedp.WaitVisible(chromedp.ID("new-gateway")))
+	b.do(chromedp.SetValue(chromedp.ID("gateway-name"), "edge-1"), submit(chromedp.ID("create-gateway")), chromedp.WaitVisible(chromedp.ID("new-gateway")))
 	command := b.text("#gateway-command")
 	m := regexp.MustCompile(`^AIRLOCK_GATEWAY_TOKEN=(alkg_\S+) airlock gateway --domain (\S+) --data-dir`).FindStringSubmatch(command)
 	if m == nil || m[2] != srv.URL {
@@ -48,7 +48,7 @@ func TestWebAdminPages(t *testing.T) {
 
 	// A machine identity: its secret logs the CLI in; deleting it ends that.
 	b.open("/machine-identities", "#machine-form")
-	b.do(chromedp.SetValue(chromedp.ID("machine-name"), "ci-bot"), chromedp.Click(chromedp.ID("create-machine")), chromedp.WaitVisible(chromedp.ID("new-machine")))
+	b.do(chromedp.SetValue(chromedp.ID("machine-name"), "ci-bot"), submit(chromedp.ID("create-machine")), chromedp.WaitVisible(chromedp.ID("new-machine")))
 	mc := regexp.MustCompile(`^AIRLOCK_CLIENT_ID=(\S+) AIRLOCK_CLIENT_SECRET=(alks_\S+) airlock login --domain (\S+)$`).FindStringSubmatch(b.text("#machine-command"))
 	if mc == nil {
 		t.Fatalf("the machine login command: %q", b.text("#machine-command"))
@@ -62,7 +62,7 @@ func TestWebAdminPages(t *testing.T) {
 		t.Fatal("the client secret is shown again")
 	}
 	b.eval(`Promise.resolve(window.confirm = () => true).then(() => "")`)
-	b.do(chromedp.Click(chromedp.CSS(`tr[data-machine="ci-bot"] button.danger`)), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(submit(chromedp.CSS(`tr[data-machine="ci-bot"] button.danger`)), chromedp.WaitVisible(chromedp.ID("notice")))
 	if b.has(`tr[data-machine="ci-bot"]`) {
 		t.Fatal("ci-bot is still listed")
 	}
@@ -73,14 +73,14 @@ func TestWebAdminPages(t *testing.T) {
 	// A project's settings.
 	pid := strings.TrimSpace(admin.Must("", "projects", "create", "payments"))
 	b.open("/projects/"+pid+"/settings", "#settings-form")
-	b.do(chromedp.SetValue(chromedp.ID("console-timeout"), "2h"), chromedp.Click(chromedp.ID("save-settings")), chromedp.WaitVisible(chromedp.ID("error")))
+	b.do(chromedp.SetValue(chromedp.ID("console-timeout"), "2h"), submit(chromedp.ID("save-settings")), chromedp.WaitVisible(chromedp.ID("error")))
 	if e := b.text("#error"); !strings.Contains(e, "1s to 1h") {
 		t.Fatalf("a 2h console timeout: %q", e)
 	}
 	if v := b.eval(`Promise.resolve(document.getElementById("console-timeout").value)`); v != "2h" {
 		t.Fatalf("the form kept %q", v)
 	}
-	b.do(chromedp.SetValue(chromedp.ID("console-timeout"), "45s"), chromedp.Click(chromedp.ID("save-settings")), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(chromedp.SetValue(chromedp.ID("console-timeout"), "45s"), submit(chromedp.ID("save-settings")), chromedp.WaitVisible(chromedp.ID("notice")))
 	var p struct{ ConsoleStatementTimeout string }
 	admin.JSON(&p, "", "projects", "get", pid)
 	if p.ConsoleStatementTimeout != "45s" {
@@ -91,7 +91,7 @@ func TestWebAdminPages(t *testing.T) {
 	// identities, read-only settings.
 	admin.Must("member password 1", "users", "create", "--email", "member@example.com", "--password-stdin")
 	admin.Must("", "projects", "members", "set", "--project-id", pid, "--email", "member@example.com", "--role", "member")
-	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	b.do(submit(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
 	b.login("member@example.com", "member password 1")
 	b.open("/gateways", "#error")
 	b.open("/machine-identities", "#error")

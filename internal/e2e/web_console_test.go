@@ -29,7 +29,7 @@ func TestWebConsole(t *testing.T) {
 
 	// Web Access on the resource's page opens a console.
 	b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="app"]`)
-	b.do(chromedp.Click(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")),
+	b.do(submit(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")),
 		chromedp.WaitVisible(chromedp.CSS(`#schema-tree details[data-schema="public"]`)))
 	sid := strings.TrimSpace(b.text("#console-session"))
 	var sess struct{ Status, EndReason, EndMessage string }
@@ -195,7 +195,7 @@ func TestWebConsole(t *testing.T) {
 
 	// A new console, terminated from the CLI: the console says so.
 	b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="app"]`)
-	b.do(chromedp.Click(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")))
+	b.do(submit(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")))
 	sid2 := strings.TrimSpace(b.text("#console-session"))
 	if sid2 == sid {
 		t.Fatal("the second console reused the session")
@@ -230,7 +230,7 @@ func TestWebConsoleLimits(t *testing.T) {
 	open := func() string {
 		t.Helper()
 		b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="app"]`)
-		b.do(chromedp.Click(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")))
+		b.do(submit(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")))
 		return b.eval(`Promise.resolve(document.getElementById("console").dataset.console)`)
 	}
 	// post sends body to the console's run endpoint from the page, as its
@@ -297,7 +297,7 @@ func TestWebConsoleLimits(t *testing.T) {
 	}
 
 	// Signing out ends the browser's consoles, saying why.
-	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	b.do(submit(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
 	for _, id := range live {
 		w.admin.JSON(&sess, "", "sessions", "show", id)
 		if sess.Status != "ended" || sess.EndReason != "ended_by_user" || !strings.Contains(sess.EndMessage, "signed out") {

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -93,6 +94,34 @@ func (b *webBrowser) open(path string, sel chromedp.CSS) {
 	}
 }
 
+// submit clicks sel, which leaves the page (a form's submit button or a
+// link), and waits until the next page has loaded. Without it, a wait that
+// follows could be met by the page being left (a notice of the previous
+// step, the rows before a filter) and the next navigation would race the
+// one still in flight.
+func submit[S chromedp.Selectable](sel S) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Evaluate[bool](`window.airlockLeaving = true`)(ctx, t)
+			return err
+		}),
+		chromedp.Click(sel),
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			for {
+				// Evaluating fails while the old page is torn down: try again.
+				if loaded, err := chromedp.Evaluate[bool](`window.airlockLeaving !== true && document.readyState === "complete"`)(ctx, t); err == nil && loaded {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("the page did not change after the click: %w", ctx.Err())
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}),
+	)
+}
+
 // text returns the visible text of sel.
 func (b *webBrowser) text(sel chromedp.CSS) string {
 	b.t.Helper()
@@ -164,7 +193,7 @@ func (b *webBrowser) login(email, password string) {
 	b.t.Helper()
 	b.open("/login", "#login-form")
 	b.do(chromedp.SendKeys(chromedp.ID("email"), email), chromedp.SendKeys(chromedp.ID("password"), password),
-		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("signed-in")))
+		submit(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("signed-in")))
 }
 
 func jsString(s string) string {

@@ -38,7 +38,7 @@ func TestWebSecrets(t *testing.T) {
 
 	// App Connections: Add PostgreSQL Connection, with the seed's fields.
 	b.open("/projects/"+pid+"/app-connections", "#add-postgres-connection")
-	b.do(chromedp.Click(chromedp.ID("add-postgres-connection")), chromedp.WaitVisible(chromedp.ID("appconn-form")))
+	b.do(submit(chromedp.ID("add-postgres-connection")), chromedp.WaitVisible(chromedp.ID("appconn-form")))
 	port, _ := chromedp.Run(b.ctx, chromedp.Value(chromedp.ID("port")))
 	if ssl := b.eval(`String(document.getElementById("sslEnabled").checked && document.getElementById("sslRejectUnauthorized").checked)`); port != "5432" || ssl != "true" {
 		t.Fatalf("defaults: port %q, SSL on and verified %s", port, ssl)
@@ -48,7 +48,7 @@ func TestWebSecrets(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("port"), fmt.Sprint(pg.Cluster.Port)), chromedp.SendKeys(chromedp.ID("database"), pg.Name),
 		chromedp.SendKeys(chromedp.ID("username"), "webui_rotator"), chromedp.SendKeys(chromedp.ID("password"), wrong),
 		chromedp.SetValue(chromedp.ID("sslCertificate"), string(pg.Cluster.CA.CertPEM)),
-		chromedp.Click(chromedp.ID("create-connection")), chromedp.WaitVisible(chromedp.CSS("#appconn-form #error")))
+		submit(chromedp.ID("create-connection")), chromedp.WaitVisible(chromedp.CSS("#appconn-form #error")))
 	if msg := b.text("#appconn-form #error"); !strings.Contains(msg, "logging in failed") || !strings.Contains(msg, "not saved") {
 		t.Fatalf("the wrong password's error: %q", msg)
 	}
@@ -62,7 +62,7 @@ func TestWebSecrets(t *testing.T) {
 	if out := admin.Must("", "app-connections", "list", "--project-id", pid); strings.Contains(out, "orders-db") {
 		t.Fatalf("a connection that could not log in was saved: %s", out)
 	}
-	b.do(chromedp.SendKeys(chromedp.ID("password"), "rotator-pw-77"), chromedp.Click(chromedp.ID("create-connection")),
+	b.do(chromedp.SendKeys(chromedp.ID("password"), "rotator-pw-77"), submit(chromedp.ID("create-connection")),
 		chromedp.WaitVisible(chromedp.ID("notice")))
 	if list := b.text("#app-connections"); !strings.Contains(list, "orders-db") || !strings.Contains(list, "webui_rotator") {
 		t.Fatalf("the connections list: %s", list)
@@ -83,7 +83,7 @@ func TestWebSecrets(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("port"), fmt.Sprint(pg.Cluster.Port)), chromedp.SendKeys(chromedp.ID("database"), pg.Name),
 		chromedp.SendKeys(chromedp.ID("username"), "webui_rotator"), chromedp.SendKeys(chromedp.ID("password"), "rotator-pw-77"),
 		chromedp.SetValue(chromedp.ID("sslCertificate"), string(pg.Cluster.CA.CertPEM)), chromedp.SetValue(chromedp.ID("gateway"), "gw-web"),
-		chromedp.Click(chromedp.ID("create-connection")), chromedp.WaitVisible(chromedp.ID("notice")))
+		submit(chromedp.ID("create-connection")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if row := b.text(`tr[data-connection="orders-via-gw"]`); !strings.Contains(row, "gateway gw-web") {
 		t.Fatalf("the connection through the gateway: %s", row)
 	}
@@ -91,7 +91,7 @@ func TestWebSecrets(t *testing.T) {
 	// A secret: added, hidden, revealed, edited, history, restore.
 	b.open("/projects/"+pid+"/secrets?env=dev&path=/", "#secret-form")
 	b.do(chromedp.SendKeys(chromedp.ID("secret-name"), "API_TOKEN"), chromedp.SendKeys(chromedp.ID("secret-value"), "tok-first-1"),
-		chromedp.Click(chromedp.ID("save-secret")), chromedp.WaitVisible(chromedp.ID("notice")))
+		submit(chromedp.ID("save-secret")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if strings.Contains(b.html(), "tok-first-1") {
 		t.Fatal("the dashboard shows a value before it is revealed")
 	}
@@ -99,17 +99,17 @@ func TestWebSecrets(t *testing.T) {
 	if v := b.text("#value-API_TOKEN"); v != "tok-first-1" {
 		t.Fatalf("revealed %q", v)
 	}
-	b.do(chromedp.Click(chromedp.ID("edit-API_TOKEN")), chromedp.WaitVisible(chromedp.ID("secret-edit-form")),
-		chromedp.SendKeys(chromedp.ID("secret-value"), "tok-second-2"), chromedp.Click(chromedp.ID("save-secret")),
+	b.do(submit(chromedp.ID("edit-API_TOKEN")), chromedp.WaitVisible(chromedp.ID("secret-edit-form")),
+		chromedp.SendKeys(chromedp.ID("secret-value"), "tok-second-2"), submit(chromedp.ID("save-secret")),
 		chromedp.WaitVisible(chromedp.ID("notice")))
 	if got := strings.TrimSpace(admin.Must("", "secrets", "get", "API_TOKEN", "--project-id", pid, "--env", "dev")); got != "tok-second-2" {
 		t.Fatalf("after the edit the CLI reads %q", got)
 	}
-	b.do(chromedp.Click(chromedp.ID("history-API_TOKEN")), chromedp.WaitVisible(chromedp.ID("versions")))
+	b.do(submit(chromedp.ID("history-API_TOKEN")), chromedp.WaitVisible(chromedp.ID("versions")))
 	if rows := b.text("#versions"); !strings.Contains(rows, "newest") || strings.Contains(rows, "tok-") {
 		t.Fatalf("history: %s", rows)
 	}
-	b.do(chromedp.Click(chromedp.ID("restore-v1")), chromedp.WaitVisible(chromedp.ID("notice")), chromedp.WaitVisible(chromedp.ID("reveal-v3")),
+	b.do(submit(chromedp.ID("restore-v1")), chromedp.WaitVisible(chromedp.ID("notice")), chromedp.WaitVisible(chromedp.ID("reveal-v3")),
 		chromedp.Click(chromedp.ID("reveal-v3")), chromedp.WaitVisible(chromedp.ID("value-v3")))
 	if v := b.text("#value-v3"); v != "tok-first-1" {
 		t.Fatalf("version 3 (restored from 1) holds %q", v)
@@ -118,40 +118,40 @@ func TestWebSecrets(t *testing.T) {
 
 	// A folder in prod for the rotation's secrets.
 	b.open("/projects/"+pid+"/secrets?env=prod&path=/", "#folder-form")
-	b.do(chromedp.SendKeys(chromedp.ID("folder-name"), "/db/orders"), chromedp.Click(chromedp.ID("create-folder")),
+	b.do(chromedp.SendKeys(chromedp.ID("folder-name"), "/db/orders"), submit(chromedp.ID("create-folder")),
 		chromedp.WaitVisible(chromedp.ID("notice")))
 	if p := b.text("#folder-path"); !strings.Contains(p, "orders") {
 		t.Fatalf("the new folder's page: %q", p)
 	}
 
 	// Add Secret Rotation, from the folder's dashboard.
-	b.do(chromedp.Click(chromedp.ID("add-secret-rotation")), chromedp.WaitVisible(chromedp.CSS(`#wizard-form[data-step="1"]`)))
+	b.do(submit(chromedp.ID("add-secret-rotation")), chromedp.WaitVisible(chromedp.CSS(`#wizard-form[data-step="1"]`)))
 	b.do(chromedp.SetValue(chromedp.ID("connection"), "orders-db"), chromedp.SetValue(chromedp.ID("interval"), "0"),
 		chromedp.SetValue(chromedp.ID("rotateAt"), "02:00"), chromedp.SetValue(chromedp.ID("timeZone"), "Europe/Berlin"),
-		chromedp.Click(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.CSS("#wizard-form #error")))
+		submit(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.CSS("#wizard-form #error")))
 	if msg := b.text("#error"); !strings.Contains(msg, "Rotation Interval") {
 		t.Fatalf("interval 0: %q", msg)
 	}
 	if tz := b.eval(`document.getElementById("timeZone").value`); tz != "Europe/Berlin" {
 		t.Fatalf("the time zone was not kept: %q", tz)
 	}
-	b.do(chromedp.SetValue(chromedp.ID("interval"), "7"), chromedp.Click(chromedp.ID("wizard-next")),
+	b.do(chromedp.SetValue(chromedp.ID("interval"), "7"), submit(chromedp.ID("wizard-next")),
 		chromedp.WaitVisible(chromedp.CSS(`#wizard-form[data-step="2"]`)),
 		chromedp.SendKeys(chromedp.ID("username1"), "webui_orders_a"), chromedp.SendKeys(chromedp.ID("username2"), "webui_orders_a"),
-		chromedp.Click(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.CSS("#wizard-form #error")))
+		submit(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.CSS("#wizard-form #error")))
 	if msg := b.text("#error"); !strings.Contains(msg, "different user") {
 		t.Fatalf("the same user twice: %q", msg)
 	}
-	b.do(chromedp.SetValue(chromedp.ID("username2"), "webui_orders_b"), chromedp.Click(chromedp.ID("wizard-next")),
+	b.do(chromedp.SetValue(chromedp.ID("username2"), "webui_orders_b"), submit(chromedp.ID("wizard-next")),
 		chromedp.WaitVisible(chromedp.CSS(`#wizard-form[data-step="3"]`)))
 	mapping := b.eval(`[document.getElementById("env").value, document.getElementById("path").value,
 		document.getElementById("usernameSecret").value, document.getElementById("passwordSecret").value].join("|")`)
 	if mapping != "prod|/db/orders|PGUSER|PGPASSWORD" {
 		t.Fatalf("the mapping step came filled in with %q", mapping)
 	}
-	b.do(chromedp.Click(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.CSS(`#wizard-form[data-step="4"]`)),
+	b.do(submit(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.CSS(`#wizard-form[data-step="4"]`)),
 		chromedp.SendKeys(chromedp.ID("rotation-name"), "web-orders"), chromedp.SendKeys(chromedp.ID("rotation-description"), "orders service"),
-		chromedp.Click(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.ID("review")))
+		submit(chromedp.ID("wizard-next")), chromedp.WaitVisible(chromedp.ID("review")))
 	review := b.text("#review")
 	for _, want := range []string{"orders-db", "every 7 days at 02:00 (Europe/Berlin)", "enabled", "webui_orders_a", "webui_orders_b",
 		"prod:/db/orders", "PGUSER", "PGPASSWORD", "web-orders", "orders service"} {
@@ -163,7 +163,7 @@ func TestWebSecrets(t *testing.T) {
 	if out := admin.Must("", "secret-rotations", "list", "--project-id", pid); strings.Contains(out, "web-orders") {
 		t.Fatal("the rotation exists before Create was clicked")
 	}
-	b.do(chromedp.Click(chromedp.ID("create-rotation")), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(submit(chromedp.ID("create-rotation")), chromedp.WaitVisible(chromedp.ID("notice")))
 	row := b.text(`tr[data-rotation="web-orders"]`)
 	if !strings.Contains(b.text("#status-web-orders"), "ok") || b.text("#last-web-orders") == "" || !strings.Contains(b.text("#next-web-orders"), "UTC") {
 		t.Fatalf("the rotation's row: %s", row)
@@ -184,7 +184,7 @@ func TestWebSecrets(t *testing.T) {
 
 	// Rotate now: the other user, with a new password; the previous one still works.
 	b.eval(`(async () => { document.getElementById("notice").remove(); return "" })()`) // the page after Create shows one
-	b.do(chromedp.Click(chromedp.ID("rotate-web-orders")), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(submit(chromedp.ID("rotate-web-orders")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if n := b.text("#notice"); !strings.Contains(n, "rotated") {
 		t.Fatalf("after Rotate now: %q", n)
 	}
@@ -218,7 +218,7 @@ func TestWebSecrets(t *testing.T) {
 	// Sent anyway, the service refuses it (the warning goes first, so that
 	// the answer's error is the one read).
 	b.eval(`(async () => { document.getElementById("error").remove(); return "" })()`)
-	b.do(chromedp.SendKeys(chromedp.ID("secret-value"), "by-hand"), chromedp.Click(chromedp.ID("save-secret")),
+	b.do(chromedp.SendKeys(chromedp.ID("secret-value"), "by-hand"), submit(chromedp.ID("save-secret")),
 		chromedp.WaitVisible(chromedp.CSS("#secret-edit-form #error")))
 	if msg := b.text("#error"); !strings.Contains(msg, "secret PGPASSWORD in prod:/db/orders/ is written by secret rotation web-orders") ||
 		!strings.Contains(msg, "cannot be changed by hand") {
@@ -230,7 +230,7 @@ func TestWebSecrets(t *testing.T) {
 
 	// The connection cannot be deleted while the rotation uses it.
 	b.open("/projects/"+pid+"/app-connections", "#app-connections")
-	b.do(chromedp.Click(chromedp.ID("delete-connection-orders-db")), chromedp.WaitVisible(chromedp.ID("error")))
+	b.do(submit(chromedp.ID("delete-connection-orders-db")), chromedp.WaitVisible(chromedp.ID("error")))
 	if msg := b.text("#error"); !strings.Contains(msg, "secret rotation web-orders") {
 		t.Fatalf("deleting the used connection: %q", msg)
 	}

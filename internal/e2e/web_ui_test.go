@@ -42,7 +42,7 @@ func TestWebUI(t *testing.T) {
 
 	// A project.
 	b.open("/projects", "#project-form")
-	b.do(chromedp.SendKeys(chromedp.ID("project-name"), "web-shop"), chromedp.Click(chromedp.ID("create-project")),
+	b.do(chromedp.SendKeys(chromedp.ID("project-name"), "web-shop"), submit(chromedp.ID("create-project")),
 		chromedp.WaitVisible(chromedp.ID("add-postgres")))
 	var projects []struct{ ID, Name string }
 	admin.JSON(&projects, "", "projects", "list")
@@ -52,7 +52,7 @@ func TestWebUI(t *testing.T) {
 	pid := projects[0].ID
 
 	// A PostgreSQL resource: port and TLS switches come filled in.
-	b.do(chromedp.Click(chromedp.ID("add-postgres")), chromedp.WaitVisible(chromedp.ID("resource-form")))
+	b.do(submit(chromedp.ID("add-postgres")), chromedp.WaitVisible(chromedp.ID("resource-form")))
 	port, _ := chromedp.Run(b.ctx, chromedp.Value(chromedp.ID("port")))
 	sslOn := b.eval(`String(document.getElementById("sslEnabled").checked && document.getElementById("sslRejectUnauthorized").checked)`)
 	if port != "5432" || sslOn != "true" {
@@ -61,7 +61,7 @@ func TestWebUI(t *testing.T) {
 	b.do(chromedp.SendKeys(chromedp.ID("name"), "pg-main"), chromedp.SendKeys(chromedp.ID("host"), "127.0.0.1"),
 		chromedp.SetValue(chromedp.ID("port"), fmt.Sprint(pg.Port)), chromedp.SendKeys(chromedp.ID("database"), testenv.AppDatabase),
 		chromedp.SetValue(chromedp.ID("sslCaPem"), string(pg.CA.CertPEM)),
-		chromedp.Click(chromedp.ID("create-resource")), chromedp.WaitVisible(chromedp.ID("resource-facts")))
+		submit(chromedp.ID("create-resource")), chromedp.WaitVisible(chromedp.ID("resource-facts")))
 
 	// A MongoDB resource on FerretDB without TLS: the auth database comes filled in.
 	b.open("/projects/"+pid+"/resources/new?kind=mongodb", "#resource-form")
@@ -70,10 +70,10 @@ func TestWebUI(t *testing.T) {
 	}
 	b.do(chromedp.SendKeys(chromedp.ID("name"), "docs"),
 		chromedp.SendKeys(chromedp.ID("connectionString"), fmt.Sprintf("mongodb://127.0.0.1:%d/", ferret.Port)),
-		chromedp.Click(chromedp.ID("sslEnabled")), chromedp.Click(chromedp.ID("create-resource")),
+		chromedp.Click(chromedp.ID("sslEnabled")), submit(chromedp.ID("create-resource")),
 		chromedp.WaitVisible(chromedp.ID("account-form")))
 	b.do(chromedp.SendKeys(chromedp.ID("account-name"), "docs-rw"), chromedp.SendKeys(chromedp.ID("account-username"), ferret.SCRAM256User.User),
-		chromedp.SendKeys(chromedp.ID("account-password"), ferret.SCRAM256User.Password), chromedp.Click(chromedp.ID("create-account")),
+		chromedp.SendKeys(chromedp.ID("account-password"), ferret.SCRAM256User.Password), submit(chromedp.ID("create-account")),
 		chromedp.WaitVisible(chromedp.ID("notice")))
 	b.open("/projects/"+pid+"/resources", "#resources")
 	list := b.text("#resources")
@@ -85,13 +85,13 @@ func TestWebUI(t *testing.T) {
 
 	// An account with a wrong password: the gateway's refusal shows next
 	// to the form, what was typed stays (but the password), nothing is saved.
-	b.do(chromedp.Click(chromedp.CSS(`tr[data-resource="pg-main"] a`)), chromedp.WaitVisible(chromedp.ID("account-form")))
+	b.do(submit(chromedp.CSS(`tr[data-resource="pg-main"] a`)), chromedp.WaitVisible(chromedp.ID("account-form")))
 	const wrong = "not-the-password-42"
 	b.do(chromedp.SendKeys(chromedp.ID("account-name"), "app"), chromedp.SendKeys(chromedp.ID("account-description"), "the shop's app"),
 		chromedp.SendKeys(chromedp.ID("account-username"), pg.SCRAMUser.User), chromedp.SendKeys(chromedp.ID("account-password"), wrong),
 		chromedp.SendKeys(chromedp.CSS(`#account-form input[name=metaKey]`), "env"),
 		chromedp.SendKeys(chromedp.CSS(`#account-form input[name=metaValue]`), "prod"),
-		chromedp.Click(chromedp.ID("create-account")), chromedp.WaitVisible(chromedp.CSS("#account-form #error")))
+		submit(chromedp.ID("create-account")), chromedp.WaitVisible(chromedp.CSS("#account-form #error")))
 	if msg := b.text("#account-form #error"); !strings.Contains(strings.ToLower(msg), "password") {
 		t.Fatalf("the wrong password's error: %q", msg)
 	}
@@ -111,7 +111,7 @@ func TestWebUI(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#account-form [data-add-row]")),
 		chromedp.SendKeys(chromedp.CSS(`#account-form .meta-row:last-child input[name=metaKey]`), "team"),
 		chromedp.SendKeys(chromedp.CSS(`#account-form .meta-row:last-child input[name=metaValue]`), "payments"),
-		chromedp.Click(chromedp.ID("create-account")), chromedp.WaitVisible(chromedp.ID("notice")))
+		submit(chromedp.ID("create-account")), chromedp.WaitVisible(chromedp.ID("notice")))
 	var accounts []struct {
 		Name     string
 		Metadata map[string]string
@@ -122,7 +122,7 @@ func TestWebUI(t *testing.T) {
 	}
 
 	// Account details: edit the metadata.
-	b.do(chromedp.Click(chromedp.CSS(`tr[data-account="app"] a`)), chromedp.WaitVisible(chromedp.ID("metadata-form")))
+	b.do(submit(chromedp.CSS(`tr[data-account="app"] a`)), chromedp.WaitVisible(chromedp.ID("metadata-form")))
 	facts := b.text("#account-facts")
 	if !strings.Contains(facts, pg.SCRAMUser.User) || !strings.Contains(facts, "the shop's app") || strings.Contains(b.html(), pg.SCRAMUser.Password) {
 		t.Fatalf("account details: %s", facts)
@@ -130,7 +130,7 @@ func TestWebUI(t *testing.T) {
 	b.do(chromedp.SetValue(chromedp.CSS(`#metadata-form .meta-row:nth-child(1) input[name=metaValue]`), "staging"),
 		chromedp.SendKeys(chromedp.CSS(`#metadata-form .meta-row:last-child input[name=metaKey]`), "owner"),
 		chromedp.SendKeys(chromedp.CSS(`#metadata-form .meta-row:last-child input[name=metaValue]`), "alice"),
-		chromedp.Click(chromedp.ID("save-metadata")), chromedp.WaitVisible(chromedp.ID("notice")))
+		submit(chromedp.ID("save-metadata")), chromedp.WaitVisible(chromedp.ID("notice")))
 	admin.JSON(&accounts, "", "accounts", "list", "--project-id", pid, "--resource", "pg-main")
 	if m := accounts[0].Metadata; len(m) != 3 || m["env"] != "staging" || m["owner"] != "alice" || m["team"] != "payments" {
 		t.Fatalf("metadata after the edit: %v", m)
@@ -162,7 +162,7 @@ func TestWebUI(t *testing.T) {
 	b.open("/projects/"+pid+"/accounts", "#filter-form")
 	b.do(chromedp.SendKeys(chromedp.CSS(`#filter-form input[name=metaKey]`), "owner"),
 		chromedp.SendKeys(chromedp.CSS(`#filter-form input[name=metaValue]`), "alice"),
-		chromedp.Click(chromedp.ID("apply-filter")), chromedp.WaitVisible(chromedp.CSS(`tr[data-account="app"]`)))
+		submit(chromedp.ID("apply-filter")), chromedp.WaitVisible(chromedp.CSS(`tr[data-account="app"]`)))
 	if b.has(`tr[data-account="docs-rw"]`) {
 		t.Fatal("the filter owner=alice shows docs-rw")
 	}
@@ -190,7 +190,7 @@ func TestWebUI(t *testing.T) {
 			t.Fatalf("the sessions list lacks %q:\n%s", want, row)
 		}
 	}
-	b.do(chromedp.Click(chromedp.CSS(`#sessions tbody tr a`)), chromedp.WaitVisible(chromedp.ID("session-facts")))
+	b.do(submit(chromedp.CSS(`#sessions tbody tr a`)), chromedp.WaitVisible(chromedp.ID("session-facts")))
 	var loc string
 	loc, _ = chromedp.Run(b.ctx, chromedp.Location())
 	sessionPath := strings.TrimPrefix(loc, srv.URL)
@@ -206,7 +206,7 @@ func TestWebUI(t *testing.T) {
 	}
 
 	// Terminate from the UI ends the CLI's session.
-	b.do(chromedp.Click(chromedp.ID("terminate")), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(submit(chromedp.ID("terminate")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if s := b.text("#end-reason"); !strings.Contains(s, "terminated") {
 		t.Fatalf("end reason: %q", s)
 	}
@@ -219,7 +219,7 @@ func TestWebUI(t *testing.T) {
 	// event under it; text nobody ran lists nothing; so does a time range
 	// before it.
 	b.open("/sessions", "#session-filter")
-	b.do(chromedp.SetValue(chromedp.ID("log-search"), "WEB-UI-"), chromedp.Click(chromedp.ID("apply-session-filter")),
+	b.do(chromedp.SetValue(chromedp.ID("log-search"), "WEB-UI-"), submit(chromedp.ID("apply-session-filter")),
 		chromedp.WaitVisible(chromedp.CSS("tr.matches")))
 	if m := b.text("tr.matches"); !strings.Contains(m, "'web-ui-' || 42") || !strings.Contains(m, "SELECT 1") {
 		t.Fatalf("the search shows %q", m)
@@ -252,11 +252,11 @@ func TestWebUI(t *testing.T) {
 
 	// Delete a resource: the confirmation says what else goes.
 	b.open("/projects/"+pid+"/resources", "#resources")
-	b.do(chromedp.Click(chromedp.CSS(`tr[data-resource="docs"] a.danger`)), chromedp.WaitVisible(chromedp.ID("confirm-delete")))
+	b.do(submit(chromedp.CSS(`tr[data-resource="docs"] a.danger`)), chromedp.WaitVisible(chromedp.ID("confirm-delete")))
 	if n := b.text("#accounts-count"); n != "1 account" {
 		t.Fatalf("the confirmation counts %q", n)
 	}
-	b.do(chromedp.Click(chromedp.ID("confirm-delete")), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(submit(chromedp.ID("confirm-delete")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if b.has(`tr[data-resource="docs"]`) {
 		t.Fatal("docs is still listed")
 	}
@@ -270,7 +270,7 @@ func TestWebUI(t *testing.T) {
 	// A viewer sees no controls.
 	admin.Must("viewer password 1", "users", "create", "--email", "viewer@example.com", "--password-stdin")
 	admin.Must("", "projects", "members", "set", "--project-id", pid, "--email", "viewer@example.com", "--role", "viewer")
-	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	b.do(submit(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
 	b.login("viewer@example.com", "viewer password 1")
 	b.open("/projects/"+pid+"/resources", "#resources")
 	for _, sel := range []string{"#add-postgres", "#add-mongodb", "a.danger"} {
@@ -278,13 +278,13 @@ func TestWebUI(t *testing.T) {
 			t.Errorf("the viewer's resources page has %s", sel)
 		}
 	}
-	b.do(chromedp.Click(chromedp.CSS(`tr[data-resource="pg-main"] a`)), chromedp.WaitVisible(chromedp.ID("resource-facts")))
+	b.do(submit(chromedp.CSS(`tr[data-resource="pg-main"] a`)), chromedp.WaitVisible(chromedp.ID("resource-facts")))
 	for _, sel := range []string{"#account-form", "a.danger", "#access-app"} {
 		if b.has(sel) {
 			t.Errorf("the viewer's resource page has %s", sel)
 		}
 	}
-	b.do(chromedp.Click(chromedp.CSS(`tr[data-account="app"] a`)), chromedp.WaitVisible(chromedp.ID("account-facts")))
+	b.do(submit(chromedp.CSS(`tr[data-account="app"] a`)), chromedp.WaitVisible(chromedp.ID("account-facts")))
 	if b.has("#metadata-form") || b.has("#delete-account") || b.has("#access-app") {
 		t.Error("the viewer may edit or access the account")
 	}
