@@ -82,6 +82,7 @@ func TestWebUI(t *testing.T) {
 			t.Fatalf("the resources list lacks %q:\n%s", want, list)
 		}
 	}
+	saveScreenshot(t, b, "resources.png")
 
 	// An account with a wrong password: the gateway's refusal shows next
 	// to the form, what was typed stays (but the password), nothing is saved.
@@ -176,6 +177,7 @@ func TestWebUI(t *testing.T) {
 	if command != want {
 		t.Fatalf("the Access command is\n%q, want\n%q", command, want)
 	}
+	saveScreenshot(t, b, "access-command.png")
 	access := runShell(t, admin, command)
 	url := access.waitLine(t, urlLine, 60*time.Second)
 	if r := psql(t, false, url, "SELECT 'web-ui-' || 42"); r.Code != 0 || !strings.Contains(r.Out, "web-ui-42") {
@@ -198,6 +200,7 @@ func TestWebUI(t *testing.T) {
 	if !strings.Contains(log, "SELECT 1") {
 		t.Fatalf("the log lacks the outcome SELECT 1:\n%s", log)
 	}
+	saveScreenshot(t, b, "session.png")
 	if v := b.text("#verify"); !strings.Contains(v, "whole") {
 		t.Fatalf("verify: %q", v)
 	}
