@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"rsc.io/qr"
+
+	"github.com/airlockpam/airlock/internal/auth"
 )
 
 // problemMFARequired is the problem type of an answer that asks for a
@@ -247,7 +249,7 @@ func writeQR(w io.Writer, text string) error {
 // loginWithMFA posts a password login; when the organization requires MFA
 // at login it gets a code (code, else a prompt on the terminal, again after
 // a wrong code while tries are left) and repeats the login with it.
-func (o *options) loginWithMFA(ctx context.Context, c *client, body map[string]string, code string, pair *tokenPair) error {
+func (o *options) loginWithMFA(ctx context.Context, c *client, body *auth.LoginRequest, code string, pair *auth.TokenPair) error {
 	err := c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
 	var ae *apiError
 	if !errors.As(err, &ae) || ae.Type != problemMFARequired || ae.ChallengeID == "" {
@@ -260,14 +262,14 @@ func (o *options) loginWithMFA(ctx context.Context, c *client, body map[string]s
 	if interactive {
 		fmt.Fprintln(o.stderr, ae.Detail)
 	}
-	body["mfaChallengeId"] = ae.ChallengeID
+	body.MFAChallengeID = ae.ChallengeID
 	for {
 		if interactive {
 			if code, err = o.prompt("Code: "); err != nil {
 				return err
 			}
 		}
-		body["mfaCode"] = code
+		body.MFACode = code
 		err = c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
 		var ve *apiError
 		if err != nil && interactive && errors.As(err, &ve) && ve.Status == http.StatusUnprocessableEntity && triesLeft.MatchString(ve.Error()) {
