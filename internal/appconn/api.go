@@ -9,17 +9,39 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 )
 
-type connOut struct {
-	Body struct {
-		AppConnection *Connection `json:"appConnection"`
-	}
+// ConnectionInput is the body of POST /api/v1/app-connections/postgres.
+type ConnectionInput struct {
+	Name                         string      `json:"name" maxLength:"64" doc:"a slug, unique in the project"`
+	Description                  string      `json:"description,omitempty" maxLength:"256"`
+	Method                       string      `json:"method" enum:"username-and-password"`
+	IsPlatformManagedCredentials bool        `json:"isPlatformManagedCredentials,omitempty" doc:"give the user a new random password that only the server knows"`
+	ProjectID                    string      `json:"projectId" maxLength:"64"`
+	GatewayID                    string      `json:"gatewayId,omitempty" maxLength:"64" doc:"log in through this gateway instead of from the server"`
+	Credentials                  Credentials `json:"credentials"`
 }
 
-func one(c *Connection) *connOut {
-	out := &connOut{}
-	out.Body.AppConnection = c
-	return out
+// ConnectionUpdate is the body of PATCH
+// /api/v1/app-connections/postgres/{connectionId}; nil fields stay.
+type ConnectionUpdate struct {
+	Name        *string      `json:"name,omitempty" maxLength:"64"`
+	Description *string      `json:"description,omitempty" maxLength:"256"`
+	GatewayID   *string      `json:"gatewayId,omitempty" maxLength:"64" doc:"\"\" to connect from the server"`
+	Credentials *Credentials `json:"credentials,omitempty" doc:"all settings; the password may be left out to keep the stored one"`
 }
+
+// ConnectionResponse is the answer of the operations on one connection.
+type ConnectionResponse struct {
+	AppConnection *Connection `json:"appConnection"`
+}
+
+// ConnectionList is the answer of GET /api/v1/app-connections/postgres.
+type ConnectionList struct {
+	AppConnections []Connection `json:"appConnections"`
+}
+
+type connOut struct{ Body ConnectionResponse }
+
+func one(c *Connection) *connOut { return &connOut{ConnectionResponse{c}} }
 
 // Register adds the app connection operations to the API.
 func (s *Service) Register(a huma.API) {
@@ -29,17 +51,7 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "create-postgres-app-connection", Method: http.MethodPost, Path: base, Tags: tags,
 		Summary: "Add a PostgreSQL app connection; the server logs in with it first (project admins)", Security: api.Secured,
 		Errors: []int{403, 404, 409, 422, 503},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Name                         string      `json:"name" maxLength:"64" doc:"a slug, unique in the project"`
-			Description                  string      `json:"description,omitempty" maxLength:"256"`
-			Method                       string      `json:"method" enum:"username-and-password"`
-			IsPlatformManagedCredentials bool        `json:"isPlatformManagedCredentials,omitempty" doc:"give the user a new random password that only the server knows"`
-			ProjectID                    string      `json:"projectId" maxLength:"64"`
-			GatewayID                    string      `json:"gatewayId,omitempty" maxLength:"64" doc:"log in through this gateway instead of from the server"`
-			Credentials                  Credentials `json:"credentials"`
-		}
-	}) (*connOut, error) {
+	}, func(ctx context.Context, in *struct{ Body ConnectionInput }) (*connOut, error) {
 		b := in.Body
 		c, err := s.Create(ctx, CreateInput{Name: b.Name, Description: b.Description, Method: b.Method, IsPlatformManagedCredentials: b.IsPlatformManagedCredentials,
 			ProjectID: b.ProjectID, GatewayID: b.GatewayID, Credentials: b.Credentials})
@@ -50,19 +62,9 @@ func (s *Service) Register(a huma.API) {
 		Summary: "List a project's PostgreSQL app connections", Security: api.Secured, Errors: []int{404},
 	}, func(ctx context.Context, in *struct {
 		ProjectID string `query:"projectId" required:"true" maxLength:"64"`
-	}) (*struct {
-		Body struct {
-			AppConnections []Connection `json:"appConnections"`
-		}
-	}, error) {
+	}) (*struct{ Body ConnectionList }, error) {
 		list, err := s.List(ctx, in.ProjectID)
-		out := &struct {
-			Body struct {
-				AppConnections []Connection `json:"appConnections"`
-			}
-		}{}
-		out.Body.AppConnections = list
-		return out, api.Err(ctx, err)
+		return &struct{ Body ConnectionList }{ConnectionList{list}}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "get-postgres-app-connection", Method: http.MethodGet, Path: base + "/{connectionId}", Tags: tags,
@@ -89,12 +91,7 @@ func (s *Service) Register(a huma.API) {
 		Errors: []int{403, 404, 409, 422, 503},
 	}, func(ctx context.Context, in *struct {
 		ConnectionID string `path:"connectionId" maxLength:"64"`
-		Body         struct {
-			Name        *string      `json:"name,omitempty" maxLength:"64"`
-			Description *string      `json:"description,omitempty" maxLength:"256"`
-			GatewayID   *string      `json:"gatewayId,omitempty" maxLength:"64" doc:"\"\" to connect from the server"`
-			Credentials *Credentials `json:"credentials,omitempty" doc:"all settings; the password may be left out to keep the stored one"`
-		}
+		Body         ConnectionUpdate
 	}) (*connOut, error) {
 		b := in.Body
 		c, err := s.Update(ctx, in.ConnectionID, UpdateInput{Name: b.Name, Description: b.Description, GatewayID: b.GatewayID, Credentials: b.Credentials})

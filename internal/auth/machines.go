@@ -58,16 +58,17 @@ func (s *Service) machineByClientID(ctx context.Context, clientID string) (*mach
 	return &m, err
 }
 
+// MachineIdentityInput is the body of POST /api/v1/machine-identities.
+type MachineIdentityInput struct {
+	Name string `json:"name" maxLength:"63" doc:"a slug, unique in the organization"`
+}
+
 func (s *Service) registerMachines(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "create-machine-identity", Method: http.MethodPost, Path: "/api/v1/machine-identities", Tags: []string{"Machine identities"},
 		Summary: "Create a machine identity (organization admins); the secret is returned once", Security: api.Secured,
 		DefaultStatus: http.StatusCreated, Errors: []int{403, 409, 422},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Name string `json:"name" maxLength:"63" doc:"a slug, unique in the organization"`
-		}
-	}) (*struct{ Body NewMachineIdentity }, error) {
+	}, func(ctx context.Context, in *struct{ Body MachineIdentityInput }) (*struct{ Body NewMachineIdentity }, error) {
 		m, err := s.CreateMachineIdentity(ctx, in.Body.Name)
 		if err != nil {
 			return nil, api.Err(ctx, err)

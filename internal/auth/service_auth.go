@@ -15,29 +15,32 @@ import (
 	"github.com/airlockpam/airlock/internal/store"
 )
 
-type loginInput struct {
-	Body struct {
-		Email    string `json:"email" maxLength:"254" doc:"the user's email address"`
-		Password string `json:"password" maxLength:"1024"`
-		// When the organization requires MFA at login, the first answer is
-		// 403 with a challenge; the login is repeated with its id and code.
-		MFAChallengeID string `json:"mfaChallengeId,omitempty" maxLength:"64" doc:"the challenge of a 403 mfa-required answer to this login"`
-		MFACode        string `json:"mfaCode,omitempty" maxLength:"20" doc:"its code (TOTP, email, or a recovery code)"`
-	}
+// LoginRequest is the body of POST /api/v1/auth/login.
+type LoginRequest struct {
+	Email    string `json:"email" maxLength:"254" doc:"the user's email address"`
+	Password string `json:"password" maxLength:"1024"`
+	// When the organization requires MFA at login, the first answer is
+	// 403 with a challenge; the login is repeated with its id and code.
+	MFAChallengeID string `json:"mfaChallengeId,omitempty" maxLength:"64" doc:"the challenge of a 403 mfa-required answer to this login"`
+	MFACode        string `json:"mfaCode,omitempty" maxLength:"20" doc:"its code (TOTP, email, or a recovery code)"`
 }
 
-type machineLoginInput struct {
-	Body struct {
-		ClientID     string `json:"clientId" maxLength:"200"`
-		ClientSecret string `json:"clientSecret" maxLength:"200"`
-	}
+type loginInput struct{ Body LoginRequest }
+
+// MachineLoginRequest is the body of POST /api/v1/auth/machine-login.
+type MachineLoginRequest struct {
+	ClientID     string `json:"clientId" maxLength:"200"`
+	ClientSecret string `json:"clientSecret" maxLength:"200"`
 }
 
-type refreshInput struct {
-	Body struct {
-		RefreshToken string `json:"refreshToken" maxLength:"200"`
-	}
+type machineLoginInput struct{ Body MachineLoginRequest }
+
+// RefreshRequest is the body of POST /api/v1/auth/refresh.
+type RefreshRequest struct {
+	RefreshToken string `json:"refreshToken" maxLength:"200"`
 }
+
+type refreshInput struct{ Body RefreshRequest }
 
 type tokenOutput struct{ Body TokenPair }
 

@@ -68,14 +68,15 @@ func requireOrgAdmin(ctx context.Context, op string) (*api.Principal, error) {
 	return p, nil
 }
 
-type createUserInput struct {
-	Body struct {
-		Email    string `json:"email" maxLength:"254"`
-		Password string `json:"password" maxLength:"1024" doc:"at least 12 characters"`
-		Name     string `json:"name,omitempty" maxLength:"200"`
-		OrgAdmin bool   `json:"orgAdmin,omitempty"`
-	}
+// UserInput is the body of POST /api/v1/users.
+type UserInput struct {
+	Email    string `json:"email" maxLength:"254"`
+	Password string `json:"password" maxLength:"1024" doc:"at least 12 characters"`
+	Name     string `json:"name,omitempty" maxLength:"200"`
+	OrgAdmin bool   `json:"orgAdmin,omitempty"`
 }
+
+type createUserInput struct{ Body UserInput }
 
 type userIDInput struct {
 	UserID string `path:"userId" maxLength:"64"`

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/airlockpam/airlock/internal/auth"
 )
 
 // client calls the Airlock API. Its methods may be called from several
@@ -353,7 +355,7 @@ func (c *client) refreshIfNeeded(ctx context.Context, force bool) error {
 	if time.Now().After(c.creds.RefreshExpiresAt) {
 		return &loginGoneError{"your login has expired: run `airlock login` again"}
 	}
-	status, body, err := c.send(ctx, http.MethodPost, "/api/v1/auth/refresh", nil, map[string]string{"refreshToken": c.creds.RefreshToken}, "")
+	status, body, err := c.send(ctx, http.MethodPost, "/api/v1/auth/refresh", nil, auth.RefreshRequest{RefreshToken: c.creds.RefreshToken}, "")
 	if err != nil {
 		return fmt.Errorf("refreshing your login: %w", err)
 	}
@@ -363,25 +365,19 @@ func (c *client) refreshIfNeeded(ctx context.Context, force bool) error {
 	case status != http.StatusOK:
 		return fmt.Errorf("refreshing your login failed: the server answered %d %s; try again shortly", status, http.StatusText(status))
 	}
-	var pair tokenPair
+	var pair auth.TokenPair
 	if err := json.Unmarshal(body, &pair); err != nil {
 		return fmt.Errorf("the server's answer to the refresh could not be read: %w", err)
 	}
-	pair.apply(c.creds)
+	applyTokens(pair, c.creds)
 	if err := saveCredentials(c.creds); err != nil {
 		return fmt.Errorf("saving the refreshed login: %w", err)
 	}
 	return nil
 }
 
-type tokenPair struct {
-	AccessToken      string    `json:"accessToken"`
-	AccessExpiresAt  time.Time `json:"accessExpiresAt"`
-	RefreshToken     string    `json:"refreshToken"`
-	RefreshExpiresAt time.Time `json:"refreshExpiresAt"`
-}
-
-func (p tokenPair) apply(c *Credentials) {
+// applyTokens stores a token pair in c.
+func applyTokens(p auth.TokenPair, c *Credentials) {
 	c.AccessToken, c.AccessExpiresAt = p.AccessToken, p.AccessExpiresAt
 	c.RefreshToken, c.RefreshExpiresAt = p.RefreshToken, p.RefreshExpiresAt
 }

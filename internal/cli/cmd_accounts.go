@@ -10,35 +10,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/airlockpam/airlock/internal/pam"
 )
 
-// pamAccount is an account as the API returns it (never with its password).
-type pamAccount struct {
-	ID           string            `json:"id"`
-	Name         string            `json:"name"`
-	ResourceID   string            `json:"resourceId"`
-	ResourceName string            `json:"resourceName"`
-	Username     string            `json:"username"`
-	Description  string            `json:"description"`
-	Metadata     map[string]string `json:"metadata"`
-	RequireMFA   bool              `json:"requireMfa"`
-	Rotation     accountRotation   `json:"rotation"`
-	CreatedAt    time.Time         `json:"createdAt"`
-	UpdatedAt    time.Time         `json:"updatedAt"`
-}
-
-// accountRotation is an account's scheduled password rotation.
-type accountRotation struct {
-	Enabled       bool       `json:"enabled"`
-	Interval      string     `json:"interval,omitempty"`
-	Status        string     `json:"status"`
-	LastRotatedAt *time.Time `json:"lastRotatedAt,omitempty"`
-	NextDueAt     *time.Time `json:"nextDueAt,omitempty"`
-	LastError     string     `json:"lastError,omitempty"`
-}
-
-// text is the rotation in one phrase: "every 7d, ok", "off".
-func (r accountRotation) text() string {
+// rotationText is the rotation in one phrase: "every 7d, ok", "off".
+func rotationText(r pam.AccountRotation) string {
 	if !r.Enabled {
 		if r.Status == "failed" {
 			return "off (last rotation failed)"
@@ -55,7 +32,8 @@ func optTime(t *time.Time) string {
 	return fmtTime(*t)
 }
 
-func (a pamAccount) metadataText() string {
+// metadataText is the account's labels as k=v,k=v sorted by key.
+func metadataText(a pam.Account) string {
 	keys := make([]string, 0, len(a.Metadata))
 	for k := range a.Metadata {
 		keys = append(keys, k)
@@ -68,14 +46,14 @@ func (a pamAccount) metadataText() string {
 	return strings.Join(parts, ",")
 }
 
-func (o *options) printAccount(a pamAccount) error {
-	md := a.metadataText()
+func (o *options) printAccount(a pam.Account) error {
+	md := metadataText(a)
 	if md == "" {
 		md = "-"
 	}
 	return o.printObject(a, [][2]string{{"ID", a.ID}, {"Name", a.Name}, {"Resource", a.ResourceName}, {"Username", a.Username},
 		{"Description", a.Description}, {"Metadata", md}, {"Requires MFA", fmt.Sprint(a.RequireMFA)},
-		{"Rotation", a.Rotation.text()}, {"Last rotated", optTime(a.Rotation.LastRotatedAt)},
+		{"Rotation", rotationText(a.Rotation)}, {"Last rotated", optTime(a.Rotation.LastRotatedAt)},
 		{"Next rotation", optTime(a.Rotation.NextDueAt)}, {"Rotation error", orDash(a.Rotation.LastError)},
 		{"Created", fmtTime(a.CreatedAt)}, {"Updated", fmtTime(a.UpdatedAt)}})
 }
@@ -142,16 +120,13 @@ func newAccountsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"resource": resource, "name": name, "username": username, "password": pw,
-				"description": description, "metadata": md, "requireMfa": requireMFA}
-			if rotationInterval != "" {
-				body["rotationInterval"] = rotationInterval
-			}
+			body := pam.AccountInput{Resource: resource, Name: name, Username: username, Password: pw,
+				Description: description, Metadata: md, RequireMFA: requireMFA, RotationInterval: rotationInterval}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
-			var a pamAccount
+			var a pam.Account
 			if err := c.do(cmd.Context(), http.MethodPost, accountsPath(projectID), nil, body, &a); err != nil {
 				return err
 			}
@@ -189,14 +164,14 @@ func newAccountsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var as []pamAccount
+			var as []pam.Account
 			if err := c.do(cmd.Context(), http.MethodGet, accountsPath(projectID), q, nil, &as); err != nil {
 				return err
 			}
 			rows := make([][]string, 0, len(as))
 			for _, a := range as {
-				rows = append(rows, []string{a.ID, a.Name, a.ResourceName, a.Username, fmt.Sprint(a.RequireMFA), a.Rotation.text(),
-					optTime(a.Rotation.NextDueAt), a.metadataText(), fmtTime(a.CreatedAt)})
+				rows = append(rows, []string{a.ID, a.Name, a.ResourceName, a.Username, fmt.Sprint(a.RequireMFA), rotationText(a.Rotation),
+					optTime(a.Rotation.NextDueAt), metadataText(a), fmtTime(a.CreatedAt)})
 			}
 			return o.printTable(as, []string{"ID", "NAME", "RESOURCE", "USERNAME", "MFA", "ROTATION", "NEXT ROTATION", "METADATA", "CREATED"}, rows)
 		},
@@ -211,7 +186,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var a pamAccount
+			var a pam.Account
 			if err := c.do(cmd.Context(), http.MethodGet, accountsPath(projectID, args[0]), accountQuery(resource), nil, &a); err != nil {
 				return err
 			}
@@ -226,23 +201,24 @@ func newAccountsCommand(o *options) *cobra.Command {
 			"--clear-metadata removes them all. A new password is read from standard input with --password-stdin.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
-			body := map[string]any{}
+			var body pam.AccountUpdate
 			if fl.Changed("username") {
-				body["username"] = username
+				body.Username = &username
 			}
 			if fl.Changed("description") {
-				body["description"] = description
+				body.Description = &description
 			}
 			if fl.Changed("require-mfa") {
-				body["requireMfa"] = requireMFA
+				body.RequireMFA = &requireMFA
 			}
 			switch {
 			case fl.Changed("rotation-interval") && fl.Changed("rotation") && !rotation:
 				return errors.New("give --rotation-interval or --rotation=false, not both")
 			case fl.Changed("rotation-interval"):
-				body["rotationInterval"] = rotationInterval
+				body.RotationInterval = &rotationInterval
 			case fl.Changed("rotation") && !rotation:
-				body["rotationInterval"] = "off"
+				off := "off"
+				body.RotationInterval = &off
 			case fl.Changed("rotation"):
 				return errors.New("--rotation turns rotation off (--rotation=false); to turn it on, give --rotation-interval 1d, 3d, 7d or 30d")
 			}
@@ -250,29 +226,30 @@ func newAccountsCommand(o *options) *cobra.Command {
 			case clearMetadata && fl.Changed("metadata"):
 				return errors.New("give --metadata or --clear-metadata, not both")
 			case clearMetadata:
-				body["metadata"] = map[string]string{}
+				body.Metadata = map[string]string{}
 			case fl.Changed("metadata"):
 				md, err := metadataFlags(metadata)
 				if err != nil {
 					return err
 				}
-				body["metadata"] = md
+				body.Metadata = md
 			}
 			if passwordStdin {
 				pw, err := o.readStdinSecret("New password")
 				if err != nil {
 					return err
 				}
-				body["password"] = pw
+				body.Password = &pw
 			}
-			if len(body) == 0 {
+			if body.Username == nil && body.Password == nil && body.Description == nil && body.Metadata == nil &&
+				body.RequireMFA == nil && body.RotationInterval == nil {
 				return errors.New("nothing to change: give at least one of --username, --password-stdin, --description, --metadata, --clear-metadata, --require-mfa, --rotation-interval or --rotation=false")
 			}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
-			var a pamAccount
+			var a pam.Account
 			if err := c.do(cmd.Context(), http.MethodPatch, accountsPath(projectID, args[0]), accountQuery(resource), body, &a); err != nil {
 				return err
 			}
@@ -299,7 +276,7 @@ func newAccountsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var a pamAccount
+			var a pam.Account
 			if err := c.do(cmd.Context(), http.MethodPost, accountsPath(projectID, args[0], "rotate"), accountQuery(resource), nil, &a); err != nil {
 				return err
 			}

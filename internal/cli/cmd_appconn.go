@@ -7,45 +7,23 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// appConnection is an app connection as the API returns it (never its password).
-type appConnection struct {
-	ID                           string    `json:"id"`
-	Name                         string    `json:"name"`
-	Description                  string    `json:"description,omitempty"`
-	ProjectID                    string    `json:"projectId"`
-	Version                      int       `json:"version"`
-	OrgID                        string    `json:"orgId"`
-	CreatedAt                    time.Time `json:"createdAt"`
-	UpdatedAt                    time.Time `json:"updatedAt"`
-	App                          string    `json:"app"`
-	Method                       string    `json:"method"`
-	IsPlatformManagedCredentials bool      `json:"isPlatformManagedCredentials"`
-	GatewayID                    string    `json:"gatewayId,omitempty"`
-	Credentials                  struct {
-		Host                  string `json:"host"`
-		Port                  int    `json:"port"`
-		Database              string `json:"database"`
-		Username              string `json:"username"`
-		SSLEnabled            bool   `json:"sslEnabled"`
-		SSLRejectUnauthorized bool   `json:"sslRejectUnauthorized"`
-		SSLCertificate        string `json:"sslCertificate,omitempty"`
-	} `json:"credentials"`
-	Error string `json:"error,omitempty"`
-}
+	"github.com/airlockpam/airlock/internal/appconn"
+)
 
 const appConnPath = "/api/v1/app-connections/postgres"
 
-func (o *options) printAppConn(a appConnection) error {
+func (o *options) printAppConn(a *appconn.Connection) error {
+	if a == nil {
+		return errors.New("the server's answer holds no app connection")
+	}
 	via := "the server"
 	if a.GatewayID != "" {
 		via = "gateway " + a.GatewayID
 	}
-	return o.printObject(map[string]any{"appConnection": a}, [][2]string{{"ID", a.ID}, {"Name", a.Name}, {"App", a.App}, {"Method", a.Method},
+	return o.printObject(appconn.ConnectionResponse{AppConnection: a}, [][2]string{{"ID", a.ID}, {"Name", a.Name}, {"App", a.App}, {"Method", a.Method},
 		{"Host", a.Credentials.Host}, {"Port", strconv.Itoa(a.Credentials.Port)}, {"Database", a.Credentials.Database},
 		{"Username", a.Credentials.Username}, {"TLS", fmt.Sprintf("%v (verify: %v)", a.Credentials.SSLEnabled, a.Credentials.SSLRejectUnauthorized)},
 		{"Platform-managed", fmt.Sprint(a.IsPlatformManagedCredentials)}, {"Connects from", via}, {"Version", strconv.Itoa(a.Version)},
@@ -53,17 +31,18 @@ func (o *options) printAppConn(a appConnection) error {
 }
 
 // appConnByRef finds a project's connection by name, else by id.
-func appConnByRef(cmd *cobra.Command, c *client, projectID, ref string) (appConnection, error) {
-	var out struct {
-		AppConnection appConnection `json:"appConnection"`
-	}
+func appConnByRef(cmd *cobra.Command, c *client, projectID, ref string) (*appconn.Connection, error) {
+	var out appconn.ConnectionResponse
 	err := c.do(cmd.Context(), http.MethodGet, appConnPath+"/connection-name/"+url.PathEscape(ref), url.Values{"projectId": {projectID}}, nil, &out)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
 		err = c.do(cmd.Context(), http.MethodGet, appConnPath+"/"+url.PathEscape(ref), nil, nil, &out)
-		if err == nil && out.AppConnection.ProjectID != projectID {
-			return appConnection{}, fmt.Errorf("no app connection %q in the project", ref)
+		if err == nil && (out.AppConnection == nil || out.AppConnection.ProjectID != projectID) {
+			return nil, fmt.Errorf("no app connection %q in the project", ref)
 		}
+	}
+	if err == nil && out.AppConnection == nil {
+		err = errors.New("the server's answer holds no app connection")
 	}
 	return out.AppConnection, err
 }
@@ -89,25 +68,25 @@ func (f *appConnFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&f.description, "description", "", "what the connection is for")
 }
 
-func (f *appConnFlags) credentials(o *options, needPassword bool) (map[string]any, error) {
-	creds := map[string]any{"host": f.host, "port": f.port, "database": f.database, "username": f.username,
-		"sslEnabled": f.ssl, "sslRejectUnauthorized": f.verify}
+func (f *appConnFlags) credentials(o *options, needPassword bool) (appconn.Credentials, error) {
+	creds := appconn.Credentials{Host: f.host, Port: f.port, Database: f.database, Username: f.username,
+		SSLEnabled: f.ssl, SSLRejectUnauthorized: f.verify}
 	if f.caFile != "" {
 		pem, err := os.ReadFile(f.caFile)
 		if err != nil {
-			return nil, fmt.Errorf("reading --ssl-ca-file: %w", err)
+			return creds, fmt.Errorf("reading --ssl-ca-file: %w", err)
 		}
-		creds["sslCertificate"] = string(pem)
+		creds.SSLCertificate = string(pem)
 	}
 	if needPassword && !f.passwordStdin {
-		return nil, errors.New("the password is read from standard input: add --password-stdin and pipe it in")
+		return creds, errors.New("the password is read from standard input: add --password-stdin and pipe it in")
 	}
 	if f.passwordStdin {
 		pw, err := o.readStdinSecret("Password")
 		if err != nil {
-			return nil, err
+			return creds, err
 		}
-		creds["password"] = pw
+		creds.Password = pw
 	}
 	return creds, nil
 }
@@ -135,17 +114,9 @@ func newAppConnectionsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"name": name, "method": "username-and-password", "isPlatformManagedCredentials": f.platformManaged,
-				"projectId": projectID, "credentials": creds}
-			if f.description != "" {
-				body["description"] = f.description
-			}
-			if f.gateway != "" {
-				body["gatewayId"] = f.gateway
-			}
-			var out struct {
-				AppConnection appConnection `json:"appConnection"`
-			}
+			body := appconn.ConnectionInput{Name: name, Method: "username-and-password", IsPlatformManagedCredentials: f.platformManaged,
+				ProjectID: projectID, Credentials: creds, Description: f.description, GatewayID: f.gateway}
+			var out appconn.ConnectionResponse
 			if err := c.do(cmd.Context(), http.MethodPost, appConnPath, nil, body, &out); err != nil {
 				return err
 			}
@@ -166,9 +137,7 @@ func newAppConnectionsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				AppConnections []appConnection `json:"appConnections"`
-			}
+			var out appconn.ConnectionList
 			if err := c.do(cmd.Context(), http.MethodGet, appConnPath, url.Values{"projectId": {projectID}}, nil, &out); err != nil {
 				return err
 			}
@@ -211,15 +180,15 @@ func newAppConnectionsCommand(o *options) *cobra.Command {
 				return err
 			}
 			fl := cmd.Flags()
-			body := map[string]any{}
+			var body appconn.ConnectionUpdate
 			if fl.Changed("name") {
-				body["name"] = newName
+				body.Name = &newName
 			}
 			if fl.Changed("description") {
-				body["description"] = uf.description
+				body.Description = &uf.description
 			}
 			if fl.Changed("gateway") {
-				body["gatewayId"] = uf.gateway
+				body.GatewayID = &uf.gateway
 			}
 			changed := false
 			for _, n := range []string{"host", "port", "database", "username", "password-stdin", "ssl", "ssl-reject-unauthorized", "ssl-ca-file"} {
@@ -249,17 +218,15 @@ func newAppConnectionsCommand(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if _, ok := creds["sslCertificate"]; !ok && cur.SSLCertificate != "" {
-					creds["sslCertificate"] = cur.SSLCertificate
+				if creds.SSLCertificate == "" {
+					creds.SSLCertificate = cur.SSLCertificate
 				}
-				body["credentials"] = creds
+				body.Credentials = &creds
 			}
-			if len(body) == 0 {
+			if body == (appconn.ConnectionUpdate{}) {
 				return errors.New("nothing to change: give --name, --description, --gateway or connection flags")
 			}
-			var out struct {
-				AppConnection appConnection `json:"appConnection"`
-			}
+			var out appconn.ConnectionResponse
 			if err := c.do(cmd.Context(), http.MethodPatch, appConnPath+"/"+url.PathEscape(a.ID), nil, body, &out); err != nil {
 				return err
 			}

@@ -9,22 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-)
 
-type auditEvent struct {
-	ID         string         `json:"id"`
-	At         time.Time      `json:"at"`
-	ActorKind  string         `json:"actorKind"`
-	ActorID    string         `json:"actorId"`
-	ActorName  string         `json:"actorName"`
-	ClientAddr string         `json:"clientAddr"`
-	Action     string         `json:"action"`
-	Outcome    string         `json:"outcome"`
-	TargetKind string         `json:"targetKind"`
-	TargetID   string         `json:"targetId"`
-	ProjectID  string         `json:"projectId,omitempty"`
-	Details    map[string]any `json:"details,omitempty"`
-}
+	"github.com/airlockpam/airlock/internal/audit"
+)
 
 func newAuditCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Read the admin audit log"}
@@ -47,7 +34,7 @@ func newAuditCommand(o *options) *cobra.Command {
 				return err
 			}
 			q.Set("limit", strconv.Itoa(limit))
-			var evs []auditEvent
+			var evs []audit.Entry
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/audit-logs", q, nil, &evs); err != nil {
 				return err
 			}
@@ -80,13 +67,7 @@ log was tampered with, naming the first entry affected.`,
 			if err != nil {
 				return err
 			}
-			var res struct {
-				OK            bool   `json:"ok"`
-				Entries       int64  `json:"entries"`
-				Authenticated int64  `json:"authenticated"`
-				FirstBad      int64  `json:"firstBad,omitempty"`
-				Problem       string `json:"problem,omitempty"`
-			}
+			var res audit.Verification
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/audit-logs/verify", nil, nil, &res); err != nil {
 				return err
 			}

@@ -21,36 +21,9 @@ import (
 
 	"github.com/airlockpam/airlock/internal/pki"
 	"github.com/airlockpam/airlock/internal/tunnel"
+
+	"github.com/airlockpam/airlock/internal/session"
 )
-
-type sessionInfo struct {
-	ID              string     `json:"id"`
-	ProjectID       string     `json:"projectId"`
-	UserName        string     `json:"userName"`
-	ResourceName    string     `json:"resourceName"`
-	ResourceKind    string     `json:"resourceKind"`
-	AccountName     string     `json:"accountName"`
-	AccountUsername string     `json:"accountUsername"`
-	AccessMethod    string     `json:"accessMethod"`
-	ClientAddr      string     `json:"clientAddr"`
-	CreatedAt       time.Time  `json:"createdAt"`
-	StartedAt       *time.Time `json:"startedAt,omitempty"`
-	ExpiresAt       time.Time  `json:"expiresAt"`
-	EndedAt         *time.Time `json:"endedAt,omitempty"`
-	Duration        string     `json:"duration"`
-	Status          string     `json:"status"`
-	EndReason       string     `json:"endReason,omitempty"`
-	EndMessage      string     `json:"endMessage,omitempty"`
-}
-
-type createdSession struct {
-	Session           sessionInfo `json:"session"`
-	ClientCertificate string      `json:"clientCertificate"`
-	CACertificate     string      `json:"caCertificate"`
-	GatewayServerName string      `json:"gatewayServerName"`
-	Username          string      `json:"username"`
-	Database          string      `json:"database"`
-}
 
 // accessFlags are the flags of `airlock db access`.
 type accessFlags struct {
@@ -193,11 +166,11 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 		defer ln.Close()
 	}
 
-	var cs createdSession
-	body := map[string]string{"resource": f.resource, "account": f.account, "duration": f.duration, "csr": string(csrPEM)}
+	var cs session.Created
+	body := session.SessionInput{Resource: f.resource, Account: f.account, Duration: f.duration, CSR: string(csrPEM)}
 	err = o.withMFA(ctx, c, f.mfaCode, func(mfaChallengeID string) error {
 		if mfaChallengeID != "" {
-			body["mfaChallengeId"] = mfaChallengeID
+			body.MFAChallengeID = mfaChallengeID
 		}
 		return c.do(ctx, http.MethodPost, "/api/v1/projects/"+url.PathEscape(f.projectID)+"/sessions", nil, body, &cs)
 	})
@@ -352,7 +325,7 @@ func listenUnix(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-func (o *options) printAccess(cs createdSession, a tcpAccess, ownerOnly bool) {
+func (o *options) printAccess(cs session.Created, a tcpAccess, ownerOnly bool) {
 	s := cs.Session
 	port := a.port
 	fmt.Fprintf(o.stdout, "Session %s started: account %s on %s, until %s (%s).\n",
@@ -386,7 +359,7 @@ func (o *options) printAccess(cs createdSession, a tcpAccess, ownerOnly bool) {
 	o.printAccessEnd(ownerOnly)
 }
 
-func (o *options) printAccessUnix(cs createdSession, dir string, port int, ownerOnly bool) {
+func (o *options) printAccessUnix(cs session.Created, dir string, port int, ownerOnly bool) {
 	s := cs.Session
 	abs, err := filepath.Abs(dir)
 	if err == nil {
@@ -558,7 +531,7 @@ func (p *proxy) stop(ctx context.Context) error {
 // check asks the server whether the session is still active. A network
 // error is not an answer: the relay connection handles an outage.
 func (p *proxy) check(ctx context.Context) error {
-	var s sessionInfo
+	var s session.Session
 	err := p.c.do(ctx, http.MethodGet, "/api/v1/sessions/"+url.PathEscape(p.id), nil, nil, &s)
 	switch {
 	case errors.Is(err, errLoginGone):
@@ -603,7 +576,7 @@ func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 	lost := time.Now()
 	warned := false
 	for time.Now().Before(expires) {
-		var s sessionInfo
+		var s session.Session
 		err := p.c.do(ctx, http.MethodGet, "/api/v1/sessions/"+url.PathEscape(p.id), nil, nil, &s)
 		switch {
 		case errors.Is(err, errLoginGone):
@@ -649,7 +622,7 @@ func (p *proxy) reconnect(ctx context.Context, expires time.Time) error {
 // its end (with a second of clock skew) counts as expired. Only expiry is a
 // normal end (exit 0).
 func (p *proxy) explainEnd(ctx context.Context, expires time.Time) error {
-	var s sessionInfo
+	var s session.Session
 	err := p.c.do(context.WithoutCancel(ctx), http.MethodGet, "/api/v1/sessions/"+url.PathEscape(p.id), nil, nil, &s)
 	if err == nil && s.Status == "active" && time.Now().Before(expires) {
 		// Seen as gone a moment ago (the relay refused it): say so plainly.
@@ -670,7 +643,7 @@ func (p *proxy) explainEnd(ctx context.Context, expires time.Time) error {
 
 // endExplanation says in words why a session ended, for its owner's
 // `db access`: endedInWords, and what to do next.
-func endExplanation(s sessionInfo) string {
+func endExplanation(s session.Session) string {
 	next := ""
 	switch s.EndReason {
 	case tunnel.EndByUser:

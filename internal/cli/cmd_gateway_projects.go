@@ -5,17 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// gatewayProject is a project allowed to use a gateway.
-type gatewayProject struct {
-	ProjectID   string    `json:"projectId"`
-	ProjectName string    `json:"projectName"`
-	AllowedAt   time.Time `json:"allowedAt"`
-}
+	"github.com/airlockpam/airlock/internal/relay"
+)
 
 // addGatewayProjectCommands adds `allow-project`, `disallow-project` and
 // `projects` to the gateways command: an organization admin decides which
@@ -62,7 +56,7 @@ func addGatewayProjectCommands(o *options, gateways *cobra.Command) *cobra.Comma
 			if err != nil {
 				return err
 			}
-			var ps []gatewayProject
+			var ps []relay.GatewayProject
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/gateways/"+url.PathEscape(args[0])+"/projects", nil, nil, &ps); err != nil {
 				return err
 			}

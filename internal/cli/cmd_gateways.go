@@ -19,28 +19,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlockpam/airlock/internal/gateway"
+	"github.com/airlockpam/airlock/internal/relay"
 	"github.com/airlockpam/airlock/internal/sessionlog"
 	"github.com/airlockpam/airlock/internal/version"
 )
 
-type gatewayInfo struct {
-	ID                  string     `json:"id"`
-	Name                string     `json:"name"`
-	Online              bool       `json:"online"`
-	Enrolled            bool       `json:"enrolled"`
-	LastHeartbeatAt     *time.Time `json:"lastHeartbeatAt,omitempty"`
-	RemoteAddr          string     `json:"remoteAddr,omitempty"`
-	CreatedAt           time.Time  `json:"createdAt"`
-	EnrollmentToken     string     `json:"enrollmentToken,omitempty"`
-	EnrollmentExpiresAt *time.Time `json:"enrollmentExpiresAt,omitempty"`
-}
-
-func (o *options) printEnrollment(g gatewayInfo, domain string) error {
+func (o *options) printEnrollment(g relay.NewGateway, domain string) error {
 	if o.output == "json" {
 		return o.printJSON(g)
 	}
 	fmt.Fprintf(o.stdout, "Gateway %s (%s) registered.\n\n", g.Name, g.ID)
-	fmt.Fprintf(o.stdout, "Enrollment token (one use, valid until %s):\n\n%s\n\n", fmtTime(*g.EnrollmentExpiresAt), g.EnrollmentToken)
+	fmt.Fprintf(o.stdout, "Enrollment token (one use, valid until %s):\n\n%s\n\n", fmtTime(g.EnrollmentExpiresAt), g.EnrollmentToken)
 	fmt.Fprintf(o.stdout, "On a machine that can reach your databases, run (the token in the environment, not on the command line where the process list shows it):\n\n  AIRLOCK_GATEWAY_TOKEN=%s airlock gateway --domain %s --data-dir /var/lib/airlock-gateway\n\nor save the token in a file and pass --token-file FILE (or pipe it with --token-stdin).\n", g.EnrollmentToken, domain)
 	return nil
 }
@@ -54,8 +43,8 @@ func newGatewaysCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var g gatewayInfo
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/gateways", nil, map[string]string{"name": args[0]}, &g); err != nil {
+			var g relay.NewGateway
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/gateways", nil, relay.GatewayInput{Name: args[0]}, &g); err != nil {
 				return err
 			}
 			return o.printEnrollment(g, c.base)
@@ -68,7 +57,7 @@ func newGatewaysCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var g gatewayInfo
+			var g relay.NewGateway
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/gateways/"+url.PathEscape(args[0])+"/enrollment-token", nil, nil, &g); err != nil {
 				return err
 			}
@@ -82,7 +71,7 @@ func newGatewaysCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var gs []gatewayInfo
+			var gs []relay.Gateway
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/gateways", nil, nil, &gs); err != nil {
 				return err
 			}

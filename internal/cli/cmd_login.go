@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/airlockpam/airlock/internal/auth"
 )
 
 func newLoginCommand(o *options) *cobra.Command {
@@ -41,7 +43,7 @@ The token is stored in your config directory (~/.config/airlock) with mode 0600.
 			if clientSecret == "" {
 				clientSecret = os.Getenv("AIRLOCK_CLIENT_SECRET")
 			}
-			var pair tokenPair
+			var pair auth.TokenPair
 			var who string
 			switch {
 			case clientID != "" || clientSecret != "":
@@ -50,20 +52,20 @@ The token is stored in your config directory (~/.config/airlock) with mode 0600.
 				}
 				who = "machine identity " + clientID
 				err = c.do(cmd.Context(), http.MethodPost, "/api/v1/auth/machine-login", nil,
-					map[string]string{"clientId": clientID, "clientSecret": clientSecret}, &pair)
+					auth.MachineLoginRequest{ClientID: clientID, ClientSecret: clientSecret}, &pair)
 			default:
 				password, err2 := o.readCredentials(&email, passwordStdin)
 				if err2 != nil {
 					return err2
 				}
 				who = email
-				err = o.loginWithMFA(cmd.Context(), c, map[string]string{"email": email, "password": password}, mfaCode, &pair)
+				err = o.loginWithMFA(cmd.Context(), c, &auth.LoginRequest{Email: email, Password: password}, mfaCode, &pair)
 			}
 			if err != nil {
 				return fmt.Errorf("login failed: %w", err)
 			}
 			creds := &Credentials{Domain: c.base, CAFile: caFile}
-			pair.apply(creds)
+			applyTokens(pair, creds)
 			unlock, err := lockCredentials(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("saving the token: %w", err)

@@ -10,26 +10,19 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"rsc.io/qr"
+
+	"github.com/airlockpam/airlock/internal/auth"
+	"github.com/airlockpam/airlock/internal/mfa"
 )
 
 // problemMFARequired is the problem type of an answer that asks for a
 // second factor (package mfa).
 const problemMFARequired = "urn:airlock:problem:mfa-required"
-
-type mfaStatus struct {
-	Methods []struct {
-		Kind      string `json:"kind"`
-		CreatedAt string `json:"createdAt"`
-	} `json:"methods"`
-	RecoveryCodesLeft int     `json:"recoveryCodesLeft"`
-	OrgMethod         string  `json:"orgMethod"`
-	RequireMFALogin   bool    `json:"requireMfaLogin"`
-	LockedUntil       *string `json:"lockedUntil,omitempty"`
-}
 
 func newMFACommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "mfa", Short: "Your second factors: enroll TOTP, see and disable methods"}
@@ -56,7 +49,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 			}
 			ctx := cmd.Context()
 			if code == "" {
-				var en struct{ Secret, URI string }
+				var en mfa.TOTPEnrollment
 				if err := c.do(ctx, http.MethodPost, "/api/v1/mfa/totp", nil, nil, &en); err != nil {
 					return err
 				}
@@ -79,11 +72,8 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 					return err
 				}
 			}
-			var conf struct {
-				Method        string   `json:"method"`
-				RecoveryCodes []string `json:"recoveryCodes"`
-			}
-			if err := c.do(ctx, http.MethodPost, "/api/v1/mfa/totp/confirm", nil, map[string]string{"code": code}, &conf); err != nil {
+			var conf mfa.TOTPConfirmed
+			if err := c.do(ctx, http.MethodPost, "/api/v1/mfa/totp/confirm", nil, mfa.CodeInput{Code: code}, &conf); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -108,7 +98,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 			if err != nil {
 				return err
 			}
-			var st mfaStatus
+			var st mfa.MFAStatus
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/mfa", nil, nil, &st); err != nil {
 				return err
 			}
@@ -123,7 +113,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 			rows := [][2]string{{"Methods", list}, {"Recovery codes left", fmt.Sprint(st.RecoveryCodesLeft)},
 				{"Organization enforces", st.OrgMethod}, {"MFA at login", fmt.Sprint(st.RequireMFALogin)}}
 			if st.LockedUntil != nil {
-				rows = append(rows, [2]string{"Locked until", *st.LockedUntil})
+				rows = append(rows, [2]string{"Locked until", st.LockedUntil.Format(time.RFC3339Nano)})
 			}
 			return o.printObject(st, rows)
 		},
@@ -145,7 +135,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 					return err
 				}
 			}
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/mfa/"+args[0]+"/disable", nil, map[string]string{"code": disableCode}, nil); err != nil {
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/mfa/"+args[0]+"/disable", nil, mfa.CodeInput{Code: disableCode}, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(o.stdout, "%s is turned off.\n", args[0])
@@ -196,7 +186,7 @@ func (o *options) withMFA(ctx context.Context, c *client, code string, call func
 				return err
 			}
 		}
-		err = c.do(ctx, http.MethodPost, "/api/v1/mfa/challenges/"+ae.ChallengeID+"/verify", nil, map[string]string{"code": code}, nil)
+		err = c.do(ctx, http.MethodPost, "/api/v1/mfa/challenges/"+ae.ChallengeID+"/verify", nil, mfa.CodeInput{Code: code}, nil)
 		var ve *apiError
 		if err != nil && interactive && errors.As(err, &ve) && ve.Status == http.StatusUnprocessableEntity && triesLeft.MatchString(ve.Error()) {
 			fmt.Fprintln(o.stderr, ve.Error())
@@ -247,7 +237,7 @@ func writeQR(w io.Writer, text string) error {
 // loginWithMFA posts a password login; when the organization requires MFA
 // at login it gets a code (code, else a prompt on the terminal, again after
 // a wrong code while tries are left) and repeats the login with it.
-func (o *options) loginWithMFA(ctx context.Context, c *client, body map[string]string, code string, pair *tokenPair) error {
+func (o *options) loginWithMFA(ctx context.Context, c *client, body *auth.LoginRequest, code string, pair *auth.TokenPair) error {
 	err := c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
 	var ae *apiError
 	if !errors.As(err, &ae) || ae.Type != problemMFARequired || ae.ChallengeID == "" {
@@ -260,14 +250,14 @@ func (o *options) loginWithMFA(ctx context.Context, c *client, body map[string]s
 	if interactive {
 		fmt.Fprintln(o.stderr, ae.Detail)
 	}
-	body["mfaChallengeId"] = ae.ChallengeID
+	body.MFAChallengeID = ae.ChallengeID
 	for {
 		if interactive {
 			if code, err = o.prompt("Code: "); err != nil {
 				return err
 			}
 		}
-		body["mfaCode"] = code
+		body.MFACode = code
 		err = c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
 		var ve *apiError
 		if err != nil && interactive && errors.As(err, &ve) && ve.Status == http.StatusUnprocessableEntity && triesLeft.MatchString(ve.Error()) {
@@ -286,7 +276,7 @@ func (o *options) suggestEnrollment(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	var st mfaStatus
+	var st mfa.MFAStatus
 	if c.do(ctx, http.MethodGet, "/api/v1/mfa", nil, nil, &st) != nil || len(st.Methods) > 0 {
 		return
 	}

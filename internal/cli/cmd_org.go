@@ -6,18 +6,13 @@ import (
 	"net/http"
 
 	"github.com/spf13/cobra"
-)
 
-type organization struct {
-	ID              string `json:"id"`
-	Name            string `json:"name"`
-	MFAMethod       string `json:"mfaMethod"`
-	RequireMFALogin bool   `json:"requireMfaLogin"`
-}
+	"github.com/airlockpam/airlock/internal/mfa"
+)
 
 func newOrgCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "org", Short: "Your organization and its MFA policy"}
-	show := func(org organization) error {
+	show := func(org mfa.Organization) error {
 		return o.printObject(org, [][2]string{{"ID", org.ID}, {"Name", org.Name}, {"MFA method", org.MFAMethod}, {"MFA at login", fmt.Sprint(org.RequireMFALogin)}})
 	}
 	get := &cobra.Command{
@@ -27,7 +22,7 @@ func newOrgCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var org organization
+			var org mfa.Organization
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/org", nil, nil, &org); err != nil {
 				return err
 			}
@@ -49,21 +44,21 @@ passkeys are not available yet.)
 method chosen as for access); users without one are told to enroll after
 logging in with an email code. --require-mfa-login=false turns it off.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]any{}
+			var body mfa.OrganizationUpdate
 			if cmd.Flags().Changed("mfa-method") {
-				body["mfaMethod"] = method
+				body.MFAMethod = &method
 			}
 			if cmd.Flags().Changed("require-mfa-login") {
-				body["requireMfaLogin"] = requireLogin
+				body.RequireMFALogin = &requireLogin
 			}
-			if len(body) == 0 {
+			if body == (mfa.OrganizationUpdate{}) {
 				return errors.New("nothing to change: give --mfa-method or --require-mfa-login")
 			}
 			c, err := loggedInClient()
 			if err != nil {
 				return err
 			}
-			var org organization
+			var org mfa.Organization
 			if err := c.do(cmd.Context(), http.MethodPatch, "/api/v1/org", nil, body, &org); err != nil {
 				return err
 			}

@@ -8,10 +8,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+
+	"github.com/airlockpam/airlock/internal/project"
 )
 
 // projectFlagHelp is the help text of every --project-id flag.
@@ -28,11 +29,11 @@ func (c *client) resolveProject(ctx context.Context, ref string) (string, error)
 	if _, err := uuid.Parse(ref); err == nil {
 		return ref, nil
 	}
-	var ps []project
+	var ps []project.Project
 	if err := c.do(ctx, http.MethodGet, "/api/v1/projects", nil, nil, &ps); err != nil {
 		return "", fmt.Errorf("looking up the project named %q: %w", ref, err)
 	}
-	var folded []project
+	var folded []project.Project
 	for _, p := range ps {
 		if p.Name == ref {
 			return p.ID, nil
@@ -61,29 +62,6 @@ func projectClient(ctx context.Context, projectID *string) (*client, error) {
 	return c, nil
 }
 
-type project struct {
-	ID                      string    `json:"id"`
-	Name                    string    `json:"name"`
-	Description             string    `json:"description"`
-	MaxSessionDuration      string    `json:"maxSessionDuration"`
-	Role                    string    `json:"role"`
-	LogMaskPatterns         []string  `json:"logMaskPatterns"`
-	LogRedactValues         bool      `json:"logRedactValues"`
-	MaxStatementBytes       int64     `json:"maxStatementBytes"`
-	OversizeStatements      string    `json:"oversizeStatements"`
-	ConsoleStatementTimeout string    `json:"consoleStatementTimeout"`
-	CreatedAt               time.Time `json:"createdAt"`
-	UpdatedAt               time.Time `json:"updatedAt"`
-}
-
-type member struct {
-	Kind      string    `json:"kind"`
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
-	CreatedAt time.Time `json:"createdAt"`
-}
-
 func newProjectsCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "projects", Short: "Manage projects", Aliases: []string{"project"}}
 	var desc, maxSession string
@@ -94,14 +72,8 @@ func newProjectsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p project
-			body := map[string]string{"name": args[0]}
-			if desc != "" {
-				body["description"] = desc
-			}
-			if maxSession != "" {
-				body["maxSessionDuration"] = maxSession
-			}
+			var p project.Project
+			body := project.ProjectInput{Name: args[0], Description: desc, MaxSessionDuration: maxSession}
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/projects", nil, body, &p); err != nil {
 				return err
 			}
@@ -122,13 +94,13 @@ func newProjectsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ps []project
+			var ps []project.Project
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects", nil, nil, &ps); err != nil {
 				return err
 			}
 			rows := make([][]string, 0, len(ps))
 			for _, p := range ps {
-				rows = append(rows, []string{p.ID, p.Name, p.Role, p.MaxSessionDuration, fmtTime(p.CreatedAt)})
+				rows = append(rows, []string{p.ID, p.Name, string(p.Role), p.MaxSessionDuration, fmtTime(p.CreatedAt)})
 			}
 			return o.printTable(ps, []string{"ID", "NAME", "ROLE", "MAX SESSION", "CREATED"}, rows)
 		},
@@ -141,12 +113,12 @@ func newProjectsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p project
+			var p project.Project
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(id), nil, nil, &p); err != nil {
 				return err
 			}
 			return o.printObject(p, [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
-				{"Your role", p.Role}, {"Max session", p.MaxSessionDuration},
+				{"Your role", string(p.Role)}, {"Max session", p.MaxSessionDuration},
 				{"Max statement size", fmtSize(p.MaxStatementBytes)}, {"Oversize statements", p.OversizeStatements},
 				{"Created", fmtTime(p.CreatedAt)}})
 		},
@@ -189,39 +161,39 @@ organization admins.`,
 			if err != nil {
 				return err
 			}
-			body := map[string]any{}
+			var body project.ProjectUpdate
 			if cmd.Flags().Changed("description") {
-				body["description"] = upDesc
+				body.Description = &upDesc
 			}
 			if cmd.Flags().Changed("max-session-duration") {
-				body["maxSessionDuration"] = upMax
+				body.MaxSessionDuration = &upMax
 			}
 			if len(upMasks) > 0 || clearMasks {
 				if upMasks == nil {
 					upMasks = []string{}
 				}
-				body["logMaskPatterns"] = upMasks
+				body.LogMaskPatterns = &upMasks
 			}
 			if cmd.Flags().Changed("log-redact-values") {
-				body["logRedactValues"] = redact
+				body.LogRedactValues = &redact
 			}
 			if cmd.Flags().Changed("max-statement-size") {
 				n, err := parseSize(maxStmt)
 				if err != nil {
 					return fmt.Errorf("--max-statement-size: %w", err)
 				}
-				body["maxStatementBytes"] = n
+				body.MaxStatementBytes = &n
 			}
 			if cmd.Flags().Changed("oversize-statements") {
 				if oversize != "refuse" && oversize != "record_ends" {
 					return errors.New("--oversize-statements must be refuse or record_ends")
 				}
-				body["oversizeStatements"] = oversize
+				body.OversizeStatements = &oversize
 			}
 			if cmd.Flags().Changed("console-statement-timeout") {
-				body["consoleStatementTimeout"] = consoleTimeout
+				body.ConsoleStatementTimeout = &consoleTimeout
 			}
-			if len(body) == 0 {
+			if body == (project.ProjectUpdate{}) {
 				return fmt.Errorf("nothing to change: pass --description, --max-session-duration, --log-mask-pattern, --clear-log-mask-patterns, " +
 					"--log-redact-values, --max-statement-size, --oversize-statements or --console-statement-timeout")
 			}
@@ -229,7 +201,7 @@ organization admins.`,
 			if err != nil {
 				return err
 			}
-			var p project
+			var p project.Project
 			if err := c.do(cmd.Context(), http.MethodPatch, "/api/v1/projects/"+url.PathEscape(id), nil, body, &p); err != nil {
 				return err
 			}
@@ -263,13 +235,13 @@ func newMembersCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ms []member
+			var ms []project.Member
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(projectID)+"/members", nil, nil, &ms); err != nil {
 				return err
 			}
 			rows := make([][]string, 0, len(ms))
 			for _, m := range ms {
-				rows = append(rows, []string{m.Kind, m.ID, m.Name, m.Role})
+				rows = append(rows, []string{m.Kind, m.ID, m.Name, string(m.Role)})
 			}
 			return o.printTable(ms, []string{"KIND", "ID", "NAME", "ROLE"}, rows)
 		},
@@ -281,18 +253,12 @@ func newMembersCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var m member
-			body := map[string]string{"role": role}
-			if email != "" {
-				body["email"] = email
-			}
-			if machineID != "" {
-				body["machineIdentityId"] = machineID
-			}
+			var m project.Member
+			body := project.MemberInput{Email: email, MachineIdentityID: machineID, Role: project.Role(role)}
 			if err := c.do(cmd.Context(), http.MethodPut, "/api/v1/projects/"+url.PathEscape(projectID)+"/members", nil, body, &m); err != nil {
 				return err
 			}
-			return o.printObject(m, [][2]string{{"Member", m.Name}, {"Kind", m.Kind}, {"Role", m.Role}})
+			return o.printObject(m, [][2]string{{"Member", m.Name}, {"Kind", m.Kind}, {"Role", string(m.Role)}})
 		},
 	}
 	remove := &cobra.Command{
@@ -308,7 +274,7 @@ func newMembersCommand(o *options) *cobra.Command {
 			base := "/api/v1/projects/" + url.PathEscape(projectID) + "/members"
 			kind, id := "machine", machineID
 			if email != "" {
-				var ms []member
+				var ms []project.Member
 				if err := c.do(cmd.Context(), http.MethodGet, base, nil, nil, &ms); err != nil {
 					return err
 				}

@@ -9,49 +9,31 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/airlockpam/airlock/internal/pam"
 )
 
-// pamResource is a resource as the API returns it.
-type pamResource struct {
-	ID                     string    `json:"id"`
-	ProjectID              string    `json:"projectId"`
-	Name                   string    `json:"name"`
-	Kind                   string    `json:"kind"`
-	GatewayID              string    `json:"gatewayId"`
-	GatewayName            string    `json:"gatewayName,omitempty"`
-	Host                   string    `json:"host,omitempty"`
-	Port                   int       `json:"port,omitempty"`
-	Database               string    `json:"database"`
-	ConnectionString       string    `json:"connectionString,omitempty"`
-	SSLEnabled             bool      `json:"sslEnabled"`
-	SSLRejectUnauthorized  bool      `json:"sslRejectUnauthorized"`
-	SSLCAPEM               string    `json:"sslCaPem,omitempty"`
-	AllowAuth              []string  `json:"allowAuth"`
-	RotationUsername       string    `json:"rotationUsername,omitempty"`
-	HasRotationCredentials bool      `json:"hasRotationCredentials"`
-	CreatedAt              time.Time `json:"createdAt"`
-	UpdatedAt              time.Time `json:"updatedAt"`
-}
-
-func (r pamResource) endpoint() string {
+// resourceEndpoint is where the resource's database is.
+func resourceEndpoint(r pam.Resource) string {
 	if r.Kind == "mongodb" {
 		return r.ConnectionString
 	}
 	return r.Host + ":" + strconv.Itoa(r.Port)
 }
 
-func (r pamResource) gateway() string {
+// resourceGateway is the name of the resource's gateway, else its id.
+func resourceGateway(r pam.Resource) string {
 	if r.GatewayName != "" {
 		return r.GatewayName
 	}
 	return r.GatewayID
 }
 
-func (r pamResource) tlsMode() string {
+// resourceTLS says how the gateway speaks TLS to the database.
+func resourceTLS(r pam.Resource) string {
 	switch {
 	case !r.SSLEnabled:
 		return "off"
@@ -72,12 +54,12 @@ func resourcesPath(projectID string, rest ...string) string {
 	return p
 }
 
-func (o *options) printResource(r pamResource) error {
+func (o *options) printResource(r pam.Resource) error {
 	rotation := "none"
 	if r.HasRotationCredentials {
 		rotation = "stored, as " + r.RotationUsername
 	}
-	fields := [][2]string{{"ID", r.ID}, {"Name", r.Name}, {"Kind", r.Kind}, {"Gateway", r.gateway()}}
+	fields := [][2]string{{"ID", r.ID}, {"Name", r.Name}, {"Kind", r.Kind}, {"Gateway", resourceGateway(r)}}
 	if r.Kind == "mongodb" {
 		fields = append(fields, [2]string{"Connection string", r.ConnectionString}, [2]string{"Auth database", r.Database})
 	} else {
@@ -90,7 +72,7 @@ func (o *options) printResource(r pamResource) error {
 		}
 		fields = append(fields, [2]string{"Authentication", auth})
 	}
-	fields = append(fields, [2]string{"TLS", r.tlsMode()}, [2]string{"Rotation credentials", rotation},
+	fields = append(fields, [2]string{"TLS", resourceTLS(r)}, [2]string{"Rotation credentials", rotation},
 		[2]string{"Created", fmtTime(r.CreatedAt)}, [2]string{"Updated", fmtTime(r.UpdatedAt)})
 	return o.printObject(r, fields)
 }
@@ -260,13 +242,13 @@ func newResourcesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var rs []pamResource
+			var rs []pam.Resource
 			if err := c.do(cmd.Context(), http.MethodGet, resourcesPath(projectID), nil, nil, &rs); err != nil {
 				return err
 			}
 			rows := make([][]string, 0, len(rs))
 			for _, r := range rs {
-				rows = append(rows, []string{r.ID, r.Name, r.Kind, r.gateway(), r.endpoint(), r.Database, r.tlsMode(), fmtTime(r.CreatedAt)})
+				rows = append(rows, []string{r.ID, r.Name, r.Kind, resourceGateway(r), resourceEndpoint(r), r.Database, resourceTLS(r), fmtTime(r.CreatedAt)})
 			}
 			return o.printTable(rs, []string{"ID", "NAME", "KIND", "GATEWAY", "ENDPOINT", "DATABASE", "TLS", "CREATED"}, rows)
 		},
@@ -278,7 +260,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var r pamResource
+			var r pam.Resource
 			if err := c.do(cmd.Context(), http.MethodGet, resourcesPath(projectID, args[0]), nil, nil, &r); err != nil {
 				return err
 			}
@@ -332,7 +314,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var r pamResource
+			var r pam.Resource
 			if err := c.do(cmd.Context(), http.MethodPatch, resourcesPath(projectID, args[0]), nil, body, &r); err != nil {
 				return err
 			}
@@ -380,7 +362,7 @@ func (o *options) createResource(cmd *cobra.Command, projectID string, body map[
 	if err != nil {
 		return err
 	}
-	var r pamResource
+	var r pam.Resource
 	if err := c.do(cmd.Context(), http.MethodPost, resourcesPath(projectID), nil, body, &r); err != nil {
 		return err
 	}
@@ -389,8 +371,8 @@ func (o *options) createResource(cmd *cobra.Command, projectID string, body map[
 
 // readAccountPasswords reads the re-entered account passwords of
 // --account-password-file ACCOUNT=FILE flags.
-func readAccountPasswords(o *options, specs []string) ([]map[string]string, error) {
-	var out []map[string]string
+func readAccountPasswords(o *options, specs []string) ([]pam.AccountCredentials, error) {
+	var out []pam.AccountCredentials
 	stdinUsed := false
 	for _, spec := range specs {
 		name, file, ok := strings.Cut(spec, "=")
@@ -416,7 +398,7 @@ func readAccountPasswords(o *options, specs []string) ([]map[string]string, erro
 				return nil, fmt.Errorf("the password file of account %s is empty", name)
 			}
 		}
-		out = append(out, map[string]string{"account": name, "password": pw})
+		out = append(out, pam.AccountCredentials{Account: name, Password: pw})
 	}
 	return out, nil
 }

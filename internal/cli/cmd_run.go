@@ -13,18 +13,20 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/airlockpam/airlock/internal/secrets"
 )
 
 // exit ends the process with a child's exit code (a variable for tests).
 var exit = os.Exit
 
 // revealSecrets reads every secret of a folder with its value.
-func revealSecrets(cmd *cobra.Command, pl *secretPlace) ([]secret, error) {
+func revealSecrets(cmd *cobra.Command, pl *secretPlace) ([]secrets.Secret, error) {
 	c, err := projectClient(cmd.Context(), &pl.projectID)
 	if err != nil {
 		return nil, err
 	}
-	var list []secret
+	var list []secrets.Secret
 	err = c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(pl.projectID)+"/secret-values", pl.query(), nil, &list)
 	return list, err
 }

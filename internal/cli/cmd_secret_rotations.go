@@ -1,49 +1,28 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// secretRotation is a rotation as the API returns it (never a password).
-type secretRotation struct {
-	ID                    string                                `json:"id"`
-	Name                  string                                `json:"name"`
-	Description           string                                `json:"description,omitempty"`
-	ProjectID             string                                `json:"projectId"`
-	Type                  string                                `json:"type"`
-	ConnectionID          string                                `json:"connectionId"`
-	ConnectionName        string                                `json:"connectionName"`
-	Environment           string                                `json:"environment"`
-	SecretPath            string                                `json:"secretPath"`
-	RotationInterval      int                                   `json:"rotationInterval"`
-	RotateAt              string                                `json:"rotateAt"`
-	TimeZone              string                                `json:"timeZone"`
-	IsAutoRotationEnabled bool                                  `json:"isAutoRotationEnabled"`
-	Parameters            struct{ Username1, Username2 string } `json:"parameters"`
-	SecretsMapping        struct{ Username, Password string }   `json:"secretsMapping"`
-	ActiveUsername        string                                `json:"activeUsername,omitempty"`
-	RotationStatus        string                                `json:"rotationStatus"`
-	LastRotationMessage   string                                `json:"lastRotationMessage,omitempty"`
-	LastRotatedAt         *time.Time                            `json:"lastRotatedAt,omitempty"`
-	NextRotationAt        *time.Time                            `json:"nextRotationAt,omitempty"`
-	CreatedAt             time.Time                             `json:"createdAt"`
-	UpdatedAt             time.Time                             `json:"updatedAt"`
-}
+	"github.com/airlockpam/airlock/internal/secretrotation"
+)
 
 const rotationsPath = "/api/v2/secret-rotations/postgres-credentials"
 
-func (o *options) printRotation(r secretRotation) error {
+func (o *options) printRotation(r *secretrotation.Rotation) error {
+	if r == nil {
+		return errors.New("the server's answer holds no secret rotation")
+	}
 	auto := "off"
 	if r.IsAutoRotationEnabled {
 		auto = "on"
 	}
-	return o.printObject(map[string]any{"secretRotation": r}, [][2]string{{"ID", r.ID}, {"Name", r.Name}, {"Type", r.Type},
+	return o.printObject(secretrotation.RotationResponse{SecretRotation: r}, [][2]string{{"ID", r.ID}, {"Name", r.Name}, {"Type", r.Type},
 		{"Connection", r.ConnectionName}, {"Secrets", fmt.Sprintf("%s:%s %s, %s", r.Environment, r.SecretPath, r.SecretsMapping.Username, r.SecretsMapping.Password)},
 		{"Users", r.Parameters.Username1 + ", " + r.Parameters.Username2}, {"Active user", orDash(r.ActiveUsername)},
 		{"Schedule", fmt.Sprintf("every %d days at %s %s, auto-rotation %s", r.RotationInterval, r.RotateAt, r.TimeZone, auto)},
@@ -57,9 +36,6 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 	var projectID string
 	cmd.PersistentFlags().StringVar(&projectID, "project-id", "", "the project's id or name")
 	refQuery := func() url.Values { return url.Values{"projectId": {projectID}} }
-	type wrapped struct {
-		SecretRotation secretRotation `json:"secretRotation"`
-	}
 
 	var name, connection, env, path, rotateAt, tz, u1, u2, userSecret, pwSecret, description string
 	var interval int
@@ -78,13 +54,11 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"name": name, "projectId": projectID, "connectionId": connection, "environment": env, "secretPath": path,
-				"rotationInterval": interval, "rotateAt": rotateAt, "timeZone": tz, "isAutoRotationEnabled": auto,
-				"parameters": map[string]string{"username1": u1, "username2": u2}, "secretsMapping": map[string]string{"username": userSecret, "password": pwSecret}}
-			if description != "" {
-				body["description"] = description
-			}
-			var out wrapped
+			body := secretrotation.RotationInput{Name: name, ProjectID: projectID, ConnectionID: connection, Environment: env, SecretPath: path,
+				RotationInterval: interval, RotateAt: rotateAt, TimeZone: tz, IsAutoRotationEnabled: &auto, Description: description,
+				Parameters:     secretrotation.Parameters{Username1: u1, Username2: u2},
+				SecretsMapping: secretrotation.SecretsMapping{Username: userSecret, Password: pwSecret}}
+			var out secretrotation.RotationResponse
 			if err := c.do(cmd.Context(), http.MethodPost, rotationsPath, nil, body, &out); err != nil {
 				return err
 			}
@@ -116,9 +90,7 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				SecretRotations []secretRotation `json:"secretRotations"`
-			}
+			var out secretrotation.RotationList
 			if err := c.do(cmd.Context(), http.MethodGet, rotationsPath, refQuery(), nil, &out); err != nil {
 				return err
 			}
@@ -139,7 +111,7 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var out wrapped
+				var out secretrotation.RotationResponse
 				if err := c.do(cmd.Context(), method, rotationsPath+"/"+url.PathEscape(args[0])+suffix, refQuery(), nil, &out); err != nil {
 					return err
 				}
@@ -155,33 +127,33 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 		Use: "update NAME|ID", Short: "Change a rotation's schedule, name or description (project admins)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			body := map[string]any{}
+			var body secretrotation.RotationUpdate
 			if f.Changed("name") {
-				body["name"] = newName
+				body.Name = &newName
 			}
 			if f.Changed("description") {
-				body["description"] = description
+				body.Description = &description
 			}
 			if f.Changed("interval") {
-				body["rotationInterval"] = interval
+				body.RotationInterval = &interval
 			}
 			if f.Changed("rotate-at") {
-				body["rotateAt"] = rotateAt
+				body.RotateAt = &rotateAt
 			}
 			if f.Changed("timezone") {
-				body["timeZone"] = tz
+				body.TimeZone = &tz
 			}
 			if f.Changed("auto-rotation") {
-				body["isAutoRotationEnabled"] = auto
+				body.IsAutoRotationEnabled = &auto
 			}
-			if len(body) == 0 {
+			if body == (secretrotation.RotationUpdate{}) {
 				return fmt.Errorf("nothing to change: give --interval, --rotate-at, --timezone, --auto-rotation, --name or --description")
 			}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
 				return err
 			}
-			var out wrapped
+			var out secretrotation.RotationResponse
 			if err := c.do(cmd.Context(), http.MethodPatch, rotationsPath+"/"+url.PathEscape(args[0]), refQuery(), body, &out); err != nil {
 				return err
 			}
@@ -228,19 +200,13 @@ func newSecretRotationsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				ActiveUsername       string `json:"activeUsername"`
-				GeneratedCredentials []struct {
-					Username string `json:"username"`
-					Password string `json:"password"`
-				} `json:"generatedCredentials"`
-			}
+			var out secretrotation.GeneratedCredentials
 			if err := c.do(cmd.Context(), http.MethodGet, rotationsPath+"/"+url.PathEscape(args[0])+"/generated-credentials", refQuery(), nil, &out); err != nil {
 				return err
 			}
 			rows := [][]string{}
-			for _, g := range out.GeneratedCredentials {
-				rows = append(rows, []string{g.Username, orDash(g.Password), fmt.Sprint(g.Username == out.ActiveUsername)})
+			for _, g := range out.Accounts {
+				rows = append(rows, []string{g.Username, orDash(g.Password), fmt.Sprint(g.Username == out.Active)})
 			}
 			return o.printTable(out, []string{"USERNAME", "PASSWORD", "ACTIVE"}, rows)
 		},

@@ -9,45 +9,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/airlockpam/airlock/internal/secrets"
 )
 
 // maxSecretBytes is the server's bound on a secret value.
 const maxSecretBytes = 64 << 10
-
-// secret is a secret as the API returns it; Value only from a read.
-type secret struct {
-	Name        string    `json:"name"`
-	Environment string    `json:"environment"`
-	Path        string    `json:"path"`
-	Version     int       `json:"version"`
-	Value       *string   `json:"value,omitempty"`
-	UpdatedBy   string    `json:"updatedBy"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-}
-
-type secretVersion struct {
-	Version   int       `json:"version"`
-	Deleted   bool      `json:"deleted"`
-	CreatedBy string    `json:"createdBy"`
-	CreatedAt time.Time `json:"createdAt"`
-}
-
-type secretEnvironment struct {
-	Slug     string `json:"slug"`
-	Name     string `json:"name"`
-	Position int    `json:"position"`
-}
-
-type secretFolder struct {
-	Environment string    `json:"environment"`
-	Path        string    `json:"path"`
-	CreatedBy   string    `json:"createdBy"`
-	CreatedAt   time.Time `json:"createdAt"`
-}
 
 // secretPlace is the --project-id, --env and --path of a secrets command.
 type secretPlace struct {
@@ -142,10 +112,10 @@ written to the audit log. Machine identities use the same commands after
 			if err != nil {
 				return err
 			}
-			var out []secret
+			var out []secrets.Secret
 			for _, p := range pairs {
-				var s secret
-				if err := c.do(cmd.Context(), http.MethodPut, secretsPath(pl.projectID, p.k), pl.query(), map[string]string{"value": p.v}, &s); err != nil {
+				var s secrets.Secret
+				if err := c.do(cmd.Context(), http.MethodPut, secretsPath(pl.projectID, p.k), pl.query(), secrets.SecretValue{Value: p.v}, &s); err != nil {
 					return fmt.Errorf("%s: %w", p.k, err)
 				}
 				out = append(out, s)
@@ -169,7 +139,7 @@ written to the audit log. Machine identities use the same commands after
 			if version > 0 {
 				q.Set("version", strconv.Itoa(version))
 			}
-			var s secret
+			var s secrets.Secret
 			if err := c.do(cmd.Context(), http.MethodGet, secretsPath(pl.projectID, args[0]), q, nil, &s); err != nil {
 				return err
 			}
@@ -192,7 +162,7 @@ written to the audit log. Machine identities use the same commands after
 			if err != nil {
 				return err
 			}
-			var list []secret
+			var list []secrets.Secret
 			if err := c.do(cmd.Context(), http.MethodGet, secretsPath(pl.projectID), pl.query(), nil, &list); err != nil {
 				return err
 			}
@@ -224,7 +194,7 @@ written to the audit log. Machine identities use the same commands after
 			if err != nil {
 				return err
 			}
-			var vs []secretVersion
+			var vs []secrets.Version
 			if err := c.do(cmd.Context(), http.MethodGet, secretsPath(pl.projectID, args[0], "versions"), pl.query(), nil, &vs); err != nil {
 				return err
 			}
@@ -248,11 +218,11 @@ written to the audit log. Machine identities use the same commands after
 			if err != nil {
 				return err
 			}
-			var s secret
-			if err := c.do(cmd.Context(), http.MethodPost, secretsPath(pl.projectID, args[0], "restore"), pl.query(), map[string]int{"version": version}, &s); err != nil {
+			var s secrets.Secret
+			if err := c.do(cmd.Context(), http.MethodPost, secretsPath(pl.projectID, args[0], "restore"), pl.query(), secrets.SecretRestore{Version: version}, &s); err != nil {
 				return err
 			}
-			return o.printSecrets([]secret{s})
+			return o.printSecrets([]secrets.Secret{s})
 		},
 	}
 	pl.flags(restore)
@@ -263,7 +233,7 @@ written to the audit log. Machine identities use the same commands after
 	return cmd
 }
 
-func (o *options) printSecrets(list []secret) error {
+func (o *options) printSecrets(list []secrets.Secret) error {
 	rows := make([][]string, 0, len(list))
 	for _, s := range list {
 		rows = append(rows, []string{s.Name, strconv.Itoa(s.Version), s.Environment, s.Path, s.UpdatedBy, fmtTime(s.UpdatedAt)})
@@ -274,7 +244,7 @@ func (o *options) printSecrets(list []secret) error {
 func newSecretEnvironmentsCommand(o *options, pl *secretPlace) *cobra.Command {
 	cmd := &cobra.Command{Use: "environments", Aliases: []string{"envs"}, Short: "List and change a project's environments"}
 	path := func() string { return "/api/v1/projects/" + url.PathEscape(pl.projectID) + "/secret-environments" }
-	show := func(list []secretEnvironment) error {
+	show := func(list []secrets.Environment) error {
 		rows := make([][]string, 0, len(list))
 		for _, e := range list {
 			rows = append(rows, []string{e.Slug, e.Name, strconv.Itoa(e.Position)})
@@ -288,7 +258,7 @@ func newSecretEnvironmentsCommand(o *options, pl *secretPlace) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var list []secretEnvironment
+			var list []secrets.Environment
 			if err := c.do(cmd.Context(), http.MethodGet, path(), nil, nil, &list); err != nil {
 				return err
 			}
@@ -303,11 +273,11 @@ func newSecretEnvironmentsCommand(o *options, pl *secretPlace) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var e secretEnvironment
-			if err := c.do(cmd.Context(), http.MethodPost, path(), nil, map[string]string{"slug": args[0], "name": name}, &e); err != nil {
+			var e secrets.Environment
+			if err := c.do(cmd.Context(), http.MethodPost, path(), nil, secrets.EnvironmentInput{Slug: args[0], Name: name}, &e); err != nil {
 				return err
 			}
-			return show([]secretEnvironment{e})
+			return show([]secrets.Environment{e})
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "a display name (the slug if not given)")
@@ -318,11 +288,11 @@ func newSecretEnvironmentsCommand(o *options, pl *secretPlace) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var e secretEnvironment
-			if err := c.do(cmd.Context(), http.MethodPatch, path()+"/"+url.PathEscape(args[0]), nil, map[string]string{"name": args[1]}, &e); err != nil {
+			var e secrets.Environment
+			if err := c.do(cmd.Context(), http.MethodPatch, path()+"/"+url.PathEscape(args[0]), nil, secrets.EnvironmentUpdate{Name: args[1]}, &e); err != nil {
 				return err
 			}
-			return show([]secretEnvironment{e})
+			return show([]secrets.Environment{e})
 		},
 	}
 	del := &cobra.Command{
@@ -346,7 +316,7 @@ func newSecretEnvironmentsCommand(o *options, pl *secretPlace) *cobra.Command {
 func newSecretFoldersCommand(o *options, pl *secretPlace) *cobra.Command {
 	cmd := &cobra.Command{Use: "folders", Short: "List, create and delete an environment's folders"}
 	path := func() string { return "/api/v1/projects/" + url.PathEscape(pl.projectID) + "/secret-folders" }
-	show := func(list []secretFolder) error {
+	show := func(list []secrets.Folder) error {
 		rows := make([][]string, 0, len(list))
 		for _, f := range list {
 			at := "-"
@@ -364,7 +334,7 @@ func newSecretFoldersCommand(o *options, pl *secretPlace) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var list []secretFolder
+			var list []secrets.Folder
 			if err := c.do(cmd.Context(), http.MethodGet, path(), url.Values{"environment": {pl.env}}, nil, &list); err != nil {
 				return err
 			}
@@ -379,11 +349,11 @@ func newSecretFoldersCommand(o *options, pl *secretPlace) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var f secretFolder
-			if err := c.do(cmd.Context(), http.MethodPost, path(), nil, map[string]string{"environment": pl.env, "path": args[0]}, &f); err != nil {
+			var f secrets.Folder
+			if err := c.do(cmd.Context(), http.MethodPost, path(), nil, secrets.FolderInput{Environment: pl.env, Path: args[0]}, &f); err != nil {
 				return err
 			}
-			return show([]secretFolder{f})
+			return show([]secrets.Folder{f})
 		},
 	}
 	del := &cobra.Command{

@@ -11,9 +11,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlockpam/airlock/internal/tunnel"
+
+	"github.com/airlockpam/airlock/internal/session"
 )
 
-func (o *options) printSession(s sessionInfo) error {
+func (o *options) printSession(s session.Session) error {
 	ended, reason := "-", "-"
 	if s.EndedAt != nil {
 		ended, reason = fmtTime(*s.EndedAt), s.EndReason
@@ -40,7 +42,7 @@ func newSessionsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var s sessionInfo
+			var s session.Session
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/sessions/"+url.PathEscape(args[0]), nil, nil, &s); err != nil {
 				return err
 			}
@@ -54,7 +56,7 @@ func newSessionsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var s sessionInfo
+			var s session.Session
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/sessions/"+url.PathEscape(args[0])+"/terminate", nil, nil, &s); err != nil {
 				return err
 			}
@@ -93,7 +95,7 @@ admins end other people's sessions with airlock sessions terminate.`,
 			if err := setTimeRange(q, from, to); err != nil {
 				return err
 			}
-			var ss []sessionInfo
+			var ss []session.Session
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/projects/"+url.PathEscape(projectID)+"/sessions", q, nil, &ss); err != nil {
 				return err
 			}
@@ -183,11 +185,11 @@ An event that fails its integrity check is always listed.`,
 // 200 with the ended session), and that is not an error.
 func (o *options) endSession(ctx context.Context, c *client, id string) error {
 	path := "/api/v1/sessions/" + url.PathEscape(id)
-	var before sessionInfo
+	var before session.Session
 	if err := c.do(ctx, http.MethodGet, path, nil, nil, &before); err != nil {
 		return err
 	}
-	var s sessionInfo
+	var s session.Session
 	already := before.Status != "active"
 	if already {
 		s = before
@@ -223,7 +225,7 @@ func (o *options) endSession(ctx context.Context, c *client, id string) error {
 // endedInWords says when and why a session ended ("terminated by an
 // administrator at ..."), for `sessions end` and `db access`. For a
 // revocation it adds the server's words for what went away.
-func endedInWords(s sessionInfo) string {
+func endedInWords(s session.Session) string {
 	at := ""
 	if s.EndedAt != nil {
 		at = " at " + fmtTime(*s.EndedAt)

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/airlockpam/airlock/internal/session"
+	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
 // logFlags are the flags of `sessions logs`.
@@ -43,35 +46,9 @@ const logPageSize = 500
 // once), so a statement shows within about half a second.
 const logPollInterval = 400 * time.Millisecond
 
-type logEvent struct {
-	Seq        int64     `json:"seq"`
-	Time       time.Time `json:"time"`
-	ConnID     string    `json:"connId"`
-	Kind       string    `json:"kind"`
-	Statement  string    `json:"statement"`
-	Params     []string  `json:"params"`
-	Database   string    `json:"database"`
-	Collection string    `json:"collection"`
-	Outcome    string    `json:"outcome"`
-	ErrorCode  string    `json:"errorCode"`
-	ErrorMsg   string    `json:"errorMessage"`
-	Rows       int64     `json:"rows"`
-	Bytes      int64     `json:"bytes"`
-	DurationUS int64     `json:"durationUs"`
-	Damaged    string    `json:"damaged"`
-}
-
-// logPage is a page of GET /api/v1/sessions/{id}/logs.
-type logPage struct {
-	Events []json.RawMessage `json:"events"`
-	Next   int64             `json:"next"`
-	More   bool              `json:"more"`
-	Ended  bool              `json:"ended"`
-}
-
 // getLogPage reads one page of a session's log.
-func getLogPage(ctx context.Context, c *client, id string, q url.Values) (*logPage, error) {
-	var page logPage
+func getLogPage(ctx context.Context, c *client, id string, q url.Values) (*session.Logs, error) {
+	var page session.Logs
 	if err := c.do(ctx, http.MethodGet, "/api/v1/sessions/"+url.PathEscape(id)+"/logs", q, nil, &page); err != nil {
 		return nil, err
 	}
@@ -133,16 +110,16 @@ func (o *options) sessionLogs(ctx context.Context, c *client, id string, f logFl
 			return err
 		}
 		q.Del("tail") // then the events after the tail
-		var evs []logEvent
-		for _, raw := range page.Events {
+		var evs []sessionlog.Event
+		for _, e := range page.Events {
 			if o.output == "json" {
+				raw, err := json.Marshal(e)
+				if err != nil {
+					return err
+				}
 				fmt.Fprintln(o.stdout, string(raw)) // one JSON object per line
 				printed = true
 				continue
-			}
-			var e logEvent
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return err
 			}
 			evs = append(evs, e)
 		}
@@ -203,11 +180,7 @@ func (n *connNumbers) load(ctx context.Context, c *client, id string) error {
 		if err != nil {
 			return err
 		}
-		for _, raw := range page.Events {
-			var e logEvent
-			if err := json.Unmarshal(raw, &e); err != nil {
-				return err
-			}
+		for _, e := range page.Events {
 			if e.Kind == "connect" && e.ConnID != "" {
 				n.number(e.ConnID)
 			}
@@ -222,7 +195,7 @@ func (n *connNumbers) load(ctx context.Context, c *client, id string) error {
 // refresh loads the connect events of connections among evs not numbered
 // yet, so that a connection opened while --follow runs gets its number in
 // the session, not in what is shown.
-func (n *connNumbers) refresh(ctx context.Context, c *client, id string, evs []logEvent) error {
+func (n *connNumbers) refresh(ctx context.Context, c *client, id string, evs []sessionlog.Event) error {
 	for _, e := range evs {
 		if _, ok := n.byID[e.ConnID]; !ok && e.ConnID != "" {
 			return n.load(ctx, c, id)
@@ -296,7 +269,7 @@ type logRow struct {
 	lines []string // STATEMENT, and the lines under it
 }
 
-func (p *logPrinter) print(evs []logEvent) {
+func (p *logPrinter) print(evs []sessionlog.Event) {
 	rows := make([]logRow, len(evs))
 	for i := range evs {
 		rows[i] = p.row(&evs[i])
@@ -359,7 +332,7 @@ func (p *logPrinter) line(cols [7]string, lines []string) {
 	fmt.Fprint(p.w, b.String())
 }
 
-func (p *logPrinter) row(e *logEvent) logRow {
+func (p *logPrinter) row(e *sessionlog.Event) logRow {
 	var r logRow
 	r.cols[0] = strconv.FormatInt(e.Seq, 10)
 	r.cols[1] = fmtTime(e.Time)
@@ -496,7 +469,7 @@ func fmtMicros(us int64) string {
 // logOutcome is the OUTCOME column: the outcome with its error code, or,
 // for a statement with no outcome (the start record the gateway delivered
 // while the statement ran), "running".
-func logOutcome(e *logEvent) string {
+func logOutcome(e *sessionlog.Event) string {
 	outcome := printable(e.Outcome)
 	if e.ErrorCode != "" {
 		outcome += " (" + printable(e.ErrorCode) + ")"

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
 // TestLogPrinter prints a log of two connections whose ids share their
@@ -13,7 +15,7 @@ import (
 func TestLogPrinter(t *testing.T) {
 	at := time.Date(2026, 12, 3, 16, 0, 0, 0, time.Local)
 	a, b := "01a23d1c-bbe6-7cb5-9503-294a53878ddf", "01a23d1c-bbe6-7f00-8313-c2eb164f0793"
-	evs := []logEvent{
+	evs := []sessionlog.Event{
 		{Seq: 1, Time: at, ConnID: a, Kind: "connect", Statement: "user=alice database=app", Outcome: "ok", DurationUS: 12000},
 		{Seq: 2, Time: at, ConnID: b, Kind: "connect", Statement: "user=alice database=postgres", Outcome: "error", ErrorCode: "28000",
 			ErrorMsg: `airlock: this access is to database "app", not "postgres"; connect with dbname=app`},

@@ -4,20 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/spf13/cobra"
-)
 
-type user struct {
-	ID          string     `json:"id"`
-	Email       string     `json:"email"`
-	Name        string     `json:"name"`
-	OrgAdmin    bool       `json:"orgAdmin"`
-	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
-	Disabled    bool       `json:"disabled"`
-	CreatedAt   time.Time  `json:"createdAt"`
-}
+	"github.com/airlockpam/airlock/internal/auth"
+)
 
 func newUsersCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "users", Short: "Manage users (organization admins)"}
@@ -34,8 +25,8 @@ func newUsersCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var u user
-			body := map[string]any{"email": email, "password": pw, "name": name, "orgAdmin": orgAdmin}
+			var u auth.User
+			body := auth.UserInput{Email: email, Password: pw, Name: name, OrgAdmin: orgAdmin}
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/users", nil, body, &u); err != nil {
 				return err
 			}
@@ -55,7 +46,7 @@ func newUsersCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var us []user
+			var us []auth.User
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/users", nil, nil, &us); err != nil {
 				return err
 			}
@@ -130,14 +121,6 @@ func newUsersCommand(o *options) *cobra.Command {
 	return cmd
 }
 
-type machineIdentity struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	ClientID     string    `json:"clientId"`
-	ClientSecret string    `json:"clientSecret,omitempty"`
-	CreatedAt    time.Time `json:"createdAt"`
-}
-
 func newMachineIdentitiesCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "machine-identities", Short: "Manage machine identities for automation (organization admins)"}
 	create := &cobra.Command{
@@ -147,8 +130,8 @@ func newMachineIdentitiesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var m machineIdentity
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/machine-identities", nil, map[string]string{"name": args[0]}, &m); err != nil {
+			var m auth.NewMachineIdentity
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/machine-identities", nil, auth.MachineIdentityInput{Name: args[0]}, &m); err != nil {
 				return err
 			}
 			if err := o.printObject(m, [][2]string{{"ID", m.ID}, {"Name", m.Name}, {"Client ID", m.ClientID}, {"Client secret", m.ClientSecret}}); err != nil {
@@ -167,7 +150,7 @@ func newMachineIdentitiesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ms []machineIdentity
+			var ms []auth.MachineIdentity
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/machine-identities", nil, nil, &ms); err != nil {
 				return err
 			}

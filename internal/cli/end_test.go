@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/airlockpam/airlock/internal/session"
 )
 
 // TestEveryEndReasonIsExplained: db access and `sessions end` say in words
@@ -20,13 +22,13 @@ func TestEveryEndReasonIsExplained(t *testing.T) {
 		"gateway_stopped": {"its gateway was unreachable", "its gateway was unreachable"},
 		"a_new_reason":    {"(a_new_reason)", "(a_new_reason)"},
 	}
-	revoked := sessionInfo{Status: "ended", EndReason: "revoked", EndedAt: &at,
+	revoked := session.Session{Status: "ended", EndReason: "revoked", EndedAt: &at,
 		EndMessage: "session ended: access was revoked: user removed from the project"}
 	if got := endExplanation(revoked); !strings.Contains(got, "because access was revoked: user removed from the project;") {
 		t.Errorf("revoked: db access says %q, want the server's words for what went away", got)
 	}
 	for reason, want := range cases {
-		s := sessionInfo{Status: "ended", EndReason: reason, EndedAt: &at}
+		s := session.Session{Status: "ended", EndReason: reason, EndedAt: &at}
 		if got := endExplanation(s); !strings.Contains(got, want.access) || !strings.Contains(got, " at "+fmtTime(at)) {
 			t.Errorf("%s: db access says %q, want %q and the time", reason, got, want.access)
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlockpam/airlock/internal/pki"
+	"github.com/airlockpam/airlock/internal/relay"
 )
 
 // Identity is what a gateway keeps in its data directory after enrolling:
@@ -83,7 +84,7 @@ func Enroll(ctx context.Context, domain, token, dir string, httpClient *http.Cli
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(map[string]string{"token": token, "csr": string(csrPEM)})
+	body, _ := json.Marshal(relay.EnrollmentRequest{Token: token, CSR: string(csrPEM)})
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(domain, "/")+"/api/v1/gateways/enroll", bytes.NewReader(body))
@@ -107,10 +108,7 @@ func Enroll(ctx context.Context, domain, token, dir string, httpClient *http.Cli
 		}
 		return nil, fmt.Errorf("enrollment refused: %s", p.Detail)
 	}
-	var e struct {
-		GatewayID, Name, OrgID     string
-		Certificate, CACertificate string
-	}
+	var e relay.Enrollment
 	if err := json.Unmarshal(rb, &e); err != nil {
 		return nil, fmt.Errorf("reading the enrollment answer: %w", err)
 	}

@@ -103,6 +103,12 @@ func (s *Service) UpdateOrg(ctx context.Context, method *string, requireLogin *b
 	return out, nil
 }
 
+// OrganizationUpdate is the body of PATCH /api/v1/org; nil fields stay.
+type OrganizationUpdate struct {
+	MFAMethod       *string `json:"mfaMethod,omitempty" maxLength:"20" doc:"totp, email or none (webauthn: not yet)"`
+	RequireMFALogin *bool   `json:"requireMfaLogin,omitempty" doc:"every user's login needs a second factor"`
+}
+
 func (s *Service) registerPolicy(a huma.API, _ []string) {
 	tags := []string{"Organization"}
 	huma.Register(a, huma.Operation{
@@ -115,12 +121,7 @@ func (s *Service) registerPolicy(a huma.API, _ []string) {
 	huma.Register(a, huma.Operation{
 		OperationID: "update-org", Method: http.MethodPatch, Path: "/api/v1/org", Tags: tags,
 		Summary: "Change the organization's MFA policy (organization admins)", Security: api.Secured, Errors: []int{403, 422},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			MFAMethod       *string `json:"mfaMethod,omitempty" maxLength:"20" doc:"totp, email or none (webauthn: not yet)"`
-			RequireMFALogin *bool   `json:"requireMfaLogin,omitempty" doc:"every user's login needs a second factor"`
-		}
-	}) (*struct{ Body *Organization }, error) {
+	}, func(ctx context.Context, in *struct{ Body OrganizationUpdate }) (*struct{ Body *Organization }, error) {
 		o, err := s.UpdateOrg(ctx, in.Body.MFAMethod, in.Body.RequireMFALogin)
 		return &struct{ Body *Organization }{o}, api.Err(ctx, err)
 	})

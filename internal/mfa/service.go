@@ -155,6 +155,14 @@ func (s *Service) Status(ctx context.Context) (*MFAStatus, error) {
 	return st, nil
 }
 
+// CodeInput is the body of the operations that take a code: confirming
+// TOTP (a code from the app), disabling a method (a current code of any
+// enrolled method) and verifying a challenge (its TOTP or email code); a
+// recovery code works in place of the latter two.
+type CodeInput struct {
+	Code string `json:"code" maxLength:"20" doc:"a TOTP or email code, or a recovery code, as the operation says"`
+}
+
 // Register adds the MFA operations to the API.
 func (s *Service) Register(a huma.API) {
 	tags := []string{"MFA"}
@@ -178,9 +186,7 @@ func (s *Service) Register(a huma.API) {
 		Summary:  "Turn TOTP on with a first code; the first method also returns ten recovery codes, once",
 		Security: api.Secured, Errors: []int{403, 404, 422, 423},
 	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Code string `json:"code" maxLength:"20" doc:"a code from the authenticator app"`
-		}
+		Body CodeInput
 	}) (*struct{ Body *TOTPConfirmed }, error) {
 		c, err := s.ConfirmTOTP(ctx, in.Body.Code)
 		return &struct{ Body *TOTPConfirmed }{c}, api.Err(ctx, err)
@@ -191,9 +197,7 @@ func (s *Service) Register(a huma.API) {
 		Security: api.Secured, DefaultStatus: http.StatusNoContent, Errors: []int{403, 404, 409, 422, 423},
 	}, func(ctx context.Context, in *struct {
 		Method string `path:"method" enum:"totp"`
-		Body   struct {
-			Code string `json:"code" maxLength:"20" doc:"a current code of any enrolled method, or a recovery code"`
-		}
+		Body   CodeInput
 	}) (*struct{}, error) {
 		return nil, api.Err(ctx, s.Disable(ctx, in.Method, in.Body.Code))
 	})
@@ -214,9 +218,7 @@ func (s *Service) Register(a huma.API) {
 		Security: api.Secured, Errors: []int{403, 404, 422, 423},
 	}, func(ctx context.Context, in *struct {
 		ChallengeID string `path:"challengeId" maxLength:"64"`
-		Body        struct {
-			Code string `json:"code" maxLength:"20" doc:"the TOTP or email code, or a recovery code"`
-		}
+		Body        CodeInput
 	}) (*struct{ Body *ChallengePassed }, error) {
 		v, err := s.VerifyChallenge(ctx, in.ChallengeID, in.Body.Code)
 		return &struct{ Body *ChallengePassed }{v}, api.Err(ctx, err)

@@ -119,13 +119,14 @@ type AccountInput struct {
 }
 
 // AccountUpdate changes an account; nil fields stay as they are. Metadata,
-// when present, replaces the whole map ({} removes every label). A new
+// when present, replaces the whole map ({} removes every label: omitzero,
+// not omitempty, so that a client sends an empty map). A new
 // username or password is checked through the gateway before it is saved.
 type AccountUpdate struct {
 	Username    *string           `json:"username,omitempty" maxLength:"128"`
 	Password    *string           `json:"password,omitempty" maxLength:"1024" doc:"write-only"`
 	Description *string           `json:"description,omitempty" maxLength:"1000"`
-	Metadata    map[string]string `json:"metadata,omitempty" doc:"replaces the whole map; {} removes every label"`
+	Metadata    map[string]string `json:"metadata,omitzero" doc:"replaces the whole map; {} removes every label"`
 	RequireMFA  *bool             `json:"requireMfa,omitempty"`
 	// RotationInterval changes the rotation interval; "off" stops rotating.
 	RotationInterval *string `json:"rotationInterval,omitempty" enum:"1d,3d,7d,30d,off" doc:"1d, 3d, 7d or 30d; off stops rotating"`

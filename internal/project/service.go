@@ -17,6 +17,21 @@ type ProjectPath struct {
 	ProjectID string `path:"projectId" maxLength:"64"`
 }
 
+// ProjectInput is the body of POST /api/v1/projects.
+type ProjectInput struct {
+	Name               string `json:"name" maxLength:"64"`
+	Description        string `json:"description,omitempty" maxLength:"1000"`
+	MaxSessionDuration string `json:"maxSessionDuration,omitempty" doc:"default 8h" maxLength:"20"`
+}
+
+// MemberInput is the body of PUT /api/v1/projects/{projectId}/members:
+// exactly one of Email (a user) or MachineIdentityID.
+type MemberInput struct {
+	Email             string `json:"email,omitempty" maxLength:"254" doc:"a user's email"`
+	MachineIdentityID string `json:"machineIdentityId,omitempty" maxLength:"64"`
+	Role              Role   `json:"role" enum:"admin,member,viewer"`
+}
+
 // Register adds the project operations to the API.
 func (s *Service) Register(a huma.API) {
 	tags := []string{"Projects"}
@@ -24,13 +39,7 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "create-project", Method: http.MethodPost, Path: "/api/v1/projects", Tags: tags,
 		Summary: "Create a project; the caller becomes its admin", Security: api.Secured,
 		DefaultStatus: http.StatusCreated, Errors: []int{409, 422},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Name               string `json:"name" maxLength:"64"`
-			Description        string `json:"description,omitempty" maxLength:"1000"`
-			MaxSessionDuration string `json:"maxSessionDuration,omitempty" doc:"default 8h" maxLength:"20"`
-		}
-	}) (*struct{ Body *Project }, error) {
+	}, func(ctx context.Context, in *struct{ Body ProjectInput }) (*struct{ Body *Project }, error) {
 		p, err := s.Create(ctx, in.Body.Name, in.Body.Description, in.Body.MaxSessionDuration)
 		return &struct{ Body *Project }{p}, api.Err(ctx, err)
 	})
@@ -81,11 +90,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Add a member or change a member's role (project admins)", Security: api.Secured, Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *struct {
 		ProjectPath
-		Body struct {
-			Email             string `json:"email,omitempty" maxLength:"254" doc:"a user's email"`
-			MachineIdentityID string `json:"machineIdentityId,omitempty" maxLength:"64"`
-			Role              Role   `json:"role" enum:"admin,member,viewer"`
-		}
+		Body MemberInput
 	}) (*struct{ Body *Member }, error) {
 		m, err := s.SetMember(ctx, in.ProjectID, in.Body.Email, in.Body.MachineIdentityID, in.Body.Role)
 		return &struct{ Body *Member }{m}, api.Err(ctx, err)

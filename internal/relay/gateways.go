@@ -73,6 +73,17 @@ type Enrollment struct {
 	CACertificate string `json:"caCertificate" doc:"PEM certificate of the organization's CA"`
 }
 
+// GatewayInput is the body of POST /api/v1/gateways.
+type GatewayInput struct {
+	Name string `json:"name" maxLength:"63"`
+}
+
+// EnrollmentRequest is the body of POST /api/v1/gateways/enroll.
+type EnrollmentRequest struct {
+	Token string `json:"token" maxLength:"200"`
+	CSR   string `json:"csr" maxLength:"8192" doc:"PEM certificate request for the gateway's own key"`
+}
+
 func hashToken(t string) []byte { h := sha256.Sum256([]byte(t)); return h[:] }
 
 func newEnrollmentToken() string {
@@ -401,11 +412,7 @@ func (s *Service) registerGatewayAPI(a huma.API) {
 		OperationID: "create-gateway", Method: http.MethodPost, Path: "/api/v1/gateways", Tags: tags,
 		Summary: "Register a gateway and get its one-time enrollment token (organization admins)", Security: api.Secured,
 		DefaultStatus: http.StatusCreated, Errors: []int{403, 409, 422},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Name string `json:"name" maxLength:"63"`
-		}
-	}) (*struct{ Body *NewGateway }, error) {
+	}, func(ctx context.Context, in *struct{ Body GatewayInput }) (*struct{ Body *NewGateway }, error) {
 		g, err := s.CreateGateway(ctx, in.Body.Name)
 		return &struct{ Body *NewGateway }{g}, api.Err(ctx, err)
 	})
@@ -436,12 +443,7 @@ func (s *Service) registerGatewayAPI(a huma.API) {
 	huma.Register(a, huma.Operation{
 		OperationID: "enroll-gateway", Method: http.MethodPost, Path: "/api/v1/gateways/enroll", Tags: tags,
 		Summary: "Enroll a gateway: exchange its one-time token and CSR for a certificate", Errors: []int{401, 422},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Token string `json:"token" maxLength:"200"`
-			CSR   string `json:"csr" maxLength:"8192" doc:"PEM certificate request for the gateway's own key"`
-		}
-	}) (*struct{ Body *Enrollment }, error) {
+	}, func(ctx context.Context, in *struct{ Body EnrollmentRequest }) (*struct{ Body *Enrollment }, error) {
 		e, err := s.Enroll(ctx, in.Body.Token, in.Body.CSR)
 		return &struct{ Body *Enrollment }{e}, api.Err(ctx, err)
 	})

@@ -9,17 +9,48 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 )
 
-type rotationOut struct {
-	Body struct {
-		SecretRotation *Rotation `json:"secretRotation"`
-	}
+// RotationInput is the body of POST
+// /api/v2/secret-rotations/postgres-credentials.
+type RotationInput struct {
+	Name                  string         `json:"name" maxLength:"64" doc:"a slug, unique in the project"`
+	Description           string         `json:"description,omitempty" maxLength:"256"`
+	ProjectID             string         `json:"projectId" maxLength:"64"`
+	ConnectionID          string         `json:"connectionId" maxLength:"64" doc:"the app connection's id or name"`
+	Environment           string         `json:"environment" maxLength:"32"`
+	SecretPath            string         `json:"secretPath" maxLength:"256"`
+	IsAutoRotationEnabled *bool          `json:"isAutoRotationEnabled,omitempty" doc:"default true"`
+	RotationInterval      int            `json:"rotationInterval" doc:"days, 1 to 365"`
+	RotateAt              string         `json:"rotateAt" maxLength:"5" doc:"HH:MM in timeZone"`
+	TimeZone              string         `json:"timeZone,omitempty" maxLength:"64" doc:"IANA name; default UTC"`
+	Parameters            Parameters     `json:"parameters"`
+	SecretsMapping        SecretsMapping `json:"secretsMapping"`
 }
 
-func one(r *Rotation) *rotationOut {
-	out := &rotationOut{}
-	out.Body.SecretRotation = r
-	return out
+// RotationUpdate is the body of PATCH
+// /api/v2/secret-rotations/postgres-credentials/{rotationId}; nil fields stay.
+type RotationUpdate struct {
+	Name                  *string `json:"name,omitempty" maxLength:"64"`
+	Description           *string `json:"description,omitempty" maxLength:"256"`
+	IsAutoRotationEnabled *bool   `json:"isAutoRotationEnabled,omitempty"`
+	RotationInterval      *int    `json:"rotationInterval,omitempty"`
+	RotateAt              *string `json:"rotateAt,omitempty" maxLength:"5"`
+	TimeZone              *string `json:"timeZone,omitempty" maxLength:"64"`
 }
+
+// RotationResponse is the answer of the operations on one rotation.
+type RotationResponse struct {
+	SecretRotation *Rotation `json:"secretRotation"`
+}
+
+// RotationList is the answer of GET
+// /api/v2/secret-rotations/postgres-credentials.
+type RotationList struct {
+	SecretRotations []Rotation `json:"secretRotations"`
+}
+
+type rotationOut struct{ Body RotationResponse }
+
+func one(r *Rotation) *rotationOut { return &rotationOut{RotationResponse{r}} }
 
 // RefQuery selects a project's rotation by id or name.
 type RefQuery struct {
@@ -35,22 +66,7 @@ func (s *Service) Register(a huma.API) {
 		OperationID: "create-postgres-credentials-rotation", Method: http.MethodPost, Path: base, Tags: tags,
 		Summary:  "Add a dual-user PostgreSQL credentials rotation; every precondition is checked, then the first rotation publishes username 1 (project admins)",
 		Security: api.Secured, Errors: []int{403, 404, 409, 422, 503},
-	}, func(ctx context.Context, in *struct {
-		Body struct {
-			Name                  string         `json:"name" maxLength:"64" doc:"a slug, unique in the project"`
-			Description           string         `json:"description,omitempty" maxLength:"256"`
-			ProjectID             string         `json:"projectId" maxLength:"64"`
-			ConnectionID          string         `json:"connectionId" maxLength:"64" doc:"the app connection's id or name"`
-			Environment           string         `json:"environment" maxLength:"32"`
-			SecretPath            string         `json:"secretPath" maxLength:"256"`
-			IsAutoRotationEnabled *bool          `json:"isAutoRotationEnabled,omitempty" doc:"default true"`
-			RotationInterval      int            `json:"rotationInterval" doc:"days, 1 to 365"`
-			RotateAt              string         `json:"rotateAt" maxLength:"5" doc:"HH:MM in timeZone"`
-			TimeZone              string         `json:"timeZone,omitempty" maxLength:"64" doc:"IANA name; default UTC"`
-			Parameters            Parameters     `json:"parameters"`
-			SecretsMapping        SecretsMapping `json:"secretsMapping"`
-		}
-	}) (*rotationOut, error) {
+	}, func(ctx context.Context, in *struct{ Body RotationInput }) (*rotationOut, error) {
 		b := in.Body
 		auto := b.IsAutoRotationEnabled == nil || *b.IsAutoRotationEnabled
 		r, err := s.Create(ctx, CreateInput{Name: b.Name, Description: b.Description, ProjectID: b.ProjectID, Connection: b.ConnectionID,
@@ -63,19 +79,9 @@ func (s *Service) Register(a huma.API) {
 		Summary: "List a project's PostgreSQL credentials rotations", Security: api.Secured, Errors: []int{404},
 	}, func(ctx context.Context, in *struct {
 		ProjectID string `query:"projectId" required:"true" maxLength:"64"`
-	}) (*struct {
-		Body struct {
-			SecretRotations []Rotation `json:"secretRotations"`
-		}
-	}, error) {
+	}) (*struct{ Body RotationList }, error) {
 		list, err := s.List(ctx, in.ProjectID)
-		out := &struct {
-			Body struct {
-				SecretRotations []Rotation `json:"secretRotations"`
-			}
-		}{}
-		out.Body.SecretRotations = list
-		return out, api.Err(ctx, err)
+		return &struct{ Body RotationList }{RotationList{list}}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "get-postgres-credentials-rotation", Method: http.MethodGet, Path: base + "/{rotationId}", Tags: tags,
@@ -89,14 +95,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Change a rotation's name, description or schedule (project admins)", Security: api.Secured, Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *struct {
 		RefQuery
-		Body struct {
-			Name                  *string `json:"name,omitempty" maxLength:"64"`
-			Description           *string `json:"description,omitempty" maxLength:"256"`
-			IsAutoRotationEnabled *bool   `json:"isAutoRotationEnabled,omitempty"`
-			RotationInterval      *int    `json:"rotationInterval,omitempty"`
-			RotateAt              *string `json:"rotateAt,omitempty" maxLength:"5"`
-			TimeZone              *string `json:"timeZone,omitempty" maxLength:"64"`
-		}
+		Body RotationUpdate
 	}) (*rotationOut, error) {
 		b := in.Body
 		r, err := s.Update(ctx, in.ProjectID, in.Ref, UpdateInput{Name: b.Name, Description: b.Description, RotateAt: b.RotateAt, TimeZone: b.TimeZone,

@@ -533,7 +533,7 @@ type GeneratedCredentials struct {
 // UserCreds is one user's credentials.
 type UserCreds struct {
 	Username string `json:"username"`
-	Password string `json:"password,omitempty"`
+	Password string `json:"password"`
 }
 
 // Credentials returns both generated credentials; the read is audited (project admins).

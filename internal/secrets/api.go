@@ -35,9 +35,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Write a new version of a secret (project members)", Security: api.Secured, Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *struct {
 		SecretPath
-		Body struct {
-			Value string `json:"value" maxLength:"65536"`
-		}
+		Body SecretValue
 	}) (*secretOut, error) {
 		sec, err := s.Set(ctx, in.ProjectID, in.place(), in.Name, in.Body.Value)
 		return &secretOut{sec}, api.Err(ctx, err)
@@ -87,9 +85,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Write an earlier version's value as the newest version (project members)", Security: api.Secured, Errors: []int{403, 404, 422},
 	}, func(ctx context.Context, in *struct {
 		SecretPath
-		Body struct {
-			Version int `json:"version" minimum:"1" doc:"the version whose value to restore"`
-		}
+		Body SecretRestore
 	}) (*secretOut, error) {
 		sec, err := s.Restore(ctx, in.ProjectID, in.place(), in.Name, in.Body.Version)
 		return &secretOut{sec}, api.Err(ctx, err)
@@ -111,10 +107,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Add an environment (project admins)", Security: api.Secured, DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 422},
 	}, func(ctx context.Context, in *struct {
 		ProjectID string `path:"projectId" maxLength:"64"`
-		Body      struct {
-			Slug string `json:"slug" maxLength:"32" doc:"how secrets address it: lower-case letters, digits and hyphens"`
-			Name string `json:"name,omitempty" maxLength:"64" doc:"a display name; the slug if absent"`
-		}
+		Body      EnvironmentInput
 	}) (*envOut, error) {
 		e, err := s.CreateEnvironment(ctx, in.ProjectID, in.Body.Slug, in.Body.Name)
 		return &envOut{e}, api.Err(ctx, err)
@@ -125,9 +118,7 @@ func (s *Service) Register(a huma.API) {
 	}, func(ctx context.Context, in *struct {
 		ProjectID string `path:"projectId" maxLength:"64"`
 		Slug      string `path:"slug" maxLength:"32"`
-		Body      struct {
-			Name string `json:"name" maxLength:"64"`
-		}
+		Body      EnvironmentUpdate
 	}) (*envOut, error) {
 		e, err := s.RenameEnvironment(ctx, in.ProjectID, in.Slug, in.Body.Name)
 		return &envOut{e}, api.Err(ctx, err)
@@ -160,10 +151,7 @@ func (s *Service) Register(a huma.API) {
 		DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *struct {
 		ProjectID string `path:"projectId" maxLength:"64"`
-		Body      struct {
-			Environment string `json:"environment" maxLength:"32"`
-			Path        string `json:"path" maxLength:"256" doc:"such as /db/orders"`
-		}
+		Body      FolderInput
 	}) (*struct{ Body *Folder }, error) {
 		f, err := s.CreateFolder(ctx, in.ProjectID, Place{Environment: in.Body.Environment, Path: in.Body.Path})
 		return &struct{ Body *Folder }{f}, api.Err(ctx, err)
@@ -175,4 +163,31 @@ func (s *Service) Register(a huma.API) {
 	}, func(ctx context.Context, in *PlaceQuery) (*struct{}, error) {
 		return nil, api.Err(ctx, s.DeleteFolder(ctx, in.ProjectID, in.place()))
 	})
+}
+
+// SecretValue is the body of PUT .../secrets/{name}: the new version's value.
+type SecretValue struct {
+	Value string `json:"value" maxLength:"65536"`
+}
+
+// SecretRestore is the body of POST .../secrets/{name}/restore.
+type SecretRestore struct {
+	Version int `json:"version" minimum:"1" doc:"the version whose value to restore"`
+}
+
+// EnvironmentInput is the body of POST .../secret-environments.
+type EnvironmentInput struct {
+	Slug string `json:"slug" maxLength:"32" doc:"how secrets address it: lower-case letters, digits and hyphens"`
+	Name string `json:"name,omitempty" maxLength:"64" doc:"a display name; the slug if absent"`
+}
+
+// EnvironmentUpdate is the body of PATCH .../secret-environments/{slug}.
+type EnvironmentUpdate struct {
+	Name string `json:"name" maxLength:"64"`
+}
+
+// FolderInput is the body of POST .../secret-folders.
+type FolderInput struct {
+	Environment string `json:"environment" maxLength:"32"`
+	Path        string `json:"path" maxLength:"256" doc:"such as /db/orders"`
 }

@@ -547,6 +547,17 @@ func EndMessage(reason string, expires time.Time) string {
 	return "session ended (" + reason + ")"
 }
 
+// SessionInput is the body of POST /api/v1/projects/{projectId}/sessions.
+type SessionInput struct {
+	Resource string `json:"resource" maxLength:"64" doc:"resource name or id"`
+	Account  string `json:"account" maxLength:"64" doc:"account name or id"`
+	Duration string `json:"duration,omitempty" maxLength:"20" doc:"such as 30m, 1h, 2h30m; default 1h"`
+	CSR      string `json:"csr" maxLength:"8192" doc:"PEM certificate request for a key the client made"`
+	// MFAChallengeID is a passed MFA challenge, for an account that
+	// requires MFA.
+	MFAChallengeID string `json:"mfaChallengeId,omitempty" maxLength:"64" doc:"a passed MFA challenge (for an account that requires MFA: the first answer is 403 with a challenge id; pass it with POST /api/v1/mfa/challenges/{id}/verify, then repeat this request with it)"`
+}
+
 // Register adds the session operations.
 func (s *Service) Register(a huma.API) {
 	tags := []string{"Sessions"}
@@ -558,15 +569,9 @@ func (s *Service) Register(a huma.API) {
 		DefaultStatus: http.StatusCreated, Errors: []int{403, 404, 422, 423, 503},
 	}, func(ctx context.Context, in *struct {
 		project.ProjectPath
-		Body struct {
-			Resource string `json:"resource" maxLength:"64" doc:"resource name or id"`
-			Account  string `json:"account" maxLength:"64" doc:"account name or id"`
-			Duration string `json:"duration,omitempty" maxLength:"20" doc:"such as 30m, 1h, 2h30m; default 1h"`
-			CSR      string `json:"csr" maxLength:"8192" doc:"PEM certificate request for a key the client made"`
-			MFA      string `json:"mfaChallengeId,omitempty" maxLength:"64" doc:"a passed MFA challenge (for an account that requires MFA: the first answer is 403 with a challenge id; pass it with POST /api/v1/mfa/challenges/{id}/verify, then repeat this request with it)"`
-		}
+		Body SessionInput
 	}) (*struct{ Body *Created }, error) {
-		c, err := s.Create(ctx, in.ProjectID, in.Body.Resource, in.Body.Account, in.Body.Duration, in.Body.CSR, WithMFAChallenge(in.Body.MFA))
+		c, err := s.Create(ctx, in.ProjectID, in.Body.Resource, in.Body.Account, in.Body.Duration, in.Body.CSR, WithMFAChallenge(in.Body.MFAChallengeID))
 		return &struct{ Body *Created }{c}, api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{
