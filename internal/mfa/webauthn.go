@@ -299,14 +299,18 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, ceremonyID, nam
 		if err != nil {
 			return err
 		}
+		var taken int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM mfa_passkeys WHERE credential_id = $1`, cred.ID).Scan(&taken); err != nil {
+			return err
+		}
+		if taken > 0 { // checked first: on PostgreSQL a failed insert ends the transaction
+			refusal = errs.E(op, errs.Conflict, "this passkey is already registered")
+			return nil
+		}
 		now := s.cfg.Now()
 		id := uuid.Must(uuid.NewV7()).String()
 		if _, err := tx.ExecContext(ctx, `INSERT INTO mfa_passkeys (id, user_id, credential_id, public_key, sign_count, name, data, created_at, last_used_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)`, id, p.ID, cred.ID, cred.PublicKey, int64(cred.Authenticator.SignCount), name, string(data), store.Micros(now)); err != nil {
-			if store.IsUniqueViolation(err) {
-				refusal = errs.E(op, errs.Conflict, "this passkey is already registered")
-				return nil
-			}
 			return err
 		}
 		out.Passkey = Passkey{ID: id, Name: name, CreatedAt: now}
