@@ -275,6 +275,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	ui.UseSecrets(s.Secrets, s.AppConns, s.Rotations)
+	ui.UseMFA(s.MFA)
 	mux.Handle("/", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
