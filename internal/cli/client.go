@@ -121,6 +121,9 @@ type apiError struct {
 	// ChallengeID and Method are set on an MFA-required problem.
 	ChallengeID string `json:"challengeId"`
 	Method      string `json:"method"`
+	// ApprovalURL is set when the method is a passkey: the web page that
+	// approves the challenge.
+	ApprovalURL string `json:"approvalUrl"`
 	Errors      []struct {
 		Message  string `json:"message"`
 		Location string `json:"location"`

@@ -74,8 +74,10 @@ TCP port is opened.
 
 An account that requires MFA asks for a code first: on a terminal you are
 prompted (and asked again after a wrong code while tries are left); scripts
-pass --mfa-code (a TOTP code or a recovery code). The session then starts on
-its own.
+pass --mfa-code (a TOTP code or a recovery code). When the method is a passkey,
+the approval page's link is printed and opened in the browser (not with
+AIRLOCK_NO_BROWSER=1): approve there with your passkey, and the command, which
+waits for it, goes on. The session then starts on its own.
 
 If the Airlock server becomes unreachable, the proxy says so in one line,
 reconnects until the session expires, and says when it is connected again;

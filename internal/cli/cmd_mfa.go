@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -108,7 +111,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 			}
 			list := strings.Join(methods, ", ")
 			if list == "" {
-				list = "none (enroll with `airlock mfa enroll totp`)"
+				list = "none (enroll with `airlock mfa enroll totp`, or add a passkey on the web UI's MFA page)"
 			}
 			rows := [][2]string{{"Methods", list}, {"Recovery codes left", fmt.Sprint(st.RecoveryCodesLeft)},
 				{"Organization enforces", st.OrgMethod}, {"MFA at login", fmt.Sprint(st.RequireMFALogin)}}
@@ -121,7 +124,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 
 	var disableCode string
 	disable := &cobra.Command{
-		Use: "disable METHOD", Short: "Turn off a method (needs a current code or a recovery code)", Args: cobra.ExactArgs(1),
+		Use: "disable METHOD", Short: "Turn off a method, totp or webauthn (all passkeys); needs a current code or a recovery code", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := loggedInClient()
 			if err != nil {
@@ -174,6 +177,12 @@ func (o *options) withMFA(ctx context.Context, c *client, code string, call func
 		return err
 	}
 	interactive := code == ""
+	if interactive && ae.Method == methodWebAuthn && ae.ApprovalURL != "" {
+		if err := o.awaitPasskey(ctx, c, ae); err != nil {
+			return err
+		}
+		return call(ae.ChallengeID)
+	}
 	if interactive && !o.stdinIsTerminal() {
 		return fmt.Errorf("%s; there is no terminal to ask for the code: pass --mfa-code", ae.Detail)
 	}
@@ -197,6 +206,66 @@ func (o *options) withMFA(ctx context.Context, c *client, code string, call func
 		}
 		return call(ae.ChallengeID)
 	}
+}
+
+const methodWebAuthn = "webauthn"
+
+// passkeyPoll is how often awaitPasskey asks whether the challenge is approved.
+var passkeyPoll = time.Second
+
+// awaitPasskey shows the page that approves a passkey challenge, opens it
+// in the browser (unless AIRLOCK_NO_BROWSER=1), and waits until the
+// challenge is approved there, or used up, or expired.
+func (o *options) awaitPasskey(ctx context.Context, c *client, ae *apiError) error {
+	fmt.Fprintf(o.stderr, "MFA required: approve this request with your passkey in the browser:\n\n  %s\n\n", ae.ApprovalURL)
+	if os.Getenv("AIRLOCK_NO_BROWSER") != "1" {
+		if err := openBrowser(ae.ApprovalURL); err != nil {
+			fmt.Fprintf(o.stderr, "(could not open a browser: %v; open the link yourself)\n", err)
+		}
+	}
+	fmt.Fprintln(o.stderr, "Waiting for the approval (Ctrl+C to give up)...")
+	t := time.NewTicker(passkeyPoll)
+	defer t.Stop()
+	for {
+		var st struct {
+			Status string `json:"status"`
+		}
+		if err := c.do(ctx, http.MethodGet, "/api/v1/mfa/challenges/"+url.PathEscape(ae.ChallengeID), nil, nil, &st); err != nil {
+			return fmt.Errorf("MFA: %w", err)
+		}
+		switch st.Status {
+		case "approved":
+			fmt.Fprintln(o.stderr, "Approved.")
+			return nil
+		case "expired":
+			return errors.New("MFA: the approval was not given in time (5 minutes): run the command again")
+		case "used", "failed":
+			return errors.New("MFA: the challenge is used up: run the command again")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// openBrowser opens u in the user's browser, without waiting for it.
+func openBrowser(u string) error {
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.Command("open", u)
+	case "windows":
+		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", u)
+	default:
+		cmd = exec.Command("xdg-open", u)
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { _ = cmd.Wait() }()
+	return nil
 }
 
 // triesLeft matches the server's answer to a wrong code that may be retried.

@@ -37,8 +37,10 @@ func newOrgCommand(o *options) *cobra.Command {
 
 --mfa-method totp: every MFA challenge asks for a TOTP code; users without TOTP
 are told to enroll (airlock mfa enroll totp). email: every challenge sends an
-email code. none: each user's own method, else an email code. (webauthn:
-passkeys are not available yet.)
+email code. webauthn: every challenge is approved with a passkey in the browser
+(the CLI prints and opens the approval link and waits); users add passkeys on
+the web UI's MFA page, and the server needs its --public-url. none: each user's
+own method (TOTP, else passkeys), else an email code.
 
 --require-mfa-login: every user's login needs a second factor as well (the
 method chosen as for access); users without one are told to enroll after
@@ -65,7 +67,7 @@ logging in with an email code. --require-mfa-login=false turns it off.`,
 			return show(org)
 		},
 	}
-	update.Flags().StringVar(&method, "mfa-method", "", "totp, email, webauthn (not yet) or none")
+	update.Flags().StringVar(&method, "mfa-method", "", "totp, email, webauthn (passkeys) or none")
 	update.Flags().BoolVar(&requireLogin, "require-mfa-login", false, "every login needs a second factor (=false to turn off)")
 	cmd.AddCommand(get, update)
 	return cmd

@@ -24,9 +24,9 @@ import (
 func generateRootKey() string { return keyring.GenerateRootKey() }
 
 type serverFlags struct {
-	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile, smtpURL string
-	trustProxyHeaders                                                   bool
-	accessTokenTTL, gatewayLostAfter, clientLostAfter, gwCertTTL        time.Duration
+	listen, dataDir, databaseURL, tlsCert, tlsKey, rootKeyFile, smtpURL, publicURL string
+	trustProxyHeaders                                                              bool
+	accessTokenTTL, gatewayLostAfter, clientLostAfter, gwCertTTL                   time.Duration
 }
 
 func newServerCommand(o *options) *cobra.Command {
@@ -56,6 +56,7 @@ organization admin; afterwards they are ignored.`,
 			}
 			cfg.BootstrapEmail, cfg.BootstrapPassword = bootstrapFromEnv()
 			cfg.SMTPURL = smtpURL(f.smtpURL)
+			cfg.PublicURL = publicURL(f.publicURL)
 			if f.accessTokenTTL < 0 || (f.accessTokenTTL > 0 && f.accessTokenTTL < time.Second) {
 				return fmt.Errorf("--access-token-ttl %s is too short: use at least 1s (default 15m)", f.accessTokenTTL)
 			}
@@ -89,6 +90,7 @@ organization admin; afterwards they are ignored.`,
 		"how long a session's `db access` may stay disconnected before the session ends as client_lost (the server's own restart counts as a grace period)")
 	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
 	fl.StringVar(&f.smtpURL, "smtp-url", "", "SMTP server for MFA email codes and secret-rotation failure mail to admins: smtp://user:pass@host:587 (STARTTLS when offered) or smtps://...:465, optional ?from=addr (or AIRLOCK_SMTP_URL)")
+	fl.StringVar(&f.publicURL, "public-url", "", publicURLHelp)
 	fl.DurationVar(&f.gwCertTTL, "gateway-certificate-lifetime", 365*24*time.Hour,
 		"lifetime of the certificates gateways get at enrollment and renewal; they renew when a third of it is left (at least 1m)")
 	return cmd
@@ -129,7 +131,7 @@ func runServer(ctx context.Context, o *options, cfg server.Config, ready func(s 
 }
 
 func newDevCommand(o *options) *cobra.Command {
-	var dataDir, listen, smtp string
+	var dataDir, listen, smtp, public string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Airlock for development: server, gateway, embedded store and an admin, no setup",
@@ -163,7 +165,7 @@ refuses to start.`,
 			}
 			password := randomPassword(20)
 			cfg := server.Config{Listen: listen, DataDir: dataDir, RootKey: root,
-				BootstrapEmail: devAdminEmail, BootstrapPassword: password, SMTPURL: smtpURL(smtp), DevMailLog: true}
+				BootstrapEmail: devAdminEmail, BootstrapPassword: password, SMTPURL: smtpURL(smtp), DevMailLog: true, PublicURL: publicURL(public)}
 			ctx := cmd.Context()
 			fmt.Fprintf(o.stdout, "Starting the server on %s (store and root key in %s)...\n", listen, dataDir)
 			return runServer(ctx, o, cfg, func(s *server.Server, url string) {
@@ -191,7 +193,18 @@ refuses to start.`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default ~/.local/state/airlock/dev)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8720", "address to serve on")
 	cmd.Flags().StringVar(&smtp, "smtp-url", "", "SMTP server for MFA email codes and rotation failure mail (or AIRLOCK_SMTP_URL); without it, codes are written to this command's log")
+	cmd.Flags().StringVar(&public, "public-url", "", publicURLHelp)
 	return cmd
+}
+
+const publicURLHelp = "the URL users reach the server at, https://airlock.example.com: passkeys are bound to its host and MFA approval links start with it (or AIRLOCK_PUBLIC_URL; default: the listen URL, with localhost for a loopback address)"
+
+// publicURL is the --public-url flag, else AIRLOCK_PUBLIC_URL.
+func publicURL(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return os.Getenv("AIRLOCK_PUBLIC_URL")
 }
 
 // smtpURL is the --smtp-url flag, else AIRLOCK_SMTP_URL.

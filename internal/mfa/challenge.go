@@ -29,8 +29,11 @@ const ProblemMFARequired = "urn:airlock:problem:mfa-required"
 type RequiredError struct {
 	huma.ErrorModel
 	ChallengeID string    `json:"challengeId"`
-	Method      string    `json:"method" enum:"totp,email"`
+	Method      string    `json:"method" enum:"totp,email,webauthn"`
 	ExpiresAt   time.Time `json:"expiresAt"`
+	// ApprovalURL, for a passkey, is the web page that approves the
+	// challenge; the client then polls GET /api/v1/mfa/challenges/{id}.
+	ApprovalURL string `json:"approvalUrl,omitempty"`
 }
 
 // Unwrap lets callers that read *errs.Error (the web UI) see a Forbidden
@@ -146,29 +149,44 @@ func (s *Service) challenge(ctx context.Context, p *api.Principal, accountID, wh
 		}
 		detail = "MFA required: a 6-digit code was emailed to " + email
 	}
+	approval := ""
+	if method == MethodWebAuthn {
+		approval = s.ApprovalURL(id)
+		detail = "MFA required: approve with your passkey at " + approval + " (or enter a recovery code)"
+	}
 	return &RequiredError{
 		ErrorModel:  huma.ErrorModel{Type: ProblemMFARequired, Status: http.StatusForbidden, Title: "MFA required", Detail: note + detail},
-		ChallengeID: id, Method: method, ExpiresAt: expires,
+		ChallengeID: id, Method: method, ExpiresAt: expires, ApprovalURL: approval,
 	}
 }
 
 // chooseMethod picks the organization's enforced method, else the user's
-// TOTP, else an email code; email is the address for an email code.
+// TOTP, else the user's passkeys, else an email code; email is the address
+// for an email code.
 func (s *Service) chooseMethod(ctx context.Context, op string, p *api.Principal) (method, email string, err error) {
 	var orgMethod string
-	var hasTOTP int
-	err = s.cfg.DB.QueryRowContext(ctx, `SELECT o.mfa_method, u.email, (SELECT COUNT(*) FROM mfa_methods m WHERE m.user_id = u.id AND m.kind = $2 AND m.confirmed)
-		FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.id = $1`, p.ID, MethodTOTP).Scan(&orgMethod, &email, &hasTOTP)
+	var hasTOTP, hasPasskey int
+	err = s.cfg.DB.QueryRowContext(ctx, `SELECT o.mfa_method, u.email,
+		(SELECT COUNT(*) FROM mfa_methods m WHERE m.user_id = u.id AND m.kind = $2 AND m.confirmed),
+		(SELECT COUNT(*) FROM mfa_passkeys k WHERE k.user_id = u.id)
+		FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.id = $1`, p.ID, MethodTOTP).Scan(&orgMethod, &email, &hasTOTP, &hasPasskey)
 	if err != nil {
 		return "", "", errs.Wrap(op, errs.Unavailable, "reading the MFA policy failed", err)
 	}
+	passkeysWork := s.wa != nil
 	switch {
 	case orgMethod == MethodTOTP && hasTOTP == 0:
 		return "", "", errs.E(op, errs.Forbidden, "MFA required: your organization requires TOTP and you have not enrolled it; run `airlock mfa enroll totp` first")
+	case orgMethod == MethodWebAuthn && !passkeysWork:
+		return "", "", errs.E(op, errs.Unavailable, "MFA required: your organization requires passkeys, but this server has no public URL for them (its operator sets --public-url)")
+	case orgMethod == MethodWebAuthn && hasPasskey == 0:
+		return "", "", errs.Ef(op, errs.Forbidden, "MFA required: your organization requires a passkey and you have none; add one in the web UI at %s/mfa first", s.origin)
 	case orgMethod != "":
 		return orgMethod, email, nil
 	case hasTOTP > 0:
 		return MethodTOTP, email, nil
+	case hasPasskey > 0 && passkeysWork:
+		return MethodWebAuthn, email, nil
 	default:
 		return MethodEmail, email, nil
 	}
@@ -251,6 +269,10 @@ func (s *Service) verify(ctx context.Context, op string, p *api.Principal, id, c
 			return nil
 		}
 		passed := ""
+		if method == MethodWebAuthn && !isRecoveryCode(code) {
+			refusal = errs.InvalidField(op, "body.code", "this challenge is answered with your passkey (open the approval page) or with a recovery code")
+			return nil
+		}
 		if method == MethodEmail && isDigits(code, 6) {
 			if hmac.Equal(hash, s.hashEmailCode(id, code)) {
 				passed = MethodEmail
@@ -333,6 +355,17 @@ func (s *Service) LoginGate(ctx context.Context, orgID, userID, email, challenge
 	// The password is right: the user acts, for the audit log.
 	p := &api.Principal{Kind: api.SubjectUser, ID: userID, OrgID: orgID, Name: email}
 	ctx = api.WithPrincipal(ctx, p)
+	if challengeID != "" && code == "" {
+		// A login challenge approved with a passkey (the web sign-in).
+		method, err := s.consume(ctx, p, "", challengeID)
+		if err != nil {
+			return "", err
+		}
+		if method == "" {
+			return "", errs.InvalidField(op, "body.mfaCode", "enter the code (or approve with your passkey first)")
+		}
+		return method, nil
+	}
 	if challengeID != "" {
 		v, err := s.verify(ctx, op, p, challengeID, code, true)
 		if err != nil {

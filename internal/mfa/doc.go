@@ -38,10 +38,20 @@
 // Files: service.go (configuration, wiring, the API), totp.go (TOTP and
 // recovery codes), challenge.go (Gate and VerifyChallenge), mail.go
 // (Mailer: SMTP and the development log), policy.go (the organization's
-// enforced method).
+// enforced method), webauthn.go (passkeys).
 //
-// Not here yet: passkeys (WebAuthn) and the web UI's MFA step; the UI will
-// call the same API (GET /api/v1/mfa, the enroll endpoints, POST
-// /api/v1/mfa/challenges/{id}/verify followed by the retried request, and
-// the login repeated with mfaChallengeId and mfaCode).
+// Passkeys (webauthn.go, go-webauthn). The relying party is the server's
+// public URL (--public-url; its host is the RP ID, its origin the only one
+// accepted). Registration and assertions are ceremonies begun and finished
+// through the store, single-use, living as long as a challenge. The first
+// passkey adds a "webauthn" row to mfa_methods (and recovery codes when the
+// user has none), so status, the method choice (organization, else TOTP,
+// else passkeys, else email) and the last-method checks see it. A challenge
+// whose method is webauthn carries an approvalUrl (public URL +
+// ApprovalPath + id): the user approves it in the browser with a passkey,
+// from any of their logins, while the CLI polls GET
+// /api/v1/mfa/challenges/{id}; the approval still opens only the login and
+// account the challenge was made for. A recovery code also answers it. The
+// web sign-in approves a login's own challenge with BeginLoginPasskey /
+// VerifyLoginPasskey and repeats the login with the challenge id and no code.
 package mfa

@@ -18,7 +18,7 @@ import (
 type Organization struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
-	MFAMethod string `json:"mfaMethod" enum:"none,totp,email" doc:"the second factor every MFA challenge uses; none: the user's own method, else an email code"`
+	MFAMethod string `json:"mfaMethod" enum:"none,totp,email,webauthn" doc:"the second factor every MFA challenge uses; none: the user's own method, else an email code"`
 	// RequireMFALogin: every user's login needs a second factor too.
 	RequireMFALogin bool      `json:"requireMfaLogin" doc:"every user's login needs a second factor (the method is chosen as for access)"`
 	CreatedAt       time.Time `json:"createdAt"`
@@ -66,8 +66,9 @@ func (s *Service) UpdateOrg(ctx context.Context, method *string, requireLogin *b
 	switch {
 	case method == nil:
 	case *method == MethodTOTP, *method == MethodEmail, *method == MethodNone:
+	case *method == MethodWebAuthn && s.wa == nil:
+		return nil, errs.InvalidField(op, "body.mfaMethod", "passkeys (webauthn) cannot be enforced: this server has no public URL (its operator sets --public-url)")
 	case *method == MethodWebAuthn:
-		return nil, errs.InvalidField(op, "body.mfaMethod", "passkeys (webauthn) cannot be enforced yet: this server has no passkey support; use totp, email or none")
 	default:
 		return nil, errs.InvalidField(op, "body.mfaMethod", "the MFA method is one of totp, email, webauthn or none")
 	}
@@ -105,7 +106,7 @@ func (s *Service) UpdateOrg(ctx context.Context, method *string, requireLogin *b
 
 // OrganizationUpdate is the body of PATCH /api/v1/org; nil fields stay.
 type OrganizationUpdate struct {
-	MFAMethod       *string `json:"mfaMethod,omitempty" maxLength:"20" doc:"totp, email or none (webauthn: not yet)"`
+	MFAMethod       *string `json:"mfaMethod,omitempty" maxLength:"20" doc:"totp, email, webauthn (passkeys) or none"`
 	RequireMFALogin *bool   `json:"requireMfaLogin,omitempty" doc:"every user's login needs a second factor"`
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
+	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/errs"
@@ -41,6 +42,10 @@ type Config struct {
 	MaxFailures int
 	// LockDuration is how long a locked user's MFA stays locked; default 15 minutes.
 	LockDuration time.Duration
+	// PublicURL is the URL users reach the server at (scheme and host): the
+	// relying party of passkeys and the base of approval links. Empty: no
+	// passkeys.
+	PublicURL string
 }
 
 // CheckAndSetDefaults validates c and fills in defaults.
@@ -70,6 +75,8 @@ func (c *Config) CheckAndSetDefaults() error {
 type Service struct {
 	cfg     Config
 	codeKey []byte // HMAC key for email codes, derived from the root key
+	wa      *webauthn.WebAuthn
+	origin  string // the public URL's origin
 }
 
 // LabelEmailCodeMAC names the derived key that hashes email codes.
@@ -84,7 +91,13 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, codeKey: key}, nil
+	s := &Service{cfg: cfg, codeKey: key}
+	if cfg.PublicURL != "" {
+		if s.wa, s.origin, err = newRelyingParty(cfg.PublicURL); err != nil {
+			return nil, errs.E("mfa.New", errs.Invalid, err.Error())
+		}
+	}
+	return s, nil
 }
 
 // user returns the caller, who must be a user (not a machine identity).
@@ -110,7 +123,7 @@ type MFAStatus struct {
 
 // EnrolledMFAMethod is one confirmed method.
 type EnrolledMFAMethod struct {
-	Kind      string    `json:"kind" enum:"totp"`
+	Kind      string    `json:"kind" enum:"totp,webauthn"`
 	CreatedAt time.Time `json:"createdAt"`
 }
 
@@ -196,7 +209,7 @@ func (s *Service) Register(a huma.API) {
 		Summary:  "Turn off one of the caller's methods; needs a current code (or a recovery code)",
 		Security: api.Secured, DefaultStatus: http.StatusNoContent, Errors: []int{403, 404, 409, 422, 423},
 	}, func(ctx context.Context, in *struct {
-		Method string `path:"method" enum:"totp"`
+		Method string `path:"method" enum:"totp,webauthn"`
 		Body   CodeInput
 	}) (*struct{}, error) {
 		return nil, api.Err(ctx, s.Disable(ctx, in.Method, in.Body.Code))
@@ -223,6 +236,7 @@ func (s *Service) Register(a huma.API) {
 		v, err := s.VerifyChallenge(ctx, in.ChallengeID, in.Body.Code)
 		return &struct{ Body *ChallengePassed }{v}, api.Err(ctx, err)
 	})
+	s.registerPasskeys(a, tags)
 	s.registerPolicy(a, tags)
 }
 

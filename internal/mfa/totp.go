@@ -343,8 +343,8 @@ func (s *Service) Disable(ctx context.Context, method, code string) error {
 	if err != nil {
 		return err
 	}
-	if method != MethodTOTP {
-		return errs.InvalidField(op, "path.method", "only totp can be disabled (it is the only method enrolled in the CLI)")
+	if method != MethodTOTP && method != MethodWebAuthn {
+		return errs.InvalidField(op, "path.method", "the method to disable is totp or webauthn (all passkeys)")
 	}
 	if err := s.checkLocked(ctx, op, p.ID); err != nil {
 		return err
@@ -386,17 +386,14 @@ func (s *Service) Disable(ctx context.Context, method, code string) error {
 			wrong = true
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM mfa_methods WHERE user_id = $1 AND kind = $2`, p.ID, method); err != nil {
-			return err
-		}
-		var left int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM mfa_methods WHERE user_id = $1 AND confirmed`, p.ID).Scan(&left); err != nil {
-			return err
-		}
-		if left == 0 { // recovery codes belong to the methods
-			if _, err := tx.ExecContext(ctx, `DELETE FROM mfa_recovery_codes WHERE user_id = $1`, p.ID); err != nil {
+		if method == MethodWebAuthn {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM mfa_passkeys WHERE user_id = $1`, p.ID); err != nil {
 				return err
 			}
+		}
+		// Recovery codes belong to the methods: they go with the last one.
+		if err := s.dropMethod(ctx, tx, p.ID, method); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET mfa_failures = 0 WHERE id = $1`, p.ID); err != nil {
 			return err
@@ -446,6 +443,9 @@ func (s *Service) Reset(ctx context.Context, userID string) error {
 			return err
 		}
 		removed, _ := res.RowsAffected()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM mfa_passkeys WHERE user_id = $1`, userID); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM mfa_recovery_codes WHERE user_id = $1`, userID); err != nil {
 			return err
 		}

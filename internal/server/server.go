@@ -83,6 +83,11 @@ type Config struct {
 	// SMTPURL, smtp://user:pass@host:port or smtps://..., is where MFA
 	// email codes are sent; empty: no email codes (see DevMailLog).
 	SMTPURL string
+	// PublicURL is the URL users reach the server at (scheme and host, no
+	// path): passkeys are bound to its host, and MFA approval links start
+	// with it. Default: the server's own listen URL (a loopback address
+	// becomes localhost, as browsers take no IP address for passkeys).
+	PublicURL string
 	// DevMailLog, without SMTPURL, writes email codes to the log instead
 	// (`airlock dev` only: a development fallback).
 	DevMailLog bool
@@ -112,6 +117,11 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.SMTPURL != "" {
 		if _, err := mfa.ParseSMTPURL(c.SMTPURL); err != nil {
 			return errs.E(op, errs.Invalid, err.Error())
+		}
+	}
+	if c.PublicURL != "" {
+		if _, _, err := mfa.PublicOrigin(c.PublicURL); err != nil {
+			return errs.E(op, errs.Invalid, "--public-url: "+err.Error())
 		}
 	}
 	if c.DatabaseURL == "" && c.DataDir == "" {
@@ -194,7 +204,8 @@ func (s *Server) init(ctx context.Context) error {
 		Guard: &appconn.Guard{AllowInternal: os.Getenv(appconn.AllowInternalEnv) == "true", Forbidden: storeAddrs(ctx, s.cfg.DatabaseURL)}})
 	s.Sessions = session.New(s.DB, s.Projects, s.PKI, s.Relay, s.targets, authCfg.Now)
 	s.Sessions.SetCurrentTargets(s.currentTarget)
-	if s.MFA, err = mfa.New(mfa.Config{DB: s.DB, Keyring: s.Keyring, Mailer: s.mailer(), Now: authCfg.Now}); err != nil {
+	if s.MFA, err = mfa.New(mfa.Config{DB: s.DB, Keyring: s.Keyring, Mailer: s.mailer(), Now: authCfg.Now,
+		PublicURL: s.cfg.PublicURL}); err != nil {
 		return err
 	}
 	s.Sessions.SetMFA(s.MFA.Gate)
@@ -264,6 +275,7 @@ func (s *Server) init(ctx context.Context) error {
 		return err
 	}
 	ui.UseSecrets(s.Secrets, s.AppConns, s.Rotations)
+	ui.UseMFA(s.MFA)
 	mux.Handle("/", ui)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -453,6 +465,12 @@ func (s *Server) Listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return nil, errs.Wrap("server.Listen", errs.Unavailable, fmt.Sprintf("cannot listen on %s (is another process using it? pick another with --listen)", s.cfg.Listen), err)
+	}
+	if s.cfg.PublicURL == "" {
+		// Passkeys and approval links use the listen URL.
+		if err := s.MFA.SetPublicURL(s.Scheme() + "://" + ln.Addr().String()); err != nil {
+			slog.Warn("passkeys are off: set --public-url", "err", err)
+		}
 	}
 	return ln, nil
 }

@@ -21,8 +21,8 @@
 //     http.CrossOriginProtection (Sec-Fetch-Site / Origin) and carries the
 //     web session's synchronizer token.
 //   - render.go: a Content-Security-Policy without unsafe-inline (no inline
-//     script or style, no on* attributes; static/app.js is the only
-//     script), frame-ancestors 'none', no-store caching of pages. Error
+//     script or style, no on* attributes; static/app.js and, on the MFA
+//     pages, static/mfa.js are the only scripts), frame-ancestors 'none', no-store caching of pages. Error
 //     messages are the domain's own, which never echo input; forms are
 //     shown again with what was typed, except passwords.
 //   - apierrors.go: unknown paths and wrong methods under /api/ answer
@@ -38,5 +38,8 @@
 // access method web whose client is this server; its page's script posts
 // SQL, Cancel and End with the X-CSRF-Token header, reads the schema, and
 // keeps an event stream open whose end, when the tab closes, ends the
-// session).
+// session), pages_mfa.go (the MFA page: TOTP with an inline-SVG QR code,
+// recovery codes once, passkeys; the sign-in's MFA step with the pending
+// sign-in held in memory; Web Access's MFA step; the approval page of a
+// CLI's passkey challenge; all through package mfa's service).
 package web

@@ -3,6 +3,8 @@ package web
 import (
 	"net/http"
 	"strings"
+
+	"github.com/airlockpam/airlock/internal/auth"
 )
 
 type loginData struct {
@@ -36,12 +38,29 @@ func nextOf(r *http.Request) string {
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	h.sweep(r.Context())
 	email := strings.TrimSpace(r.PostFormValue("email"))
-	pair, err := h.cfg.Auth.Login(r.Context(), email, r.PostFormValue("password"))
+	var pair auth.TokenPair
+	var err error
+	if ml, ok := h.cfg.Auth.(mfaLoginer); ok && h.mfa != nil {
+		// A second factor can be asked for (the MFA step, pages_mfa.go).
+		pair, err = ml.LoginWithMFA(r.Context(), email, r.PostFormValue("password"), "", "")
+	} else {
+		pair, err = h.cfg.Auth.Login(r.Context(), email, r.PostFormValue("password"))
+	}
 	if err != nil {
+		if h.loginStep(w, r, err, email, r.PostFormValue("password"), nextOf(r)) {
+			return
+		}
 		status, msg := userError(r.Context(), err)
 		h.render(w, r, status, "login", view{Title: "Sign in", Error: msg, Data: loginData{Email: email, Next: nextOf(r)}})
 		return
 	}
+	h.startSession(w, r, pair, nextOf(r))
+}
+
+// startSession starts a web session for a login under a new cookie value
+// and goes on to next; a user who must still enroll a second factor goes
+// to the MFA page first.
+func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, pair auth.TokenPair, next string) {
 	if old := h.sessionCookie(r); old != "" {
 		if ws := h.sessions.remove(old); ws != nil {
 			h.revoke(r.Context(), ws)
@@ -49,9 +68,11 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	id, _ := h.sessions.create(pair)
 	h.setSessionCookie(w, r, id)
-	next := nextOf(r)
 	if next == "" {
 		next = "/projects"
+	}
+	if h.needsEnrollment(r.Context(), pair) {
+		next = "/mfa"
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/airlockpam/airlock/internal/errs"
@@ -42,8 +43,24 @@ func (h *Handler) consoleOpen(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ri := infoFrom(r.Context())
-	c, err := h.consoles.Open(r.Context(), tab.Project.ID, r.PathValue("rid"), r.PathValue("aid"), ri.ws.key, tab.Project.MaxSession, tab.Project.ConsoleTimeout)
+	// An account that requires MFA: the form answers the challenge it
+	// was shown (pages_mfa.go), as the CLI does through the API.
+	opts, err := h.consoleMFAOptions(r)
 	if err != nil {
+		status, msg := userError(r.Context(), err)
+		if errs.Is(err, errs.Invalid) && strings.Contains(msg, "left") {
+			d := mfaStepData{ChallengeID: r.PostFormValue("mfaChallengeId"), Method: r.PostFormValue("mfaMethod"), Action: r.URL.Path, For: "Web Access"}
+			h.render(w, r, status, "mfa_step", view{Title: "MFA required", Nav: "projects", Data: d, Error: msg})
+			return
+		}
+		h.fail(w, r, err)
+		return
+	}
+	c, err := h.consoles.Open(r.Context(), tab.Project.ID, r.PathValue("rid"), r.PathValue("aid"), ri.ws.key, tab.Project.MaxSession, tab.Project.ConsoleTimeout, opts...)
+	if err != nil {
+		if h.consoleMFA(w, r, err) {
+			return
+		}
 		h.fail(w, r, err)
 		return
 	}

@@ -144,6 +144,9 @@ var notices = map[string]string{
 	"gateway-deleted":  "The gateway was deleted; sessions through it ended.",
 	"machine-deleted":  "The machine identity was deleted; its tokens are revoked.",
 	"settings-saved":   "The project's settings were saved.",
+	"mfa-disabled":     "The method is turned off.",
+	"passkey-removed":  "The passkey was removed.",
+	"passkey-added":    "The passkey was added.",
 }
 
 // errorPage writes an HTML error page.

@@ -49,6 +49,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /sessions/{sid}", h.page(h.sessionPage))
 	m.HandleFunc("POST /sessions/{sid}/terminate", h.page(h.sessionTerminate))
 
+	h.mfaRoutes()    // pages_mfa.go: the user's second factors, the MFA steps
 	h.secretRoutes() // pages_secrets.go: secrets, app connections, secret rotations
 
 	m.HandleFunc("GET /gateways", h.page(h.gatewayList))

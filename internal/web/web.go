@@ -12,6 +12,7 @@ import (
 	"github.com/airlockpam/airlock/internal/api"
 	"github.com/airlockpam/airlock/internal/audit"
 	"github.com/airlockpam/airlock/internal/errs"
+	"github.com/airlockpam/airlock/internal/mfa"
 	"github.com/airlockpam/airlock/internal/pam"
 	"github.com/airlockpam/airlock/internal/project"
 	"github.com/airlockpam/airlock/internal/relay"
@@ -89,7 +90,9 @@ type Handler struct {
 	handler  http.Handler
 	pages    *pages
 	consoles *webconsole.Manager
-	sec      secretsDeps // the secrets pages' services (UseSecrets)
+	sec      secretsDeps  // the secrets pages' services (UseSecrets)
+	mfa      *mfa.Service // the MFA pages' service (UseMFA)
+	pending  pendingLogins
 }
 
 // New returns the UI's handler.

@@ -100,7 +100,8 @@ func (m *Manager) IdleTimeout() time.Duration { return m.cfg.IdleTimeout }
 // maximum session (the console's session lasts the shorter of it and
 // Config.Duration). statementTimeout is the project's console statement
 // timeout (zero: Config.StatementTimeout).
-func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSession string, maxSession, statementTimeout time.Duration) (*Console, error) {
+func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSession string, maxSession, statementTimeout time.Duration,
+	opts ...session.CreateOption) (*Console, error) {
 	const op = "webconsole.(*Manager).Open"
 	p, err := api.MustPrincipal(ctx)
 	if err != nil {
@@ -114,7 +115,7 @@ func (m *Manager) Open(ctx context.Context, projectID, resource, account, webSes
 	if maxSession > 0 && maxSession < d {
 		d = maxSession
 	}
-	cs, err := m.cfg.Sessions.CreateWeb(ctx, projectID, resource, account, d.String(), string(csr))
+	cs, err := m.cfg.Sessions.CreateWeb(ctx, projectID, resource, account, d.String(), string(csr), opts...)
 	if err != nil {
 		return nil, err
 	}
