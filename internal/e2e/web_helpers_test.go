@@ -122,6 +122,21 @@ func submit[S chromedp.Selectable](sel S) chromedp.Action[chromedp.Void] {
 	)
 }
 
+// waitText waits, without navigating, until the text of sel contains want.
+func (b *webBrowser) waitText(sel chromedp.CSS, want string, timeout time.Duration) string {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if s := b.text(sel); strings.Contains(s, want) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s never showed %q\npage: %s", sel, want, b.pageText())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
 // text returns the visible text of sel.
 func (b *webBrowser) text(sel chromedp.CSS) string {
 	b.t.Helper()

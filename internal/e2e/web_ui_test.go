@@ -207,6 +207,16 @@ func TestWebUI(t *testing.T) {
 	if facts := b.text("#session-facts"); !strings.Contains(facts, "127.0.0.1") || !strings.Contains(facts, "cli") {
 		t.Fatalf("session facts: %s", facts)
 	}
+	// The page follows the live session on its own: a statement run now
+	// shows up without a reload (the marker set on this document survives).
+	b.eval(`(() => { window.airlockSamePage = true; return "" })()`)
+	if r := psql(t, false, url, "SELECT 'live-' || 7"); r.Code != 0 {
+		t.Fatalf("psql: %+v", r)
+	}
+	b.waitText("#session-live", "'live-' || 7", 30*time.Second)
+	if b.eval(`Promise.resolve(String(window.airlockSamePage === true))`) != "true" {
+		t.Fatal("the session's page was reloaded instead of refreshing itself")
+	}
 
 	// Terminate from the UI ends the CLI's session.
 	b.do(submit(chromedp.ID("terminate")), chromedp.WaitVisible(chromedp.ID("notice")))

@@ -13,7 +13,7 @@ type loginData struct {
 }
 
 func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) {
-	if ws, _ := h.sessions.get(h.sessionCookie(r)); ws != nil {
+	if ws, _ := h.sessions.get(h.sessionCookie(r), false); ws != nil {
 		http.Redirect(w, r, "/projects", http.StatusSeeOther)
 		return
 	}

@@ -169,11 +169,15 @@ func (h *Handler) page(f http.HandlerFunc) http.HandlerFunc {
 // more, to tell a longer body.
 const consoleBodyLimit = 6*webconsole.MaxSQLBytes + 1
 
+// backgroundHeader marks a request a page makes on its own (static/app.js),
+// which does not count as use for the idle timeout.
+const backgroundHeader = "X-Airlock-Background"
+
 // pageLimit is page with a limit on the body of a state-changing request.
 func (h *Handler) pageLimit(limit int64, f http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := h.sessionCookie(r)
-		ws, expired := h.sessions.get(id)
+		ws, expired := h.sessions.get(id, r.Header.Get(backgroundHeader) != "")
 		if expired != nil {
 			h.revoke(r.Context(), expired)
 		}

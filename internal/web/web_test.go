@@ -291,6 +291,26 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// A page left open refreshes itself (a live session's log): those requests
+// are answered but do not count as use, so the unattended login still ends.
+func TestBackgroundRefreshDoesNotKeepALoginAlive(t *testing.T) {
+	e := start(t, false)
+	b := e.browser()
+	b.login(adminEmail, adminPassword)
+	bg := map[string]string{"X-Airlock-Background": "1"}
+	for range 3 {
+		e.clock.Advance(web.DefaultIdleTimeout / 3)
+		if resp, _ := b.do("GET", "/projects", nil, bg); resp.StatusCode != 200 {
+			t.Fatalf("a page's own refresh within the idle timeout: %d", resp.StatusCode)
+		}
+	}
+	e.clock.Advance(time.Minute)
+	resp, _ := b.do("GET", "/projects", nil, bg)
+	if resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "expired=1") {
+		t.Fatalf("a login only refreshed by an open page, past the idle timeout: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
 func TestMaxLifetime(t *testing.T) {
 	e := start(t, false)
 	b := e.browser()

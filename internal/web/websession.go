@@ -93,8 +93,10 @@ func (s *sessionStore) create(tokens auth.TokenPair) (string, *webSession) {
 
 // get returns the live session of a cookie value and marks it seen. A
 // session past its idle timeout or lifetime is removed and returned as
-// expired, so that its tokens can be revoked.
-func (s *sessionStore) get(id string) (ws *webSession, expired *webSession) {
+// expired, so that its tokens can be revoked. A request the page makes on
+// its own (background, such as a live session's refresh) does not count as
+// use, so an open page does not keep an unattended login alive.
+func (s *sessionStore) get(id string, background bool) (ws *webSession, expired *webSession) {
 	if id == "" || len(id) > 100 {
 		return nil, nil
 	}
@@ -110,7 +112,9 @@ func (s *sessionStore) get(id string) (ws *webSession, expired *webSession) {
 		delete(s.m, key)
 		return nil, ws
 	}
-	ws.lastSeen = now
+	if !background {
+		ws.lastSeen = now
+	}
 	return ws, nil
 }
 

@@ -40,12 +40,41 @@ document.addEventListener("DOMContentLoaded", function () {
       if (first) { first.focus(); }
     });
   });
-  // Destructive forms ask first.
-  document.querySelectorAll("form[data-confirm]").forEach(function (f) {
-    f.addEventListener("submit", function (ev) {
-      if (!window.confirm(f.dataset.confirm)) { ev.preventDefault(); }
-    });
-  });
+});
+
+// Destructive forms ask first (delegated, so that forms a page swaps in
+// ask too).
+document.addEventListener("submit", function (ev) {
+  var f = ev.target;
+  if (f instanceof HTMLFormElement && f.dataset.confirm && !window.confirm(f.dataset.confirm)) {
+    ev.preventDefault();
+  }
+});
+
+// A live session's page (templates/session.html) refreshes its facts and
+// log every few seconds until the session ends. These requests are marked as
+// the page's own, so they do not keep an unattended login alive.
+document.addEventListener("DOMContentLoaded", function () {
+  var live = document.querySelector("#session-live[data-live]");
+  if (!live) { return; }
+  var every = 3000;
+  function tick() {
+    fetch(window.location.href, { credentials: "same-origin", headers: { "X-Airlock-Background": "1" } })
+      .then(function (r) {
+        // Signed out or gone: leave the page as it is.
+        if (!r.ok || r.redirected) { return null; }
+        return r.text();
+      })
+      .then(function (html) {
+        if (html === null) { return; }
+        var next = new DOMParser().parseFromString(html, "text/html").getElementById("session-live");
+        if (!next) { return; }
+        live.innerHTML = next.innerHTML;
+        if (next.hasAttribute("data-live")) { setTimeout(tick, every); } else { live.removeAttribute("data-live"); }
+      })
+      .catch(function () { setTimeout(tick, every); });
+  }
+  setTimeout(tick, every);
 });
 
 function selectText(el) {
