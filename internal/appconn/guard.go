@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // AllowInternalEnv is the setting that lets the server connect to internal
@@ -117,7 +119,11 @@ func (g *Guard) Check(ctx context.Context, host string, port int) ([]netip.Addr,
 	}
 	for _, a := range addrs {
 		for _, f := range g.Forbidden {
-			if f.Addr().Unmap() == a.Unmap() && int(f.Port()) == port {
+			fa, ua := f.Addr().Unmap(), a.Unmap()
+			// Every loopback address (and 0.0.0.0, which reaches this
+			// machine) is the store when one of them is.
+			same := fa == ua || fa.IsLoopback() && (ua.IsLoopback() || ua.IsUnspecified())
+			if same && int(f.Port()) == port {
 				return nil, &RefusedError{Msg: fmt.Sprintf("%s is Airlock's own store: an app connection cannot point at it", net.JoinHostPort(host, strconv.Itoa(port)))}
 			}
 		}
@@ -159,24 +165,66 @@ func (g *Guard) Dialer(ctx context.Context, host string, port int) (func(ctx con
 	}, nil
 }
 
-// StoreAddrs resolves the host:port of the server's PostgreSQL store, for
-// Guard.Forbidden; "" (an SQLite store) gives none.
-func StoreAddrs(ctx context.Context, host string, port int) []netip.AddrPort {
-	if host == "" {
-		return nil
+// StoreAddrs returns the addresses of the server's PostgreSQL store, for
+// Guard.Forbidden, from its connection string (a URL or key=value, with
+// several hosts, or a Unix socket); "" (an SQLite store) gives none. A store
+// on this machine (a Unix socket, a loopback address or one of the
+// machine's own addresses) is reachable through every one of them, so all
+// of them are forbidden at its port.
+func StoreAddrs(ctx context.Context, databaseURL string) ([]netip.AddrPort, error) {
+	if databaseURL == "" {
+		return nil, nil
 	}
-	if port == 0 {
-		port = 5432
+	cfg, err := pgconn.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("reading the store's address: %w", err)
 	}
-	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{a}
-	} else if as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host); err == nil {
-		addrs = as
+	type hostPort struct {
+		host string
+		port uint16
 	}
-	out := make([]netip.AddrPort, 0, len(addrs))
-	for _, a := range addrs {
-		out = append(out, netip.AddrPortFrom(a.Unmap(), uint16(port)))
+	hosts := []hostPort{{cfg.Host, cfg.Port}}
+	for _, f := range cfg.Fallbacks {
+		hosts = append(hosts, hostPort{f.Host, f.Port})
+	}
+	own := ownAddrs()
+	var out []netip.AddrPort
+	for _, h := range hosts {
+		var addrs []netip.Addr
+		switch a, err := netip.ParseAddr(h.host); {
+		case strings.HasPrefix(h.host, "/"):
+			addrs = []netip.Addr{netip.IPv6Loopback()} // a Unix socket: the store is here
+		case err == nil:
+			addrs = []netip.Addr{a.Unmap()}
+		default:
+			addrs, _ = net.DefaultResolver.LookupNetIP(ctx, "ip", h.host)
+		}
+		local := false
+		for _, a := range addrs {
+			a = a.Unmap()
+			out = append(out, netip.AddrPortFrom(a, h.port))
+			if a.IsLoopback() || a.IsUnspecified() || own[a] {
+				local = true
+			}
+		}
+		if local {
+			out = append(out, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), h.port), netip.AddrPortFrom(netip.IPv6Loopback(), h.port))
+			for a := range own {
+				out = append(out, netip.AddrPortFrom(a, h.port))
+			}
+		}
+	}
+	return out, nil
+}
+
+// ownAddrs are the addresses of this machine's interfaces.
+func ownAddrs() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	ifAddrs, _ := net.InterfaceAddrs()
+	for _, ia := range ifAddrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			out[p.Addr().Unmap().WithZone("")] = true
+		}
 	}
 	return out
 }

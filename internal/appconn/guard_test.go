@@ -3,6 +3,7 @@ package appconn_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -71,5 +72,52 @@ func TestGuardAllowsInternalButNotTheStore(t *testing.T) {
 		if _, err := g.Check(context.Background(), host, 5999); err == nil || !strings.Contains(err.Error(), "own store") {
 			t.Errorf("the store's address as %s: %v, want refused", host, err)
 		}
+	}
+}
+
+// TestStoreOnThisMachineIsRefusedAtEveryLocalAddress: a store on this
+// machine, however its connection string names it (a URL, key=value,
+// several hosts, a Unix socket), is refused at its port through any
+// loopback address, 0.0.0.0 and the machine's own addresses, even with
+// internal addresses allowed; other ports and hosts still pass.
+func TestStoreOnThisMachineIsRefusedAtEveryLocalAddress(t *testing.T) {
+	ctx := context.Background()
+	own := ""
+	if ifs, _ := net.InterfaceAddrs(); len(ifs) > 0 {
+		for _, ia := range ifs {
+			if p, err := netip.ParsePrefix(ia.String()); err == nil && !p.Addr().IsLoopback() && p.Addr().Is4() {
+				own = p.Addr().String()
+			}
+		}
+	}
+	for _, dsn := range []string{
+		"postgres://airlock:pw@127.0.0.1:5999/airlock",
+		"host=localhost port=5999 user=airlock dbname=airlock",
+		"postgres://airlock@db.invalid:5432,127.0.0.1:5999/airlock",
+		"host=/var/run/postgresql port=5999 user=airlock",
+	} {
+		forbidden, err := appconn.StoreAddrs(ctx, dsn)
+		if err != nil {
+			t.Fatalf("%s: %v", dsn, err)
+		}
+		g := &appconn.Guard{AllowInternal: true, Forbidden: forbidden}
+		hosts := []string{"127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0", "localhost"}
+		if own != "" {
+			hosts = append(hosts, own)
+		}
+		for _, host := range hosts {
+			if _, err := g.Check(ctx, host, 5999); err == nil || !strings.Contains(err.Error(), "own store") {
+				t.Errorf("%s: the store as %s: %v, want refused", dsn, host, err)
+			}
+		}
+		if _, err := g.Check(ctx, "127.0.0.1", 5998); err != nil {
+			t.Errorf("%s: another port on this machine: %v", dsn, err)
+		}
+	}
+	if addrs, err := appconn.StoreAddrs(ctx, ""); err != nil || addrs != nil {
+		t.Errorf("an SQLite store forbids %v, %v", addrs, err)
+	}
+	if _, err := appconn.StoreAddrs(ctx, "postgres://a@host:notaport/db"); err == nil {
+		t.Error("a malformed store address was accepted")
 	}
 }

@@ -6,11 +6,6 @@
 package server
 
 import (
-	"net/netip"
-	"net/url"
-	"os"
-	"strconv"
-
 	"context"
 	"crypto/tls"
 	"database/sql"
@@ -19,6 +14,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -498,15 +495,11 @@ func (s *Server) OrgID(ctx context.Context) (string, error) {
 }
 
 // storeAddrs are the addresses of the PostgreSQL store, which app
-// connections may never point at.
+// connections may never point at (none for SQLite).
 func storeAddrs(ctx context.Context, databaseURL string) []netip.AddrPort {
-	if databaseURL == "" {
-		return nil
-	}
-	u, err := url.Parse(databaseURL)
+	addrs, err := appconn.StoreAddrs(ctx, databaseURL)
 	if err != nil {
-		return nil
+		errs.Log(ctx, err)
 	}
-	port, _ := strconv.Atoi(u.Port())
-	return appconn.StoreAddrs(ctx, u.Hostname(), port)
+	return addrs
 }
