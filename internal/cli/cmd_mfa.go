@@ -57,7 +57,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 					return err
 				}
 				if o.output == "json" {
-					if err := o.printJSON(map[string]string{"secret": en.Secret, "uri": en.URI}); err != nil {
+					if err := o.printJSON(en); err != nil {
 						return err
 					}
 				} else {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -128,21 +129,23 @@ func (f *resourceFlags) addRotation(cmd *cobra.Command) {
 }
 
 // tlsAndRotation adds the TLS and rotation settings to a request body; with
-// onlyChanged, only the flags given on the command line.
-func (f *resourceFlags) tlsAndRotation(o *options, cmd *cobra.Command, body map[string]any, onlyChanged bool) error {
+// onlyChanged, only the flags given on the command line. A create takes
+// them from the update's fields (see createInput).
+func (f *resourceFlags) tlsAndRotation(o *options, cmd *cobra.Command, body *pam.ResourceUpdate, onlyChanged bool) error {
 	fl := cmd.Flags()
 	if !onlyChanged || fl.Changed("ssl-enabled") {
-		body["sslEnabled"] = f.sslEnabled
+		body.SSLEnabled = &f.sslEnabled
 	}
 	if !onlyChanged || fl.Changed("ssl-reject-unauthorized") {
-		body["sslRejectUnauthorized"] = f.sslRejectUnauthorized
+		body.SSLRejectUnauthorized = &f.sslRejectUnauthorized
 	}
 	if f.caFile != "" {
 		pem, err := os.ReadFile(f.caFile)
 		if err != nil {
 			return fmt.Errorf("reading --ssl-ca-file: %w", err)
 		}
-		body["sslCaPem"] = string(pem)
+		ca := string(pem)
+		body.SSLCAPEM = &ca
 	}
 	if f.rotationPasswordStdin {
 		if f.rotationUsername == "" && !onlyChanged {
@@ -152,12 +155,12 @@ func (f *resourceFlags) tlsAndRotation(o *options, cmd *cobra.Command, body map[
 		if err != nil {
 			return err
 		}
-		body["rotationPassword"] = pw
+		body.RotationPassword = &pw
 	} else if f.rotationUsername != "" && !onlyChanged {
 		return errors.New("the rotation user's password is read from standard input: add --rotation-password-stdin and pipe it in")
 	}
 	if f.rotationUsername != "" {
-		body["rotationUsername"] = f.rotationUsername
+		body.RotationUsername = &f.rotationUsername
 	}
 	if fl.Lookup("allow-auth") != nil && fl.Changed("allow-auth") {
 		methods := []string{}
@@ -166,9 +169,24 @@ func (f *resourceFlags) tlsAndRotation(o *options, cmd *cobra.Command, body map[
 				methods = append(methods, m)
 			}
 		}
-		body["allowAuth"] = methods
+		body.AllowAuth = &methods
 	}
 	return nil
+}
+
+// createInput is in with the TLS and rotation settings of s.
+func createInput(in pam.ResourceInput, s pam.ResourceUpdate) pam.ResourceInput {
+	in.SSLEnabled, in.SSLRejectUnauthorized = s.SSLEnabled, s.SSLRejectUnauthorized
+	for _, v := range []struct{ to, from *string }{{&in.SSLCAPEM, s.SSLCAPEM}, {&in.RotationUsername, s.RotationUsername},
+		{&in.RotationPassword, s.RotationPassword}} {
+		if v.from != nil {
+			*v.to = *v.from
+		}
+	}
+	if s.AllowAuth != nil {
+		in.AllowAuth = *s.AllowAuth
+	}
+	return in
 }
 
 // addAllowAuth adds --allow-auth (PostgreSQL resources).
@@ -186,11 +204,12 @@ func newResourcesCommand(o *options) *cobra.Command {
 		Use: "postgres", Short: "Add a PostgreSQL resource", Args: cobra.NoArgs,
 		Example: "  airlock resources create postgres --project-id P --name orders-db --gateway dc1 --host db.internal --database orders",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]any{"kind": "postgres", "name": pg.name, "gateway": pg.gateway, "host": pg.host,
-				"port": pg.port, "database": pg.database}
-			if err := pg.tlsAndRotation(o, cmd, body, false); err != nil {
+			var settings pam.ResourceUpdate
+			if err := pg.tlsAndRotation(o, cmd, &settings, false); err != nil {
 				return err
 			}
+			body := createInput(pam.ResourceInput{Kind: "postgres", Name: pg.name, Gateway: pg.gateway, Host: pg.host,
+				Port: pg.port, Database: pg.database}, settings)
 			return o.createResource(cmd, pg.projectID, body)
 		},
 	}
@@ -204,11 +223,12 @@ func newResourcesCommand(o *options) *cobra.Command {
 		Example: "  airlock resources create mongodb --project-id P --name sales --gateway dc1 \\\n" +
 			"    --connection-string 'mongodb://db1:27017,db2:27017/?replicaSet=rs0'",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]any{"kind": "mongodb", "name": mg.name, "gateway": mg.gateway,
-				"connectionString": mg.connectionString, "database": mg.database}
-			if err := mg.tlsAndRotation(o, cmd, body, false); err != nil {
+			var settings pam.ResourceUpdate
+			if err := mg.tlsAndRotation(o, cmd, &settings, false); err != nil {
 				return err
 			}
+			body := createInput(pam.ResourceInput{Kind: "mongodb", Name: mg.name, Gateway: mg.gateway,
+				ConnectionString: mg.connectionString, Database: mg.database}, settings)
 			return o.createResource(cmd, mg.projectID, body)
 		},
 	}
@@ -275,29 +295,31 @@ func newResourcesCommand(o *options) *cobra.Command {
 			"--clear-rotation-credentials removes the rotation user.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
-			body := map[string]any{}
-			for flag, key := range map[string]string{"gateway": "gateway", "host": "host", "database": "database", "connection-string": "connectionString"} {
+			var body pam.ResourceUpdate
+			for flag, field := range map[string]**string{"gateway": &body.Gateway, "host": &body.Host, "database": &body.Database,
+				"connection-string": &body.ConnectionString} {
 				if fl.Changed(flag) {
 					v, _ := fl.GetString(flag)
-					body[key] = v
+					*field = &v
 				}
 			}
 			if fl.Changed("port") {
-				body["port"] = up.port
+				body.Port = &up.port
 			}
 			if up.clearCA && up.caFile != "" {
 				return errors.New("give --ssl-ca-file or --clear-ssl-ca, not both")
 			}
+			none := ""
 			if up.clearCA {
-				body["sslCaPem"] = ""
+				body.SSLCAPEM = &none
 			}
 			if up.clearRotation {
 				if up.rotationUsername != "" || up.rotationPasswordStdin {
 					return errors.New("--clear-rotation-credentials cannot go with --rotation-username or --rotation-password-stdin")
 				}
-				body["rotationUsername"] = ""
+				body.RotationUsername = &none
 			}
-			if err := up.tlsAndRotation(o, cmd, body, true); err != nil {
+			if err := up.tlsAndRotation(o, cmd, &body, true); err != nil {
 				return err
 			}
 			if len(accountPasswords) > 0 {
@@ -305,9 +327,9 @@ func newResourcesCommand(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				body["accounts"] = creds
+				body.Accounts = creds
 			}
-			if len(body) == 0 {
+			if reflect.ValueOf(body).IsZero() {
 				return errors.New("nothing to change: give at least one setting, such as --host or --ssl-reject-unauthorized")
 			}
 			c, err := projectClient(cmd.Context(), &projectID)
@@ -357,7 +379,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 	return cmd
 }
 
-func (o *options) createResource(cmd *cobra.Command, projectID string, body map[string]any) error {
+func (o *options) createResource(cmd *cobra.Command, projectID string, body pam.ResourceInput) error {
 	c, err := projectClient(cmd.Context(), &projectID)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/airlockpam/airlock/internal/tunnel"
 
 	"github.com/airlockpam/airlock/internal/session"
+	"github.com/airlockpam/airlock/internal/sessionlog"
 )
 
 func (o *options) printSession(s session.Session) error {
@@ -154,12 +155,7 @@ An event that fails its integrity check is always listed.`,
 			if err != nil {
 				return err
 			}
-			var r struct {
-				OK       bool   `json:"ok"`
-				Events   int64  `json:"events"`
-				FirstBad int64  `json:"firstBad"`
-				Problem  string `json:"problem"`
-			}
+			var r sessionlog.VerifyResult
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/sessions/"+url.PathEscape(args[0])+"/verify", nil, nil, &r); err != nil {
 				return err
 			}

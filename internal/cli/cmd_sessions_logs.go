@@ -113,11 +113,13 @@ func (o *options) sessionLogs(ctx context.Context, c *client, id string, f logFl
 		var evs []sessionlog.Event
 		for _, e := range page.Events {
 			if o.output == "json" {
-				raw, err := json.Marshal(e)
-				if err != nil {
+				// One JSON object per line, as the server wrote it (no
+				// HTML escaping: a statement's < stays <).
+				enc := json.NewEncoder(o.stdout)
+				enc.SetEscapeHTML(false)
+				if err := enc.Encode(e); err != nil {
 					return err
 				}
-				fmt.Fprintln(o.stdout, string(raw)) // one JSON object per line
 				printed = true
 				continue
 			}

@@ -31,7 +31,11 @@ type options struct {
 
 // NewRootCommand builds the `airlock` command tree.
 func NewRootCommand() *cobra.Command {
-	o := &options{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	return newRootCommand(&options{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr})
+}
+
+// newRootCommand builds the command tree on o's standard streams.
+func newRootCommand(o *options) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "airlock",
 		Short:         "Just-in-time access to PostgreSQL and MongoDB without sharing passwords",

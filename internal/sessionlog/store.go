@@ -402,10 +402,10 @@ type VerifyResult struct {
 	Events int64 `json:"events"`
 	// FirstBad is the sequence number of the first event found removed or
 	// altered; 0 when OK.
-	FirstBad int64 `json:"firstBad,omitempty"`
+	FirstBad int64 `json:"firstBad"`
 	// Problem says what is wrong, in words ("event 17 was removed"); empty
 	// when OK.
-	Problem string `json:"problem,omitempty"`
+	Problem string `json:"problem"`
 	// Authenticated is true when the session's identity fields (user,
 	// account, resource, client address, times) and chain head carry a MAC
 	// made with a key derived from the root key, which the store alone
