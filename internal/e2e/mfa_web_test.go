@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 
+	"github.com/airlockpam/airlock/internal/e2e"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
 
@@ -117,7 +118,8 @@ func localhostURL(u string) string { return strings.Replace(u, "://127.0.0.1:", 
 // the real binary (AIRLOCK_NO_BROWSER=1) prints the approval link and
 // waits; the browser approves it with the passkey; the CLI goes on and
 // psql connects. Web Access and, with MFA at sign-in, the sign-in take the
-// passkey in their MFA step. The approval page of another user's challenge
+// passkey in their MFA step, and `airlock login` waits for the approval of
+// its link. The approval page of another user's challenge
 // is refused.
 func TestWebMFAPasskey(t *testing.T) {
 	w := svNewWorld(t)
@@ -180,6 +182,25 @@ func TestWebMFAPasskey(t *testing.T) {
 	b.do(chromedp.SendKeys(chromedp.ID("email"), w.srv.AdminEmail), chromedp.SendKeys(chromedp.ID("password"), w.srv.AdminPassword),
 		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
 	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("signed-in")))
+	// `airlock login` on a terminal prints the approval link; approved in
+	// the signed-in browser, Enter completes the login.
+	cli := e2e.NewUser(t)
+	cli.Env = append(cli.Env, "AIRLOCK_NO_BROWSER=1")
+	ptm, out := startOnPTY(t, cli, "login", "--domain", w.srv.URL, "--email", w.srv.AdminEmail)
+	waitOutput(t, out, regexp.MustCompile(`Password: `), 30*time.Second)
+	fmt.Fprintf(ptm, "%s\n", w.srv.AdminPassword)
+	waitOutput(t, out, regexp.MustCompile(`Press Enter once approved`), 30*time.Second)
+	fmt.Fprintf(ptm, "\n") // not approved yet
+	waitOutput(t, out, regexp.MustCompile(`Not approved yet(?s:.*)Press Enter once approved`), 30*time.Second)
+	loginLink := approval.FindAllString(out.String(), -1)
+	if len(loginLink) == 0 {
+		t.Fatalf("no approval link in the login's output:\n%s", out.String())
+	}
+	b.open(strings.TrimPrefix(loginLink[0], localhostURL(w.srv.URL)), "#passkey-approve")
+	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("passkey-done")))
+	fmt.Fprintf(ptm, "\n")
+	waitOutput(t, out, regexp.MustCompile(`Logged in to `), 30*time.Second)
+
 	var logs []struct {
 		Action  string
 		Details map[string]any
@@ -191,8 +212,8 @@ func TestWebMFAPasskey(t *testing.T) {
 			passkeyVerifies++
 		}
 	}
-	if passkeyVerifies != 3 {
-		t.Fatalf("%d mfa.verify entries with method webauthn; want 3 (CLI, Web Access, sign-in): %+v", passkeyVerifies, logs)
+	if passkeyVerifies != 4 {
+		t.Fatalf("%d mfa.verify entries with method webauthn; want 4 (db access, Web Access, web sign-in, CLI login): %+v", passkeyVerifies, logs)
 	}
 }
 
