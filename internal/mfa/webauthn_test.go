@@ -322,4 +322,23 @@ func TestPasskeyRemoval(t *testing.T) {
 	if e.audit(t, "mfa.disable", "success") != 1 {
 		t.Fatal("the removal is not audited")
 	}
+	// An admin's reset removes passkeys too; disabling webauthn removes all.
+	e.registerPasskey(t, ctx, newSoftKey(t, "https://airlock.example.com", "airlock.example.com"), "a")
+	if err := e.s.Reset(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := e.s.ListPasskeys(ctx); len(l) != 0 {
+		t.Fatalf("after a reset: %v", l)
+	}
+	rec := e.registerPasskey(t, ctx, newSoftKey(t, "https://airlock.example.com", "airlock.example.com"), "b").RecoveryCodes
+	e.registerPasskey(t, ctx, newSoftKey(t, "https://airlock.example.com", "airlock.example.com"), "c")
+	if err := e.s.Disable(ctx, MethodWebAuthn, rec[0]); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := e.s.ListPasskeys(ctx); len(l) != 0 {
+		t.Fatalf("after disabling webauthn: %v", l)
+	}
+	if st, _ := e.s.Status(ctx); len(st.Methods) != 0 {
+		t.Fatalf("after disabling webauthn: %+v", st)
+	}
 }
