@@ -316,19 +316,35 @@ func (o *options) loginWithMFA(ctx context.Context, c *client, body *auth.LoginR
 	if interactive && !o.stdinIsTerminal() {
 		return fmt.Errorf("%s; there is no terminal to ask for the code: pass --mfa-code", ae.Detail)
 	}
-	if interactive {
+	passkey := interactive && ae.Method == methodWebAuthn && ae.ApprovalURL != ""
+	question := "Code: "
+	if passkey {
+		// A login cannot poll (it has no token yet): the user approves in
+		// the browser (signed in there), then presses Enter.
+		fmt.Fprintf(o.stderr, "MFA required: approve this login with your passkey in the browser (signed in to the web UI):\n\n  %s\n\n", ae.ApprovalURL)
+		if os.Getenv("AIRLOCK_NO_BROWSER") != "1" {
+			if err := openBrowser(ae.ApprovalURL); err != nil {
+				fmt.Fprintf(o.stderr, "(could not open a browser: %v; open the link yourself)\n", err)
+			}
+		}
+		question = "Press Enter once approved (or type a recovery code): "
+	} else if interactive {
 		fmt.Fprintln(o.stderr, ae.Detail)
 	}
 	body.MFAChallengeID = ae.ChallengeID
 	for {
 		if interactive {
-			if code, err = o.prompt("Code: "); err != nil {
+			if code, err = o.prompt(question); err != nil {
 				return err
 			}
 		}
 		body.MFACode = code
 		err = c.do(ctx, http.MethodPost, "/api/v1/auth/login", nil, body, pair)
 		var ve *apiError
+		if err != nil && passkey && code == "" && errors.As(err, &ve) && ve.Status == http.StatusUnprocessableEntity {
+			fmt.Fprintln(o.stderr, "Not approved yet: approve it in the browser first.")
+			continue
+		}
 		if err != nil && interactive && errors.As(err, &ve) && ve.Status == http.StatusUnprocessableEntity && triesLeft.MatchString(ve.Error()) {
 			fmt.Fprintln(o.stderr, ve.Error())
 			continue

@@ -172,6 +172,9 @@ refuses to start.`,
 				fmt.Fprintf(o.stdout, "\nAirlock is running in development mode.\n\n")
 				fmt.Fprintf(o.stdout, "  URL:       %s\n", url)
 				fmt.Fprintf(o.stdout, "  Web UI:    %s/  (open it in a browser and sign in as the admin)\n", url)
+				if pu := s.MFA.PublicURL(); pu != "" && pu != url {
+					fmt.Fprintf(o.stdout, "  Passkeys:  %s/mfa  (passkeys need a host name: use this address to add and use them)\n", pu)
+				}
 				fmt.Fprintf(o.stdout, "  Data:      %s\n", dataDir)
 				fmt.Fprintf(o.stdout, "  Gateway:   %s (built in; it reaches databases from this machine)\n", builtinGateway)
 				if s.Bootstrapped {

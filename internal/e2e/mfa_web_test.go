@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 
+	"github.com/airlockpam/airlock/internal/e2e"
 	"github.com/airlockpam/airlock/internal/testenv"
 )
 
@@ -116,7 +117,10 @@ func localhostURL(u string) string { return strings.Replace(u, "://127.0.0.1:", 
 // authenticator; the organization enforces passkeys; `db access` through
 // the real binary (AIRLOCK_NO_BROWSER=1) prints the approval link and
 // waits; the browser approves it with the passkey; the CLI goes on and
-// psql connects. The approval page of another user's challenge is refused.
+// psql connects. Web Access and, with MFA at sign-in, the sign-in take the
+// passkey in their MFA step, and `airlock login` waits for the approval of
+// its link. The approval page of another user's challenge
+// is refused.
 func TestWebMFAPasskey(t *testing.T) {
 	w := svNewWorld(t)
 	w.guardedAccount()
@@ -167,6 +171,49 @@ func TestWebMFAPasskey(t *testing.T) {
 	bob.open(strings.TrimPrefix(link, localhostURL(w.srv.URL)), "#error")
 	if got := bob.text("#error"); !strings.Contains(got, "no such MFA challenge") {
 		t.Fatalf("bob's view of the admin's challenge: %q", got)
+	}
+	// Web Access asks for the passkey in its MFA step, then opens the console.
+	b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="guarded"]`)
+	b.do(chromedp.Click(chromedp.ID("web-access-guarded")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
+	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("sql")))
+	// With MFA at sign-in, the sign-in asks for the passkey after the password.
+	w.admin.Must("", "org", "update", "--require-mfa-login")
+	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	b.do(chromedp.SendKeys(chromedp.ID("email"), w.srv.AdminEmail), chromedp.SendKeys(chromedp.ID("password"), w.srv.AdminPassword),
+		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
+	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("signed-in")))
+	// `airlock login` on a terminal prints the approval link; approved in
+	// the signed-in browser, Enter completes the login.
+	cli := e2e.NewUser(t)
+	cli.Env = append(cli.Env, "AIRLOCK_NO_BROWSER=1")
+	ptm, out := startOnPTY(t, cli, "login", "--domain", w.srv.URL, "--email", w.srv.AdminEmail)
+	waitOutput(t, out, regexp.MustCompile(`Password: `), 30*time.Second)
+	fmt.Fprintf(ptm, "%s\n", w.srv.AdminPassword)
+	waitOutput(t, out, regexp.MustCompile(`Press Enter once approved`), 30*time.Second)
+	fmt.Fprintf(ptm, "\n") // not approved yet
+	waitOutput(t, out, regexp.MustCompile(`Not approved yet(?s:.*)Press Enter once approved`), 30*time.Second)
+	loginLink := approval.FindAllString(out.String(), -1)
+	if len(loginLink) == 0 {
+		t.Fatalf("no approval link in the login's output:\n%s", out.String())
+	}
+	b.open(strings.TrimPrefix(loginLink[0], localhostURL(w.srv.URL)), "#passkey-approve")
+	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("passkey-done")))
+	fmt.Fprintf(ptm, "\n")
+	waitOutput(t, out, regexp.MustCompile(`Logged in to `), 30*time.Second)
+
+	var logs []struct {
+		Action  string
+		Details map[string]any
+	}
+	w.admin.JSON(&logs, "", "audit", "list", "--action", "mfa.verify", "--output", "json")
+	passkeyVerifies := 0
+	for _, l := range logs {
+		if l.Action == "mfa.verify" && fmt.Sprint(l.Details["method"]) == "webauthn" {
+			passkeyVerifies++
+		}
+	}
+	if passkeyVerifies != 4 {
+		t.Fatalf("%d mfa.verify entries with method webauthn; want 4 (db access, Web Access, web sign-in, CLI login): %+v", passkeyVerifies, logs)
 	}
 }
 

@@ -45,7 +45,7 @@ func (e *RequiredError) Unwrap() error {
 // ChallengePassed is an approved challenge.
 type ChallengePassed struct {
 	ChallengeID string    `json:"challengeId"`
-	Method      string    `json:"method" doc:"how it was passed: totp, email or recovery"`
+	Method      string    `json:"method" doc:"how it was passed: totp, email, webauthn or recovery"`
 	ExpiresAt   time.Time `json:"expiresAt" doc:"repeat the request with mfaChallengeId before this"`
 }
 

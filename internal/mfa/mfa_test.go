@@ -477,6 +477,7 @@ func TestOnPostgres(t *testing.T) {
 		{"TOTP", TestTOTPEnrollmentAndClock}, {"Binding", TestApprovalBinding}, {"Methods", TestMethodChoiceAndEmail},
 		{"Disable", TestDisableResetAndLockout}, {"Login", TestLoginGate},
 		{"PasskeyRegistration", TestPasskeyRegistration}, {"PasskeyChallenge", TestPasskeyChallenge}, {"PasskeyRemoval", TestPasskeyRemoval},
+		{"PasskeyLogin", TestPasskeyLogin},
 	} {
 		t.Run(tc.name, tc.f)
 	}

@@ -322,4 +322,62 @@ func TestPasskeyRemoval(t *testing.T) {
 	if e.audit(t, "mfa.disable", "success") != 1 {
 		t.Fatal("the removal is not audited")
 	}
+	// An admin's reset removes passkeys too; disabling webauthn removes all.
+	e.registerPasskey(t, ctx, newSoftKey(t, "https://airlock.example.com", "airlock.example.com"), "a")
+	if err := e.s.Reset(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := e.s.ListPasskeys(ctx); len(l) != 0 {
+		t.Fatalf("after a reset: %v", l)
+	}
+	rec := e.registerPasskey(t, ctx, newSoftKey(t, "https://airlock.example.com", "airlock.example.com"), "b").RecoveryCodes
+	e.registerPasskey(t, ctx, newSoftKey(t, "https://airlock.example.com", "airlock.example.com"), "c")
+	if err := e.s.Disable(ctx, MethodWebAuthn, rec[0]); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := e.s.ListPasskeys(ctx); len(l) != 0 {
+		t.Fatalf("after disabling webauthn: %v", l)
+	}
+	if st, _ := e.s.Status(ctx); len(st.Methods) != 0 {
+		t.Fatalf("after disabling webauthn: %+v", st)
+	}
+}
+
+// TestPasskeyLogin: a login's own challenge approved with a passkey (the
+// web sign-in) is used up by the login repeated with its id and no code;
+// an access challenge cannot be approved through the login's endpoints.
+func TestPasskeyLogin(t *testing.T) {
+	e := newPasskeyEnv(t)
+	alice := as("alice", "f1")
+	k := newSoftKey(t, "https://airlock.example.com", "airlock.example.com")
+	e.registerPasskey(t, alice, k, "laptop")
+	if _, err := e.s.UpdateOrg(alice, nil, ptr(true)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", "", "", true)
+	var re *RequiredError
+	if !errors.As(err, &re) || re.Method != MethodWebAuthn || re.ApprovalURL == "" {
+		t.Fatalf("login: %v", err)
+	}
+	// Not approved yet: the login with no code is refused, the challenge stays.
+	_, err = e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, "", true)
+	wantCode(t, err, errs.Invalid, "approve with your passkey first")
+	c, err := e.s.BeginLoginPasskey(ctx, re.ChallengeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.VerifyLoginPasskey(ctx, re.ChallengeID, c.ID, k.get(t, c.Options, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, "", true); err != nil || m != MethodWebAuthn {
+		t.Fatalf("the approved login: %q %v", m, err)
+	}
+	if _, err := e.s.LoginGate(ctx, "org", "alice", "alice@example.com", re.ChallengeID, "", true); err == nil {
+		t.Fatal("a login challenge was used twice")
+	}
+	// An access challenge is not a login's.
+	acc := e.challenge(t, alice, "A")
+	_, err = e.s.BeginLoginPasskey(ctx, acc.ChallengeID)
+	wantCode(t, err, errs.NotFound, "sign in again")
 }

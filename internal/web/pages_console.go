@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/airlockpam/airlock/internal/errs"
@@ -48,7 +47,7 @@ func (h *Handler) consoleOpen(w http.ResponseWriter, r *http.Request) {
 	opts, err := h.consoleMFAOptions(r)
 	if err != nil {
 		status, msg := userError(r.Context(), err)
-		if errs.Is(err, errs.Invalid) && strings.Contains(msg, "left") {
+		if retryable(err, msg) {
 			d := mfaStepData{ChallengeID: r.PostFormValue("mfaChallengeId"), Method: r.PostFormValue("mfaMethod"), Action: r.URL.Path, For: "Web Access"}
 			h.render(w, r, status, "mfa_step", view{Title: "MFA required", Nav: "projects", Data: d, Error: msg})
 			return

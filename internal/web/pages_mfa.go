@@ -479,7 +479,7 @@ func (h *Handler) loginMFA(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		status, msg := userError(r.Context(), err)
-		if errs.Is(err, errs.Invalid) && strings.Contains(msg, "left") {
+		if retryable(err, msg) {
 			h.renderLoginStep(w, r, status, id, pl.method, "", msg)
 			return
 		}
@@ -489,6 +489,12 @@ func (h *Handler) loginMFA(w http.ResponseWriter, r *http.Request) {
 	}
 	h.pending.remove(id)
 	h.startSession(w, r, pair, pl.next)
+}
+
+// retryable reports whether a refused code leaves the challenge open (a
+// wrong code with tries left, a code of the wrong kind, none given).
+func retryable(err error, msg string) bool {
+	return errs.Is(err, errs.Invalid) && !strings.Contains(msg, "no tries are left")
 }
 
 func (h *Handler) loginPasskeyBegin(w http.ResponseWriter, r *http.Request) {
