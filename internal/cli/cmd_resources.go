@@ -294,7 +294,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
 			body := map[string]any{}
-			for flag, key := range map[string]string{"gateway": "gateway", "host": "host", "database": "database", "connection-string": "connectionString"} {
+			for flag, key := range map[string]string{"name": "name", "gateway": "gateway", "host": "host", "database": "database", "connection-string": "connectionString"} {
 				if fl.Changed(flag) {
 					v, _ := fl.GetString(flag)
 					body[key] = v
@@ -326,7 +326,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 				body["accounts"] = creds
 			}
 			if len(body) == 0 {
-				return errors.New("nothing to change: give at least one setting, such as --host or --ssl-reject-unauthorized")
+				return errors.New("nothing to change: give at least one setting, such as --name, --host or --ssl-reject-unauthorized")
 			}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
@@ -340,6 +340,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		},
 	}
 	ufl := update.Flags()
+	ufl.StringVar(&up.name, "name", "", "a new name for the resource: lower-case letters, digits and hyphens")
 	ufl.StringVar(&up.gateway, "gateway", "", "the name or id of the gateway that reaches the database")
 	ufl.StringVar(&up.host, "host", "", "PostgreSQL: the database server's host name or IP address")
 	ufl.IntVar(&up.port, "port", 5432, "PostgreSQL: the database server's port")

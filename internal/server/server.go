@@ -187,7 +187,7 @@ func (s *Server) init(ctx context.Context) error {
 	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
 	if s.PAM, err = pam.New(pam.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects,
-		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Now: authCfg.Now}); err != nil {
+		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Presence: s.Relay, Now: authCfg.Now}); err != nil {
 		return err
 	}
 	s.AppConns = appconn.New(appconn.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Relay: s.Relay, Now: authCfg.Now,
@@ -203,6 +203,11 @@ func (s *Server) init(ctx context.Context) error {
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)
 	s.PAM.UseJobs(s.Jobs)
+	s.Relay.OnGatewayConnected(func(gatewayID string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.PAM.GatewayConnected(ctx, gatewayID)
+	})
 	s.Rotations = secretrotation.New(secretrotation.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Secrets: s.Secrets,
 		Conns: s.AppConns, Now: authCfg.Now})
 	s.Rotations.UseJobs(s.Jobs)
