@@ -40,8 +40,11 @@ type accountRotation struct {
 // text is the rotation in one phrase: "every 7d, ok", "off".
 func (r accountRotation) text() string {
 	if !r.Enabled {
-		if r.Status == "failed" {
+		switch r.Status {
+		case "failed":
 			return "off (last rotation failed)"
+		case "waiting", "rotating":
+			return "off (a one-off rotation is " + r.Status + ")"
 		}
 		return "off"
 	}

@@ -99,6 +99,8 @@ func (a *accountRow) showRotation(next time.Time) {
 		if !next.IsZero() {
 			r.NextDueAt = &next
 		}
+	} else if a.rotationStatus == RotationWaiting || a.rotationStatus == RotationRunning {
+		r.Status = a.rotationStatus // a one-off rotation (Rotate now) in progress
 	}
 	if a.lastRotated > 0 {
 		t := store.Time(a.lastRotated)
