@@ -154,13 +154,11 @@ func (s *Service) checkGateway(ctx context.Context, a *accountRow, r *resourceRo
 	if online, err := p.GatewayOnline(ctx, r.GatewayID); err == nil && online {
 		return gatewayAway{jobs.Elsewhere(errors.New("the gateway is connected to another server"))}
 	}
-	name := r.GatewayName
-	if name == "" {
-		s.fillGatewayNames(ctx, &r.Resource)
-		name = r.GatewayName
-	}
-	if name == "" {
-		name = r.GatewayID
+	name := r.GatewayID
+	if orgID, err := s.orgOf(ctx, a.projectID); err == nil {
+		if _, n, err := s.cfg.Gateways.ResolveGateway(ctx, orgID, r.GatewayID); err == nil {
+			name = n
+		}
 	}
 	why := "waiting for gateway " + name + ": it is offline (start it, and check `airlock gateways list`); the rotation runs as soon as it connects"
 	if a.rotationStatus != RotationWaiting || a.rotationError != why {

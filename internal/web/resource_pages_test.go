@@ -77,7 +77,7 @@ func TestResourceAndAccountRotationPages(t *testing.T) {
 	jctx, stopJobs := context.WithCancel(context.Background())
 	go e.srv.Jobs.Run(jctx) // as Serve does: rotations run on the jobs scheduler
 	t.Cleanup(stopJobs)
-	e.runGateway("gw-web")
+	stopGateway := e.runGateway("gw-web")
 	for _, stmt := range []string{
 		`DROP ROLE IF EXISTS webres_rotator`, `DROP ROLE IF EXISTS webres_app`, `DROP ROLE IF EXISTS webres_plain`,
 		`CREATE ROLE webres_rotator LOGIN CREATEROLE PASSWORD 'rotator-SECRET-pw'`,
@@ -282,6 +282,18 @@ func TestResourceAndAccountRotationPages(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("a viewer's POST %s: %d", p, resp.StatusCode)
 		}
+	}
+
+	// The gateway goes offline: Rotate now says the rotation waits for it,
+	// and the account page shows waiting with the reason.
+	stopGateway()
+	if resp, body = b.post(appPage, appPage+"/rotate", url.Values{}); resp.StatusCode != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "waiting for gateway gw-web: it is offline") {
+		t.Fatalf("rotate now with the gateway offline: %d %s", resp.StatusCode, body)
+	}
+	if _, body = b.get(appPage); !strings.Contains(body, `id="rotation-status" class="rot rot-waiting">waiting`) ||
+		!strings.Contains(body, `id="rotation-error" class="error">waiting for gateway gw-web`) {
+		t.Fatalf("the account page while waiting:\n%s", body)
 	}
 }
 
