@@ -69,7 +69,18 @@ type Config struct {
 	Presence Presence
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// BeforePromote, for tests only, is called in a rotation after the
+	// gateway changed the password and logged in with it, before the new
+	// password is made current: the crash tests stop the server there
+	// (see CrashBeforePromoteEnv).
+	BeforePromote func()
 }
+
+// CrashBeforePromoteEnv names the environment variable that, set to 1,
+// makes `airlock server` exit in every account rotation between the
+// password change in the database and its promotion in the store. It is
+// for the crash tests (internal/e2e) only; never set it in production.
+const CrashBeforePromoteEnv = "AIRLOCK_TEST_CRASH_BEFORE_PROMOTE"
 
 // CheckAndSetDefaults validates c and fills in defaults.
 func (c *Config) CheckAndSetDefaults() error {

@@ -247,6 +247,9 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 	out, rerr := s.cfg.Rotator.Rotate(ctx, r.GatewayID, admin, tunnel.Rotation{Username: a.Username, NewPassword: newPw})
 	switch {
 	case rerr == nil && out.OK:
+		if s.cfg.BeforePromote != nil {
+			s.cfg.BeforePromote()
+		}
 		// 4. Promote.
 		if err := s.promote(ctx, a, r, []byte(newPw), ""); err != nil {
 			return time.Time{}, err

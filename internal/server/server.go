@@ -187,7 +187,8 @@ func (s *Server) init(ctx context.Context) error {
 	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
 	if s.PAM, err = pam.New(pam.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects,
-		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Presence: s.Relay, Now: authCfg.Now}); err != nil {
+		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Presence: s.Relay, Now: authCfg.Now,
+		BeforePromote: crashBeforePromote()}); err != nil {
 		return err
 	}
 	s.AppConns = appconn.New(appconn.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Relay: s.Relay, Now: authCfg.Now,
@@ -496,4 +497,18 @@ func storeAddrs(ctx context.Context, databaseURL string) []netip.AddrPort {
 	}
 	port, _ := strconv.Atoi(u.Port())
 	return appconn.StoreAddrs(ctx, u.Hostname(), port)
+}
+
+// crashBeforePromote is the test-only hook of pam.CrashBeforePromoteEnv:
+// the process exits between a password change and its promotion, as a
+// crash there would.
+func crashBeforePromote() func() {
+	if os.Getenv(pam.CrashBeforePromoteEnv) != "1" {
+		return nil
+	}
+	slog.Warn("test hook: this server exits in every rotation before promoting the new password (" + pam.CrashBeforePromoteEnv + ")")
+	return func() {
+		slog.Error("test hook: exiting between the password change and its promotion")
+		os.Exit(86)
+	}
 }
