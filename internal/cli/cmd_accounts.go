@@ -17,8 +17,11 @@ import (
 // rotationText is the rotation in one phrase: "every 7d, ok", "off".
 func rotationText(r pam.AccountRotation) string {
 	if !r.Enabled {
-		if r.Status == "failed" {
+		switch r.Status {
+		case "failed":
 			return "off (last rotation failed)"
+		case "waiting", "rotating":
+			return "off (a one-off rotation is " + r.Status + ")"
 		}
 		return "off"
 	}

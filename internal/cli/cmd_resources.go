@@ -296,7 +296,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
 			var body pam.ResourceUpdate
-			for flag, field := range map[string]**string{"gateway": &body.Gateway, "host": &body.Host, "database": &body.Database,
+			for flag, field := range map[string]**string{"name": &body.Name, "gateway": &body.Gateway, "host": &body.Host, "database": &body.Database,
 				"connection-string": &body.ConnectionString} {
 				if fl.Changed(flag) {
 					v, _ := fl.GetString(flag)
@@ -330,7 +330,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 				body.Accounts = creds
 			}
 			if reflect.ValueOf(body).IsZero() {
-				return errors.New("nothing to change: give at least one setting, such as --host or --ssl-reject-unauthorized")
+				return errors.New("nothing to change: give at least one setting, such as --name, --host or --ssl-reject-unauthorized")
 			}
 			c, err := projectClient(cmd.Context(), &projectID)
 			if err != nil {
@@ -344,6 +344,7 @@ func newResourcesCommand(o *options) *cobra.Command {
 		},
 	}
 	ufl := update.Flags()
+	ufl.StringVar(&up.name, "name", "", "a new name for the resource: lower-case letters, digits and hyphens")
 	ufl.StringVar(&up.gateway, "gateway", "", "the name or id of the gateway that reaches the database")
 	ufl.StringVar(&up.host, "host", "", "PostgreSQL: the database server's host name or IP address")
 	ufl.IntVar(&up.port, "port", 5432, "PostgreSQL: the database server's port")

@@ -314,3 +314,14 @@ func (u *User) Start(args ...string) *Process {
 	u.T.Helper()
 	return Start(u.T, append([]string{"AIRLOCK_CONFIG_DIR=" + u.Config}, u.Env...), args...)
 }
+
+// Replica starts another `airlock server` process on s's store (the same
+// environment, so the same AIRLOCK_DATABASE_URL and root key), with its own
+// address and data directory, as a second replica behind a load balancer.
+func (s *Server) Replica(t testing.TB, args ...string) *Server {
+	t.Helper()
+	r := &Server{DataDir: t.TempDir(), RootKey: s.RootKey, AdminEmail: s.AdminEmail, AdminPassword: s.AdminPassword, env: s.env}
+	r.URL = "http://" + FreeAddr(t)
+	r.Restart(t, args...)
+	return r
+}

@@ -95,8 +95,9 @@ func TestRotationThroughTheGateway(t *testing.T) {
 		t.Fatalf("PostgreSQL's statement log does not show the rotation as a SCRAM verifier: %q", alter)
 	}
 
-	// The gateway is down: the rotation fails, says so, and the stored
-	// password still logs in through db access once it is back.
+	// The gateway is down: the rotation waits for it (status waiting, and
+	// why), and the stored password still logs in through db access once
+	// it is back; the waiting rotation then runs by itself.
 	w.gw.Stop(syscall.SIGINT)
 	w.waitGateway("dc1", false)
 	_, errOut, code = w.admin.Run("", "accounts", "rotate", "app", "--project-id", w.project)
@@ -107,7 +108,7 @@ func TestRotationThroughTheGateway(t *testing.T) {
 		Rotation struct{ Status, LastError string }
 	}
 	w.admin.JSON(&acct, "", "accounts", "get", "app", "--project-id", w.project)
-	if acct.Rotation.Status != "failed" || !strings.Contains(acct.Rotation.LastError, "gateway") {
+	if acct.Rotation.Status != "waiting" || !strings.Contains(acct.Rotation.LastError, "waiting for gateway dc1: it is offline") {
 		t.Fatalf("after a failed rotation: %+v", acct.Rotation)
 	}
 	w.gw = e2e.Start(t, nil, "gateway", "--data-dir", w.gwDir)

@@ -88,6 +88,49 @@ func (p permanent) Unwrap() error { return p.err }
 // Permanent wraps err so that the job is dropped instead of retried.
 func Permanent(err error) error { return permanent{err} }
 
+// waiting marks an error after which a job is tried again after a fixed,
+// short delay, without counting a failed attempt: what it needs (a
+// gateway) is away, and it should run soon after it is back.
+type waiting struct {
+	err   error
+	delay time.Duration
+}
+
+func (w waiting) Error() string { return w.err.Error() }
+func (w waiting) Unwrap() error { return w.err }
+
+// Wait wraps err so that the job is due again after delay, with err as its
+// last error, but without a backoff or a failed attempt counted.
+func Wait(delay time.Duration, err error) error { return waiting{err: err, delay: delay} }
+
+// elsewhere marks a job that another replica should run.
+type elsewhere struct{ err error }
+
+func (e elsewhere) Error() string { return e.err.Error() }
+func (e elsewhere) Unwrap() error { return e.err }
+
+// Elsewhere wraps err (why not here) so that the job is released at once,
+// still due and without a failed attempt counted, and this Scheduler does
+// not claim it again for a few polls: another replica (the one a gateway
+// is connected to, say) takes it.
+func Elsewhere(err error) error { return elsewhere{err} }
+
+// Hurry makes the jobs kind/keys that are not running due at now (jobs
+// waiting for something that is back). It returns how many it moved.
+func Hurry(ctx context.Context, q store.Querier, now time.Time, kind string, keys []string) (int, error) {
+	n := 0
+	for _, key := range keys {
+		res, err := q.ExecContext(ctx, `UPDATE jobs SET run_at = $1 WHERE kind = $2 AND job_key = $3 AND run_at > $1 AND lease_until < $1`,
+			store.Micros(now), kind, key)
+		if err != nil {
+			return n, errs.Wrap("jobs.Hurry", errs.Unavailable, fmt.Sprintf("moving %s jobs failed", kind), err)
+		}
+		k, _ := res.RowsAffected()
+		n += int(k)
+	}
+	return n, nil
+}
+
 // Status is a job's state in the store, for showing (Get).
 type Status struct {
 	Kind, Key string

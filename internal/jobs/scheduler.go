@@ -27,6 +27,7 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	kinds   map[string]Kind
+	skip    map[string]time.Time // job id -> not claimed here before then (Elsewhere)
 	running sync.WaitGroup
 	wake    chan struct{}
 }
@@ -59,7 +60,7 @@ func WithConcurrency(n int) Option {
 // New returns a Scheduler on db.
 func New(db *store.DB, opts ...Option) *Scheduler {
 	s := &Scheduler{db: db, owner: uuid.Must(uuid.NewV7()).String(), now: time.Now, log: slog.Default(),
-		poll: time.Second, slots: make(chan struct{}, 32), kinds: map[string]Kind{}, wake: make(chan struct{}, 1)}
+		poll: time.Second, slots: make(chan struct{}, 32), kinds: map[string]Kind{}, skip: map[string]time.Time{}, wake: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -150,6 +151,7 @@ type claimed struct {
 
 // claim leases up to n due jobs of the registered kinds.
 func (s *Scheduler) claim(ctx context.Context, n int) ([]claimed, error) {
+	now := s.now()
 	s.mu.Lock()
 	names := make([]string, 0, len(s.kinds))
 	kinds := make(map[string]Kind, len(s.kinds))
@@ -157,17 +159,33 @@ func (s *Scheduler) claim(ctx context.Context, n int) ([]claimed, error) {
 		names = append(names, name)
 		kinds[name] = k
 	}
+	var skipped []string
+	for id, until := range s.skip {
+		if time.Now().After(until) {
+			delete(s.skip, id)
+		} else {
+			skipped = append(skipped, id)
+		}
+	}
 	s.mu.Unlock()
 	if len(names) == 0 {
 		return nil, nil
 	}
-	now := s.now()
 	nowUS := store.Micros(now)
 	args := []any{s.owner, nowUS, n}
 	ph := make([]string, len(names))
 	for i, name := range names {
 		args = append(args, name)
 		ph[i] = fmt.Sprintf("$%d", len(args))
+	}
+	notHere := ""
+	if len(skipped) > 0 {
+		sp := make([]string, len(skipped))
+		for i, id := range skipped {
+			args = append(args, id)
+			sp[i] = fmt.Sprintf("$%d", len(args))
+		}
+		notHere = " AND id NOT IN (" + strings.Join(sp, ", ") + ")"
 	}
 	lock := ""
 	if s.db.Dialect == store.Postgres {
@@ -181,7 +199,7 @@ func (s *Scheduler) claim(ctx context.Context, n int) ([]claimed, error) {
 			last_error = CASE WHEN lease_owner <> '' THEN 'the server running it stopped before it finished' ELSE last_error END,
 			last_run_at = $2, updated_at = $2
 		WHERE id IN (SELECT id FROM jobs WHERE kind IN (` + strings.Join(ph, ", ") + `)
-			AND run_at <= $2 AND lease_until < $2 ORDER BY run_at LIMIT $3` + lock + `)
+			AND run_at <= $2 AND lease_until < $2` + notHere + ` ORDER BY run_at LIMIT $3` + lock + `)
 		RETURNING id, kind, job_key, payload, run_at, attempts, last_error, generation`
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -270,9 +288,25 @@ func (s *Scheduler) finish(c claimed, next time.Time, runErr error) {
 	defer cancel()
 	now := s.now()
 	var perm permanent
+	var wait waiting
+	var away elsewhere
 	var err error
 	var n int64
 	switch {
+	case errors.As(runErr, &away):
+		// Another replica runs it: due still, no attempt counted, and not
+		// claimed here for a while (the claim's count of a stale lease
+		// does not apply: this lease is released, not lost).
+		s.mu.Lock()
+		s.skip[c.ID] = time.Now().Add(max(5*s.poll, 3*time.Second))
+		s.mu.Unlock()
+		s.log.Debug("a job is left to another server", "kind", c.Kind, "key", c.Key, "why", runErr)
+		n, err = s.exec(ctx, `UPDATE jobs SET lease_owner = '', lease_until = 0, updated_at = $1
+			WHERE id = $2 AND lease_owner = $3 AND generation = $4`, store.Micros(now), c.ID, s.owner, c.generation)
+	case errors.As(runErr, &wait):
+		n, err = s.exec(ctx, `UPDATE jobs SET run_at = $1, last_error = $2, lease_owner = '', lease_until = 0, updated_at = $3
+			WHERE id = $4 AND lease_owner = $5 AND generation = $6`,
+			store.Micros(now.Add(wait.delay)), truncate(runErr.Error(), 2000), store.Micros(now), c.ID, s.owner, c.generation)
 	case runErr == nil && next.IsZero(), errors.As(runErr, &perm):
 		if runErr != nil {
 			s.log.Error("a job failed for good and is dropped", "kind", c.Kind, "key", c.Key, "err", runErr)

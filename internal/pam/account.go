@@ -47,11 +47,13 @@ type Account struct {
 type AccountRotation struct {
 	Enabled  bool   `json:"enabled"`
 	Interval string `json:"interval,omitempty" doc:"1d, 3d, 7d or 30d"`
-	// Status is off, scheduled (never rotated yet), ok, rotating or failed.
+	// Status is off, scheduled (never rotated yet), ok, rotating, waiting
+	// (the resource's gateway is offline; tried again every few seconds)
+	// or failed.
 	Status        string     `json:"status"`
 	LastRotatedAt *time.Time `json:"lastRotatedAt,omitempty"`
 	NextDueAt     *time.Time `json:"nextDueAt,omitempty"`
-	LastError     string     `json:"lastError,omitempty" doc:"why the last attempt failed; it is retried"`
+	LastError     string     `json:"lastError,omitempty" doc:"why the last attempt failed or waits; it is retried"`
 }
 
 // Rotation statuses (AccountRotation.Status).
@@ -61,7 +63,11 @@ const (
 	RotationOK        = "ok"
 	RotationRunning   = "rotating"
 	RotationFailed    = "failed"
+	RotationWaiting   = "waiting"
 )
+
+// WaitRetry is how often a rotation waiting for its gateway is tried again.
+const WaitRetry = 10 * time.Second
 
 // RotationIntervals are the intervals an account may rotate at, by name.
 var RotationIntervals = map[string]int{"1d": 1, "3d": 3, "7d": 7, "30d": 30}
@@ -72,7 +78,7 @@ type accountRow struct {
 	projectID      string
 	passwordSealed []byte
 	rotationDays   int
-	rotationStatus string // as stored: '', ok, rotating, failed
+	rotationStatus string // as stored: '', ok, rotating, failed, waiting
 	rotationError  string
 	lastRotated    int64
 	pendingSealed  []byte // the new password of an attempt in progress
@@ -93,12 +99,14 @@ func (a *accountRow) showRotation(next time.Time) {
 		if !next.IsZero() {
 			r.NextDueAt = &next
 		}
+	} else if a.rotationStatus == RotationWaiting || a.rotationStatus == RotationRunning {
+		r.Status = a.rotationStatus // a one-off rotation (Rotate now) in progress
 	}
 	if a.lastRotated > 0 {
 		t := store.Time(a.lastRotated)
 		r.LastRotatedAt = &t
 	}
-	if a.rotationStatus == RotationFailed {
+	if a.rotationStatus == RotationFailed || a.rotationStatus == RotationWaiting {
 		r.LastError = a.rotationError
 	}
 	a.Rotation = r

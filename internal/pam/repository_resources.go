@@ -99,10 +99,14 @@ func updateResource(ctx context.Context, q store.Querier, r *resourceRow) error 
 	const op = "pam.updateResource"
 	res, err := q.ExecContext(ctx, `UPDATE resources SET gateway_id = $1, host = $2, port = $3, database_name = $4,
 		connection_string = $5, ssl_enabled = $6, ssl_reject_unauthorized = $7, ssl_ca_pem = $8,
-		rotation_username = $9, rotation_password_enc = $10, updated_at = $11, auth_methods = $14
+		rotation_username = $9, rotation_password_enc = $10, updated_at = $11, auth_methods = $14, name = $15
 		WHERE id = $12 AND project_id = $13`,
 		r.GatewayID, r.Host, r.Port, r.Database, r.ConnectionString, r.SSLEnabled, r.SSLRejectUnauthorized, r.SSLCAPEM,
-		r.RotationUsername, r.rotationSealed, store.Micros(r.UpdatedAt), r.ID, r.ProjectID, strings.Join(r.AllowAuth, ","))
+		r.RotationUsername, r.rotationSealed, store.Micros(r.UpdatedAt), r.ID, r.ProjectID, strings.Join(r.AllowAuth, ","), r.Name)
+	if store.IsUniqueViolation(err) {
+		return &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name", Err: err,
+			Msg: "another resource of this project is named " + r.Name + ": pick another name"}
+	}
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the resource failed", err)
 	}

@@ -94,6 +94,9 @@ type ResourceInput struct {
 // SSLCAPEM goes back to the system roots; an empty RotationUsername removes
 // the rotation credentials.
 type ResourceUpdate struct {
+	// Name renames the resource; `airlock db access --resource` and the
+	// accounts' resourceName then use the new name.
+	Name                  *string `json:"name,omitempty" maxLength:"63" doc:"a new name: a slug, unique in the project"`
 	Gateway               *string `json:"gateway,omitempty" maxLength:"64" doc:"the gateway's name or id"`
 	Host                  *string `json:"host,omitempty" maxLength:"255"`
 	Port                  *int    `json:"port,omitempty"`

@@ -131,10 +131,18 @@ func TestResources(t *testing.T) {
 		owner.fails(422, "body.host", "PATCH", base+"/sales-mongo", map[string]any{"host": "x.example.com"})
 		owner.fails(422, "body.connectionString", "PATCH", base+"/sales-mongo", map[string]any{"connectionString": "mongodb://u:p@h/"})
 		owner.fails(422, "body.gateway", "PATCH", base+"/orders-db", map[string]any{"gateway": "nope"})
-		// A resource is not renamed; the problem names the body, not the key sent.
-		if p := owner.fails(422, "body", "PATCH", base+"/orders-db", map[string]any{"name": "renamed"}); !strings.Contains(p.raw, "unexpected property") {
-			t.Errorf("renaming: %s", p.raw)
+		// A rename: a taken name is a Conflict that changes nothing; a bad
+		// one is refused; a free one works and the old name is gone.
+		if p := owner.fails(409, "body.name", "PATCH", base+"/orders-db", map[string]any{"name": "defaults", "port": 7000}); !strings.Contains(p.raw, "another resource of this project is named defaults") {
+			t.Errorf("renaming onto a taken name: %s", p.raw)
 		}
+		owner.fails(422, "body.name", "PATCH", base+"/orders-db", map[string]any{"name": "Not A Slug"})
+		owner.must(200, "PATCH", base+"/orders-db", map[string]any{"name": "orders-db-renamed"}, &got)
+		if got["name"] != "orders-db-renamed" {
+			t.Errorf("rename: %v", got)
+		}
+		owner.fails(404, "", "GET", base+"/orders-db", nil)
+		owner.must(200, "PATCH", base+"/orders-db-renamed", map[string]any{"name": "orders-db"}, &got)
 		owner.must(200, "GET", base+"/orders-db", nil, &got)
 		if got["sslCaPem"] == "" || got["gatewayId"] != gw2ID {
 			t.Errorf("a refused update changed the resource: %v", got)

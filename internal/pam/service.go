@@ -27,6 +27,17 @@ type Validator interface {
 	Validate(ctx context.Context, gatewayID string, t tunnel.Target) error
 }
 
+// Presence tells whether a gateway is connected, to this server replica or
+// to another one on the same store.
+type Presence interface {
+	// Connected reports whether the gateway has a live connection to this
+	// server.
+	Connected(gatewayID string) bool
+	// GatewayOnline reports whether the gateway is connected to any server
+	// of the store (its heartbeats are recent).
+	GatewayOnline(ctx context.Context, gatewayID string) (bool, error)
+}
+
 // GatewayResolver finds a gateway of an organization.
 type GatewayResolver interface {
 	// ResolveGateway returns the id and name of the gateway named nameOrID,
@@ -53,9 +64,23 @@ type Config struct {
 	// Rotator changes passwords through gateways (rotation); nil: accounts
 	// cannot rotate.
 	Rotator Rotator
+	// Presence says where gateways are connected (the relay); nil: every
+	// gateway is taken to be connected to this server.
+	Presence Presence
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// BeforePromote, for tests only, is called in a rotation after the
+	// gateway changed the password and logged in with it, before the new
+	// password is made current: the crash tests stop the server there
+	// (see CrashBeforePromoteEnv).
+	BeforePromote func()
 }
+
+// CrashBeforePromoteEnv names the environment variable that, set to 1,
+// makes `airlock server` exit in every account rotation between the
+// password change in the database and its promotion in the store. It is
+// for the crash tests (internal/e2e) only; never set it in production.
+const CrashBeforePromoteEnv = "AIRLOCK_TEST_CRASH_BEFORE_PROMOTE"
 
 // CheckAndSetDefaults validates c and fills in defaults.
 func (c *Config) CheckAndSetDefaults() error {

@@ -296,6 +296,10 @@ func (s *Service) DeleteAccount(ctx context.Context, projectID, resource, ref st
 	if err != nil {
 		return err
 	}
+	if st, err := jobs.Get(ctx, s.db, s.now(), KindRotate, a.ID); err == nil && st.Running {
+		return errs.E(op, errs.Conflict, "account "+a.Name+"'s password is being rotated right now; delete it once the rotation has finished "+
+			"(`airlock accounts get` shows its status). Nothing was changed.")
+	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := deleteAccount(ctx, tx, proj.ID, a.ID); err != nil {
 			return err
@@ -375,8 +379,8 @@ func (s *Service) registerAccounts(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "delete-account", Method: http.MethodDelete, Path: base + "/{account}", Tags: tags,
-		Summary: "Delete an account (project admins)", Security: api.Secured,
-		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404, 422},
+		Summary: "Delete an account (project admins); refused while its password is being rotated", Security: api.Secured,
+		DefaultStatus: http.StatusNoContent, Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *AccountPath) (*struct{}, error) {
 		return nil, api.Err(ctx, s.DeleteAccount(ctx, in.ProjectID, in.Resource, in.Account))
 	})

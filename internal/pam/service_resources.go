@@ -178,6 +178,17 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 			changed = append(changed, name)
 		}
 	}
+	if in.Name != nil && *in.Name != r.Name {
+		if err := checkName(op, "body.name", "resource", *in.Name); err != nil {
+			return nil, err
+		}
+		if other, err := resourceByRef(ctx, s.db, proj.ID, *in.Name); err == nil && other.ID != r.ID {
+			return nil, &errs.Error{Op: op, Code: errs.Conflict, Field: "body.name",
+				Msg: "another resource of this project is named " + *in.Name + ": pick another name"}
+		}
+		r.Name = *in.Name
+		changed = append(changed, "name")
+	}
 	setStr("host", &r.Host, in.Host)
 	if in.Port != nil {
 		if *in.Port < 1 || *in.Port > 65535 {
@@ -516,8 +527,8 @@ func (s *Service) registerResources(a huma.API) {
 	})
 	huma.Register(a, huma.Operation{
 		OperationID: "update-resource", Method: http.MethodPatch, Path: base + "/{resource}", Tags: tags,
-		Summary: "Change a resource's connection settings, gateway or rotation credentials (project admins)", Security: api.Secured,
-		Errors: []int{403, 404, 422},
+		Summary: "Change a resource's name, connection settings, gateway or rotation credentials (project admins)", Security: api.Secured,
+		Errors: []int{403, 404, 409, 422},
 	}, func(ctx context.Context, in *struct {
 		ResourcePath
 		Body ResourceUpdate

@@ -116,13 +116,83 @@ func (s *Service) runRotation(ctx context.Context, j jobs.Job) (time.Time, error
 	}
 	if once {
 		// A one-off rotation (RotateNow) of an account that does not
-		// rotate on a schedule: tried once; its outcome stays on the account.
+		// rotate on a schedule: tried once (after waiting for its gateway);
+		// its outcome stays on the account.
 		if _, err := s.rotate(ctx, a); err != nil {
+			if waitingForGateway(err) {
+				return time.Time{}, err
+			}
 			return time.Time{}, jobs.Permanent(err)
 		}
 		return time.Time{}, nil
 	}
 	return s.rotate(ctx, a)
+}
+
+// gatewayAway is the outcome of a rotation whose gateway is not connected
+// here: the job waits (jobs.Wait) or goes to another replica
+// (jobs.Elsewhere).
+type gatewayAway struct{ error }
+
+func (g gatewayAway) Unwrap() error { return g.error }
+
+func waitingForGateway(err error) bool {
+	var g gatewayAway
+	return errors.As(err, &g)
+}
+
+// checkGateway returns nil when r's gateway is connected to this server.
+// When it is connected to another replica, the job is left to that one;
+// when it is offline, the account is marked waiting and the job is tried
+// again every WaitRetry (and at once when the gateway connects: see
+// GatewayConnected), rather than with a growing backoff.
+func (s *Service) checkGateway(ctx context.Context, a *accountRow, r *resourceRow) error {
+	p := s.cfg.Presence
+	if p == nil || p.Connected(r.GatewayID) {
+		return nil
+	}
+	if online, err := p.GatewayOnline(ctx, r.GatewayID); err == nil && online {
+		return gatewayAway{jobs.Elsewhere(errors.New("the gateway is connected to another server"))}
+	}
+	name := r.GatewayID
+	if orgID, err := s.orgOf(ctx, a.projectID); err == nil {
+		if _, n, err := s.cfg.Gateways.ResolveGateway(ctx, orgID, r.GatewayID); err == nil {
+			name = n
+		}
+	}
+	why := "waiting for gateway " + name + ": it is offline (start it, and check `airlock gateways list`); the rotation runs as soon as it connects"
+	if a.rotationStatus != RotationWaiting || a.rotationError != why {
+		if _, err := s.db.ExecContext(ctx, `UPDATE accounts SET rotation_status = $1, rotation_error = $2 WHERE id = $3`,
+			RotationWaiting, why, a.ID); err != nil {
+			return err
+		}
+		a.rotationStatus, a.rotationError = RotationWaiting, why
+	}
+	return gatewayAway{jobs.Wait(WaitRetry, errors.New(why))}
+}
+
+// GatewayConnected makes the waiting rotations of the resources of a
+// gateway that has just connected to this server due now.
+func (s *Service) GatewayConnected(ctx context.Context, gatewayID string) {
+	rows, err := s.db.QueryContext(ctx, `SELECT a.id FROM accounts a JOIN resources r ON r.id = a.resource_id
+		WHERE r.gateway_id = $1 AND a.rotation_status = $2`, gatewayID, RotationWaiting)
+	if err != nil {
+		return
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if rows.Scan(&id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	if len(ids) == 0 {
+		return
+	}
+	if n, err := jobs.Hurry(ctx, s.db, s.now(), KindRotate, ids); err == nil && n > 0 && s.jobs != nil {
+		s.jobs.Kick()
+	}
 }
 
 // rotateOnce is the payload of a job made by RotateNow.
@@ -143,6 +213,9 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 		return time.Time{}, fmt.Errorf("opening the rotation account's password failed: %w", err)
 	}
 	admin := r.target("", r.RotationUsername, string(rotPw))
+	if err := s.checkGateway(ctx, a, r); err != nil {
+		return time.Time{}, err
+	}
 
 	// 1. An attempt cut short: keep whichever password logs in.
 	if a.pendingSealed != nil {
@@ -174,6 +247,9 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 	out, rerr := s.cfg.Rotator.Rotate(ctx, r.GatewayID, admin, tunnel.Rotation{Username: a.Username, NewPassword: newPw})
 	switch {
 	case rerr == nil && out.OK:
+		if s.cfg.BeforePromote != nil {
+			s.cfg.BeforePromote()
+		}
 		// 4. Promote.
 		if err := s.promote(ctx, a, r, []byte(newPw), ""); err != nil {
 			return time.Time{}, err
@@ -187,7 +263,12 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 		}
 		return time.Time{}, s.rotationFailed(ctx, a, out.Message)
 	case rerr != nil:
-		// The gateway did not answer: the outcome is unknown.
+		// The gateway did not answer: the outcome is unknown. When it is
+		// gone, the account waits for it; the next attempt first checks
+		// which password logs in.
+		if err := s.checkGateway(ctx, a, r); err != nil {
+			return time.Time{}, err
+		}
 		return time.Time{}, s.rotationFailed(ctx, a, "the gateway could not be asked ("+rerr.Error()+"); the next attempt first checks which password logs in")
 	default:
 		// Changed, or perhaps changed: find out now if the gateway answers.
@@ -351,6 +432,9 @@ func (s *Service) RotateNow(ctx context.Context, projectID, resource, ref string
 			return nil, err
 		}
 		s.showRotation(ctx, b)
+		if b.rotationStatus == RotationWaiting {
+			return &b.Account, errs.E(op, errs.Unavailable, "the rotation is "+b.rotationError)
+		}
 		if st.Attempts > 0 || b.rotationStatus == RotationFailed {
 			return &b.Account, errs.E(op, errs.Unavailable, "the rotation failed and is retried later: "+b.rotationError)
 		}

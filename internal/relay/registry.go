@@ -56,6 +56,36 @@ type Service struct {
 	sessions SessionAuthorizer
 	authn    Authenticator
 	events   EventSink
+	// onConnect are called (each in its own goroutine) when a gateway
+	// connects to this server.
+	onConnect []func(gatewayID string)
+}
+
+// OnGatewayConnected adds f to the functions called, in a goroutine of
+// their own, each time a gateway connects to this server (rotations that
+// wait for it run then). Call it before serving.
+func (s *Service) OnGatewayConnected(f func(gatewayID string)) {
+	s.mu.Lock()
+	s.onConnect = append(s.onConnect, f)
+	s.mu.Unlock()
+}
+
+// GatewayOnline reports whether the gateway is connected to this server
+// or, by its recent heartbeats in the store, to another server replica.
+func (s *Service) GatewayOnline(ctx context.Context, gatewayID string) (bool, error) {
+	if s.Connected(gatewayID) {
+		return true, nil
+	}
+	var online bool
+	var heartbeat int64
+	err := s.db.QueryRowContext(ctx, `SELECT online, last_heartbeat_at FROM gateways WHERE id = $1`, gatewayID).Scan(&online, &heartbeat)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, errs.Wrap("relay.(*Service).GatewayOnline", errs.Unavailable, "reading the gateway's state failed", err)
+	}
+	return online && store.Micros(s.now())-heartbeat < OnlineWindow.Microseconds(), nil
 }
 
 type gatewayConn struct {
@@ -151,8 +181,12 @@ func (s *Service) serveGatewayMux(id, addr, version string, mux *tunnel.Mux) {
 		old.mux.Close()
 	}
 	s.gateways[id] = gc
+	hooks := append([]func(string){}, s.onConnect...)
 	s.mu.Unlock()
 	slog.Info("gateway connected", "gateway", id, "remote", gc.addr)
+	for _, f := range hooks {
+		go f(id)
+	}
 	go s.acceptGatewayStreams(gc)
 	s.heartbeat(gc, version)
 }

@@ -194,7 +194,8 @@ func (s *Server) init(ctx context.Context) error {
 	s.Relay = relay.New(relay.Config{DB: s.DB, PKI: s.PKI, Now: authCfg.Now, GatewayCertTTL: s.cfg.GatewayCertLifetime})
 	s.Relay.SetAuthenticator(s.Auth)
 	if s.PAM, err = pam.New(pam.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects,
-		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Now: authCfg.Now}); err != nil {
+		Validator: s.Relay, Gateways: s.Relay, Rotator: s.Relay, Presence: s.Relay, Now: authCfg.Now,
+		BeforePromote: crashBeforePromote()}); err != nil {
 		return err
 	}
 	s.AppConns = appconn.New(appconn.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Relay: s.Relay, Now: authCfg.Now,
@@ -211,6 +212,11 @@ func (s *Server) init(ctx context.Context) error {
 	s.Jobs = jobs.New(s.DB, jobs.WithClock(authCfg.Now))
 	s.Sessions.UseJobs(s.Jobs)
 	s.PAM.UseJobs(s.Jobs)
+	s.Relay.OnGatewayConnected(func(gatewayID string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.PAM.GatewayConnected(ctx, gatewayID)
+	})
 	s.Rotations = secretrotation.New(secretrotation.Config{DB: s.DB, Keyring: s.Keyring, Projects: s.Projects, Secrets: s.Secrets,
 		Conns: s.AppConns, Now: authCfg.Now})
 	s.Rotations.UseJobs(s.Jobs)
@@ -502,4 +508,18 @@ func storeAddrs(ctx context.Context, databaseURL string) []netip.AddrPort {
 		errs.Log(ctx, err)
 	}
 	return addrs
+}
+
+// crashBeforePromote is the test-only hook of pam.CrashBeforePromoteEnv:
+// the process exits between a password change and its promotion, as a
+// crash there would.
+func crashBeforePromote() func() {
+	if os.Getenv(pam.CrashBeforePromoteEnv) != "1" {
+		return nil
+	}
+	slog.Warn("test hook: this server exits in every rotation before promoting the new password (" + pam.CrashBeforePromoteEnv + ")")
+	return func() {
+		slog.Error("test hook: exiting between the password change and its promotion")
+		os.Exit(86)
+	}
 }

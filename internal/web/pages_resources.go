@@ -54,6 +54,9 @@ func (h *Handler) resourceList(w http.ResponseWriter, r *http.Request) {
 type resourceForm struct {
 	Kind, Name, Gateway, Host, Port, Database, ConnectionString, SSLCAPEM string
 	SSLEnabled, SSLRejectUnauthorized                                     bool
+	// RotationUsername is the optional rotation account; its password is
+	// never put back into a form.
+	RotationUsername string
 }
 
 type gatewayChoice struct {
@@ -148,22 +151,15 @@ func (h *Handler) resourceCreate(w http.ResponseWriter, r *http.Request) {
 		SSLCAPEM:              strings.TrimSpace(r.PostFormValue("sslCaPem")),
 		SSLEnabled:            r.PostFormValue("sslEnabled") == "on",
 		SSLRejectUnauthorized: r.PostFormValue("sslRejectUnauthorized") == "on",
+		RotationUsername:      strings.TrimSpace(r.PostFormValue("rotationUsername")),
 	}
 	if f.Kind != pam.KindMongoDB {
 		f.Kind = pam.KindPostgres
 	}
-	if f.SSLCAPEM == "" && r.MultipartForm != nil {
-		if fh := r.MultipartForm.File["sslCaFile"]; len(fh) > 0 {
-			file, err := fh[0].Open()
-			if err == nil {
-				b, _ := io.ReadAll(io.LimitReader(file, pam.MaxCAPEMBytes+1))
-				file.Close()
-				f.SSLCAPEM = strings.TrimSpace(string(b))
-			}
-		}
-	}
+	f.SSLCAPEM = caFromForm(r, f.SSLCAPEM)
 	in := pam.ResourceInput{Kind: f.Kind, Name: f.Name, Gateway: f.Gateway,
-		SSLEnabled: &f.SSLEnabled, SSLRejectUnauthorized: &f.SSLRejectUnauthorized, SSLCAPEM: f.SSLCAPEM}
+		SSLEnabled: &f.SSLEnabled, SSLRejectUnauthorized: &f.SSLRejectUnauthorized, SSLCAPEM: f.SSLCAPEM,
+		RotationUsername: f.RotationUsername, RotationPassword: r.PostFormValue("rotationPassword")}
 	if f.Kind == pam.KindPostgres {
 		in.Host, in.Database = f.Host, f.Database
 		if f.Port != "" {
@@ -184,6 +180,21 @@ func (h *Handler) resourceCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/projects/"+res.ProjectID+"/resources/"+res.ID+"?done=resource-created", http.StatusSeeOther)
+}
+
+// caFromForm returns the CA bundle typed in, or else the one uploaded.
+func caFromForm(r *http.Request, typed string) string {
+	if typed == "" && r.MultipartForm != nil {
+		if fh := r.MultipartForm.File["sslCaFile"]; len(fh) > 0 {
+			file, err := fh[0].Open()
+			if err == nil {
+				b, _ := io.ReadAll(io.LimitReader(file, pam.MaxCAPEMBytes+1))
+				file.Close()
+				return strings.TrimSpace(string(b))
+			}
+		}
+	}
+	return typed
 }
 
 type deleteResourceData struct {
@@ -267,7 +278,12 @@ type accountForm struct {
 	Name, Description, Username string
 	RequireMFA                  bool
 	Meta                        []metaPair
+	// Rotation is the rotation interval chosen: "" (off), 1d, 3d, 7d or 30d.
+	Rotation string
 }
+
+// rotationChoices are the rotation intervals the forms offer.
+var rotationChoices = []string{"1d", "3d", "7d", "30d"}
 
 // accessDurations are the durations the Access command offers.
 var accessDurations = []string{"15m", "30m", "1h", "2h", "4h", "8h", "12h", "24h"}
@@ -292,6 +308,7 @@ type accountsData struct {
 	Filter    []metaPair
 	FilterRes string
 	Form      accountForm
+	Intervals []string
 }
 
 func (h *Handler) resourcePage(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +328,7 @@ func (h *Handler) renderAccounts(w http.ResponseWriter, r *http.Request, status 
 		return
 	}
 	ctx := r.Context()
-	d := accountsData{ProjectTab: tab, Form: form}
+	d := accountsData{ProjectTab: tab, Form: form, Intervals: rotationChoices}
 	q := r.URL.Query()
 	for i, k := range q["metaKey"] {
 		v := ""
@@ -411,7 +428,10 @@ func (h *Handler) accountCreate(w http.ResponseWriter, r *http.Request) {
 	f := accountForm{
 		Name: strings.TrimSpace(r.PostFormValue("name")), Description: r.PostFormValue("description"),
 		Username: strings.TrimSpace(r.PostFormValue("username")), RequireMFA: r.PostFormValue("requireMfa") == "on",
-		Meta: metaRows(r),
+		Meta: metaRows(r), Rotation: r.PostFormValue("rotationInterval"),
+	}
+	if f.Rotation == "off" {
+		f.Rotation = ""
 	}
 	meta, msg := metaMap(f.Meta)
 	if msg != "" {
@@ -420,7 +440,7 @@ func (h *Handler) accountCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	a, err := h.cfg.PAM.CreateAccount(r.Context(), r.PathValue("pid"), pam.AccountInput{
 		Resource: r.PathValue("rid"), Name: f.Name, Username: f.Username, Password: r.PostFormValue("password"),
-		Description: f.Description, Metadata: meta, RequireMFA: f.RequireMFA,
+		Description: f.Description, Metadata: meta, RequireMFA: f.RequireMFA, RotationInterval: f.Rotation,
 	})
 	if err != nil {
 		status, msg := userError(r.Context(), err)
@@ -437,6 +457,11 @@ type accountData struct {
 	Access  accessCmd
 	// Kind is the resource's kind: postgres accounts have Web Access.
 	Kind string
+	// CanRotate: the resource has a rotation account.
+	CanRotate bool
+	Intervals []string
+	// Rotation is the interval chosen in the rotation form (after a refusal).
+	Rotation string
 }
 
 func (h *Handler) accountPage(w http.ResponseWriter, r *http.Request) {
@@ -444,6 +469,10 @@ func (h *Handler) accountPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) renderAccount(w http.ResponseWriter, r *http.Request, status int, meta []metaPair, msg string) {
+	h.renderAccountWith(w, r, status, meta, msg, nil)
+}
+
+func (h *Handler) renderAccountWith(w http.ResponseWriter, r *http.Request, status int, meta []metaPair, msg string, rotation *string) {
 	tab, ok := h.project(w, r, "resources")
 	if !ok {
 		return
@@ -464,9 +493,13 @@ func (h *Handler) renderAccount(w http.ResponseWriter, r *http.Request, status i
 		}
 	}
 	meta = append(meta, metaPair{})
-	d := accountData{ProjectTab: tab, Account: a, Meta: meta, Access: h.access(r, tab.Project, a.ResourceName, a.Name)}
+	d := accountData{ProjectTab: tab, Account: a, Meta: meta, Access: h.access(r, tab.Project, a.ResourceName, a.Name),
+		Intervals: rotationChoices, Rotation: a.Rotation.Interval}
+	if rotation != nil {
+		d.Rotation = *rotation
+	}
 	if res, err := h.cfg.PAM.GetResource(r.Context(), tab.Project.ID, a.ResourceID); err == nil {
-		d.Kind = res.Kind
+		d.Kind, d.CanRotate = res.Kind, res.HasRotationCredentials
 	}
 	h.render(w, r, status, "account", view{Title: a.ResourceName + " / " + a.Name, Nav: "projects", Error: msg, Data: d})
 }

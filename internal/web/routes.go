@@ -28,6 +28,8 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /projects/{pid}/resources/new", h.page(h.resourceForm))
 	m.HandleFunc("POST /projects/{pid}/resources", h.page(h.resourceCreate))
 	m.HandleFunc("GET /projects/{pid}/resources/{rid}", h.page(h.resourcePage))
+	m.HandleFunc("GET /projects/{pid}/resources/{rid}/edit", h.page(h.resourceEditForm))
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/edit", h.pageLimit(maxFormBytes, h.resourceUpdate))
 	m.HandleFunc("GET /projects/{pid}/resources/{rid}/delete", h.page(h.resourceDeleteConfirm))
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/delete", h.page(h.resourceDelete))
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts", h.page(h.accountCreate))
@@ -35,6 +37,9 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /projects/{pid}/resources/{rid}/accounts/{aid}", h.page(h.accountPage))
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/metadata", h.page(h.accountMetadata))
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/delete", h.page(h.accountDelete))
+	// Rotation of the account's password (pages_rotation.go).
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/rotation", h.page(h.accountRotation))
+	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/rotate", h.page(h.accountRotate))
 	// The browser SQL console (pages_console.go).
 	m.HandleFunc("POST /projects/{pid}/resources/{rid}/accounts/{aid}/console", h.page(h.consoleOpen))
 	m.HandleFunc("GET /console/{cid}", h.page(h.consolePage))
