@@ -291,6 +291,38 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// An expired login returns to the login page and, after signing in, to
+// the page the user was on; a "next" that leaves the site goes nowhere.
+func TestExpiredLoginReturnsToThePage(t *testing.T) {
+	e := start(t, false)
+	b := e.browser()
+	b.login(adminEmail, adminPassword)
+	e.clock.Advance(web.DefaultIdleTimeout + time.Second)
+	resp, _ := b.get("/sessions?status=active")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || err != nil || loc.Path != "/login" || loc.Query().Get("expired") != "1" {
+		t.Fatalf("an expired login: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	next := loc.Query().Get("next")
+	if next != "/sessions?status=active" {
+		t.Fatalf("the login page would return to %q", next)
+	}
+	if _, body := b.get(loc.String()); !strings.Contains(body, `name="next"`) {
+		t.Fatal("the login form does not carry where to return")
+	}
+	resp, _ = b.do("POST", "/login", url.Values{"email": {adminEmail}, "password": {adminPassword}, "next": {next}}, nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != next {
+		t.Fatalf("after signing in again: %d %q, want back to %s", resp.StatusCode, resp.Header.Get("Location"), next)
+	}
+	for _, evil := range []string{"//evil.example/x", "https://evil.example/", "/\\evil.example"} {
+		b2 := e.browser()
+		resp, _ = b2.do("POST", "/login", url.Values{"email": {adminEmail}, "password": {adminPassword}, "next": {evil}}, nil)
+		if l := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || l != "/projects" {
+			t.Errorf("next=%s sent the user to %q", evil, l)
+		}
+	}
+}
+
 // A page left open refreshes itself (a live session's log): those requests
 // are answered but do not count as use, so the unattended login still ends.
 func TestBackgroundRefreshDoesNotKeepALoginAlive(t *testing.T) {
