@@ -483,7 +483,8 @@ func TestDuplicateKeys(t *testing.T) {
 }
 
 // mghCommands waits until rec holds n command events named name (an event
-// is recorded once its reply is on its way to the client) and returns
+// is recorded once its reply is on its way to the client, so a test that
+// reads the events right after its last command must wait) and returns
 // them; more than n fails the test.
 func mghCommands(t *testing.T, rec *memRecorder, name string, n int) []sessionlog.Event {
 	t.Helper()
