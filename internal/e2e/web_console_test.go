@@ -227,9 +227,11 @@ func TestWebConsoleLimits(t *testing.T) {
 	w.admin.Must("", "projects", "update", w.project, "--console-statement-timeout", "1s")
 	b := newWebBrowser(t, w.srv.URL)
 	b.login(w.srv.AdminEmail, w.srv.AdminPassword)
+	var webAccess string // the Web Access form's action
 	open := func() string {
 		t.Helper()
 		b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="app"]`)
+		webAccess = b.eval(`Promise.resolve(new URL(document.querySelector("#web-access-app").form.action).pathname)`)
 		b.do(submit(chromedp.ID("web-access-app")), chromedp.WaitVisible(chromedp.ID("sql")))
 		return b.eval(`Promise.resolve(document.getElementById("console").dataset.console)`)
 	}
@@ -257,7 +259,7 @@ func TestWebConsoleLimits(t *testing.T) {
 	}
 	slow := b.eval(`fetch("/console/` + cid + `/run", {method: "POST", credentials: "same-origin",
 		headers: {"X-CSRF-Token": document.getElementById("console").dataset.csrf, "Content-Type": "application/json"},
-		body: JSON.stringify({sql: "select pg_sleep(5)"})}).then(r => r.json()).then(j => j.error ? j.error.code + " " + j.error.message : JSON.stringify(j))`)
+		body: JSON.stringify({sql: "select pg_sleep(5)"})}).then(r => r.json()).then(j => j.error && j.error.code ? j.error.code + " " + j.error.message : JSON.stringify(j))`)
 	if !strings.HasPrefix(slow, "57014 ") || !strings.Contains(slow, "statement timeout") {
 		t.Fatalf("pg_sleep(5) with a 1s console timeout: %s", slow)
 	}
@@ -269,12 +271,32 @@ func TestWebConsoleLimits(t *testing.T) {
 		t.Fatalf("the console after a refused batch: %q", got)
 	}
 	sid := strings.TrimSpace(b.text("#console-session"))
+	// A second console of the same browser (opened without leaving this
+	// page, which would end this one) is not touched by it.
+	beside := b.eval(`fetch("` + webAccess + `", {method: "POST", credentials: "same-origin",
+		body: new URLSearchParams({csrf: document.getElementById("console").dataset.csrf})}).then(r => r.text())`)
+	m1, m2 := consoleIDRE.FindStringSubmatch(beside), consoleSessionRE.FindStringSubmatch(beside)
+	if m1 == nil || m2 == nil {
+		t.Fatalf("a second console did not open: %.500s", beside)
+	}
+	other, otherSession := m1[1], m2[1]
 	if got := post(cid, `JSON.stringify({sql: "select 1", evil: true})`); !strings.HasPrefix(got, "400 ") {
 		t.Fatalf("an unexpected request: %q", got)
 	}
 	w.admin.JSON(&sess, "", "sessions", "show", sid)
 	if sess.Status != "ended" || !strings.Contains(sess.EndMessage, "does not send") {
 		t.Fatalf("after an unexpected request: %+v", sess)
+	}
+	if got := post(other, `JSON.stringify({sql: "select 1"})`); !strings.HasPrefix(got, "200") {
+		t.Fatalf("another console after one got an unexpected request: %q", got)
+	}
+	w.admin.JSON(&sess, "", "sessions", "show", otherSession)
+	if sess.Status != "active" {
+		t.Fatalf("another console's session after one got an unexpected request: %+v", sess)
+	}
+	if got := b.eval(`fetch("/console/` + other + `/end", {method: "POST", credentials: "same-origin",
+		headers: {"X-CSRF-Token": document.getElementById("console").dataset.csrf}}).then(r => String(r.status))`); !strings.HasPrefix(got, "2") {
+		t.Fatalf("ending the second console: %s", got)
 	}
 
 	// Five live consoles at most: open them from the API's point of view
@@ -305,6 +327,8 @@ func TestWebConsoleLimits(t *testing.T) {
 		}
 	}
 }
+
+var consoleIDRE = regexp.MustCompile(`data-console="([^"]+)"`)
 
 var consoleSessionRE = regexp.MustCompile(`id="console-session">([0-9a-f-]{36})<`)
 
