@@ -485,3 +485,65 @@ func TestViewerSeesNoControlsAndIsRefused(t *testing.T) {
 		t.Fatalf("a viewer's role change: %d", resp.StatusCode)
 	}
 }
+
+// TestAdminManagesMembers: a project admin adds a user, changes their role
+// and removes them on the Members page; each step changes what the user may
+// do, and a user who does not exist gets an error that keeps the form.
+func TestAdminManagesMembers(t *testing.T) {
+	e := start(t, false)
+	ctx := api.WithPrincipal(context.Background(), adminPrincipal(t, e))
+	p, err := e.srv.Projects.Create(ctx, "crm", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := e.srv.Auth.CreateUser(ctx, "bob@example.com", "bob password 123", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := e.browser()
+	admin.login(adminEmail, adminPassword)
+	members := "/projects/" + p.ID + "/members"
+	role := func() project.Role {
+		t.Helper()
+		ms, err := e.srv.Projects.Members(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Name == "bob@example.com" {
+				return m.Role
+			}
+		}
+		return ""
+	}
+	post := func(path string, form url.Values) (*http.Response, string) {
+		t.Helper()
+		form.Set("csrf", admin.csrf(members))
+		return admin.do("POST", path, form, nil)
+	}
+
+	resp, body := post(members, url.Values{"email": {"nobody@example.com"}, "role": {"member"}})
+	if resp.StatusCode == http.StatusSeeOther || !strings.Contains(body, `id="error"`) || !strings.Contains(body, `value="nobody@example.com"`) {
+		t.Fatalf("adding an unknown user: %d %.600s", resp.StatusCode, body)
+	}
+	if resp, _ = post(members, url.Values{"email": {"bob@example.com"}, "role": {"viewer"}}); resp.StatusCode != http.StatusSeeOther || role() != project.RoleViewer {
+		t.Fatalf("adding bob as a viewer: %d, role %q", resp.StatusCode, role())
+	}
+	if _, body = admin.get(members); !strings.Contains(body, "bob@example.com") {
+		t.Fatal("the Members page does not list bob")
+	}
+	if resp, _ = post(members, url.Values{"email": {"bob@example.com"}, "role": {"admin"}}); resp.StatusCode != http.StatusSeeOther || role() != project.RoleAdmin {
+		t.Fatalf("making bob an admin: %d, role %q", resp.StatusCode, role())
+	}
+	bob := e.browser()
+	bob.login("bob@example.com", "bob password 123")
+	if _, body = bob.get(members); !strings.Contains(body, `id="add-member"`) {
+		t.Fatal("bob, now an admin, has no member controls")
+	}
+	if resp, _ = post(members+"/remove", url.Values{"kind": {"user"}, "id": {u.ID}}); resp.StatusCode != http.StatusSeeOther || role() != "" {
+		t.Fatalf("removing bob: %d, role %q", resp.StatusCode, role())
+	}
+	if resp, body = bob.get("/projects/" + p.ID + "/resources"); resp.StatusCode == http.StatusOK && strings.Contains(body, "your role") {
+		t.Fatalf("bob still sees the project after his removal: %d", resp.StatusCode)
+	}
+}
