@@ -547,3 +547,45 @@ func TestAdminManagesMembers(t *testing.T) {
 		t.Fatalf("bob still sees the project after his removal: %d", resp.StatusCode)
 	}
 }
+
+// TestAuditFilters: the audit log page filters by actor and time range, and
+// a malformed date is named instead of ignored.
+func TestAuditFilters(t *testing.T) {
+	e := start(t, false)
+	ctx := api.WithPrincipal(context.Background(), adminPrincipal(t, e))
+	if _, err := e.srv.Auth.CreateUser(ctx, "carol@example.com", "carol password 123", "", false); err != nil {
+		t.Fatal(err)
+	}
+	carol := e.browser()
+	carol.login("carol@example.com", "carol password 123")
+	admin := e.browser()
+	admin.login(adminEmail, adminPassword)
+	rows := func(query string) string {
+		t.Helper()
+		resp, body := admin.get("/audit?" + query)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/audit?%s: %d", query, resp.StatusCode)
+		}
+		if i := strings.Index(body, "<tbody>"); i >= 0 {
+			return body[i:]
+		}
+		return ""
+	}
+	byCarol := rows("actor=carol@example.com")
+	if !strings.Contains(byCarol, "auth.login") || strings.Contains(byCarol, "user.create") {
+		t.Fatalf("actor=carol shows %.800s", byCarol)
+	}
+	if all := rows(""); !strings.Contains(all, "user.create") {
+		t.Fatalf("the unfiltered log lacks the admin's user.create: %.800s", all)
+	}
+	today := e.clock.Now().UTC().Format("2006-01-02")
+	if r := rows("actor=carol@example.com&from=" + today + "&to=" + today); !strings.Contains(r, "auth.login") {
+		t.Fatalf("today's range lacks carol's login: %.800s", r)
+	}
+	if r := rows("from=2099-01-01"); strings.Contains(r, "auth.login") || strings.Contains(r, "user.create") {
+		t.Fatalf("a range in the future shows events: %.800s", r)
+	}
+	if _, body := admin.get("/audit?from=yesterday"); !strings.Contains(body, "From must be a date") {
+		t.Fatalf("a malformed From: %.800s", body)
+	}
+}
