@@ -241,6 +241,24 @@ func TestWebUI(t *testing.T) {
 	b.open("/sessions?q=drop+table+nobody", "#no-sessions")
 	b.open("/sessions?to=2001-01-01", "#no-sessions")
 	b.open("/sessions?from=yesterday-ish", "#error")
+	// The other filters: the ended session is found by status, resource,
+	// account and user, and not by another value of any of them.
+	for q, found := range map[string]bool{
+		"status=ended": true, "status=active": false,
+		"resource=pg-main": true, "resource=docs": false,
+		"account=app": true, "account=docs-rw": false,
+		"user=" + srv.AdminEmail: true, "user=nobody@example.com": false,
+		"status=ended&resource=pg-main&account=app&user=" + srv.AdminEmail: true,
+	} {
+		if found {
+			b.open("/sessions?"+q, "#sessions")
+			if row := b.text("#sessions"); !strings.Contains(row, "pg-main") || !strings.Contains(row, "app") {
+				t.Fatalf("/sessions?%s lists %q", q, row)
+			}
+		} else {
+			b.open("/sessions?"+q, "#no-sessions")
+		}
+	}
 
 	// Forged requests: a same-origin script without the CSRF token, and a
 	// form on another origin that even carries a valid token.
