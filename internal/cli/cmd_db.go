@@ -181,6 +181,9 @@ func (o *options) access(ctx context.Context, c *client, f accessFlags) error {
 		// user's own terminal may.
 		return fmt.Errorf("starting a session on account %s of resource %s: %w", f.account, f.resource, err)
 	}
+	if cs.Session == nil {
+		return errors.New("the server's answer holds no session")
+	}
 	p := &proxy{
 		o: o, c: c, id: cs.Session.ID, kind: cs.Session.ResourceKind,
 		owner: uint32(os.Getuid()), checkOwner: !f.allowOtherUsers, checkEvery: f.checkEvery,

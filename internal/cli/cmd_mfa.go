@@ -25,7 +25,7 @@ import (
 
 // problemMFARequired is the problem type of an answer that asks for a
 // second factor (package mfa).
-const problemMFARequired = "urn:airlock:problem:mfa-required"
+const problemMFARequired = mfa.ProblemMFARequired
 
 func newMFACommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{Use: "mfa", Short: "Your second factors: enroll TOTP, see and disable methods"}

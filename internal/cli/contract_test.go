@@ -628,3 +628,51 @@ func TestContractChecksCatchMistakes(t *testing.T) {
 		t.Error("an unknown path or method matched an operation")
 	}
 }
+
+// contractLocalJSONTypes are the CLI's own JSON types, which are no API
+// request or response: its files, and its reading of a problem answer.
+var contractLocalJSONTypes = map[string]string{
+	"Credentials": "the credentials file",
+	"lastLogin":   "last-login.json",
+	"portKey":     "ports.json",
+	"portEntry":   "ports.json",
+	"portsFile":   "ports.json",
+	"apiError":    "an RFC 9457 problem (huma.ErrorModel) with the mfa-required extension (mfa.RequiredError), read into the CLI's error",
+}
+
+// TestCLIHasNoCopiesOfAPITypes: the CLI declares no struct with JSON
+// fields of its own (named or anonymous) but the ones above: requests and
+// responses are the domain packages' types (docs/api.md).
+func TestCLIHasNoCopiesOfAPITypes(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.TypeSpec:
+				if contractLocalJSONTypes[n.Name.Name] != "" {
+					return false
+				}
+			case *ast.StructType:
+				for _, field := range n.Fields.List {
+					if field.Tag != nil && strings.Contains(field.Tag.Value, `json:"`) {
+						t.Errorf("%s: a struct with JSON fields: use the domain package's type for an API request or response "+
+							"(docs/api.md), or add a local type to contractLocalJSONTypes", fset.Position(n.Pos()))
+						return false
+					}
+				}
+			}
+			return true
+		})
+	}
+}
