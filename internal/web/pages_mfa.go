@@ -136,15 +136,12 @@ func (h *Handler) mfaPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // mfaFail shows the MFA page again with an error.
-func (h *Handler) mfaFail(w http.ResponseWriter, r *http.Request, err error, keep func(*mfaPageData)) {
+func (h *Handler) mfaFail(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := userError(r.Context(), err)
 	d, derr := h.mfaData(r)
 	if derr != nil {
 		h.fail(w, r, derr)
 		return
-	}
-	if keep != nil {
-		keep(d)
 	}
 	h.renderMFA(w, r, status, d, "", msg)
 }
@@ -155,7 +152,7 @@ func (h *Handler) mfaTOTPStart(w http.ResponseWriter, r *http.Request) {
 	}
 	e, err := h.mfa.EnrollTOTP(r.Context())
 	if err != nil {
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	h.showTOTPEnrollment(w, r, http.StatusOK, e, "")
@@ -190,7 +187,7 @@ func (h *Handler) mfaTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 			h.showTOTPEnrollment(w, r, http.StatusUnprocessableEntity, &mfa.TOTPEnrollment{URI: uri, Secret: secret}, msg)
 			return
 		}
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	d, err := h.mfaData(r)
@@ -208,7 +205,7 @@ func (h *Handler) mfaDisable(w http.ResponseWriter, r *http.Request) {
 	}
 	method := r.PathValue("method")
 	if err := h.mfa.Disable(r.Context(), method, r.PostFormValue("code")); err != nil {
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/mfa?done=mfa-disabled", http.StatusSeeOther)
@@ -219,7 +216,7 @@ func (h *Handler) mfaPasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.mfa.RemovePasskey(r.Context(), r.PathValue("kid"), r.PostFormValue("code"), "", nil); err != nil {
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/mfa?done=passkey-removed", http.StatusSeeOther)
