@@ -50,6 +50,8 @@ func (h *Handler) mfaRoutes() {
 	m.HandleFunc("POST /mfa/passkeys/begin", h.page(h.mfaPasskeyBegin))
 	m.HandleFunc("POST /mfa/passkeys/finish", h.pageLimit(passkeyBodyLimit, h.mfaPasskeyFinish))
 	m.HandleFunc("POST /mfa/passkeys/{kid}/remove", h.page(h.mfaPasskeyRemove))
+	m.HandleFunc("POST /mfa/passkeys/assert", h.page(h.mfaPasskeyAssert))
+	m.HandleFunc("POST /mfa/passkeys/{kid}/remove-with-passkey", h.pageLimit(passkeyBodyLimit, h.mfaPasskeyRemoveWithPasskey))
 	m.HandleFunc("GET /mfa/approve/{chid}", h.page(h.mfaApprovePage))
 	m.HandleFunc("POST /mfa/challenges/{chid}/passkey", h.page(h.mfaChallengePasskeyBegin))
 	m.HandleFunc("POST /mfa/challenges/{chid}/passkey/verify", h.pageLimit(passkeyBodyLimit, h.mfaChallengePasskeyVerify))
@@ -220,6 +222,37 @@ func (h *Handler) mfaPasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/mfa?done=passkey-removed", http.StatusSeeOther)
+}
+
+// mfaPasskeyAssert begins a passkey check that proves the user (to remove
+// a passkey with a passkey).
+func (h *Handler) mfaPasskeyAssert(w http.ResponseWriter, r *http.Request) {
+	if h.mfa == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "MFA is not available on this server"})
+		return
+	}
+	c, err := h.mfa.BeginPasskeyAssertion(r.Context())
+	if err != nil {
+		jsonFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (h *Handler) mfaPasskeyRemoveWithPasskey(w http.ResponseWriter, r *http.Request) {
+	if h.mfa == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "MFA is not available on this server"})
+		return
+	}
+	a, ok := readPasskeyAnswer(w, r)
+	if !ok {
+		return
+	}
+	if err := h.mfa.RemovePasskey(r.Context(), r.PathValue("kid"), "", a.ID, a.Credential); err != nil {
+		jsonFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"removed": true})
 }
 
 // jsonFail answers a script's request with {"error": message}.
