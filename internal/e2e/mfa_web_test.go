@@ -138,6 +138,12 @@ func TestWebMFAPasskey(t *testing.T) {
 		t.Fatalf("the passkey list shows %q", got)
 	}
 	w.admin.Must("", "org", "update", "--mfa-method", "webauthn")
+	// The last passkey, while the organization enforces passkeys, cannot be
+	// removed (proved with the passkey itself).
+	b.do(chromedp.Click(chromedp.ID("passkey-remove-virtual")), chromedp.WaitVisible(chromedp.ID("passkey-error")))
+	if got := b.text("#passkey-error"); !strings.Contains(got, "last one") {
+		t.Fatalf("removing the last passkey: %q", got)
+	}
 
 	w.admin.Env = append(w.admin.Env, "AIRLOCK_NO_BROWSER=1")
 	p := w.admin.Start("db", "access", "--project-id", w.project, "--resource", "main-db", "--account", "guarded", "--domain", w.srv.URL)

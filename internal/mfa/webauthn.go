@@ -576,8 +576,8 @@ func (s *Service) dropMethod(ctx context.Context, tx *sql.Tx, userID, method str
 	return nil
 }
 
-// challengeOf reads a challenge of userID; login challenges (no account)
-// are found only when login is true, access challenges only when false.
+// challengeOf reads a challenge of userID (an access challenge, or a
+// login's own, whose account is "").
 func (s *Service) challengeOf(ctx context.Context, q store.Querier, id, userID string) (method, accountID string, failures int, expires, approved, used int64, err error) {
 	err = q.QueryRowContext(ctx, `SELECT method, account_id, failures, expires_at, approved_at, used_at FROM mfa_challenges WHERE id = $1 AND user_id = $2`,
 		id, userID).Scan(&method, &accountID, &failures, &expires, &approved, &used)
@@ -761,9 +761,14 @@ func (s *Service) approveWithPasskey(ctx context.Context, op string, p *api.Prin
 			return err
 		}
 		now := s.cfg.Now()
-		if _, err := tx.ExecContext(ctx, `UPDATE mfa_challenges SET approved_at = $1, method = $2 WHERE id = $3 AND approved_at = 0 AND used_at = 0`,
-			store.Micros(now), MethodWebAuthn, challengeID); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE mfa_challenges SET approved_at = $1, method = $2 WHERE id = $3 AND approved_at = 0 AND used_at = 0`,
+			store.Micros(now), MethodWebAuthn, challengeID)
+		if err != nil {
 			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			refusal = errs.E(op, errs.Conflict, "this MFA challenge was answered meanwhile: repeat the request if it still asks")
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET mfa_failures = 0 WHERE id = $1`, p.ID); err != nil {
 			return err

@@ -50,6 +50,8 @@ func (h *Handler) mfaRoutes() {
 	m.HandleFunc("POST /mfa/passkeys/begin", h.page(h.mfaPasskeyBegin))
 	m.HandleFunc("POST /mfa/passkeys/finish", h.pageLimit(passkeyBodyLimit, h.mfaPasskeyFinish))
 	m.HandleFunc("POST /mfa/passkeys/{kid}/remove", h.page(h.mfaPasskeyRemove))
+	m.HandleFunc("POST /mfa/passkeys/assert", h.page(h.mfaPasskeyAssert))
+	m.HandleFunc("POST /mfa/passkeys/{kid}/remove-with-passkey", h.pageLimit(passkeyBodyLimit, h.mfaPasskeyRemoveWithPasskey))
 	m.HandleFunc("GET /mfa/approve/{chid}", h.page(h.mfaApprovePage))
 	m.HandleFunc("POST /mfa/challenges/{chid}/passkey", h.page(h.mfaChallengePasskeyBegin))
 	m.HandleFunc("POST /mfa/challenges/{chid}/passkey/verify", h.pageLimit(passkeyBodyLimit, h.mfaChallengePasskeyVerify))
@@ -136,15 +138,12 @@ func (h *Handler) mfaPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // mfaFail shows the MFA page again with an error.
-func (h *Handler) mfaFail(w http.ResponseWriter, r *http.Request, err error, keep func(*mfaPageData)) {
+func (h *Handler) mfaFail(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := userError(r.Context(), err)
 	d, derr := h.mfaData(r)
 	if derr != nil {
 		h.fail(w, r, derr)
 		return
-	}
-	if keep != nil {
-		keep(d)
 	}
 	h.renderMFA(w, r, status, d, "", msg)
 }
@@ -155,7 +154,7 @@ func (h *Handler) mfaTOTPStart(w http.ResponseWriter, r *http.Request) {
 	}
 	e, err := h.mfa.EnrollTOTP(r.Context())
 	if err != nil {
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	h.showTOTPEnrollment(w, r, http.StatusOK, e, "")
@@ -190,7 +189,7 @@ func (h *Handler) mfaTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 			h.showTOTPEnrollment(w, r, http.StatusUnprocessableEntity, &mfa.TOTPEnrollment{URI: uri, Secret: secret}, msg)
 			return
 		}
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	d, err := h.mfaData(r)
@@ -208,7 +207,7 @@ func (h *Handler) mfaDisable(w http.ResponseWriter, r *http.Request) {
 	}
 	method := r.PathValue("method")
 	if err := h.mfa.Disable(r.Context(), method, r.PostFormValue("code")); err != nil {
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/mfa?done=mfa-disabled", http.StatusSeeOther)
@@ -219,10 +218,41 @@ func (h *Handler) mfaPasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.mfa.RemovePasskey(r.Context(), r.PathValue("kid"), r.PostFormValue("code"), "", nil); err != nil {
-		h.mfaFail(w, r, err, nil)
+		h.mfaFail(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/mfa?done=passkey-removed", http.StatusSeeOther)
+}
+
+// mfaPasskeyAssert begins a passkey check that proves the user (to remove
+// a passkey with a passkey).
+func (h *Handler) mfaPasskeyAssert(w http.ResponseWriter, r *http.Request) {
+	if h.mfa == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "MFA is not available on this server"})
+		return
+	}
+	c, err := h.mfa.BeginPasskeyAssertion(r.Context())
+	if err != nil {
+		jsonFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (h *Handler) mfaPasskeyRemoveWithPasskey(w http.ResponseWriter, r *http.Request) {
+	if h.mfa == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "MFA is not available on this server"})
+		return
+	}
+	a, ok := readPasskeyAnswer(w, r)
+	if !ok {
+		return
+	}
+	if err := h.mfa.RemovePasskey(r.Context(), r.PathValue("kid"), "", a.ID, a.Credential); err != nil {
+		jsonFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"removed": true})
 }
 
 // jsonFail answers a script's request with {"error": message}.

@@ -102,6 +102,25 @@
       });
     }
 
+    // The MFA page: remove a passkey, proved with a passkey.
+    document.querySelectorAll("[data-passkey-remove]").forEach(function (btn) {
+      btn.addEventListener("click", function () {
+        if (!window.confirm("Remove this passkey?")) { return; }
+        var csrf = box.dataset.csrf, errEl = document.getElementById("passkey-error"), aid;
+        errEl.hidden = true;
+        btn.disabled = true;
+        post("/mfa/passkeys/assert", csrf).then(function (c) {
+          aid = c.id;
+          return navigator.credentials.get(requestOptions(c.options));
+        }).then(function (cred) {
+          return post("/mfa/passkeys/" + encodeURIComponent(btn.dataset.passkeyRemove) + "/remove-with-passkey", csrf,
+            { id: aid, credential: credentialJSON(cred) });
+        }).then(function () {
+          window.location.assign("/mfa?done=passkey-removed");
+        }).catch(function (err) { showError(errEl, err); btn.disabled = false; });
+      });
+    });
+
     // An MFA step: approve a challenge with a passkey.
     var step = document.querySelector("[data-mfa-step]");
     var approve = document.querySelector("[data-passkey-approve]");
