@@ -366,3 +366,63 @@ func TestLostLeaseCancelsAndPermanentDrops(t *testing.T) {
 		}
 	})
 }
+
+// A job that waits (jobs.Wait) is due again after its delay with no failed
+// attempt counted; a job left to another replica (jobs.Elsewhere) is due
+// still, runs on the other replica at its next poll, and is not claimed
+// again by the first for a while; Hurry makes a waiting job due now.
+func TestWaitElsewhereAndHurry(t *testing.T) {
+	stores(t, func(t *testing.T, open func() *store.DB) {
+		ctx := context.Background()
+		clock := testenv.NewClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+		dbA, dbB := open(), open()
+		var onA, onB atomic.Int32
+		wait := atomic.Bool{}
+		wait.Store(true)
+		a := jobs.New(dbA, jobs.WithClock(clock.Now), jobs.WithLogger(quiet))
+		a.Register(jobs.Kind{Name: "rotate", RetryMin: time.Hour, Handler: func(_ context.Context, j jobs.Job) (time.Time, error) {
+			onA.Add(1)
+			if wait.Load() {
+				return time.Time{}, jobs.Wait(10*time.Second, errors.New("waiting for gateway dc1"))
+			}
+			return time.Time{}, jobs.Elsewhere(errors.New("the gateway is connected to another server"))
+		}})
+		b := jobs.New(dbB, jobs.WithClock(clock.Now), jobs.WithLogger(quiet))
+		b.Register(jobs.Kind{Name: "rotate", Handler: func(context.Context, jobs.Job) (time.Time, error) {
+			onB.Add(1)
+			return time.Time{}, nil
+		}})
+		schedule(t, dbA, clock.Now(), "rotate", "acct", clock.Now())
+		a.RunDue(ctx)
+		a.Wait()
+		st, err := jobs.Get(ctx, dbA, clock.Now(), "rotate", "acct")
+		if err != nil || st.Attempts != 0 || st.LastError != "waiting for gateway dc1" || !st.RunAt.Equal(clock.Now().Add(10*time.Second)) {
+			t.Fatalf("after a wait: %+v %v", st, err)
+		}
+		// Hurry: due now.
+		if n, err := jobs.Hurry(ctx, dbA, clock.Now(), "rotate", []string{"acct", "other"}); err != nil || n != 1 {
+			t.Fatalf("hurry: %d %v", n, err)
+		}
+		wait.Store(false)
+		a.RunDue(ctx)
+		a.Wait()
+		st, err = jobs.Get(ctx, dbA, clock.Now(), "rotate", "acct")
+		if err != nil || st.Attempts != 0 || st.Running || st.RunAt.After(clock.Now()) || onA.Load() != 2 {
+			t.Fatalf("after a hand-off: %+v %v (%d runs on A)", st, err, onA.Load())
+		}
+		// A does not take it again; B does.
+		a.RunDue(ctx)
+		a.Wait()
+		if onA.Load() != 2 {
+			t.Fatalf("A claimed a job it left to another replica: %d runs", onA.Load())
+		}
+		b.RunDue(ctx)
+		b.Wait()
+		if onB.Load() != 1 {
+			t.Fatalf("B ran it %d times", onB.Load())
+		}
+		if _, err := jobs.Get(ctx, dbA, clock.Now(), "rotate", "acct"); !errors.Is(err, jobs.ErrNoJob) {
+			t.Fatalf("the job is still there after B ran it: %v", err)
+		}
+	})
+}

@@ -26,13 +26,21 @@ type pgRotator struct {
 	mu         sync.Mutex
 	loseAnswer bool
 	calls      int
+	// hold, when set, makes Rotate wait for it to be closed first (a slow
+	// gateway); started is signalled when a held Rotate begins.
+	hold    chan struct{}
+	started chan struct{}
 }
 
 func (r *pgRotator) Rotate(ctx context.Context, _ string, admin tunnel.Target, rot tunnel.Rotation) (tunnel.Result, error) {
 	r.mu.Lock()
 	r.calls++
-	lose := r.loseAnswer
+	lose, hold, started := r.loseAnswer, r.hold, r.started
 	r.mu.Unlock()
+	if hold != nil {
+		started <- struct{}{}
+		<-hold
+	}
 	res := postgres.Rotate(ctx, postgres.ConfigFromTarget(admin), rot)
 	if lose {
 		return tunnel.Result{}, errors.New("the gateway's connection dropped before it answered")
@@ -221,4 +229,62 @@ func TestAccountRotation(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDeleteWhileRotating: deleting an account whose rotation is running is
+// a Conflict that changes nothing; once the rotation is over, it works.
+func TestDeleteWhileRotating(t *testing.T) {
+	forEachBackend(t, testDeleteWhileRotating)
+}
+
+func testDeleteWhileRotating(t *testing.T, b backend) {
+	e := start(t, b)
+	ctx := context.Background()
+	sch := jobs.New(e.db, jobs.WithClock(e.clock.Now), jobs.WithPollInterval(50*time.Millisecond))
+	e.pam.UseJobs(sch)
+	role := "rot_del_app_" + b.name
+	super, err := pgx.Connect(ctx, e.target.SuperURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	for _, stmt := range []string{`DROP ROLE IF EXISTS ` + role, `CREATE ROLE ` + role + ` LOGIN PASSWORD 'first-Pa55'`,
+		`GRANT CONNECT ON DATABASE "` + e.target.Name + `" TO ` + role} {
+		if _, err := super.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := e.createUser("owner@example.com")
+	pid := owner.project("payments")
+	base := "/api/v1/projects/" + pid
+	res := e.pgResource("orders-db")
+	res["rotationUsername"], res["rotationPassword"] = rotatorUser, rotatorPassword
+	owner.must(201, "POST", base+"/resources", res, nil)
+	owner.must(201, "POST", base+"/accounts", map[string]any{"resource": "orders-db", "name": "app", "username": role,
+		"password": "first-Pa55", "rotationInterval": "7d"}, nil)
+
+	rot := e.rotator
+	hold, started := make(chan struct{}), make(chan struct{}, 1)
+	rot.mu.Lock()
+	rot.hold, rot.started = hold, started
+	rot.mu.Unlock()
+	jctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go sch.Run(jctx)
+	done := make(chan int, 1)
+	go func() { done <- owner.call("POST", base+"/accounts/app/rotate?resource=orders-db", nil, nil) }()
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the rotation did not start")
+	}
+	p := owner.fails(409, "", "DELETE", base+"/accounts/app?resource=orders-db", nil)
+	if !strings.Contains(p.raw, "being rotated right now") || !strings.Contains(p.raw, "Nothing was changed") {
+		t.Fatalf("delete while rotating: %s", p.raw)
+	}
+	close(hold)
+	if st := <-done; st != 200 {
+		t.Fatalf("rotate: %d", st)
+	}
+	owner.must(204, "DELETE", base+"/accounts/app?resource=orders-db", nil, nil)
 }
