@@ -227,9 +227,7 @@ func (o *options) awaitPasskey(ctx context.Context, c *client, ae *apiError) err
 	t := time.NewTicker(passkeyPoll)
 	defer t.Stop()
 	for {
-		var st struct {
-			Status string `json:"status"`
-		}
+		var st mfa.ChallengeStatus
 		if err := c.do(ctx, http.MethodGet, "/api/v1/mfa/challenges/"+url.PathEscape(ae.ChallengeID), nil, nil, &st); err != nil {
 			return fmt.Errorf("MFA: %w", err)
 		}
