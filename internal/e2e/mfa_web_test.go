@@ -28,18 +28,18 @@ func (w *world) guardedAccount() {
 func enrollTOTPInBrowser(t *testing.T, b *webBrowser) string {
 	t.Helper()
 	b.open("/mfa", "#totp-start")
-	b.do(chromedp.Click(chromedp.ID("totp-start")), chromedp.WaitVisible(chromedp.ID("totp-qr")))
+	b.do(submit(chromedp.ID("totp-start")), chromedp.WaitVisible(chromedp.ID("totp-qr")))
 	secret := strings.TrimSpace(b.text("#totp-secret"))
 	if !strings.Contains(b.html(), "<svg") || len(secret) < 16 {
 		t.Fatalf("the enrollment shows no QR code or secret: %q", secret)
 	}
 	// A wrong first code is refused and the QR code is shown again.
-	b.do(chromedp.SendKeys(chromedp.ID("totp-code"), "000000"), chromedp.Click(chromedp.ID("totp-confirm-button")),
+	b.do(chromedp.SendKeys(chromedp.ID("totp-code"), "000000"), submit(chromedp.ID("totp-confirm-button")),
 		chromedp.WaitVisible(chromedp.ID("error")))
 	if got := b.text("#error"); !strings.Contains(got, "does not match") || !b.has("#totp-qr") {
 		t.Fatalf("a wrong first code: %q", got)
 	}
-	b.do(chromedp.SendKeys(chromedp.ID("totp-code"), totpCode(t, secret, 0)), chromedp.Click(chromedp.ID("totp-confirm-button")),
+	b.do(chromedp.SendKeys(chromedp.ID("totp-code"), totpCode(t, secret, 0)), submit(chromedp.ID("totp-confirm-button")),
 		chromedp.WaitVisible(chromedp.ID("recovery-codes")))
 	if n := strings.Count(b.html(), "<li><code>"); n != 10 {
 		t.Fatalf("%d recovery codes shown; want 10", n)
@@ -63,16 +63,16 @@ func TestWebMFATOTP(t *testing.T) {
 	secret := enrollTOTPInBrowser(t, b)
 
 	b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="guarded"]`)
-	b.do(chromedp.Click(chromedp.ID("web-access-guarded")), chromedp.WaitVisible(chromedp.ID("mfa-code")))
+	b.do(submit(chromedp.ID("web-access-guarded")), chromedp.WaitVisible(chromedp.ID("mfa-code")))
 	if got := b.text("#mfa-detail"); !strings.Contains(got, "authenticator app") {
 		t.Fatalf("the MFA step says %q", got)
 	}
-	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), "000000"), chromedp.Click(chromedp.ID("mfa-submit")), chromedp.WaitVisible(chromedp.ID("error")))
+	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), "000000"), submit(chromedp.ID("mfa-submit")), chromedp.WaitVisible(chromedp.ID("error")))
 	if got := b.text("#error"); !strings.Contains(got, "2 tries left") {
 		t.Fatalf("a wrong code: %q", got)
 	}
 	// The enrollment used this step's code: the next step's.
-	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), totpCode(t, secret, 1)), chromedp.Click(chromedp.ID("mfa-submit")),
+	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), totpCode(t, secret, 1)), submit(chromedp.ID("mfa-submit")),
 		chromedp.WaitVisible(chromedp.ID("sql")))
 	sid := strings.TrimSpace(b.text("#console-session"))
 	var logs []struct {
@@ -180,13 +180,13 @@ func TestWebMFAPasskey(t *testing.T) {
 	}
 	// Web Access asks for the passkey in its MFA step, then opens the console.
 	b.open("/projects/"+w.project+"/resources/main-db", `tr[data-account="guarded"]`)
-	b.do(chromedp.Click(chromedp.ID("web-access-guarded")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
+	b.do(submit(chromedp.ID("web-access-guarded")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
 	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("sql")))
 	// With MFA at sign-in, the sign-in asks for the passkey after the password.
 	w.admin.Must("", "org", "update", "--require-mfa-login")
-	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	b.do(submit(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
 	b.do(chromedp.SendKeys(chromedp.ID("email"), w.srv.AdminEmail), chromedp.SendKeys(chromedp.ID("password"), w.srv.AdminPassword),
-		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
+		submit(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("passkey-approve")))
 	b.do(chromedp.Click(chromedp.ID("passkey-approve")), chromedp.WaitVisible(chromedp.ID("signed-in")))
 	// `airlock login` on a terminal prints the approval link; approved in
 	// the signed-in browser, Enter completes the login.
@@ -236,29 +236,29 @@ func TestWebMFAEnrollAtSignIn(t *testing.T) {
 	b := newWebBrowser(t, w.srv.URL)
 	b.open("/login", "#login-form")
 	b.do(chromedp.SendKeys(chromedp.ID("email"), "bob@example.com"), chromedp.SendKeys(chromedp.ID("password"), "password of bob@example.com"),
-		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("mfa-code")))
+		submit(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("mfa-code")))
 	if got := b.text("#mfa-detail"); !strings.Contains(got, "emailed to bob@example.com") {
 		t.Fatalf("the sign-in's MFA step says %q", got)
 	}
 	msg := mp.WaitForMessage(t, 30*time.Second, func(m testenv.Message) bool { return len(m.To) == 1 && m.To[0].Address == "bob@example.com" })
 	code := regexp.MustCompile(`\b\d{6}\b`).FindString(mp.Text(t, msg.ID))
-	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), code), chromedp.Click(chromedp.ID("mfa-submit")), chromedp.WaitVisible(chromedp.ID("totp-start")))
+	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), code), submit(chromedp.ID("mfa-submit")), chromedp.WaitVisible(chromedp.ID("totp-start")))
 	if got := b.text("#notice"); !strings.Contains(got, "requires a second factor at sign-in") {
 		t.Fatalf("after the sign-in bob sees %q", got)
 	}
 	secret := enrollTOTPInBrowser(t, b)
 
-	b.do(chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
+	b.do(submit(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
 	b.do(chromedp.SendKeys(chromedp.ID("email"), "bob@example.com"), chromedp.SendKeys(chromedp.ID("password"), "password of bob@example.com"),
-		chromedp.Click(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("mfa-code")))
+		submit(chromedp.ID("sign-in")), chromedp.WaitVisible(chromedp.ID("mfa-code")))
 	if got := b.text("#mfa-detail"); !strings.Contains(got, "authenticator app") {
 		t.Fatalf("the second sign-in asks %q", got)
 	}
-	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), "000000"), chromedp.Click(chromedp.ID("mfa-submit")), chromedp.WaitVisible(chromedp.ID("error")))
+	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), "000000"), submit(chromedp.ID("mfa-submit")), chromedp.WaitVisible(chromedp.ID("error")))
 	if got := b.text("#error"); !strings.Contains(got, "2 tries left") {
 		t.Fatalf("a wrong code at sign-in: %q", got)
 	}
-	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), totpCode(t, secret, 1)), chromedp.Click(chromedp.ID("mfa-submit")),
+	b.do(chromedp.SendKeys(chromedp.ID("mfa-code"), totpCode(t, secret, 1)), submit(chromedp.ID("mfa-submit")),
 		chromedp.WaitVisible(chromedp.ID("signed-in")))
 	if got := b.text("#signed-in"); got != "bob@example.com" {
 		t.Fatalf("signed in as %q", got)

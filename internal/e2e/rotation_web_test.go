@@ -45,7 +45,7 @@ func TestWebRotation(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("port"), fmt.Sprint(w.pg.Port)), chromedp.SendKeys(chromedp.ID("database"), testenv.AppDatabase),
 		chromedp.SetValue(chromedp.ID("sslCaPem"), string(w.pg.CA.CertPEM)),
 		chromedp.SendKeys(chromedp.ID("rotationUsername"), "wr_rotator"), chromedp.SendKeys(chromedp.ID("rotationPassword"), "rotator-Pa55"),
-		chromedp.Click(chromedp.ID("create-resource")), chromedp.WaitVisible(chromedp.ID("resource-facts")))
+		submit(chromedp.ID("create-resource")), chromedp.WaitVisible(chromedp.ID("resource-facts")))
 	if got := b.text("#rotation-account"); !strings.Contains(got, "wr_rotator") {
 		t.Fatalf("the resource page's rotation account: %q", got)
 	}
@@ -56,11 +56,11 @@ func TestWebRotation(t *testing.T) {
 	// An account that rotates every day.
 	b.do(chromedp.SendKeys(chromedp.ID("account-name"), "app"), chromedp.SendKeys(chromedp.ID("account-username"), "wr_app"),
 		chromedp.SendKeys(chromedp.ID("account-password"), "first-app-Pa55"), chromedp.SetValue(chromedp.ID("account-rotation"), "1d"),
-		chromedp.Click(chromedp.ID("create-account")), chromedp.WaitVisible(chromedp.ID("notice")))
+		submit(chromedp.ID("create-account")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if got := b.text(`tr[data-account="app"] td.rotation`); got != "every 1d, scheduled" {
 		t.Fatalf("the accounts table's rotation: %q", got)
 	}
-	b.do(chromedp.Click(`tr[data-account="app"] a`), chromedp.WaitVisible(chromedp.ID("rotate-now")))
+	b.do(submit(chromedp.CSS(`tr[data-account="app"] a`)), chromedp.WaitVisible(chromedp.ID("rotate-now")))
 	if got := b.text("#rotation-last"); got != "never" {
 		t.Fatalf("last rotated before any rotation: %q", got)
 	}
@@ -69,7 +69,7 @@ func TestWebRotation(t *testing.T) {
 	}
 
 	// Rotate now.
-	b.do(chromedp.Click(chromedp.ID("rotate-now")), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(submit(chromedp.ID("rotate-now")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if got := b.text("#rotation-status"); got != "ok" {
 		t.Fatalf("status after Rotate now: %q\npage: %s", got, b.pageText())
 	}
@@ -91,8 +91,8 @@ func TestWebRotation(t *testing.T) {
 	var res struct{ ID string }
 	w.admin.JSON(&res, "", "resources", "get", "rot-db", "--project-id", w.project)
 	b.open("/projects/"+w.project+"/resources/"+res.ID, "#edit-resource")
-	b.do(chromedp.Click(chromedp.ID("edit-resource")), chromedp.WaitVisible(chromedp.ID("resource-edit-form")))
-	b.do(chromedp.SetValue(chromedp.ID("name"), "rot-db-main"), chromedp.Click(chromedp.ID("save-resource")),
+	b.do(submit(chromedp.ID("edit-resource")), chromedp.WaitVisible(chromedp.ID("resource-edit-form")))
+	b.do(chromedp.SetValue(chromedp.ID("name"), "rot-db-main"), submit(chromedp.ID("save-resource")),
 		chromedp.WaitVisible(chromedp.ID("resource-facts")))
 	if got := b.text("h1"); !strings.Contains(got, "rot-db-main") {
 		t.Fatalf("after the rename: %q", got)
