@@ -52,9 +52,7 @@ func (s *Service) Register(a huma.API) {
 		Summary: "Add a PostgreSQL app connection; the server logs in with it first (project admins)", Security: api.Secured,
 		Errors: []int{403, 404, 409, 422, 503},
 	}, func(ctx context.Context, in *struct{ Body ConnectionInput }) (*connOut, error) {
-		b := in.Body
-		c, err := s.Create(ctx, CreateInput{Name: b.Name, Description: b.Description, Method: b.Method, IsPlatformManagedCredentials: b.IsPlatformManagedCredentials,
-			ProjectID: b.ProjectID, GatewayID: b.GatewayID, Credentials: b.Credentials})
+		c, err := s.Create(ctx, CreateInput(in.Body))
 		return one(c), api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{
@@ -93,8 +91,7 @@ func (s *Service) Register(a huma.API) {
 		ConnectionID string `path:"connectionId" maxLength:"64"`
 		Body         ConnectionUpdate
 	}) (*connOut, error) {
-		b := in.Body
-		c, err := s.Update(ctx, in.ConnectionID, UpdateInput{Name: b.Name, Description: b.Description, GatewayID: b.GatewayID, Credentials: b.Credentials})
+		c, err := s.Update(ctx, in.ConnectionID, UpdateInput(in.Body))
 		return one(c), api.Err(ctx, err)
 	})
 	huma.Register(a, huma.Operation{
