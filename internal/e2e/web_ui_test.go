@@ -74,7 +74,8 @@ func TestWebUI(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("account-form")))
 	b.do(chromedp.SendKeys(chromedp.ID("account-name"), "docs-rw"), chromedp.SendKeys(chromedp.ID("account-username"), ferret.SCRAM256User.User),
 		chromedp.SendKeys(chromedp.ID("account-password"), ferret.SCRAM256User.Password), submit(chromedp.ID("create-account")),
-		chromedp.WaitVisible(chromedp.ID("notice")))
+		// Not #notice: the resource's "added" notice is on the page already.
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-account="docs-rw"]`)))
 	b.open("/projects/"+pid+"/resources", "#resources")
 	list := b.text("#resources")
 	for _, want := range []string{"pg-main", "PostgreSQL", "docs", "MongoDB", "dc1", "online", fmt.Sprintf("127.0.0.1:%d", pg.Port)} {

@@ -15,7 +15,11 @@
 //     asked for (a recurring job);
 //   - on failure keeps it, with its error, and makes it due again after a
 //     backoff (doubling from Kind.RetryMin up to Kind.RetryMax, with jitter);
-//     a handler's Permanent error drops the job instead.
+//     a handler's Permanent error drops the job instead; a Wait error
+//     makes it due again after the given delay without counting a failed
+//     attempt (what it needs, a gateway, is away: Hurry makes it due at
+//     once when it is back); an Elsewhere error releases it at once for
+//     another replica and keeps this one from claiming it for a few polls.
 //
 // A replica that dies mid-job leaves a lease that ends: another replica (or
 // the same one after a restart) takes the job over once the lease has

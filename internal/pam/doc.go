@@ -27,6 +27,16 @@
 // (`sslCaPem`), so that a client with its own names for them shows those: the
 // CLI prints its flag (--ssl-ca-file) in their place.
 //
+// Accounts rotate their passwords as the resource's rotation account on the
+// jobs package (service_rotation.go has the steps and their crash safety). A
+// rotation runs only on the server replica the resource's gateway is
+// connected to (Presence): another replica hands the job over
+// (jobs.Elsewhere), and with the gateway offline everywhere the account
+// waits (status waiting, jobs.Wait every WaitRetry, and at once when the
+// gateway connects: GatewayConnected). An account is not deleted while its
+// rotation runs (Conflict). A resource may be renamed (Conflict when the name
+// is taken).
+//
 // Roles: project viewers read resources and accounts, members also access
 // them (TargetFor), admins create, change and delete them.
 //
@@ -37,5 +47,7 @@
 //     GatewayResolver it depends on, name-or-id lookups and TargetFor.
 //   - service_resources.go, service_accounts.go: the operations on resources
 //     and accounts, and their HTTP (huma) registrations.
+//   - service_rotation.go: password rotation (the job, Rotate now, waiting
+//     for a gateway, the hand-off between replicas).
 //   - repository_resources.go, repository_accounts.go: the SQL.
 package pam

@@ -29,7 +29,9 @@
 //     application/problem+json, never text or HTML.
 //
 // Pages: pages_projects.go (projects, members, settings), pages_resources.go
-// (resources, their accounts, the Access command), pages_sessions.go
+// (resources, their accounts, the Access command), pages_rotation.go (an
+// account's rotation schedule and Rotate now, the Edit Resource page),
+// pages_sessions.go
 // (sessions and their logs, terminate), pages_admin.go (gateways, audit
 // log, machine identities), pages_secrets.go (secrets, their history
 // and restore), pages_appconn.go (app connections), pages_secretrotations.go

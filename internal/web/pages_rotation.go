@@ -125,7 +125,13 @@ func (h *Handler) resourceUpdate(w http.ResponseWriter, r *http.Request) {
 		RotationUsername:      strings.TrimSpace(r.PostFormValue("rotationUsername")),
 	}
 	f.SSLCAPEM = caFromForm(r, f.SSLCAPEM)
-	in := pam.ResourceUpdate{Name: &f.Name, SSLEnabled: &f.SSLEnabled, SSLRejectUnauthorized: &f.SSLRejectUnauthorized, SSLCAPEM: &f.SSLCAPEM}
+	in := pam.ResourceUpdate{Name: &f.Name, SSLEnabled: &f.SSLEnabled, SSLRejectUnauthorized: &f.SSLRejectUnauthorized}
+	if f.SSLCAPEM != strings.TrimSpace(res.SSLCAPEM) {
+		// A bundle stored with a trailing newline (from a file) and shown
+		// in the form is the same bundle: only a real change is sent, as
+		// it is an endpoint change that needs the passwords again.
+		in.SSLCAPEM = &f.SSLCAPEM
+	}
 	if f.Gateway != "" {
 		in.Gateway = &f.Gateway
 	}

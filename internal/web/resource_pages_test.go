@@ -239,6 +239,30 @@ func TestResourceAndAccountRotationPages(t *testing.T) {
 		!strings.Contains(body, "orders-main") {
 		t.Fatalf("after the rename:\n%s", body)
 	}
+	// A project admin (not an organization admin) renames it too: the
+	// unchanged settings of the form are no endpoint change, so no
+	// password needs re-entering.
+	actx := api.WithPrincipal(context.Background(), adminPrincipal(t, e))
+	if _, err := e.srv.Auth.CreateUser(actx, "padmin@example.com", "project admin password 1", "", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.srv.Projects.SetMember(actx, pid, "padmin@example.com", "", project.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	pa := e.browser()
+	pa.login("padmin@example.com", "project admin password 1")
+	if _, body = pa.get(edit); !strings.Contains(body, `id="gateway" value="gw-web"`) {
+		t.Fatalf("the project admin's edit page:\n%s", body)
+	}
+	ef.Set("name", "orders-pa")
+	if resp, body = pa.post(edit, edit, ef); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a project admin's rename: %d %s", resp.StatusCode, body)
+	}
+	ef.Set("name", "orders-main")
+	if resp, body = pa.post(edit, edit, ef); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a project admin's rename back: %d %s", resp.StatusCode, body)
+	}
+
 	// A re-entered account password is checked through the gateway; a
 	// wrong one saves nothing and is never shown.
 	ef.Set("accountPassword-"+plainID, "wrong-SECRET-pw")
