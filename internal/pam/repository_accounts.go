@@ -216,13 +216,20 @@ func replaceMetadata(ctx context.Context, q store.Querier, accountID string, m m
 	return nil
 }
 
-func deleteAccount(ctx context.Context, q store.Querier, projectID, id string) error {
+func deleteAccount(ctx context.Context, q store.Querier, projectID, id, pendingAttempt string) error {
 	const op = "pam.deleteAccount"
-	res, err := q.ExecContext(ctx, `DELETE FROM accounts WHERE id = $1 AND project_id = $2`, id, projectID)
+	// Only if no rotation stored a new pending password since the account
+	// was read: a rotation that started in between owns it now.
+	res, err := q.ExecContext(ctx, `DELETE FROM accounts WHERE id = $1 AND project_id = $2 AND pending_attempt = $3`, id, projectID, pendingAttempt)
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the account failed", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
+		var one int
+		if err := q.QueryRowContext(ctx, `SELECT 1 FROM accounts WHERE id = $1 AND project_id = $2`, id, projectID).Scan(&one); err == nil {
+			return errs.E(op, errs.Conflict, "the account's password is being rotated right now; delete it once the rotation has finished "+
+				"(`airlock accounts get` shows its status). Nothing was changed.")
+		}
 		return errs.E(op, errs.NotFound, "the account no longer exists")
 	}
 	return nil

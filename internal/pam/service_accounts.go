@@ -301,7 +301,7 @@ func (s *Service) DeleteAccount(ctx context.Context, projectID, resource, ref st
 			"(`airlock accounts get` shows its status). Nothing was changed.")
 	}
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
-		if err := deleteAccount(ctx, tx, proj.ID, a.ID); err != nil {
+		if err := deleteAccount(ctx, tx, proj.ID, a.ID, a.pendingAttempt); err != nil {
 			return err
 		}
 		if err := jobs.Cancel(ctx, tx, KindRotate, a.ID); err != nil {
@@ -310,6 +310,9 @@ func (s *Service) DeleteAccount(ctx context.Context, projectID, resource, ref st
 		return audit.Record(ctx, tx, audit.By(ctx, audit.Entry{Action: "account.delete", TargetKind: "account", TargetID: a.ID,
 			ProjectID: proj.ID, Details: map[string]any{"name": a.Name, "resource": a.ResourceName, "username": a.Username}}))
 	})
+	if errs.Is(err, errs.Conflict) || errs.Is(err, errs.NotFound) {
+		return err
+	}
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "deleting the account failed", err)
 	}
