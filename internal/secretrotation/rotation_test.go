@@ -309,24 +309,29 @@ func TestPreconditions(t *testing.T) {
 		Host: f.pg.Cluster.Host, Port: f.pg.Cluster.Port, Database: f.pg.Name, Username: weak, Password: "weak-pw"}}); err != nil {
 		t.Fatal(err)
 	}
-	for what, mod := range map[string]func(*secretrotation.CreateInput){
-		"not a slug":          func(in *secretrotation.CreateInput) { in.Name = "Orders Creds" },
-		"interval 0":          func(in *secretrotation.CreateInput) { in.RotationInterval = 0 },
-		"interval 366":        func(in *secretrotation.CreateInput) { in.RotationInterval = 366 },
-		"rotate-at 25:00":     func(in *secretrotation.CreateInput) { in.RotateAt = "25:00" },
-		"rotate-at noon":      func(in *secretrotation.CreateInput) { in.RotateAt = "noon" },
-		"unknown zone":        func(in *secretrotation.CreateInput) { in.TimeZone = "Mars/Olympus" },
-		"the same user twice": func(in *secretrotation.CreateInput) { in.Parameters.Username2 = in.Parameters.Username1 },
-		"an unknown user":     func(in *secretrotation.CreateInput) { in.Parameters.Username2 = "nobody_here" },
-		"a secret in use":     func(in *secretrotation.CreateInput) { in.SecretsMapping.Password = "TAKEN" },
-		"no such folder":      func(in *secretrotation.CreateInput) { in.SecretPath = "/db/nope" },
-		"no such connection":  func(in *secretrotation.CreateInput) { in.Connection = "nope" },
-		"no CREATEROLE":       func(in *secretrotation.CreateInput) { in.Connection = "weak" },
+	// Each is refused with a message that names the problem.
+	for what, c := range map[string]struct {
+		mod  func(*secretrotation.CreateInput)
+		want string
+	}{
+		"not a slug":          {func(in *secretrotation.CreateInput) { in.Name = "Orders Creds" }, "slug"},
+		"interval 0":          {func(in *secretrotation.CreateInput) { in.RotationInterval = 0 }, "from 1 to 365"},
+		"interval 366":        {func(in *secretrotation.CreateInput) { in.RotationInterval = 366 }, "from 1 to 365"},
+		"rotate-at 25:00":     {func(in *secretrotation.CreateInput) { in.RotateAt = "25:00" }, "HH:MM"},
+		"rotate-at noon":      {func(in *secretrotation.CreateInput) { in.RotateAt = "noon" }, "HH:MM"},
+		"unknown zone":        {func(in *secretrotation.CreateInput) { in.TimeZone = "Mars/Olympus" }, "unknown time zone Mars/Olympus"},
+		"the same user twice": {func(in *secretrotation.CreateInput) { in.Parameters.Username2 = in.Parameters.Username1 }, "two different database users"},
+		"an unknown user":     {func(in *secretrotation.CreateInput) { in.Parameters.Username2 = "nobody_here" }, "\"nobody_here\" does not exist"},
+		"a secret in use":     {func(in *secretrotation.CreateInput) { in.SecretsMapping.Password = "TAKEN" }, "TAKEN is already in use"},
+		"no such folder":      {func(in *secretrotation.CreateInput) { in.SecretPath = "/db/nope" }, "no folder /db/nope"},
+		"no such connection":  {func(in *secretrotation.CreateInput) { in.Connection = "nope" }, "no app connection"},
+		"no CREATEROLE":       {func(in *secretrotation.CreateInput) { in.Connection = "weak" }, "needs CREATEROLE"},
 	} {
 		in := f.input("orders-creds")
-		mod(&in)
-		if _, err := f.svc.Create(f.ctx, in); err == nil || errs.Is(err, errs.Internal) {
-			t.Errorf("%s: %v, want a clear error", what, err)
+		c.mod(&in)
+		_, err := f.svc.Create(f.ctx, in)
+		if err == nil || errs.Is(err, errs.Internal) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a clear error saying %q", what, err, c.want)
 		}
 	}
 	if !f.logsIn(f.u1, "initial-a") || !f.logsIn(f.u2, "initial-b") {
