@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +51,24 @@ func TestSecretsRotationCLI(t *testing.T) {
 	} {
 		if _, errOut, code := admin.Run("", append(append([]string{}, base...), bad...)...); code == 0 || errOut == "" {
 			t.Fatalf("%v: exit %d", bad, code)
+		}
+	}
+	// The API refuses an unknown field (by design its name, the caller's own
+	// input, is not echoed) and a wrong type, naming the field.
+	token := apiToken(t, srv)
+	body := func(extra string) string {
+		return fmt.Sprintf(`{"name": "orders-creds", "projectId": %q, "connectionId": "orders-db", "environment": "prod",
+			"secretPath": "/db/orders", "rotateAt": "02:00", "timeZone": "Europe/Berlin", %s
+			"parameters": {"username1": "orders_a", "username2": "orders_b"},
+			"secretsMapping": {"username": "PGUSER", "password": "PGPASSWORD"}}`, project, extra)
+	}
+	for extra, field := range map[string]string{
+		`"rotationInterval": 7, "colour": "red",`: "unexpected property",
+		`"rotationInterval": "weekly",`:           "rotationInterval",
+	} {
+		status, b := apiCall(t, srv, token, http.MethodPost, "/api/v2/secret-rotations/postgres-credentials", body(extra))
+		if status != http.StatusUnprocessableEntity || !strings.Contains(string(b), field) {
+			t.Fatalf("a body with %s: %d %s", extra, status, b)
 		}
 	}
 	if !pgLogsIn(pg, "orders_a", "initial-a") || !pgLogsIn(pg, "orders_b", "initial-b") {
