@@ -33,6 +33,16 @@ func TestFailureEmailsTheAdmins(t *testing.T) {
 	if _, err := f.svc.RotateNow(f.ctx, f.proj, "orders-creds"); err == nil {
 		t.Fatal("the rotation succeeded for a user that cannot log in")
 	}
+	// The failure is in the audit log, with its reason and no password.
+	var n int
+	var details string
+	if err := f.db.QueryRowContext(f.ctx, `SELECT COUNT(*), MAX(details) FROM audit_logs
+		WHERE action = 'secret-rotation.rotate' AND outcome = 'failure' AND project_id = $1`, f.proj).Scan(&n, &details); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || !strings.Contains(details, "orders-creds") || !strings.Contains(details, "error") || strings.Contains(details, published) {
+		t.Fatalf("the failure's audit events: %d %s", n, details)
+	}
 	msg := mp.WaitForMessage(t, time.Minute, func(m testenv.Message) bool { return strings.Contains(m.Subject, "orders-creds") })
 	if len(msg.To) != 1 || msg.To[0].Address != "alice@example.com" || !strings.Contains(msg.Subject, "failed") || !strings.Contains(msg.Subject, "payments") {
 		t.Fatalf("the failure mail: %+v", msg)
