@@ -403,3 +403,61 @@ func TestMissedRotationsRunOnce(t *testing.T) {
 		t.Fatalf("active user %s, want %s", r.ActiveUsername, f.u2)
 	}
 }
+
+// TestScheduledFailureRetriesWithBackoff: a scheduled rotation that fails
+// keeps the published credentials working, records its error and is
+// retried later, each time after a longer delay; once the cause is fixed,
+// the retry rotates.
+func TestScheduledFailureRetriesWithBackoff(t *testing.T) {
+	f := newFixture(t, time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	if _, err := f.svc.Create(f.ctx, f.input("orders-creds")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.svc.Resolve(f.ctx, f.proj, "orders-creds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u0, p0 := f.published(t)
+	// The next rotation gives the inactive user a new password and logs in
+	// with it: that login fails now.
+	f.super(t, fmt.Sprintf(`ALTER ROLE %s NOLOGIN`, f.u2))
+	f.runDue(t, "orders-creds")
+	retryAfter := func() (jobs.Status, time.Duration) {
+		t.Helper()
+		st, err := jobs.Get(f.ctx, f.db, f.clock.Now(), secretrotation.KindRotate, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, st.RunAt.Sub(f.clock.Now())
+	}
+	st1, d1 := retryAfter()
+	if st1.Attempts != 1 || st1.LastError == "" || d1 <= 0 || d1 > time.Hour {
+		t.Fatalf("after a failed run: %+v, retried in %s", st1, d1)
+	}
+	if got, _ := f.svc.Resolve(f.ctx, f.proj, "orders-creds"); got.RotationStatus != "failed" || got.LastRotationMessage == "" {
+		t.Fatalf("the failed rotation shows %q %q", got.RotationStatus, got.LastRotationMessage)
+	}
+	if u, p := f.published(t); u != u0 || p != p0 || !f.logsIn(u0, p0) {
+		t.Fatal("a failed rotation changed or broke the published credentials")
+	}
+	// The retry, when due, fails again and waits longer.
+	f.clock.Set(st1.RunAt.Add(time.Second))
+	f.sched.RunDue(context.Background())
+	f.sched.Wait()
+	st2, d2 := retryAfter()
+	if st2.Attempts != 2 || d2 <= d1 {
+		t.Fatalf("after a second failure: %+v, retried in %s (the first waited %s)", st2, d2, d1)
+	}
+	// Fixed: the next retry rotates to user 2.
+	f.super(t, fmt.Sprintf(`ALTER ROLE %s LOGIN`, f.u2))
+	f.clock.Set(st2.RunAt.Add(time.Second))
+	f.sched.RunDue(context.Background())
+	f.sched.Wait()
+	u, p := f.published(t)
+	if u != f.u2 || u == u0 || !f.logsIn(u, p) || !f.logsIn(u0, p0) {
+		t.Fatalf("after the fix the published user is %s (logs in %v); the previous still logs in: %v", u, f.logsIn(u, p), f.logsIn(u0, p0))
+	}
+	if got, _ := f.svc.Resolve(f.ctx, f.proj, "orders-creds"); got.RotationStatus != "ok" {
+		t.Fatalf("after the fix the rotation shows %q %q", got.RotationStatus, got.LastRotationMessage)
+	}
+}
