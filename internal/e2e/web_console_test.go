@@ -132,6 +132,13 @@ func TestWebConsole(t *testing.T) {
 	b.do(chromedp.SetValue(chromedp.ID("sql"), "select pg_sleep(60)"), chromedp.Click(chromedp.ID("run")),
 		chromedp.WaitEnabled(chromedp.ID("cancel")))
 	time.Sleep(time.Second)
+	// A second batch while one runs is refused, the first one untouched.
+	busy := b.eval(`fetch("/console/" + document.getElementById("console").dataset.console + "/run", {method: "POST", credentials: "same-origin",
+		headers: {"X-CSRF-Token": document.getElementById("console").dataset.csrf, "Content-Type": "application/json"},
+		body: JSON.stringify({sql: "select 2"})}).then(r => r.json().then(j => r.status + " " + j.error))`)
+	if !strings.HasPrefix(busy, "409 ") || !strings.Contains(busy, "a statement is running") {
+		t.Fatalf("a second batch while pg_sleep runs: %q", busy)
+	}
 	b.do(chromedp.Click(chromedp.ID("cancel")), chromedp.WaitVisible(chromedp.ID("sql-error")))
 	if got := b.text("#sql-error"); !strings.Contains(got, "57014") || !strings.Contains(got, "canceling statement due to user request") {
 		t.Fatalf("the cancelled statement shows %q", got)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -102,7 +103,12 @@ type Console struct {
 	web   string // the web session (browser login) it belongs to
 	conn  *pgconn.PgConn
 
-	run sync.Mutex // one batch at a time
+	// run holds the connection for one batch or catalog query at a time;
+	// running says a user's batch is running or waiting for it: a second
+	// batch is refused, while a batch waits for a catalog query (the
+	// schema browser's, bounded to 30 s) instead of failing.
+	run     sync.Mutex
+	running atomic.Bool
 
 	mu       sync.Mutex
 	opened   time.Time
@@ -182,9 +188,11 @@ func (c *Console) Run(ctx context.Context, sql string, timeout time.Duration) (*
 	if len(sql) > MaxSQLBytes {
 		return nil, errs.Ef(op, errs.Invalid, "the SQL is %d bytes; the console sends at most %d (1 MiB)", len(sql), MaxSQLBytes)
 	}
-	if !c.run.TryLock() {
+	if !c.running.CompareAndSwap(false, true) {
 		return nil, errBusy
 	}
+	defer c.running.Store(false)
+	c.run.Lock()
 	defer c.run.Unlock()
 	if c.conn.IsClosed() {
 		return nil, errs.E(op, errs.Conflict, "the console's connection is closed: open Web Access again")
