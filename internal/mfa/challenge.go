@@ -87,7 +87,7 @@ func (s *Service) Gate(ctx context.Context, accountID, accountName, challengeID 
 // code opens, for the email.
 func (s *Service) challenge(ctx context.Context, p *api.Principal, accountID, what, note string) error {
 	const op = "mfa.(*Service).challenge"
-	method, email, err := s.chooseMethod(ctx, op, p)
+	method, email, err := s.chooseMethod(ctx, op, p, accountID == "")
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func (s *Service) challenge(ctx context.Context, p *api.Principal, accountID, wh
 // chooseMethod picks the organization's enforced method, else the user's
 // TOTP, else the user's passkeys, else an email code; email is the address
 // for an email code.
-func (s *Service) chooseMethod(ctx context.Context, op string, p *api.Principal) (method, email string, err error) {
+func (s *Service) chooseMethod(ctx context.Context, op string, p *api.Principal, login bool) (method, email string, err error) {
 	var orgMethod string
 	var hasTOTP, hasPasskey int
 	err = s.cfg.DB.QueryRowContext(ctx, `SELECT o.mfa_method, u.email,
@@ -174,7 +174,14 @@ func (s *Service) chooseMethod(ctx context.Context, op string, p *api.Principal)
 		return "", "", errs.Wrap(op, errs.Unavailable, "reading the MFA policy failed", err)
 	}
 	passkeysWork := s.wa != nil
+	// A login of a user who lacks the enforced method (new, or reset after
+	// a lost phone) passes with an email code, so that the user can sign in
+	// and enroll it: refusing would lock them out for good. Access to an
+	// account needs the enforced method itself.
+	missing := orgMethod == MethodTOTP && hasTOTP == 0 || orgMethod == MethodWebAuthn && hasPasskey == 0
 	switch {
+	case login && missing:
+		return MethodEmail, email, nil
 	case orgMethod == MethodTOTP && hasTOTP == 0:
 		return "", "", errs.E(op, errs.Forbidden, "MFA required: your organization requires TOTP and you have not enrolled it; run `airlock mfa enroll totp` first")
 	case orgMethod == MethodWebAuthn && !passkeysWork:

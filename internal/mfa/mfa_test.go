@@ -440,6 +440,21 @@ func TestLoginGate(t *testing.T) {
 	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", re.ChallengeID, e.mail.lastCode(t), true); err != nil || m != MethodEmail {
 		t.Fatalf("bob's email code: %q %v", m, err)
 	}
+	// The organization enforces TOTP: bob, who has none (new, or reset
+	// after a lost phone), still signs in with an email code, so that he
+	// can enroll it; an account needs TOTP itself.
+	if _, err := e.s.UpdateOrg(alice, ptr(MethodTOTP), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.s.LoginGate(ctx, "org", "bob", "bob@example.com", "", "", true)
+	if !errors.As(err, &re) || re.Method != MethodEmail {
+		t.Fatalf("bob's login under an enforced TOTP: %v", err)
+	}
+	if m, err := e.s.LoginGate(ctx, "org", "bob", "bob@example.com", re.ChallengeID, e.mail.lastCode(t), true); err != nil || m != MethodEmail {
+		t.Fatalf("bob's email code under an enforced TOTP: %q %v", m, err)
+	}
+	_, err = e.s.Gate(as("bob", "f2"), "A", "A", "")
+	wantCode(t, err, errs.Forbidden, "enroll totp")
 	e.clock.Advance(time.Minute)
 	err = e.s.Disable(alice, MethodTOTP, e.code(t, secret, e.clock.Now()))
 	wantCode(t, err, errs.Conflict, "last method")

@@ -574,7 +574,23 @@ func (h *Handler) needsEnrollment(ctx context.Context, pair auth.TokenPair) bool
 		return false
 	}
 	st, err := h.mfa.Status(api.WithPrincipal(ctx, p))
-	return err == nil && st.RequireMFALogin && len(st.Methods) == 0
+	if err != nil || !st.RequireMFALogin {
+		return false
+	}
+	if len(st.Methods) == 0 {
+		return true
+	}
+	// The organization enforces a method the user lacks: they signed in
+	// with an email code and enroll it now.
+	if st.OrgMethod == mfa.MethodTOTP || st.OrgMethod == mfa.MethodWebAuthn {
+		for _, m := range st.Methods {
+			if m.Kind == st.OrgMethod {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // qrSVG draws text as a QR code in inline SVG (one path of unit squares,
