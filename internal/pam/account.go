@@ -77,6 +77,7 @@ type accountRow struct {
 	Account
 	projectID      string
 	passwordSealed []byte
+	storedSealed   []byte // password_enc as read: an update writes only over it
 	rotationDays   int
 	rotationStatus string // as stored: '', ok, rotating, failed, waiting
 	rotationError  string

@@ -80,9 +80,27 @@ func (g gatewayBook) AllowProjectTx(context.Context, *sql.Tx, string, string) er
 type pgValidator struct {
 	online map[string]bool
 	calls  atomic.Int32
+	// hold, when set, makes the next Validate wait for it to be closed
+	// after its login (a slow answer from the gateway); started is
+	// signalled when it begins to wait.
+	mu            sync.Mutex
+	hold, started chan struct{}
 }
 
 func (v *pgValidator) Validate(ctx context.Context, gatewayID string, t tunnel.Target) error {
+	v.mu.Lock()
+	hold, started := v.hold, v.started
+	v.hold, v.started = nil, nil
+	v.mu.Unlock()
+	err := v.validate(ctx, gatewayID, t)
+	if hold != nil {
+		started <- struct{}{}
+		<-hold
+	}
+	return err
+}
+
+func (v *pgValidator) validate(ctx context.Context, gatewayID string, t tunnel.Target) error {
 	const op = "pam_test.(*pgValidator).Validate"
 	v.calls.Add(1)
 	if !v.online[gatewayID] {

@@ -30,6 +30,7 @@ func scanAccount(row interface{ Scan(...any) error }) (*accountRow, error) {
 		return nil, err
 	}
 	a.CreatedAt, a.UpdatedAt = store.Time(created), store.Time(updated)
+	a.storedSealed = a.passwordSealed
 	a.Metadata = map[string]string{}
 	a.showRotation(time.Time{})
 	return &a, nil
@@ -190,15 +191,24 @@ func insertAccount(ctx context.Context, q store.Querier, a *accountRow) error {
 // updateAccount writes the fields of an existing account (not its metadata).
 func updateAccount(ctx context.Context, q store.Querier, a *accountRow) error {
 	const op = "pam.updateAccount"
+	// Only over the password as it was read, with no rotation begun since:
+	// a rotation that promoted its new password meanwhile must not have it
+	// written back with the old one (the database would no longer take it).
 	res, err := q.ExecContext(ctx, `UPDATE accounts SET username = $1, password_enc = $2, description = $3, require_mfa = $4,
-		updated_at = $5, rotation_interval_days = $6 WHERE id = $7 AND project_id = $8`,
-		a.Username, a.passwordSealed, a.Description, a.RequireMFA, store.Micros(a.UpdatedAt), a.rotationDays, a.ID, a.projectID)
+		updated_at = $5, rotation_interval_days = $6 WHERE id = $7 AND project_id = $8 AND password_enc = $9 AND pending_attempt = $10`,
+		a.Username, a.passwordSealed, a.Description, a.RequireMFA, store.Micros(a.UpdatedAt), a.rotationDays, a.ID, a.projectID,
+		a.storedSealed, a.pendingAttempt)
 	if err != nil {
 		return errs.Wrap(op, errs.Unavailable, "saving the account failed", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
+		var one int
+		if err := q.QueryRowContext(ctx, `SELECT 1 FROM accounts WHERE id = $1 AND project_id = $2`, a.ID, a.projectID).Scan(&one); err == nil {
+			return errs.E(op, errs.Conflict, "account "+a.Name+"'s password was rotated while this change was made; nothing was changed: try again")
+		}
 		return errs.E(op, errs.NotFound, "the account no longer exists")
 	}
+	a.storedSealed = a.passwordSealed
 	return nil
 }
 

@@ -288,3 +288,70 @@ func testDeleteWhileRotating(t *testing.T, b backend) {
 	}
 	owner.must(204, "DELETE", base+"/accounts/app?resource=orders-db", nil, nil)
 }
+
+// TestUpdateDuringRotationKeepsTheRotatedPassword: an account update that
+// read the account before a rotation promoted its new password is refused
+// (409) instead of writing the old password back over the new one, which
+// the database alone would then take.
+func TestUpdateDuringRotationKeepsTheRotatedPassword(t *testing.T) {
+	forEachBackend(t, testUpdateDuringRotation)
+}
+
+func testUpdateDuringRotation(t *testing.T, b backend) {
+	e := start(t, b)
+	ctx := context.Background()
+	sch := jobs.New(e.db, jobs.WithClock(e.clock.Now), jobs.WithPollInterval(50*time.Millisecond))
+	e.pam.UseJobs(sch)
+	role := "rot_upd_app_" + b.name
+	super, err := pgx.Connect(ctx, e.target.SuperURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	for _, stmt := range []string{`DROP ROLE IF EXISTS ` + role, `CREATE ROLE ` + role + ` LOGIN PASSWORD 'first-Pa55'`,
+		`GRANT CONNECT ON DATABASE "` + e.target.Name + `" TO ` + role} {
+		if _, err := super.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := e.createUser("owner@example.com")
+	pid := owner.project("payments")
+	base := "/api/v1/projects/" + pid
+	res := e.pgResource("orders-db")
+	res["rotationUsername"], res["rotationPassword"] = rotatorUser, rotatorPassword
+	owner.must(201, "POST", base+"/resources", res, nil)
+	owner.must(201, "POST", base+"/accounts", map[string]any{"resource": "orders-db", "name": "app", "username": role,
+		"password": "first-Pa55", "rotationInterval": "7d"}, nil)
+	jctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go sch.Run(jctx)
+
+	// The update re-enters the password; its check at the gateway is slow.
+	hold, started := make(chan struct{}), make(chan struct{}, 1)
+	e.validator.mu.Lock()
+	e.validator.hold, e.validator.started = hold, started
+	e.validator.mu.Unlock()
+	done := make(chan int, 1)
+	go func() {
+		done <- owner.call("PATCH", base+"/accounts/app?resource=orders-db", map[string]any{"password": "first-Pa55"}, nil)
+	}()
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the update did not reach the gateway")
+	}
+	// Meanwhile the account rotates.
+	owner.must(200, "POST", base+"/accounts/app/rotate?resource=orders-db", nil, nil)
+	rotated := storedPassword(t, e, pid, "orders-db", "app")
+	close(hold)
+	if st := <-done; st != 409 {
+		t.Fatalf("the update that read the account before the rotation: %d, want 409", st)
+	}
+	if got := storedPassword(t, e, pid, "orders-db", "app"); got != rotated || got == "first-Pa55" || !logsIn(t, e.target, role, got) {
+		t.Fatalf("after the refused update the stored password logs in: %v (rotated kept: %v)", logsIn(t, e.target, role, got), got == rotated)
+	}
+	// Sent again, it is checked against what the database takes now.
+	if st := owner.call("PATCH", base+"/accounts/app?resource=orders-db", map[string]any{"password": "first-Pa55"}, nil); st < 400 {
+		t.Fatalf("re-entering the old password after the rotation: %d, want refused", st)
+	}
+}
