@@ -154,9 +154,12 @@ func TestResources(t *testing.T) {
 		if got["hasRotationCredentials"] != true || got["rotationUsername"] != "rotator" {
 			t.Errorf("rotation credentials: %v", got)
 		}
-		owner.must(200, "PATCH", base+"/orders-db", map[string]any{"rotationUsername": "rotator2"}, &got)
-		if got["hasRotationCredentials"] != true || got["rotationUsername"] != "rotator2" {
-			t.Errorf("rotation username alone: %v", got)
+		// A username alone is checked with the stored password: rotator2
+		// does not log in with it, so nothing changes.
+		owner.fails(422, "", "PATCH", base+"/orders-db", map[string]any{"rotationUsername": "rotator2"})
+		owner.must(200, "GET", base+"/orders-db", nil, &got)
+		if got["hasRotationCredentials"] != true || got["rotationUsername"] != "rotator" {
+			t.Errorf("a refused rotation username alone changed: %v", got)
 		}
 		owner.must(200, "PATCH", base+"/orders-db", map[string]any{"rotationUsername": ""}, &got)
 		if got["hasRotationCredentials"] != false || got["rotationUsername"] != nil {

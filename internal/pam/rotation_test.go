@@ -355,3 +355,61 @@ func testUpdateDuringRotation(t *testing.T, b backend) {
 		t.Fatalf("re-entering the old password after the rotation: %d, want refused", st)
 	}
 }
+
+// TestRotationAccountChecks: the rotation account's username changed alone
+// is checked by a login with the stored password; an account that rotates
+// cannot be turned into the rotation account (by its username or by the
+// resource's rotation username), since it would then change the password
+// every later rotation needs.
+func TestRotationAccountChecks(t *testing.T) {
+	forEachBackend(t, testRotationAccountChecks)
+}
+
+func testRotationAccountChecks(t *testing.T, b backend) {
+	e := start(t, b)
+	ctx := context.Background()
+	role := "rot_chk_app_" + b.name
+	super, err := pgx.Connect(ctx, e.target.SuperURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	for _, stmt := range []string{`DROP ROLE IF EXISTS ` + role, `CREATE ROLE ` + role + ` LOGIN PASSWORD 'first-Pa55'`,
+		`GRANT CONNECT ON DATABASE "` + e.target.Name + `" TO ` + role} {
+		if _, err := super.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := e.createUser("owner@example.com")
+	pid := owner.project("payments")
+	base := "/api/v1/projects/" + pid
+	res := e.pgResource("orders-db")
+	res["rotationUsername"], res["rotationPassword"] = rotatorUser, rotatorPassword
+	owner.must(201, "POST", base+"/resources", res, nil)
+	owner.must(201, "POST", base+"/accounts", map[string]any{"resource": "orders-db", "name": "app", "username": role,
+		"password": "first-Pa55", "rotationInterval": "7d"}, nil)
+
+	// A new rotation username alone: the stored password does not log in as it.
+	p := owner.fails(422, "", "PATCH", base+"/resources/orders-db", map[string]any{"rotationUsername": role})
+	if !strings.Contains(strings.ToLower(p.raw), "password") {
+		t.Errorf("a rotation username the stored password does not log in as: %s", p.raw)
+	}
+	// The rotating account's user as the rotation account, with its password.
+	p = owner.fails(422, "body.rotationUsername", "PATCH", base+"/resources/orders-db",
+		map[string]any{"rotationUsername": role, "rotationPassword": "first-Pa55"})
+	if !strings.Contains(p.raw, "cannot also be the rotation account") {
+		t.Errorf("the rotating account as the rotation account: %s", p.raw)
+	}
+	// The rotating account renamed to the rotation account's user.
+	p = owner.fails(422, "body.username", "PATCH", base+"/accounts/app?resource=orders-db", map[string]any{"username": rotatorUser})
+	if !strings.Contains(p.raw, "rotation account") {
+		t.Errorf("the rotating account renamed to the rotation user: %s", p.raw)
+	}
+	var got struct {
+		RotationUsername string `json:"rotationUsername"`
+	}
+	owner.must(200, "GET", base+"/resources/orders-db", nil, &got)
+	if got.RotationUsername != rotatorUser {
+		t.Errorf("after the refusals the rotation account is %q", got.RotationUsername)
+	}
+}

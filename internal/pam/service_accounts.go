@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"net/http"
+	"slices"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/google/uuid"
@@ -205,6 +206,16 @@ func (s *Service) UpdateAccount(ctx context.Context, projectID, resource, ref st
 		details["metadata"] = a.Metadata
 	}
 	rotationChanged := false
+	if in.RotationInterval == nil && a.rotationDays > 0 && slices.Contains(changed, "username") {
+		r, err := resourceByRef(ctx, s.db, proj.ID, a.ResourceID)
+		if err != nil {
+			return nil, err
+		}
+		if a.Username == r.RotationUsername {
+			return nil, errs.InvalidField(op, "body.username", "the database user "+a.Username+" is the resource's rotation account, "+
+				"and this account rotates its password; an account cannot rotate its own password yet: turn its rotation off first")
+		}
+	}
 	if in.RotationInterval != nil {
 		days := 0
 		if *in.RotationInterval != "off" && *in.RotationInterval != "" {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -291,6 +292,24 @@ func (s *Service) UpdateResource(ctx context.Context, projectID, ref string, in 
 	if rotationReentered {
 		if err := s.validate(ctx, op, &r.Resource, rotationAccountName, r.target("", r.RotationUsername, *in.RotationPassword)); err != nil {
 			return nil, err
+		}
+	}
+	if slices.Contains(changed, "rotationUsername") {
+		// A new username with the stored password: checked by a login too.
+		pw, err := s.cfg.Keyring.Open(ctx, proj.ID, rotationAAD(r.ID), r.rotationSealed)
+		if err != nil {
+			return nil, errs.Wrap(op, errs.Internal, "opening the rotation account's password failed", err)
+		}
+		if err := s.validate(ctx, op, &r.Resource, rotationAccountName, r.target("", r.RotationUsername, string(pw))); err != nil {
+			return nil, err
+		}
+	}
+	if r.HasRotationCredentials && (rotationReentered || slices.Contains(changed, "rotationUsername")) {
+		for _, a := range accounts {
+			if a.Username == r.RotationUsername && a.rotationDays > 0 {
+				return nil, errs.InvalidField(op, "body.rotationUsername", "account "+a.Name+" rotates its password and uses the database user "+
+					a.Username+"; it cannot also be the rotation account: turn its rotation off first, or pick another rotation account")
+			}
 		}
 	}
 	if len(changed) == 0 {

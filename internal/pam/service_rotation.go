@@ -208,6 +208,10 @@ func (s *Service) rotate(ctx context.Context, a *accountRow) (time.Time, error) 
 	if !r.HasRotationCredentials {
 		return time.Time{}, s.rotationFailed(ctx, a, "resource "+r.Name+" no longer has a rotation account; give it one or turn rotation off")
 	}
+	if a.Username == r.RotationUsername {
+		return time.Time{}, s.rotationFailed(ctx, a, "account "+a.Name+" uses the resource's rotation account ("+r.RotationUsername+
+			"); an account cannot rotate its own password: turn its rotation off, or give the resource another rotation account")
+	}
 	rotPw, err := s.cfg.Keyring.Open(ctx, a.projectID, rotationAAD(r.ID), r.rotationSealed)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("opening the rotation account's password failed: %w", err)
