@@ -44,7 +44,7 @@ with --code confirms it: airlock mfa enroll totp --code 123456`,
 		Args: cobra.ExactArgs(1), ValidArgs: []string{"totp"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] != "totp" {
-				return fmt.Errorf("only totp can be enrolled here (passkeys are not available yet), not %q", args[0])
+				return fmt.Errorf("only totp can be enrolled here, not %q: passkeys are added in the browser, on the web UI's MFA page (/mfa)", args[0])
 			}
 			c, err := loggedInClient()
 			if err != nil {
