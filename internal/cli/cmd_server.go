@@ -89,7 +89,7 @@ organization admin; afterwards they are ignored.`,
 	fl.DurationVar(&f.clientLostAfter, "client-lost-after", 2*time.Minute,
 		"how long a session's `db access` may stay disconnected before the session ends as client_lost (the server's own restart counts as a grace period)")
 	fl.DurationVar(&f.accessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of an access token; the CLI refreshes it with its refresh token (7 days)")
-	fl.StringVar(&f.smtpURL, "smtp-url", "", "SMTP server for MFA email codes and secret-rotation failure mail to admins: smtp://user:pass@host:587 (STARTTLS when offered) or smtps://...:465, optional ?from=addr (or AIRLOCK_SMTP_URL)")
+	fl.StringVar(&f.smtpURL, "smtp-url", "", "SMTP server for MFA email codes and secret-rotation failure mail to admins: smtp://user:pass@host:587 (STARTTLS required but on localhost; ?starttls=off for a trusted relay) or smtps://...:465, optional ?from=addr (or AIRLOCK_SMTP_URL)")
 	fl.StringVar(&f.publicURL, "public-url", "", publicURLHelp)
 	fl.DurationVar(&f.gwCertTTL, "gateway-certificate-lifetime", 365*24*time.Hour,
 		"lifetime of the certificates gateways get at enrollment and renewal; they renew when a third of it is left (at least 1m)")

@@ -26,12 +26,18 @@ type SMTPMailer struct {
 	implicit   bool
 	user, pass string
 	from       string
+	// plainOK lets smtp:// go on without STARTTLS: a server on this
+	// machine, or ?starttls=off given by the operator.
+	plainOK bool
 	// TLS, when set, replaces the default TLS configuration (tests).
 	TLS *tls.Config
 }
 
 // ParseSMTPURL reads smtp://user:pass@host:port or smtps://... with an
-// optional ?from=address. The error never holds the password.
+// optional ?from=address. smtp:// requires STARTTLS (codes must not cross
+// a network in clear, and a server that stops offering it may be an
+// attacker in the middle) unless the host is this machine or
+// ?starttls=off is given. The error never holds the password.
 func ParseSMTPURL(raw string) (*SMTPMailer, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -43,7 +49,7 @@ func ParseSMTPURL(raw string) (*SMTPMailer, error) {
 	case "smtps":
 		m.implicit = true
 	default:
-		return nil, errors.New("--smtp-url must start with smtp:// (STARTTLS when offered) or smtps:// (TLS)")
+		return nil, errors.New("--smtp-url must start with smtp:// (STARTTLS) or smtps:// (TLS)")
 	}
 	if u.Hostname() == "" {
 		return nil, errors.New("--smtp-url has no host")
@@ -59,6 +65,16 @@ func ParseSMTPURL(raw string) (*SMTPMailer, error) {
 	if u.User != nil {
 		m.user = u.User.Username()
 		m.pass, _ = u.User.Password()
+	}
+	switch st := u.Query().Get("starttls"); st {
+	case "", "require":
+		if ip := net.ParseIP(m.host); m.host == "localhost" || ip != nil && ip.IsLoopback() {
+			m.plainOK = st == ""
+		}
+	case "off":
+		m.plainOK = true
+	default:
+		return nil, fmt.Errorf("--smtp-url: starttls=%q: use starttls=require (the default) or starttls=off", st)
 	}
 	m.from = u.Query().Get("from")
 	if m.from == "" {
@@ -116,6 +132,9 @@ func (m *SMTPMailer) Send(ctx context.Context, to, subject, body string) error {
 			if err := c.StartTLS(tcfg); err != nil {
 				return fmt.Errorf("STARTTLS with %s: %w", m.addr, err)
 			}
+		} else if !m.plainOK {
+			return fmt.Errorf("the SMTP server %s does not offer STARTTLS, so the mail would cross the network in clear: "+
+				"use smtps://, enable STARTTLS on the server, or add ?starttls=off to --smtp-url for a relay on a trusted network", m.addr)
 		}
 	}
 	if m.user != "" {

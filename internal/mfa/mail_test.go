@@ -35,6 +35,32 @@ func TestSMTPMailer(t *testing.T) {
 		t.Fatal("the code is not in the mail")
 	}
 
+	// Required STARTTLS (the default for a host that is not this machine)
+	// that the server does not offer: nothing is sent, and the error says
+	// what to do.
+	strict, err := ParseSMTPURL(fmt.Sprintf("smtp://airlock:s3cret-pw@%s:%d?starttls=require", mp.SMTPHost, mp.SMTPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = strict.Send(ctx, "carol@example.com", "Must not be sent", "in clear")
+	if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") || !strings.Contains(err.Error(), "starttls=off") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("a server without STARTTLS under starttls=require: %v", err)
+	}
+	for _, m := range mp.Messages(t) {
+		if m.Subject == "Must not be sent" {
+			t.Fatal("the mail was sent in clear")
+		}
+	}
+	if _, err := ParseSMTPURL("smtp://mail.example.com?starttls=maybe"); err == nil || !strings.Contains(err.Error(), "starttls=require") {
+		t.Fatalf("a bad starttls value: %v", err)
+	}
+	for raw, plainOK := range map[string]bool{"smtp://mail.example.com": false, "smtp://127.0.0.1:25": true, "smtp://localhost": true,
+		"smtp://mail.example.com?starttls=off": true, "smtp://[::1]:25?starttls=require": false} {
+		if m, err := ParseSMTPURL(raw); err != nil || m.plainOK != plainOK {
+			t.Errorf("%s: without STARTTLS allowed %v (%v), want %v", raw, m != nil && m.plainOK, err, plainOK)
+		}
+	}
+
 	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
