@@ -6,8 +6,10 @@
 // steps: EnrollTOTP makes a secret (sealed with the root key, the row's
 // identity as additional data) and ConfirmTOTP turns it on once a first code
 // from the authenticator is accepted. The first confirmed method also makes
-// ten recovery codes, shown once and stored as SHA-256 hashes (each holds 50
-// random bits), each usable once in place of any code. A code is accepted
+// ten recovery codes, shown once and stored as HMAC-SHA-256 under a key
+// derived from the root key, so that a copy of the store alone cannot test
+// guesses (each holds 50 random bits); each is usable once in place of any
+// code. A code is accepted
 // for the current step and one step either side (so a code from 30 seconds
 // ago works, one from 90 seconds ago does not), and never for a step at or
 // before the last one accepted (no replay). Email codes are 6 digits, sent

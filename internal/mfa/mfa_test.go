@@ -3,6 +3,7 @@ package mfa
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -495,5 +496,67 @@ func TestOnPostgres(t *testing.T) {
 		{"PasskeyLogin", TestPasskeyLogin},
 	} {
 		t.Run(tc.name, tc.f)
+	}
+}
+
+// TestRecoveryCodesAreKeyed: recovery codes are stored as an HMAC under a
+// key derived from the root key, never as a plain hash that a copy of the
+// store could test guesses against; codes stored the old way still work,
+// once.
+func TestRecoveryCodesAreKeyed(t *testing.T) {
+	e := newEnv(t)
+	alice := as("alice", "f1")
+	_, codes := e.enroll(t, alice)
+	if len(codes) != recoveryCodeCount {
+		t.Fatalf("%d recovery codes", len(codes))
+	}
+	rows, err := e.db.Query(`SELECT code_hash FROM mfa_recovery_codes WHERE user_id = 'alice'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	for rows.Next() {
+		var h []byte
+		if err := rows.Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		stored[string(h)] = true
+	}
+	rows.Close()
+	for _, c := range codes {
+		if stored[string(legacyRecoveryHash(c))] || !stored[string(e.s.hashRecoveryCode(c))] {
+			t.Fatalf("recovery code %s is not stored as its keyed hash", c)
+		}
+	}
+	use := func(code string) string {
+		t.Helper()
+		var m string
+		err := e.db.InTx(context.Background(), func(tx *sql.Tx) (err error) {
+			m, err = e.s.useFactor(context.Background(), tx, "alice", code)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := use(codes[0]); m != MethodRecovery {
+		t.Fatalf("a keyed recovery code: %q", m)
+	}
+	if m := use(codes[0]); m != "" {
+		t.Fatal("a recovery code worked twice")
+	}
+	const old = "abcde-fghjk"
+	if _, err := e.db.Exec(`INSERT INTO mfa_recovery_codes (user_id, code_hash, used_at) VALUES ('alice', $1, 0)`, legacyRecoveryHash(old)); err != nil {
+		t.Fatal(err)
+	}
+	if !isRecoveryCode(old) {
+		t.Fatalf("%s is not shaped like a recovery code", old)
+	}
+	if m := use(old); m != MethodRecovery {
+		t.Fatalf("a code stored the old way: %q", m)
+	}
+	if m := use(old); m != "" {
+		t.Fatal("an old code worked twice")
 	}
 }

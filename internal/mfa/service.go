@@ -73,14 +73,19 @@ func (c *Config) CheckAndSetDefaults() error {
 
 // Service serves enrollment, the organization's policy and challenges.
 type Service struct {
-	cfg     Config
-	codeKey []byte // HMAC key for email codes, derived from the root key
-	wa      *webauthn.WebAuthn
-	origin  string // the public URL's origin
+	cfg         Config
+	codeKey     []byte // HMAC key for email codes, derived from the root key
+	recoveryKey []byte // HMAC key for recovery codes, derived from the root key
+	wa          *webauthn.WebAuthn
+	origin      string // the public URL's origin
 }
 
 // LabelEmailCodeMAC names the derived key that hashes email codes.
 const LabelEmailCodeMAC = "airlock/v1/mfa-email-code-mac"
+
+// LabelRecoveryCodeMAC names the derived key that hashes recovery codes, so
+// that a copy of the store alone cannot test guesses against them.
+const LabelRecoveryCodeMAC = "airlock/v1/mfa-recovery-code-mac"
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
@@ -91,7 +96,11 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, codeKey: key}
+	rkey, err := cfg.Keyring.DeriveKey(LabelRecoveryCodeMAC)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, codeKey: key, recoveryKey: rkey}
 	if cfg.PublicURL != "" {
 		if s.wa, s.origin, err = newRelyingParty(cfg.PublicURL); err != nil {
 			return nil, errs.E("mfa.New", errs.Invalid, err.Error())

@@ -2,6 +2,7 @@ package mfa
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -128,7 +129,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, code string) (*TOTPConfirmed,
 			return err
 		}
 		if codes == 0 {
-			if out.RecoveryCodes, err = insertRecoveryCodes(ctx, tx, p.ID); err != nil {
+			if out.RecoveryCodes, err = s.insertRecoveryCodes(ctx, tx, p.ID); err != nil {
 				return err
 			}
 		}
@@ -186,17 +187,27 @@ func newRecoveryCode() string {
 	return string(out)
 }
 
-func hashRecoveryCode(code string) []byte {
+// hashRecoveryCode is the HMAC of a recovery code under a key derived from
+// the root key.
+func (s *Service) hashRecoveryCode(code string) []byte {
+	m := hmac.New(sha256.New, s.recoveryKey)
+	m.Write([]byte("airlock/mfa-recovery|" + strings.ReplaceAll(strings.ToLower(code), "-", "")))
+	return m.Sum(nil)
+}
+
+// legacyRecoveryHash is how codes were stored before they were keyed
+// (plain SHA-256); such codes still work until used or replaced.
+func legacyRecoveryHash(code string) []byte {
 	h := sha256.Sum256([]byte("airlock/mfa-recovery|" + strings.ReplaceAll(strings.ToLower(code), "-", "")))
 	return h[:]
 }
 
-func insertRecoveryCodes(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
+func (s *Service) insertRecoveryCodes(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
 	codes := make([]string, 0, recoveryCodeCount)
 	for len(codes) < recoveryCodeCount {
 		c := newRecoveryCode()
 		if _, err := tx.ExecContext(ctx, `INSERT INTO mfa_recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, 0)`,
-			userID, hashRecoveryCode(c)); err != nil {
+			userID, s.hashRecoveryCode(c)); err != nil {
 			if store.IsUniqueViolation(err) {
 				continue
 			}
@@ -269,8 +280,8 @@ func (s *Service) useFactor(ctx context.Context, tx *sql.Tx, userID, code string
 		}
 		return MethodTOTP, nil
 	case isRecoveryCode(code):
-		res, err := tx.ExecContext(ctx, `UPDATE mfa_recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at = 0`,
-			store.Micros(s.cfg.Now()), userID, hashRecoveryCode(code))
+		res, err := tx.ExecContext(ctx, `UPDATE mfa_recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash IN ($3, $4) AND used_at = 0`,
+			store.Micros(s.cfg.Now()), userID, s.hashRecoveryCode(code), legacyRecoveryHash(code))
 		if err != nil {
 			return "", err
 		}

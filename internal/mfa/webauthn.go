@@ -322,7 +322,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, ceremonyID, nam
 			return err
 		}
 		if codes == 0 {
-			if out.RecoveryCodes, err = insertRecoveryCodes(ctx, tx, p.ID); err != nil {
+			if out.RecoveryCodes, err = s.insertRecoveryCodes(ctx, tx, p.ID); err != nil {
 				return err
 			}
 		}
