@@ -233,8 +233,11 @@ document.addEventListener("DOMContentLoaded", function () {
 
   // The schema browser.
   var tree = document.getElementById("schema-tree"), cols = document.getElementById("schema-columns");
+  var schemaLoading = false; // one load at a time: a second would find the console busy
   function loadSchema() {
-    call("GET", "/schema").then(function (b) {
+    if (schemaLoading) { return; }
+    schemaLoading = true;
+    call("GET", "/schema").finally(function () { schemaLoading = false; }).then(function (b) {
       tree.textContent = "";
       if (b.error) { tree.appendChild(el("p", "error", b.error)); return; }
       if (b.txStatus) { setTx(b.txStatus); }
