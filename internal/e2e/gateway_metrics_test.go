@@ -22,9 +22,20 @@ import (
 // with its labels, as printed).
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(url)
+	m, err := tryScrape(t, url)
 	if err != nil {
 		t.Fatalf("scraping %s: %v", url, err)
+	}
+	return m
+}
+
+// tryScrape is scrape that returns an unreachable endpoint as an error (a
+// gateway whose metrics listener is not up yet).
+func tryScrape(t *testing.T, url string) (map[string]float64, error) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -43,7 +54,7 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		}
 		m[l[:i]] = v
 	}
-	return m
+	return m, nil
 }
 
 // waitMetric polls until pred holds for the scraped samples.
@@ -51,12 +62,12 @@ func waitMetric(t *testing.T, url, what string, pred func(map[string]float64) bo
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		m := scrape(t, url)
-		if pred(m) {
+		m, err := tryScrape(t, url)
+		if err == nil && pred(m) {
 			return m
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metrics never showed %s: %v", what, m)
+			t.Fatalf("metrics never showed %s: %v (last error: %v)", what, m, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
